@@ -1,0 +1,3 @@
+from svdcli.cli.main import app
+
+app()

@@ -1,0 +1,42 @@
+"""Helpers shared by the command modules: clean error exits, timing lines."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print `message` as an error and exit with `code`."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn SvdError (and a few OS errors) into a one-line message instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from svdcli.errors import SvdError
+
+        try:
+            return fn(*args, **kwargs)
+        except SvdError as exc:
+            fail(str(exc))
+        except FileNotFoundError as exc:
+            fail(f"file not found: {exc.filename or exc}")
+        except KeyboardInterrupt:
+            print("\ninterrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,37 @@
+"""The `svd` command. Sub-commands live in their own modules; heavy imports happen inside them."""
+from __future__ import annotations
+
+import typer
+
+from svdcli import __version__
+from svdcli.cli import convert, curate, pack, sample, train
+
+app = typer.Typer(
+    name="svd",
+    help="Stable Video Diffusion end to end: curate videos into manifests, pack shards, "
+         "train with DeepSpeed and sample videos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(curate.app, name="curate")
+pack.register(app)
+train.register(app)
+sample.register(app)
+convert.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"svdcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Stable Video Diffusion end to end."""
+
+
+if __name__ == "__main__":
+    app()

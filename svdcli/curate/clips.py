@@ -1,0 +1,82 @@
+"""Running a per-clip scoring stage over a manifest: tasks grouped by video, columns merged back.
+
+Used by motion, text, clip and caption. A task is the ok clips of one video (at most
+`clips_per_task`), so a worker opens each video once and can batch its clips. The stage's
+`process(payload)` gets `{"video_path": str, "clips": [row dicts]}` and returns one dict per
+clip with `clip_id` and the stage's columns.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from svdcli.curate.stage import TASK_COLUMN, RunResult, Stage, Task, clean_parts, run_stage
+from svdcli.manifest.io import manifest_history, read_manifest, write_manifest
+
+CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
+               "num_frames", "fps", "width", "height", "rotation"]
+
+
+class ClipStage(Stage):
+    """A stage whose task is a group of clips of one video; errors are per clip."""
+
+    unit = "videos"
+
+    def error_rows(self, payload: dict, message: str) -> list[dict]:
+        return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]
+
+
+def clip_tasks(table: pa.Table, clips_per_task: int = 64) -> list[Task]:
+    """Group the ok clips of `table` by video into tasks with stable keys."""
+    ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
+    fields = [f for f in CLIP_FIELDS if f in ok.column_names]
+    by_video: dict[str, list[dict]] = {}
+    for row in ok.select(fields).to_pylist():
+        by_video.setdefault(row["video_path"], []).append(row)
+    tasks = []
+    for video, clips in by_video.items():
+        clips.sort(key=lambda c: c["start_time"])
+        for i in range(0, len(clips), clips_per_task):
+            group = clips[i:i + clips_per_task]
+            key = hashlib.sha1("|".join(c["clip_id"] for c in group).encode()).hexdigest()[:16]
+            tasks.append(Task(key, {"video_path": video, "clips": group}))
+    return tasks
+
+
+def merge_columns(manifest: pa.Table, results: pa.Table, columns: list[str]) -> pa.Table:
+    """Replace/add `columns` in `manifest` from `results`, matched by clip_id (others null)."""
+    index = {cid: i for i, cid in enumerate(results.column("clip_id").to_pylist())}
+    take = pa.array([index.get(cid) for cid in manifest.column("clip_id").to_pylist()], type=pa.int64())
+    out = manifest
+    for name in columns:
+        values = results.column(name).take(take)
+        if name in out.column_names:
+            out = out.set_column(out.column_names.index(name), name, values)
+        else:
+            out = out.append_column(name, values)
+    return out
+
+
+def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None = None, *,
+                   clips_per_task: int = 64, **run_kwargs) -> tuple[RunResult, Path | None]:
+    """Score every ok clip of a manifest and write the manifest with the stage's columns.
+
+    Returns the run result and the written path (None when only part of a sharded run is done).
+    """
+    manifest_path = Path(manifest_path)
+    out_path = Path(out_path or manifest_path)
+    manifest = read_manifest(manifest_path)
+    tasks = clip_tasks(manifest, clips_per_task)
+    result = run_stage(stage, tasks, out_path, **run_kwargs)
+    if not result.complete:
+        return result, None
+    results = result.tables[0].drop_columns([TASK_COLUMN])
+    merged = merge_columns(manifest, results, [c for c in stage.columns if c != "clip_id"])
+    record = {"stage": stage.name, "settings": stage.settings(), "fingerprint": stage.fingerprint(),
+              "input": str(manifest_path)}
+    write_manifest(merged, out_path, record=record, history=manifest_history(manifest))
+    clean_parts(out_path, stage)
+    return result, out_path

@@ -1,0 +1,91 @@
+"""The one place manifest columns are defined: name, Arrow type, the stage that writes it, units.
+
+Every writer casts its table with `schema_for(columns)`, so a column means the same thing in
+every file. Bump MANIFEST_VERSION when a column changes meaning or type; readers refuse newer
+versions and say so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+MANIFEST_VERSION = 1
+VERSION_KEY = b"svdcli.manifest_version"
+HISTORY_KEY = b"svdcli.history"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    stage: str
+    doc: str
+
+
+def _c(name: str, type_: pa.DataType, stage: str, doc: str) -> Column:
+    return Column(name, type_, stage, doc)
+
+
+_COLUMN_LIST = [
+    # --- cuts: one row per clip (or one error row per unreadable video)
+    _c("clip_id", pa.string(), "cuts", "stable id: '<video_id>_<start_frame>_<end_frame>'"),
+    _c("video_id", pa.string(), "cuts", "first 16 hex digits of sha1 of the resolved video path"),
+    _c("video_path", pa.string(), "cuts", "absolute path of the source video"),
+    _c("start_time", pa.float64(), "cuts", "clip start, seconds from the first frame's PTS"),
+    _c("end_time", pa.float64(), "cuts", "clip end (exclusive), seconds"),
+    _c("start_frame", pa.int64(), "cuts", "first frame on the nominal frame grid (round(t * fps))"),
+    _c("end_frame", pa.int64(), "cuts", "end frame (exclusive) on the nominal frame grid"),
+    _c("num_frames", pa.int64(), "cuts", "end_frame - start_frame"),
+    _c("fps", pa.float64(), "cuts", "nominal (average) frame rate of the video stream"),
+    _c("width", pa.int32(), "cuts", "coded width in pixels (before rotation)"),
+    _c("height", pa.int32(), "cuts", "coded height in pixels (before rotation)"),
+    _c("rotation", pa.int32(), "cuts", "display rotation from the container metadata, degrees"),
+    _c("video_duration", pa.float64(), "cuts", "duration of the video stream, seconds"),
+    _c("start_levels", pa.list_(pa.string()), "cuts",
+       "detector levels (e.g. 'native', '15fps', '8fps') that found the clip's start boundary; "
+       "empty for a clip that starts at the video start or at a max-length split"),
+    _c("start_cause", pa.string(), "cuts", "why the clip starts here: 'video_start', 'cut' or 'split'"),
+    _c("status", pa.string(), "cuts", "'ok' or 'error'"),
+    _c("error", pa.string(), "cuts", "error message when status is 'error'"),
+    # --- motion
+    _c("motion_score", pa.float32(), "motion",
+       "median over sampled frame pairs of the mean Farneback flow magnitude, in pixels per "
+       "frame at the fixed analysis resolution (see svdcli/curate/motion.py)"),
+    _c("motion_pairs", pa.int32(), "motion", "number of frame pairs scored"),
+    _c("motion_error", pa.string(), "motion", "error message when motion could not be scored"),
+    # --- text
+    _c("text_area", pa.float32(), "text",
+       "max over sampled frames of (area of the union of text boxes / frame area), 0..1"),
+    _c("text_detector", pa.string(), "text", "detector that produced text_area (craft or dbnet)"),
+    _c("text_error", pa.string(), "text", "error message when text could not be scored"),
+    # --- clip
+    _c("aesthetic_score", pa.float32(), "clip", "LAION aesthetic predictor, mean over frames (~1..10)"),
+    _c("clip_score", pa.float32(), "clip", "cosine(frame image embedding, caption text embedding), mean over frames"),
+    _c("clip_model", pa.string(), "clip", "open_clip model and pretrained tag used"),
+    _c("clip_error", pa.string(), "clip", "error message when embeddings could not be computed"),
+    # --- caption
+    _c("caption", pa.string(), "caption", "caption of the middle frame"),
+    _c("caption_model", pa.string(), "caption", "captioning model and pretrained tag"),
+    _c("caption_error", pa.string(), "caption", "error message when captioning failed"),
+    # --- filter
+    _c("keep", pa.bool_(), "filter", "true when the clip passed every rule"),
+    _c("drop_reason", pa.string(), "filter", "the first rule the clip failed (null when kept)"),
+]
+
+COLUMNS: dict[str, Column] = {c.name: c for c in _COLUMN_LIST}
+STAGE_ORDER = ["cuts", "motion", "text", "clip", "caption", "filter"]
+
+
+def stage_columns(stage: str) -> list[str]:
+    """Columns written by `stage`, in schema order."""
+    return [c.name for c in _COLUMN_LIST if c.stage == stage]
+
+
+def schema_for(names: list[str]) -> pa.Schema:
+    """Arrow schema for these columns, in schema order; unknown names are an error."""
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        raise KeyError(f"columns not in the manifest schema: {unknown} (add them to svdcli/manifest/schema.py)")
+    order = {c.name: i for i, c in enumerate(_COLUMN_LIST)}
+    return pa.schema([pa.field(n, COLUMNS[n].type) for n in sorted(names, key=order.__getitem__)])

@@ -1,0 +1,95 @@
+"""What a video file is: frame rate, size, rotation, start time and duration, from its headers."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from svdcli.errors import SvdError
+
+
+class VideoError(SvdError):
+    """A video that cannot be opened or decoded; the message says why."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    fps: float  # nominal (average) frame rate
+    width: int
+    height: int
+    rotation: int  # degrees, display rotation from container metadata
+    start_time: float  # PTS of the stream start in seconds (0 for most files)
+    duration: float  # seconds, from the stream or container header (may be approximate)
+    frames: int  # frame count from the header, 0 when unknown
+    codec: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def video_id(path: str | os.PathLike) -> str:
+    """Stable id of a video: sha1 of its resolved absolute path, 16 hex digits."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+
+
+def open_container(path: str | os.PathLike):
+    """Open with PyAV, turning every failure into a VideoError with a plain message."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VideoError(f"empty file (0 bytes): {path}")
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV raises av.error.* subclasses of OSError/ValueError
+        raise VideoError(f"cannot open {path.name}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"no video stream in {path.name} (audio-only or not a video)")
+    return container
+
+
+def stream_rotation(stream) -> int:
+    """Display rotation in degrees (0, 90, 180, 270) from the stream's metadata or side data."""
+    rotate = (stream.metadata or {}).get("rotate")
+    if rotate is not None:
+        try:
+            return int(float(rotate)) % 360
+        except ValueError:
+            pass
+    for attr in ("side_data",):
+        side = getattr(stream, attr, None)
+        try:
+            value = side.get("DISPLAYMATRIX") if side is not None else None
+        except Exception:  # noqa: BLE001 - side data API differs across PyAV versions
+            value = None
+        if value is not None:
+            try:
+                return int(round(-float(value))) % 360
+            except (TypeError, ValueError):
+                pass
+    return 0
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's headers (no decoding)."""
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+        tb = stream.time_base
+        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        if stream.duration is not None:
+            duration = float(stream.duration * tb)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = 0.0
+        ctx = stream.codec_context
+        return VideoInfo(str(Path(path).resolve()), float(rate), int(ctx.width), int(ctx.height),
+                         stream_rotation(stream), start, duration, int(stream.frames or 0),
+                         ctx.name or "unknown")

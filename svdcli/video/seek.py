@@ -1,0 +1,89 @@
+"""Frames at given timestamps, decoded as little as possible and converted at the size asked for.
+
+Times are seconds from the first frame of the video (the manifest's convention). The frame
+shown at time t is the last frame whose PTS is <= t. Between far-apart timestamps we seek to
+the preceding keyframe instead of decoding everything in between.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from svdcli.video.probe import VideoError, open_container
+
+SEEK_GAP = 2.0  # seconds: decode forward through gaps shorter than this, seek across longer ones
+
+
+def first_frame_time(container, stream) -> float:
+    """PTS (seconds) of the first decodable frame; streams may start at a non-zero PTS."""
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            t = float(frame.pts * stream.time_base)
+            break
+    else:
+        raise VideoError("no decodable video frames")
+    container.seek(0, stream=stream, backward=True, any_frame=False)
+    return t
+
+
+def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int, int] | None = None,
+                   fmt: str = "rgb24", origin: float | None = None, threads: int = 0) -> np.ndarray:
+    """Return frames at `times` (sorted ascending) as uint8 (N, H, W, C) or (N, H, W) for gray.
+
+    `size` is (width, height) for the conversion (swscale area resize), None keeps the coded
+    size. `origin` is the PTS of the first frame if already known (saves a decode).
+    """
+    if any(b < a for a, b in zip(times, times[1:])):
+        raise ValueError("times must be sorted ascending")
+    out: list[np.ndarray] = []
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.thread_count = threads
+        tb = stream.time_base
+        if origin is None:
+            origin = first_frame_time(container, stream)
+        targets = [origin + t for t in times]
+        i, prev, last_pos, seeked_for = 0, None, None, -1
+        eps = 1e-4
+        while i < len(targets):
+            if last_pos is None or targets[i] - last_pos > SEEK_GAP:
+                seeked_for = i  # seek at most once per target: the keyframe may lie far before it
+                container.seek(int(max(targets[i] - origin, 0) / tb) + (stream.start_time or 0),
+                               stream=stream, backward=True, any_frame=False)
+                prev = None
+            progressed = False
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * tb)
+                last_pos = t
+                progressed = True
+                # emit `prev` for every target that falls before this frame
+                while i < len(targets) and t > targets[i] + eps:
+                    if prev is None:  # seek landed after the target: take this frame
+                        prev = frame
+                    out.append(_convert(prev, size, fmt))
+                    i += 1
+                prev = frame
+                if i < len(targets) and i != seeked_for and targets[i] - t > SEEK_GAP:
+                    break  # far target: seek instead of decoding through
+            else:
+                # end of stream: the remaining targets show the last frame
+                while i < len(targets) and prev is not None:
+                    out.append(_convert(prev, size, fmt))
+                    i += 1
+                if i < len(targets):
+                    raise VideoError(f"no frame at or before t={times[i]:.3f}s")
+                break
+            if not progressed:
+                raise VideoError("decoder returned no frames")
+    return np.stack(out) if out else np.zeros((0,), np.uint8)
+
+
+def _convert(frame, size, fmt) -> np.ndarray:
+    if size is not None:
+        return frame.to_ndarray(width=size[0], height=size[1], format=fmt, interpolation="AREA")
+    return frame.to_ndarray(format=fmt)
