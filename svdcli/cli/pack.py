@@ -1,8 +1,86 @@
-"""`svd pack`: see register()."""
+"""`svd pack`: kept clips of a manifest -> WebDataset shards for training."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from svdcli.cli.common import console, fail, user_errors
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: write HEIGHTxWIDTH, e.g. 256x384") from None
+    return h, w
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app (filled in by its issue)."""
+    """Add `svd pack` to the root app."""
+
+    @app.command("pack")
+    @user_errors
+    def pack(
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Curated manifest (Parquet) with a `keep` column."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder for 000000.tar ..., index.parquet, stats.json."),
+        frames: int = typer.Option(14, "--frames", help="Most frames stored per sample (the loader samples T of them "
+                                   "at a stride)."),
+        min_frames: Optional[int] = typer.Option(None, "--min-frames", help="Skip clips that yield fewer frames "
+                                                 "(default: --frames). Skipped clips are listed in stats.json."),
+        fps: Optional[float] = typer.Option(None, "--fps", help="Resample to F fps by timestamp: frames at "
+                                            "start + k/F while before the clip end. Default: the source rate. A "
+                                            "source slower than F keeps its own rate (frames are never repeated)."),
+        size: str = typer.Option("256x384", "--size", help="Frame size HEIGHTxWIDTH (256x384 = height 256, width "
+                                 "384, SVD's video pretraining size): resize to cover, then center crop."),
+        shard_size: int = typer.Option(100, "--shard-size", help="Clips per shard."),
+        fmt: str = typer.Option("mp4", "--format", help="Frames as mp4 (H.264), npy (uint8 array) or both."),
+        crf: int = typer.Option(18, "--crf", help="H.264 quality of stored mp4 frames (lower = closer to source)."),
+        motion_map: str = typer.Option("linear", "--motion-map", help="motion_score -> motion_bucket_id: 'linear' "
+                                       "(round(scale*score), clipped to 0..255) or 'percentile' (rank among packed "
+                                       "clips, 0..255)."),
+        motion_scale: float = typer.Option(32.0, "--motion-scale", help="Scale of the linear motion map."),
+        workers: int = typer.Option(2, "--workers", "-w", help="Worker processes (each writes whole shards)."),
+        all_ok: bool = typer.Option(False, "--all", help="Pack every ok clip, ignoring the `keep` column."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace shards in --out made from other input "
+                                       "or settings (otherwise a rerun only resumes)."),
+        rank: int = typer.Option(0, "--rank", help="This machine's share: shards k with k % world-size == rank."),
+        world_size: int = typer.Option(1, "--world-size", help="Number of machines sharing the pack."),
+    ) -> None:
+        """Pack every kept clip into WebDataset shards: one sample per clip with its frames (mp4 and/or npy),
+        a json (clip_id, source, times, fps, scores, caption, fps_id, motion_bucket_id) and a txt caption.
+
+        fps_id is the sample frame rate minus one (what the SVD checkpoints were conditioned on). A rerun
+        resumes: finished shards are kept, each shard is written atomically. Clips that cannot be decoded or
+        are too short are skipped and counted in stats.json.
+        """
+        from svdcli.shards.pack import PackConfig, run_pack
+
+        height, width = _parse_size(size)
+        cfg = PackConfig(size=(height, width), frames=frames, min_frames=min_frames or frames, fps=fps,
+                         shard_size=shard_size, format=fmt, crf=crf, motion_map=motion_map,
+                         motion_scale=motion_scale)
+        if not 0 <= rank < world_size:
+            fail(f"--rank {rank} must be in 0..{world_size - 1}")
+        summary = run_pack(manifest, out, cfg, workers=workers, all_ok=all_ok, overwrite=overwrite,
+                           rank=rank, world_size=world_size)
+        _report(summary)
+
+
+def _report(summary) -> None:
+    con = console()
+    rate = summary.shards_written / summary.seconds if summary.seconds else 0.0
+    con.print(f"{summary.shards_written} shards written, {summary.shards_resumed} already done, "
+              f"{summary.shards_total} in the pack ({summary.seconds:.1f} s, {rate:.2f} shards/s)")
+    for f in summary.failed:
+        con.print(f"[red]shard {f['shard']} failed:[/] {f['error']}")
+    if summary.stats is not None:
+        s = summary.stats
+        reasons = ", ".join(f"{k}: {v}" for k, v in s["skipped_by_reason"].items()) or "none"
+        con.print(f"{s['samples']} samples of {s['selected']} selected clips; skipped {s['skipped']} ({reasons}). "
+                  f"Wrote {summary.out}/index.parquet and stats.json")
+    elif not summary.failed:
+        con.print("other ranks' shards are not all written yet; the last rank to finish writes the index")
+    if summary.failed:
+        fail(f"{len(summary.failed)} shards failed; rerun the same command to retry them", code=1)

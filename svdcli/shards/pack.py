@@ -1,0 +1,417 @@
+"""`svd pack`: kept manifest clips -> WebDataset shards, one sample per clip.
+
+Layout of the output folder:
+    000000.tar, 000001.tar, ...   samples `<key>.mp4` and/or `<key>.npy`, `<key>.json`, `<key>.txt`
+    index.parquet                 clip_id -> shard, key (+ frames, fps, conditioning)
+    stats.json                    settings, counts, every skipped clip with its reason
+    pack.json                     the settings and clip assignment the shards were made with
+    .pack/000000.json             per-shard completion marker (its index rows and skips)
+
+Clips are ordered by sha1(clip_id) and shard k holds clips [k*N, (k+1)*N) of that order, so the
+assignment is stable across reruns, does not depend on the manifest's row order, and spreads the
+clips of one video over many shards (better mixing for the loader's shuffle buffer). Each shard
+is written to `<name>.tar.tmp` and renamed, then its marker is written: a shard without a marker
+is rewritten by the next run, a shard with one is skipped. A clip that cannot be decoded (or is
+shorter than --min-frames) is left out of its shard and listed in stats.json with the reason.
+
+Frame rule: a sample stores the frames at t = start + k/F (k = 0, 1, ...) while t < end, at most
+`frames` of them, where F is --fps (or the source rate; a source slower than --fps keeps its own
+rate). Times are seconds from the video's first frame (the manifest convention).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from svdcli.errors import SvdError
+from svdcli.shards.conditioning import MotionBuckets, fps_id_for
+from svdcli.shards.frames import (
+    center_crop, cover_size, encode_mp4, encode_npy, rotate_display, sample_rate, sample_times,
+)
+
+FORMATS = ("mp4", "npy", "both")
+MARKERS = ".pack"
+SCORE_COLUMNS = ("motion_score", "aesthetic_score", "clip_score", "text_area")
+CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
+                "end_frame", "fps", "width", "height", "rotation", "caption") + SCORE_COLUMNS
+
+
+@dataclass
+class PackConfig:
+    """Everything that changes the shards' content (it feeds the pack fingerprint)."""
+
+    size: tuple[int, int] = (256, 384)  # (height, width) of every stored frame
+    frames: int = 14  # most frames stored per sample
+    min_frames: int = 14  # clips yielding fewer frames are skipped
+    fps: float | None = None  # sample rate; None keeps the source rate
+    shard_size: int = 100  # clips per shard
+    format: str = "mp4"  # mp4, npy or both
+    crf: int = 18  # H.264 quality of the stored mp4 (lower is better)
+    motion_map: str = "linear"
+    motion_scale: float = 32.0
+
+    def validate(self) -> None:
+        h, w = self.size
+        if h <= 0 or w <= 0 or h % 2 or w % 2:
+            raise SvdError(f"--size {h}x{w}: height and width must be positive and even (H.264 4:2:0)")
+        if self.frames < 1 or not 1 <= self.min_frames <= self.frames:
+            raise SvdError(f"need 1 <= --min-frames ({self.min_frames}) <= --frames ({self.frames})")
+        if self.fps is not None and self.fps <= 0:
+            raise SvdError(f"--fps must be positive, not {self.fps}")
+        if self.shard_size < 1:
+            raise SvdError("--shard-size must be at least 1")
+        if self.format not in FORMATS:
+            raise SvdError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+
+
+@dataclass
+class ShardJob:
+    name: str  # "000000"
+    clips: list[dict]
+    out: str
+    config: PackConfig
+    motion: MotionBuckets
+
+
+@dataclass
+class ShardResult:
+    name: str
+    rows: list[dict] = field(default_factory=list)  # index rows of the samples written
+    skipped: list[dict] = field(default_factory=list)  # {"clip_id", "kind", "reason"}
+    bytes: int = 0
+
+
+class ClipSkipped(Exception):
+    """A clip left out of its shard; `kind` is the short reason counted in stats.json."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+def sample_key(clip_id: str) -> str:
+    """WebDataset key of a clip: its id with every character outside [A-Za-z0-9_-] made '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", clip_id)
+
+
+def order_clips(clips: list[dict]) -> list[dict]:
+    """Packing order: by sha1(clip_id), independent of manifest row order."""
+    return sorted(clips, key=lambda c: hashlib.sha1(c["clip_id"].encode()).hexdigest())
+
+
+# --- one clip ------------------------------------------------------------------------------
+def clip_frames(clip: dict, cfg: PackConfig) -> tuple[np.ndarray, list[float], float]:
+    """Decode, rotate and crop the clip's frames: ((N, H, W, 3) uint8, times, sample fps)."""
+    from svdcli.video.seek import read_frames_at
+
+    out_h, out_w = cfg.size
+    rate = sample_rate(clip["fps"], cfg.fps)
+    times = sample_times(clip["start_time"], clip["end_time"], rate, cfg.frames)
+    if len(times) < cfg.min_frames:
+        raise ClipSkipped("too_short", f"{len(times)} frames at {rate:g} fps < --min-frames {cfg.min_frames}")
+    rotation = int(clip.get("rotation") or 0) % 360
+    swap = rotation in (90, 270)
+    disp_w, disp_h = (clip["height"], clip["width"]) if swap else (clip["width"], clip["height"])
+    dec_w, dec_h = cover_size(disp_w, disp_h, out_h, out_w)
+    try:
+        frames = read_frames_at(clip["video_path"], times, size=(dec_h, dec_w) if swap else (dec_w, dec_h),
+                                threads=1)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure skips the clip, with its reason
+        raise ClipSkipped("decode_error", f"{type(exc).__name__}: {exc}") from exc
+    if len(frames) != len(times):
+        raise ClipSkipped("decode_error", f"decoded {len(frames)} of {len(times)} frames")
+    frames = center_crop(rotate_display(frames, rotation), out_h, out_w)
+    return np.ascontiguousarray(frames), times, rate
+
+
+def clip_sample(clip: dict, cfg: PackConfig, motion: MotionBuckets) -> tuple[dict, dict]:
+    """One WebDataset sample (extension -> bytes, plus `__key__`) and its index row."""
+    frames, times, rate = clip_frames(clip, cfg)
+    key = sample_key(clip["clip_id"])
+    cond = {"fps_id": fps_id_for(rate), "motion_bucket_id": motion(clip.get("motion_score"))}
+    meta = {
+        "clip_id": clip["clip_id"], "key": key, "video_id": clip.get("video_id"),
+        "source": clip["video_path"], "start_time": clip["start_time"], "end_time": clip["end_time"],
+        "times": [round(t, 6) for t in times], "fps": rate, "source_fps": clip["fps"],
+        "num_frames": len(times), "size": list(cfg.size),
+        "scores": {k: clip.get(k) for k in SCORE_COLUMNS},
+        "caption": clip.get("caption") or "", **cond,
+    }
+    sample = {"__key__": key, "json": json.dumps(meta).encode(), "txt": meta["caption"].encode()}
+    if cfg.format in ("mp4", "both"):
+        sample["mp4"] = encode_mp4(frames, rate, crf=cfg.crf)
+    if cfg.format in ("npy", "both"):
+        sample["npy"] = encode_npy(frames)
+    row = {"clip_id": clip["clip_id"], "key": key, "num_frames": len(times), "fps": rate, **cond}
+    return sample, row
+
+
+# --- one shard -----------------------------------------------------------------------------
+def write_shard(job: ShardJob) -> ShardResult:
+    """Write one shard atomically (tmp + rename), then its completion marker."""
+    out = Path(job.out)
+    path, tmp = out / f"{job.name}.tar", out / f"{job.name}.tar.tmp"
+    result = ShardResult(job.name)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for clip in job.clips:
+                try:
+                    sample, row = clip_sample(clip, job.config, job.motion)
+                except ClipSkipped as skip:
+                    result.skipped.append({"clip_id": clip["clip_id"], "kind": skip.kind, "reason": str(skip)})
+                    continue
+                for ext in ("mp4", "npy", "json", "txt"):
+                    if ext in sample:
+                        _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
+                result.rows.append({**row, "shard": path.name})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    result.bytes = path.stat().st_size
+    _write_json_atomic(out / MARKERS / f"{job.name}.json", asdict(result))
+    return result
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: same input, same bytes
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _init_worker() -> None:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+
+# --- the whole pack ------------------------------------------------------------------------
+@dataclass
+class PackSummary:
+    out: Path
+    shards_total: int
+    shards_written: int  # by this run
+    shards_resumed: int  # already complete before this run
+    failed: list[dict]  # {"shard", "error"}: shards to retry with a rerun
+    seconds: float
+    stats: dict | None  # stats.json content once every shard of the pack exists
+
+    @property
+    def complete(self) -> bool:
+        return self.stats is not None
+
+
+def select_clips(table, all_ok: bool = False) -> tuple[list[dict], dict]:
+    """Rows to pack (status ok and keep true, or every ok row with `all_ok`) and the counts."""
+    names = set(table.column_names)
+    missing = [c for c in ("clip_id", "video_path", "start_time", "end_time", "fps", "width", "height")
+               if c not in names]
+    if missing:
+        raise SvdError(f"manifest lacks columns {missing}; is it a `svd curate` manifest?")
+    if not all_ok and "keep" not in names:
+        raise SvdError("manifest has no `keep` column: run `svd curate filter` first, or pass --all "
+                       "to pack every ok clip")
+    rows = table.select([c for c in CLIP_COLUMNS + ("status", "keep") if c in names]).to_pylist()
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    kept = ok if all_ok else [r for r in ok if r.get("keep")]
+    keys: dict[str, str] = {}
+    for r in kept:
+        other = keys.setdefault(sample_key(r["clip_id"]), r["clip_id"])
+        if other != r["clip_id"]:
+            raise SvdError(f"clip ids {other!r} and {r['clip_id']!r} map to the same sample key")
+    if len(keys) != len(kept):
+        raise SvdError("the manifest lists some clip_id more than once; rerun the curation stages")
+    counts = {"manifest_rows": len(rows), "ok_rows": len(ok), "selected": len(kept),
+              "selection": "every ok clip (--all)" if all_ok else "keep == true"}
+    return kept, counts
+
+
+def plan_shards(clips: list[dict], shard_size: int) -> list[tuple[str, list[dict]]]:
+    ordered = order_clips(clips)
+    return [(f"{k:06d}", ordered[i:i + shard_size]) for k, i in enumerate(range(0, len(ordered), shard_size))]
+
+
+def pack_fingerprint(cfg: PackConfig, plan: list[tuple[str, list[dict]]]) -> str:
+    """Covers the settings and every clip's row, so changed input never reuses old shards."""
+    blob = json.dumps({"config": asdict(cfg), "plan": plan}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def prepare_out(out: Path, fingerprint: str, info: dict, overwrite: bool) -> None:
+    """Create `out`, or check that its shards were made from the same input and settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    pack_json = out / "pack.json"
+    if pack_json.exists():
+        old = json.loads(pack_json.read_text()).get("fingerprint")
+        if old != fingerprint and not overwrite:
+            raise SvdError(f"{out} holds shards packed from another manifest or other settings; "
+                           "use a new --out folder, or --overwrite to replace them")
+        if old != fingerprint:
+            remove_pack(out)
+    _write_json_atomic(pack_json, {**info, "fingerprint": fingerprint})
+
+
+def remove_pack(out: Path) -> None:
+    """Delete the files a pack writes (and nothing else) from `out`."""
+    for p in list(out.glob("[0-9]" * 6 + ".tar*")) + [out / "index.parquet", out / "stats.json"]:
+        if p.exists():
+            p.unlink()
+    for p in (out / MARKERS).glob("*.json") if (out / MARKERS).is_dir() else []:
+        p.unlink()
+
+
+def shard_done(out: Path, name: str) -> bool:
+    return (out / MARKERS / f"{name}.json").exists() and (out / f"{name}.tar").exists()
+
+
+def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers: int = 2,
+             all_ok: bool = False, overwrite: bool = False, rank: int = 0, world_size: int = 1,
+             progress: bool = True) -> PackSummary:
+    """Pack the manifest's kept clips into `out`; resumes, and finalizes once all shards exist."""
+    from svdcli.manifest.io import read_manifest
+
+    t0 = time.perf_counter()
+    cfg.validate()
+    out = Path(out)
+    clips, selection = select_clips(read_manifest(manifest), all_ok)
+    if not clips:
+        raise SvdError(f"no clips to pack in {manifest} ({selection['ok_rows']} ok rows, none kept); "
+                       "check the filter step or pass --all")
+    motion = MotionBuckets(cfg.motion_map, cfg.motion_scale, [c.get("motion_score") for c in clips])
+    plan = plan_shards(clips, cfg.shard_size)
+    fingerprint = pack_fingerprint(cfg, plan)
+    prepare_out(out, fingerprint, {"manifest": str(Path(manifest).resolve()), "config": asdict(cfg),
+                                   "selection": selection, "shards": len(plan)}, overwrite)
+    mine = [(name, group) for k, (name, group) in enumerate(plan) if k % world_size == rank]
+    todo = [ShardJob(name, group, str(out), cfg, motion) for name, group in mine if not shard_done(out, name)]
+    failed = _run_jobs(todo, workers, progress, total_clips=sum(len(g) for _, g in mine),
+                       done_clips=sum(len(g) for n, g in mine if shard_done(out, n)))
+    seconds = time.perf_counter() - t0
+    stats = None
+    if all(shard_done(out, name) for name, _ in plan):
+        stats = finalize(out, plan, cfg, motion, selection)
+    return PackSummary(out, len(plan), len(todo) - len(failed), len(mine) - len(todo), failed, seconds, stats)
+
+
+def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: int, done_clips: int) -> list[dict]:
+    """Write the shards, in worker processes when workers > 1; returns the shards that failed."""
+    failed: list[dict] = []
+    with _PackProgress(total_clips, done_clips, progress) as bar:
+        if workers <= 1:
+            for job in jobs:
+                _collect(job, lambda job=job: write_shard(job), bar, failed)
+            return failed
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            futures = {pool.submit(write_shard, job): job for job in jobs}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    _collect(futures[f], f.result, bar, failed)
+    return failed
+
+
+def _collect(job: ShardJob, get_result, bar, failed: list[dict]) -> None:
+    try:
+        result = get_result()
+    except Exception as exc:  # noqa: BLE001 - a failed shard is reported and retried by a rerun
+        failed.append({"shard": job.name, "error": f"{type(exc).__name__}: {exc}"})
+        bar.advance(len(job.clips), skipped=0, failed=1)
+        return
+    bar.advance(len(job.clips), skipped=len(result.skipped), failed=0)
+
+
+def finalize(out: Path, plan: list[tuple[str, list[dict]]], cfg: PackConfig, motion: MotionBuckets,
+             selection: dict) -> dict:
+    """Write index.parquet (clip_id -> shard, key) and stats.json from the shard markers."""
+    import pyarrow as pa
+
+    from svdcli.manifest.io import write_parquet_atomic
+
+    markers = [json.loads((out / MARKERS / f"{name}.json").read_text()) for name, _ in plan]
+    rows = [r for m in markers for r in m["rows"]]
+    skipped = [s for m in markers for s in m["skipped"]]
+    index = pa.Table.from_pylist(rows, schema=_index_schema())
+    write_parquet_atomic(index, out / "index.parquet")
+    by_kind: dict[str, int] = {}
+    for s in skipped:
+        by_kind[s["kind"]] = by_kind.get(s["kind"], 0) + 1
+    no_score = sum(1 for _, g in plan for c in g if c.get("motion_score") is None)
+    stats = {
+        "samples": len(rows), "shards": len(plan), "skipped": len(skipped), "skipped_by_reason": by_kind,
+        "skipped_clips": skipped, **selection, "config": asdict(cfg), "motion_buckets": motion.describe(),
+        "clips_without_motion_score": no_score,
+        "frames_per_sample": _histogram(r["num_frames"] for r in rows),
+        "bytes": sum(m["bytes"] for m in markers),
+        "samples_per_shard": {m["name"]: len(m["rows"]) for m in markers},
+    }
+    _write_json_atomic(out / "stats.json", stats)
+    return stats
+
+
+def _histogram(values) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for v in values:
+        hist[str(v)] = hist.get(str(v), 0) + 1
+    return dict(sorted(hist.items(), key=lambda kv: int(kv[0])))
+
+
+def _index_schema():
+    import pyarrow as pa
+
+    return pa.schema([("clip_id", pa.string()), ("shard", pa.string()), ("key", pa.string()),
+                      ("num_frames", pa.int32()), ("fps", pa.float64()), ("fps_id", pa.int32()),
+                      ("motion_bucket_id", pa.int32())])
+
+
+class _PackProgress:
+    """A rich progress bar over clips, advanced a shard at a time."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.total, self.done, self.enabled = total, done, enabled
+        self.skipped = self.failed = 0
+        self._bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("[bold]pack"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+            self._bar.__enter__()
+            self._id = self._bar.add_task("pack", total=self.total, completed=self.done,
+                                          info="(resumed)" if self.done else "")
+        return self
+
+    def advance(self, clips: int, skipped: int, failed: int) -> None:
+        self.skipped += skipped
+        self.failed += failed
+        if self._bar is not None:
+            self._bar.update(self._id, advance=clips,
+                             info=f"· {self.skipped} skipped · {self.failed} shards failed")
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
