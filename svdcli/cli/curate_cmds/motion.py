@@ -1,0 +1,41 @@
+"""`svd curate motion`: Farneback motion score per clip (parse and dispatch only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from svdcli.cli.common import console, user_errors
+
+HELP = """Score camera/object motion of every ok clip: dense Farneback optical flow on frame pairs
+sampled at 2 fps inside the clip, at a fixed analysis size (long side 512 px).
+
+motion_score = median over pairs of the mean flow magnitude, in analysis pixels per frame at
+30 fps. Static shots score ~0-0.1; the paper's recipe drops clips below 0.25. This command only
+scores; `svd curate filter` decides. Resumes after an interruption; a clip that cannot be read
+gets a `motion_error` instead of stopping the run."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("motion", help=HELP)
+    @user_errors
+    def motion(
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest (from `svd curate cuts`)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output manifest [default: overwrite --manifest]."),
+        threshold: float = typer.Option(0.25, help="Only for the summary: how many clips score below it (static)."),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
+        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
+        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        from svdcli.curate.motion import run_motion, summarize
+
+        if rank >= world_size:
+            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        result, written = run_motion(manifest, out, workers=workers, rank=rank, world_size=world_size,
+                                     progress=progress)
+        if written is None:
+            console().print(f"motion: {result.tasks_done}/{result.tasks_total} videos done; the manifest "
+                            "is written when every rank has finished (rerun any rank to merge)")
+            return
+        console().print(summarize(written, threshold))

@@ -1,0 +1,140 @@
+"""Motion scores: static vs panning shots of known speed, sizes, boundary frames, error rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+from svdcli.curate.motion import MotionConfig, analysis_size, motion_score, run_motion, sample_pairs
+from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
+from svdcli.video.synth import Shot, write_video
+
+FPS = 24.0
+CLIP_COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
+                "num_frames", "fps", "width", "height", "status"]
+
+
+def clip_rows(video: Path, bounds: list[int], fps: float, size: tuple[int, int], tag: str = "v") -> list[dict]:
+    """Manifest rows for clips [bounds[i], bounds[i+1]) of one video, as cuts would write them."""
+    return [{"clip_id": f"{tag}_{a}_{b}", "video_id": tag, "video_path": str(video), "start_time": a / fps,
+             "end_time": b / fps, "start_frame": a, "end_frame": b, "num_frames": b - a, "fps": fps,
+             "width": size[0], "height": size[1], "status": "ok"} for a, b in zip(bounds, bounds[1:])]
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    return write_manifest(table_from_rows(rows, CLIP_COLUMNS), path, record={"stage": "cuts", "settings": {}})
+
+
+def expected(px_per_frame: float, width: int, fps: float = FPS) -> float:
+    """The score a pan of `px_per_frame` source pixels should get: analysis px per 1/30 s."""
+    return px_per_frame * analysis_size(width, 1)[0] / width * fps / 30
+
+
+@pytest.fixture(scope="module")
+def pans(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """One 320x180 video: static, slow, medium and fast horizontal pans joined by hard cuts."""
+    folder = tmp_path_factory.mktemp("motion")
+    speeds = {"static": 0.0, "slow": 0.5, "medium": 2.0, "fast": 6.0}
+    shots = [Shot(36, seed=i, speed=(s, 0.0)) for i, s in enumerate(speeds.values())]
+    video = folder / "pans.mp4"
+    write_video(video, shots, size=(320, 180), fps=FPS)
+    rows = clip_rows(video, [0, 36, 72, 108, 144], FPS, (320, 180))
+    for row, name in zip(rows, speeds):
+        row["clip_id"] = name
+    manifest = write_rows(rows, folder / "clips.parquet")
+    run_motion(manifest, progress=False)
+    table = read_manifest(manifest)
+    return table, speeds
+
+
+def test_static_is_below_threshold_and_pans_above(pans):
+    table, _ = pans
+    score = dict(zip(table.column("clip_id").to_pylist(), table.column("motion_score").to_pylist()))
+    assert score["static"] < 0.1
+    assert score["slow"] > 0.25
+    assert score["static"] < score["slow"] < score["medium"] < score["fast"]
+
+
+def test_score_matches_known_pan_speed(pans):
+    table, speeds = pans
+    for cid, value in zip(table.column("clip_id").to_pylist(), table.column("motion_score").to_pylist()):
+        if speeds[cid]:
+            assert value == pytest.approx(expected(speeds[cid], 320), rel=0.15), cid
+
+
+def test_same_motion_scores_the_same_at_any_resolution(tmp_path):
+    """A pan of 1/640 of the width per frame, rendered at 320x180 and 1280x720."""
+    rows = []
+    for width, height, speed in ((320, 180, 0.5), (1280, 720, 2.0)):
+        video = tmp_path / f"pan{width}.mp4"
+        write_video(video, [Shot(24, seed=7, speed=(speed, 0.0))], size=(width, height), fps=FPS)
+        rows += clip_rows(video, [0, 24], FPS, (width, height), tag=str(width))
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    run_motion(manifest, progress=False)
+    small, large = read_manifest(manifest).column("motion_score").to_pylist()
+    assert small == pytest.approx(large, rel=0.1)
+    assert large > 0.25  # 2 px/frame at 1280x720 is a slow pan, but a moving one
+
+
+def test_clip_starting_on_the_previous_shot_is_still_static(tmp_path):
+    """Cut detection one frame late: the clip's first frame belongs to another shot."""
+    video = tmp_path / "cut.mp4"
+    write_video(video, [Shot(30, seed=1), Shot(48, seed=2)], size=(320, 180), fps=FPS)
+    manifest = write_rows(clip_rows(video, [29, 78], FPS, (320, 180)), tmp_path / "m.parquet")
+    no_margin = MotionConfig(margin_frames=0)  # the margin alone would hide the boundary frame
+    run_motion(manifest, cfg=no_margin, progress=False)
+    row = read_manifest(manifest).to_pylist()[0]
+    assert max(row["motion_pair_scores"]) > 0.25, "the boundary pair should look like motion"
+    assert row["motion_score"] < 0.1
+    run_motion(manifest, progress=False)  # default margins skip the boundary frame entirely
+    assert max(read_manifest(manifest).to_pylist()[0]["motion_pair_scores"]) < 0.1
+
+
+def test_scorer_median_ignores_one_outlier_pair():
+    rng = np.random.default_rng(0)
+    still = (rng.random((72, 128)) * 255).astype(np.uint8)
+    other = (rng.random((72, 128)) * 255).astype(np.uint8)
+    pairs = np.stack([np.stack([other, still])] + [np.stack([still, still])] * 3)  # (4, 2, 72, 128)
+    score, values = motion_score(pairs, [1 / 30] * 4)
+    assert score == pytest.approx(0.0, abs=1e-3)
+    assert values[0] > 0.25
+
+
+def test_sample_pairs_follow_2fps_inside_the_clip():
+    pairs = sample_pairs(1.0, 3.0, 25.0)  # 50 frames: pairs every 0.5 s, margins of 2 frames
+    assert len(pairs) == 4
+    assert all(1.0 + 2 / 25 <= a < b < 3.0 - 2 / 25 for a, b in pairs)
+    assert np.allclose(np.diff([a for a, _ in pairs]), 0.5)
+    assert len(sample_pairs(0.0, 3 / 25, 25.0)) == 1  # too short for margins: sampled without
+    assert sample_pairs(0.0, 1 / 25, 25.0) == []  # one frame: nothing to compare
+
+
+def test_unreadable_and_too_short_clips_get_error_rows(tmp_path):
+    video = tmp_path / "ok.mp4"
+    write_video(video, [Shot(24, seed=3, speed=(2.0, 0.0))], size=(160, 96), fps=FPS)
+    rows = clip_rows(video, [0, 1, 24], FPS, (160, 96))  # a 1-frame clip and a normal one
+    rows += clip_rows(tmp_path / "missing.mp4", [0, 24], FPS, (160, 96), tag="gone")
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    result, _ = run_motion(manifest, progress=False)
+    got = {r["clip_id"]: r for r in read_manifest(manifest).to_pylist()}
+    assert "too short" in got["v_0_1"]["motion_error"]
+    assert "not found" in got["gone_0_24"]["motion_error"]
+    assert got["v_1_24"]["motion_score"] > 0.25 and got["v_1_24"]["motion_error"] is None
+    assert result.errors == 2
+
+
+def test_cli_scores_to_a_new_file_and_reports_user_errors(tmp_path, pans):
+    video = Path(pans[0].column("video_path")[0].as_py())
+    manifest = write_rows(clip_rows(video, [0, 36, 72], FPS, (320, 180)), tmp_path / "in.parquet")
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(app, ["curate", "motion", "--manifest", str(manifest), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "2 clips scored" in result.output and "1 below 0.25" in result.output
+    assert "motion_score" not in read_manifest(manifest).column_names  # input left untouched
+    missing = CliRunner().invoke(app, ["curate", "motion", "--manifest", str(tmp_path / "nope.parquet")])
+    assert missing.exit_code == 2 and "manifest not found" in missing.output
+    assert "Traceback" not in missing.output
