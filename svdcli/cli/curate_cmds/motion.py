@@ -7,13 +7,11 @@ import typer
 
 from svdcli.cli.common import console, user_errors
 
-HELP = """Score camera/object motion of every ok clip: dense Farneback optical flow on frame pairs
-sampled at 2 fps inside the clip, at a fixed analysis size (long side 512 px).
+HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs sampled at 2 fps inside the clip, at a fixed analysis size (long side 512 px, aspect kept), so scores compare across videos of any size.
 
-motion_score = median over pairs of the mean flow magnitude, in analysis pixels per frame at
-30 fps. Static shots score ~0-0.1; the paper's recipe drops clips below 0.25. This command only
-scores; `svd curate filter` decides. Resumes after an interruption; a clip that cannot be read
-gets a `motion_error` instead of stopping the run."""
+motion_score = median over pairs of the mean flow magnitude, in analysis pixels per frame at 30 fps. Static shots score about 0-0.1; the paper's recipe drops clips below 0.25 (`svd curate filter --rule 'motion_score >= 0.25'`). This command only scores.
+
+Resumes after an interruption; a clip that cannot be read gets a `motion_error` instead of stopping the run."""
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def motion(
         manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest (from `svd curate cuts`)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output manifest [default: overwrite --manifest]."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
         threshold: float = typer.Option(0.25, help="Only for the summary: how many clips score below it (static)."),
         workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
         rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),

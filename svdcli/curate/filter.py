@@ -1,0 +1,154 @@
+"""Filter rules over a manifest: set `keep` and `drop_reason`, never delete a row.
+
+Rule grammar (CLI `--rule` and the recipe's `filter.rules`), one rule per string:
+
+    COLUMN OP NUMBER        absolute: keep rows where the comparison holds
+                            OP is one of >= > <= < == !=          e.g. "motion_score >= 0.25"
+    COLUMN pct>= P          percentile: keep rows at or above the P-th percentile of COLUMN
+                            (drops the bottom P%)                 e.g. "aesthetic_score pct>= 25"
+    COLUMN pct<= P          keep rows at or below the P-th percentile (drops the top 100-P %)
+                                                                  e.g. "text_area pct<= 75"
+
+Percentiles are computed once over the WHOLE manifest (rows with status 'ok', no stage error and
+a value in COLUMN), independently of the other rules, with linear interpolation.
+
+A row's `drop_reason` is the first reason that applies, in this order: 'error' (the video could
+not be cut), '<stage>_error' (a scoring stage failed on the clip, e.g. 'motion_error'),
+'missing <column>' (no value for a rule's column), then the text of the first failing rule.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from svdcli.errors import SvdError
+from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
+
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+        "==": operator.eq, "!=": operator.ne}
+_RULE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(pct>=|pct<=|>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+ERROR_COLUMNS = [f"{s}_error" for s in STAGE_ORDER if f"{s}_error" in COLUMNS]
+
+
+class FilterError(SvdError):
+    """A rule that cannot be parsed or applied; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    column: str
+    op: str  # one of _OPS, or 'pct>=' / 'pct<='
+    value: float
+
+    @property
+    def is_percentile(self) -> bool:
+        return self.op.startswith("pct")
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.op} {self.value:g}"
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse one rule string (see the module docstring for the grammar)."""
+    match = _RULE.match(text)
+    if not match:
+        raise FilterError(f"cannot parse rule {text!r}: expected 'COLUMN OP NUMBER' with OP one of "
+                          ">= > <= < == != pct>= pct<= (e.g. 'motion_score >= 0.25', 'aesthetic_score pct>= 25')")
+    column, op, raw = match.groups()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FilterError(f"rule {text!r}: {raw!r} is not a number") from None
+    if op.startswith("pct") and not 0 <= value <= 100:
+        raise FilterError(f"rule {text!r}: a percentile must be between 0 and 100")
+    return Rule(column, op, value)
+
+
+def _check_columns(table: pa.Table, rules: list[Rule]) -> None:
+    for rule in rules:
+        if rule.column in table.column_names:
+            continue
+        known = COLUMNS.get(rule.column)
+        hint = (f"run `svd curate {known.stage}` first" if known
+                else "it is not a manifest column (see manifests/README.md)")
+        raise FilterError(f"rule '{rule}': the manifest has no column {rule.column!r}; {hint}")
+
+
+def error_reasons(table: pa.Table) -> list[str | None]:
+    """'error' for failed videos, '<stage>_error' for the first failed stage, else None."""
+    n = table.num_rows
+    reasons: list[str | None] = [None] * n
+    if "status" in table.column_names:
+        reasons = ["error" if s not in (None, "ok") else None for s in table.column("status").to_pylist()]
+    for name in [c for c in ERROR_COLUMNS if c in table.column_names]:
+        for i, message in enumerate(table.column(name).to_pylist()):
+            if reasons[i] is None and message is not None:
+                reasons[i] = name
+    return reasons
+
+
+def percentile_cutoffs(table: pa.Table, rules: list[Rule], healthy: np.ndarray) -> dict[Rule, float]:
+    """The value each percentile rule compares with, over healthy rows with a value."""
+    cutoffs = {}
+    for rule in [r for r in rules if r.is_percentile]:
+        values = np.array(table.column(rule.column).to_pylist(), dtype=object)
+        present = np.array([v is not None for v in values], bool) & healthy
+        if not present.any():
+            raise FilterError(f"rule '{rule}': no clip has a {rule.column} value to take a percentile of")
+        cutoffs[rule] = float(np.percentile(values[present].astype(np.float64), rule.value))
+    return cutoffs
+
+
+def apply_rules(table: pa.Table, rules: list[Rule]) -> tuple[pa.Table, dict[Rule, float]]:
+    """Return `table` with `keep` and `drop_reason` set, and the percentile cut-offs used."""
+    _check_columns(table, rules)
+    reasons = error_reasons(table)
+    cutoffs = percentile_cutoffs(table, rules, np.array([r is None for r in reasons], bool))
+    for rule in rules:
+        compare = _OPS[rule.op.removeprefix("pct")]
+        threshold = cutoffs.get(rule, rule.value)
+        for i, value in enumerate(table.column(rule.column).to_pylist()):
+            if reasons[i] is not None:
+                continue
+            if value is None:
+                reasons[i] = f"missing {rule.column}"
+            elif not compare(value, threshold):
+                reasons[i] = str(rule)
+    keep = pa.array([r is None for r in reasons], pa.bool_())
+    out = table
+    for name, values in (("keep", keep), ("drop_reason", pa.array(reasons, pa.string()))):
+        if name in out.column_names:
+            out = out.set_column(out.column_names.index(name), name, values)
+        else:
+            out = out.append_column(name, values)
+    return out, cutoffs
+
+
+def reason_counts(table: pa.Table) -> dict[str, int]:
+    """Rows per drop reason ('kept' for kept rows), most frequent first."""
+    counts: dict[str, int] = {}
+    for reason in table.column("drop_reason").to_pylist():
+        counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0] != "kept", -kv[1])))
+
+
+def run_filter(manifest: Path, rules: list[str], out: Path | None = None) -> tuple[Path, dict[str, int], dict]:
+    """Apply `rules` to a manifest file and write it atomically with a history record."""
+    from svdcli.manifest.io import manifest_history, read_manifest, write_manifest
+
+    parsed = [parse_rule(r) for r in rules]
+    if not parsed:
+        raise FilterError("no rules given: pass at least one --rule (e.g. --rule 'motion_score >= 0.25')")
+    table = read_manifest(manifest)
+    filtered, cutoffs = apply_rules(table, parsed)
+    resolved = {str(r): cutoffs.get(r, r.value) for r in parsed}
+    record = {"stage": "filter", "settings": {"rules": [str(r) for r in parsed]},
+              "cutoffs": resolved, "input": str(manifest)}
+    out = Path(out or manifest)
+    write_manifest(filtered, out, record=record, history=manifest_history(table))
+    return out, reason_counts(filtered), resolved
