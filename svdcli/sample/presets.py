@@ -1,0 +1,79 @@
+"""Sampling defaults per model (the official scripts' values) and what a checkpoint can do."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from svdcli.errors import SvdError
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What `svd sample` uses when an option is not given, per model."""
+
+    name: str
+    frames: int
+    steps: int
+    min_cfg: float
+    max_cfg: float
+    width: int
+    height: int
+    decode_chunk: int = 14
+    trained_frames: int | None = None  # frame count the model was trained on, when known
+    fixed_frames: bool = False  # True: the model cannot do other frame counts
+
+
+# scripts/sampling/simple_video_sample.py of the official repository
+PRESETS = {
+    "svd": ModelDefaults("svd", frames=14, steps=25, min_cfg=1.0, max_cfg=2.5, width=1024, height=576,
+                         trained_frames=14),
+    "svd_xt": ModelDefaults("svd_xt", frames=25, steps=30, min_cfg=1.5, max_cfg=3.0, width=1024,
+                            height=576, trained_frames=25),
+}
+
+
+def guess_official_model(path: Path, metadata: dict | None = None) -> str:
+    """'svd_xt' when the path or metadata names xt (svd_xt.safetensors, ...-img2vid-xt), else 'svd'."""
+    text = " ".join([str(path).lower(), *(str(v).lower() for v in (metadata or {}).values())])
+    return "svd_xt" if re.search(r"(^|[^a-z])xt([^a-z]|$)", text) else "svd"
+
+
+def preset(name: str) -> ModelDefaults:
+    if name not in PRESETS:
+        raise SvdError(f"unknown --model {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def own_defaults(config: dict) -> ModelDefaults:
+    """Defaults of one of our checkpoints, from the training config saved inside it."""
+    frames = int(config.get("num_frames") or config.get("frames") or 14)
+    width, height = config.get("width"), config.get("height")
+    if (width is None or height is None) and config.get("resolution"):
+        height, width = config["resolution"]
+    return ModelDefaults("own", frames=frames, steps=int(config.get("sample_steps", 25)),
+                         min_cfg=float(config.get("min_cfg", 1.0)), max_cfg=float(config.get("max_cfg", 2.5)),
+                         width=int(width or 1024), height=int(height or 576),
+                         decode_chunk=min(14, frames), trained_frames=frames)
+
+
+def check_frames(defaults: ModelDefaults, frames: int, warn) -> None:
+    """Refuse what the model cannot do, warn about what it was not trained for."""
+    if frames < 2:
+        raise SvdError("--frames must be at least 2 (the first frame repeats the image)")
+    trained = defaults.trained_frames
+    if trained is None or frames == trained:
+        return
+    if defaults.fixed_frames:
+        raise SvdError(f"this {defaults.name} checkpoint generates exactly {trained} frames, "
+                       f"not {frames}; drop --frames or pass --frames {trained}")
+    if frames > 2 * trained:
+        raise SvdError(f"--frames {frames} is more than twice the {trained} frames this "
+                       f"{defaults.name} checkpoint was trained on; the temporal layers do not "
+                       f"extrapolate that far (use --frames {trained}, or a model trained longer)")
+    warn(f"note: {defaults.name} was trained on {trained}-frame clips; {frames} frames may look worse")
+
+
+def with_overrides(defaults: ModelDefaults, **kw) -> ModelDefaults:
+    return dataclasses.replace(defaults, **{k: v for k, v in kw.items() if v is not None})
