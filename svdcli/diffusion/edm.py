@@ -1,0 +1,105 @@
+"""EDM preconditioning, noise sampling and training loss with v-scaling and sigma_data = 1
+(sgm's `VScalingWithEDMcNoise`, `EDMSampling`, `VWeighting`). Notation of Karras et al. 2022
+(EDM), Table 1 and eq. 7-8; sigma_data = 1 throughout, as in SVD.
+
+The denoiser is D(x, sigma, cond) = c_skip x + c_out F(c_in x (+) concat, c_noise); samplers
+and the loss see only D. The UNet F knows nothing of EDM.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def c_skip(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM Table 1 with sigma_data = 1: c_skip = 1 / (sigma^2 + 1)."""
+    return 1.0 / (sigma**2 + 1.0)
+
+
+def c_out(sigma: torch.Tensor) -> torch.Tensor:
+    """v-scaling output factor: c_out = -sigma / sqrt(sigma^2 + 1) (sign of v-prediction)."""
+    return -sigma / (sigma**2 + 1.0) ** 0.5
+
+
+def c_in(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM Table 1 with sigma_data = 1: c_in = 1 / sqrt(sigma^2 + 1)."""
+    return 1.0 / (sigma**2 + 1.0) ** 0.5
+
+
+def c_noise(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM Table 1: c_noise = ln(sigma) / 4."""
+    return 0.25 * sigma.log()
+
+
+def scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, c_in, c_noise) of EDM Table 1 with v-scaling and sigma_data = 1."""
+    return c_skip(sigma), c_out(sigma), c_in(sigma), c_noise(sigma)
+
+
+def loss_weight(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM eq. 8 weighting lambda(sigma) = (sigma^2 + 1) / sigma^2 (sigma_data = 1)."""
+    return (sigma**2 + 1.0) / sigma**2
+
+
+def sample_sigmas_lognormal(n: int, P_mean: float = -1.2, P_std: float = 1.2,
+                            generator: torch.Generator | None = None,
+                            device: torch.device | str = "cpu") -> torch.Tensor:
+    """EDM training noise levels: ln(sigma) ~ N(P_mean, P_std^2) (Table 1, 'Training')."""
+    n_ = torch.randn(n, generator=generator, device=device)
+    return (P_mean + P_std * n_).exp()
+
+
+def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-frame sigma (N,) -> (N, 1, 1, 1) to broadcast against x (N, C, H, W)."""
+    return sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class Denoiser(nn.Module):
+    """D(x, sigma, cond) = c_skip x + c_out F(cat[c_in x, concat], c_noise) (EDM eq. 7).
+
+    `cond` holds `crossattn` (N, L, D), `vector` (N, adm) and, for image-to-video, `concat`
+    (N, 4, H, W): the conditioning-frame latent, appended as channels and NOT scaled by c_in.
+    N = B*T frames in video-major order; sigma is (N,) or a scalar.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, torch.Tensor],
+                num_video_frames: int, image_only_indicator: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        s = _bcast(sigma, x)
+        skip, out, inp, noise = scalings(s)
+        net_in = x * inp
+        if cond.get("concat") is not None:
+            net_in = torch.cat([net_in, cond["concat"].to(net_in.dtype)], dim=1)
+        f = self.net(net_in, noise.reshape(sigma.shape), cond.get("crossattn"),
+                     cond.get("vector"), num_video_frames, image_only_indicator)
+        return f * out + x * skip
+
+
+def edm_loss(denoiser: nn.Module, x0: torch.Tensor, cond: dict[str, torch.Tensor],
+             num_video_frames: int, *, P_mean: float = -1.2, P_std: float = 1.2,
+             generator: torch.Generator | None = None,
+             image_only_indicator: torch.Tensor | None = None,
+             sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """EDM eq. 8: E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2], one mean per video (B,).
+
+    One sigma per video, shared by its T frames (as at sampling time), drawn log-normal unless
+    `sigma` (B,) is given; `noise` defaults to N(0, 1) like x0.
+    """
+    t = num_video_frames
+    b = x0.shape[0] // t
+    if sigma is None:
+        sigma = sample_sigmas_lognormal(b, P_mean, P_std, generator, x0.device)
+    sigma = sigma.to(x0.device, torch.float32).repeat_interleave(t)          # (B,) -> (B*T,)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_noisy = x0 + noise * _bcast(sigma, x0)
+    denoised = denoiser(x_noisy, sigma, cond, t, image_only_indicator)
+    per_frame = (loss_weight(_bcast(sigma, x0)) * (denoised.float() - x0.float()) ** 2)
+    return per_frame.reshape(b, -1).mean(dim=1)                              # (B,)

@@ -1,0 +1,160 @@
+"""Transformer pieces of the video UNet: SDPA attention, GEGLU feed-forward, the spatial
+transformer block, the temporal transformer block and the spatial-video transformer that
+blends them. Names follow sgm (`transformer_blocks`, `time_stack`, `time_pos_embed`, ...)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svdcli.models.blocks import AlphaBlender, timestep_embedding
+
+
+class CrossAttention(nn.Module):
+    """Multi-head (cross-)attention through torch's scaled_dot_product_attention."""
+
+    def __init__(self, query_dim: int, heads: int, dim_head: int, context_dim: int | None = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, n, _ = x.shape
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        # (b, n, heads*d) -> (b, heads, n, d)
+        q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(b, n, -1)         # (b, heads, n, d) -> (b, n, heads*d)
+        return self.to_out(out)
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = self.proj(x).chunk(2, dim=-1)
+        return x * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with 4x expansion (`net.0.proj`, `net.2` as in sgm)."""
+
+    def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim_out or dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Per-frame self-attention, cross-attention to the context, feed-forward (pre-norm)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads, dim_head, dropout=dropout)
+        self.ff = FeedForward(dim, dropout=dropout)
+        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim=context_dim, dropout=dropout)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), context=context) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class VideoTransformerBlock(nn.Module):
+    """Temporal block over the frames of each spatial position: ff_in, self-attn, cross-attn, FF."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None,
+                 disable_crossattention: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.norm_in = nn.LayerNorm(dim)
+        self.ff_in = FeedForward(dim, dropout=dropout)
+        self.attn1 = CrossAttention(dim, heads, dim_head, dropout=dropout)
+        self.ff = FeedForward(dim, dropout=dropout)
+        self.attn2 = None
+        if not disable_crossattention:
+            self.norm2 = nn.LayerNorm(dim)
+            self.attn2 = CrossAttention(dim, heads, dim_head, context_dim=context_dim, dropout=dropout)
+        self.norm1, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+        bt, s, c = x.shape
+        t = num_frames
+        # (B*T, S, C) -> (B*S, T, C): attend over frames at each spatial position
+        x = x.reshape(bt // t, t, s, c).transpose(1, 2).reshape(-1, t, c)
+        x = self.ff_in(self.norm_in(x)) + x
+        x = self.attn1(self.norm1(x)) + x
+        if self.attn2 is not None:
+            x = self.attn2(self.norm2(x), context=context) + x
+        x = self.ff(self.norm3(x)) + x
+        return x.reshape(bt // t, s, t, c).transpose(1, 2).reshape(bt, s, c)  # back to (B*T, S, C)
+
+
+class SpatialVideoTransformer(nn.Module):
+    """Spatial transformer per frame, blended by alpha with a temporal transformer over frames."""
+
+    def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int,
+                 use_linear: bool, merge_strategy: str, merge_factor: float,
+                 use_spatial_context: bool = True, disable_temporal_crossattention: bool = False,
+                 max_time_embed_period: int = 10000, dropout: float = 0.0):
+        super().__init__()
+        inner = heads * dim_head
+        self.use_linear = use_linear
+        self.use_spatial_context = use_spatial_context
+        self.max_time_embed_period = max_time_embed_period
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)])
+        # Without spatial context the temporal cross-attention would attend to itself's context;
+        # SVD always uses the first frame's spatial context.
+        self.time_stack = nn.ModuleList(
+            [VideoTransformerBlock(inner, heads, dim_head, context_dim if use_spatial_context else None,
+                                   disable_temporal_crossattention, dropout) for _ in range(depth)])
+        self.time_pos_embed = nn.Sequential(nn.Linear(channels, channels * 4), nn.SiLU(),
+                                            nn.Linear(channels * 4, channels))
+        self.time_mixer = AlphaBlender(merge_factor, merge_strategy, video_layout=False)
+        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, num_video_frames: int,
+                image_only_indicator: torch.Tensor | None) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        t = num_video_frames
+        # The temporal cross-attention sees the first frame's context, shared by all positions.
+        time_context = None
+        if self.use_spatial_context:
+            time_context = context[::t].repeat_interleave(h * w, dim=0)   # (B*H*W, L, D)
+        x_in = x
+        x = self.norm(x)
+        if not self.use_linear:
+            x = self.proj_in(x)
+        x = x.reshape(bt, -1, h * w).transpose(1, 2)        # (B*T, C, H, W) -> (B*T, H*W, C)
+        if self.use_linear:
+            x = self.proj_in(x)
+        frame_idx = torch.arange(t, device=x.device).repeat(bt // t)       # (B*T,)
+        emb = self.time_pos_embed(timestep_embedding(frame_idx, c, self.max_time_embed_period))
+        emb = emb[:, None, :].to(x.dtype)                   # (B*T, 1, C)
+        for block, mix_block in zip(self.transformer_blocks, self.time_stack):
+            x = block(x, context=context)
+            x_temporal = mix_block(x + emb, time_context, t)
+            x = self.time_mixer(x, x_temporal, image_only_indicator)
+        if self.use_linear:
+            x = self.proj_out(x)
+        x = x.transpose(1, 2).reshape(bt, -1, h, w)         # (B*T, H*W, C) -> (B*T, C, H, W)
+        if not self.use_linear:
+            x = self.proj_out(x)
+        return x + x_in

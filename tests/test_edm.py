@@ -1,0 +1,116 @@
+"""EDM math and the denoiser wrapper against the official implementation's recorded values."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from svdcli.diffusion import edm
+from svdcli.diffusion.schedules import karras_sigmas
+from svdcli.models.config import UNetConfig
+from svdcli.models.unet import VideoUNet
+
+
+@pytest.fixture(scope="module")
+def ref(fixtures_dir):
+    return json.loads((fixtures_dir / "edm_reference.json").read_text())
+
+
+@pytest.mark.parametrize("n", [4, 25, 30])
+def test_karras_sigmas_match_official_float32(ref, n):
+    entry = ref["EDMDiscretization"][f"n{n}"]
+    sigmas = karras_sigmas(n)
+    assert sigmas.dtype == torch.float32 and len(sigmas) == n + 1 and sigmas[-1] == 0
+    assert torch.equal(sigmas, torch.tensor(entry["float32"]))
+    init = (1 + sigmas[0] ** 2) ** 0.5
+    assert init.item() == entry["init_noise_scale_sqrt_1_plus_sigma0_sq_float32"]
+
+
+def test_karras_sigmas_rejects_zero_steps():
+    with pytest.raises(ValueError, match="at least one"):
+        karras_sigmas(0)
+
+
+def test_scalings_match_official(ref):
+    r = ref["VScalingWithEDMcNoise"]
+    s32 = torch.tensor(r["sigmas"], dtype=torch.float32)
+    s64 = torch.tensor(r["sigmas"], dtype=torch.float64)
+    names = ["c_skip", "c_out", "c_in", "c_noise"]
+    for name, v32, v64 in zip(names, edm.scalings(s32), edm.scalings(s64)):
+        assert torch.equal(v32, torch.tensor(r["float32"][name])), name
+        assert torch.allclose(v64, torch.tensor(r["float64"][name], dtype=torch.float64),
+                              rtol=1e-12, atol=0), name
+
+
+def test_loss_weight_matches_official(ref):
+    r = ref["VWeighting"]
+    s32 = torch.tensor(r["sigmas"], dtype=torch.float32)
+    assert torch.allclose(edm.loss_weight(s32), torch.tensor(r["float32"]), rtol=1e-6)
+    s64 = torch.tensor(r["sigmas"], dtype=torch.float64)
+    assert torch.allclose(edm.loss_weight(s64), torch.tensor(r["float64"], dtype=torch.float64), rtol=1e-12)
+
+
+def test_lognormal_sigmas_have_requested_moments_and_seed():
+    g = torch.Generator().manual_seed(0)
+    sigma = edm.sample_sigmas_lognormal(200_000, P_mean=0.7, P_std=1.6, generator=g)
+    assert abs(sigma.log().mean().item() - 0.7) < 0.02
+    assert abs(sigma.log().std().item() - 1.6) < 0.02
+    again = edm.sample_sigmas_lognormal(200_000, 0.7, 1.6, torch.Generator().manual_seed(0))
+    assert torch.equal(sigma, again)
+
+
+def test_denoiser_reproduces_official_guided_step(fixtures_dir):
+    """First Euler step of the official sampler: D for uncond and cond halves, linear guidance."""
+    from safetensors.torch import load_file
+
+    from test_unet import load_fixture_unet
+
+    den = edm.Denoiser(load_fixture_unet(fixtures_dir))
+    io = {k: v.clone() for k, v in load_file(fixtures_dir / "sample_tiny_io.safetensors").items()}
+    t = 5
+    x, sigma = io["b2_x_init_scaled"], io["b2_sigmas"][0]
+    cond = {k: torch.cat([io[f"b2_uncond_{k}"], io[f"b2_cond_{k}"]]) for k in ("crossattn", "vector", "concat")}
+    with torch.no_grad():
+        d_u, d_c = den(torch.cat([x, x]), sigma, cond, t, torch.zeros(4, t)).chunk(2)
+    scale = torch.linspace(1.0, 2.5, t).repeat(2)[:, None, None, None]     # per frame, 2 videos
+    guided = d_u + scale * (d_c - d_u)
+    expected = io["b2_step0_denoised_guided"]
+    assert torch.allclose(guided, expected, atol=1e-3, rtol=1e-5)
+    # the concat latent enters unscaled: scaling it by c_in would change D visibly
+    cond_scaled = dict(cond, concat=cond["concat"] * edm.c_in(sigma))
+    with torch.no_grad():
+        d_wrong = den(torch.cat([x, x]), sigma, cond_scaled, t, torch.zeros(4, t)).chunk(2)[1]
+    assert not torch.allclose(d_wrong, d_c, atol=1e-2)
+
+
+def _tiny_denoiser() -> edm.Denoiser:
+    torch.manual_seed(0)
+    return edm.Denoiser(VideoUNet(UNetConfig.tiny(channel_mult=(1, 2), attention_resolutions=(1,))))
+
+
+def test_edm_loss_is_weighted_denoising_error_per_video():
+    den = _tiny_denoiser()
+    x0, cond = torch.randn(4, 4, 8, 8), {"crossattn": torch.randn(4, 1, 40), "vector": torch.randn(4, 24),
+                                         "concat": torch.randn(4, 4, 8, 8)}
+    sigma, noise = torch.tensor([0.5, 3.0]), torch.randn(4, 4, 8, 8)
+    loss = edm.edm_loss(den, x0, cond, 2, sigma=sigma, noise=noise)
+    s = sigma.repeat_interleave(2)[:, None, None, None]
+    with torch.no_grad():
+        d = den(x0 + s * noise, s.flatten(), cond, 2)
+    manual = ((s**2 + 1) / s**2 * (d - x0) ** 2).reshape(2, -1).mean(1)
+    assert loss.shape == (2,)
+    assert torch.allclose(loss, manual, rtol=1e-5)
+    loss.mean().backward()
+    assert den.net.out[-1].weight.grad.abs().sum() > 0
+
+
+def test_untrained_denoiser_starts_from_the_v_prediction_baseline():
+    """With F = 0 (zero-initialised output conv) D = c_skip x: the loss then equals E[(c_skip x - x0)^2 w]."""
+    den = _tiny_denoiser()
+    x0 = torch.randn(2, 4, 8, 8)
+    cond = {"crossattn": torch.randn(2, 1, 40), "vector": torch.randn(2, 24), "concat": torch.zeros(2, 4, 8, 8)}
+    noise = torch.randn_like(x0)
+    loss = edm.edm_loss(den, x0, cond, 2, sigma=torch.tensor([2.0]), noise=noise)
+    expected = (1.25 * (0.2 * (x0 + 2 * noise) - x0) ** 2).mean()
+    assert torch.allclose(loss, expected.reshape(1), rtol=1e-5)
