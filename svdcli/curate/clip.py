@@ -1,0 +1,297 @@
+"""CLIP stage: image embeddings of each clip's first, middle and last frame, aesthetic and CLIP scores.
+
+- `aesthetic_score`: a LAION aesthetic head (see aesthetic.py) on the L2-normalised frame
+  embeddings, averaged over the three frames.
+- `clip_score`: cosine similarity between each frame embedding and the text embedding of the
+  clip's caption (raw cosine, not x100), averaged over the frames; null when the clip has no
+  caption (run `svd curate caption` first to get one).
+- The embeddings themselves go to a side file `<out stem>.clip_embeddings.parquet` with one row
+  per (clip_id, frame): columns clip_id, frame ('first'|'middle'|'last'), time (s), embedding
+  (L2-normalised float32 list). During a run each task writes its own file named by the task
+  key under `<out>.parts/clip-<fingerprint>.embeddings/`; a rerun rewrites a task's file
+  rather than appending, and the files are merged (one row per clip and frame) when the run
+  completes, so resuming neither loses nor duplicates embeddings.
+
+Frames are decoded with the short side at the model's input size (area resampling) and
+centre-cropped, the same geometry as open_clip's default transform ('shortest' resize + crop).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.stage import parts_folder
+from svdcli.curate.text import frame_times, read_clip_frames
+from svdcli.curate.weights import OpenClipWeights, aesthetic_weights, open_clip_weights, pick_device
+from svdcli.errors import SvdError
+
+FRAME_NAMES = ("first", "middle", "last")
+
+
+# --- open_clip models, shared with the caption stage -------------------------------------------
+def load_open_clip(weights: OpenClipWeights, model: str, device: str):
+    """Create an open_clip model from a resolved checkpoint, in eval mode on `device`."""
+    import open_clip
+
+    from svdcli.curate.weights import register_model_config
+
+    name = register_model_config(model)
+    try:
+        net = open_clip.create_model(name, pretrained=weights.checkpoint, device=device,
+                                     force_quick_gelu=weights.quick_gelu,
+                                     force_preprocess_cfg=weights.preprocess or None)
+    except RuntimeError as exc:  # a checkpoint for another architecture fails the strict load
+        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {str(exc)[:300]}") from exc
+    return net.eval()
+
+
+def clip_read_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(w, h) with the SHORT side equal to `side` (even sides), for decode-time resizing."""
+    scale = side / min(width, height)
+    return max(side, round(width * scale / 2) * 2), max(side, round(height * scale / 2) * 2)
+
+
+def to_model_input(frames: np.ndarray, side: int, mean, std, device: str):
+    """uint8 (N, H, W, 3) with short side `side` -> normalised float (N, 3, side, side), centre crop."""
+    import torch
+
+    n, h, w = frames.shape[:3]
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = frames[:, top:top + side, left:left + side]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).to(device).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def autocast(device: str):
+    """bf16 autocast on GPU, nothing on CPU (bf16 matmuls are slower than fp32 on most CPUs)."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+
+
+class ClipEmbedder:
+    """An open_clip model's image and text towers: batched, L2-normalised float32 embeddings."""
+
+    def __init__(self, weights: OpenClipWeights, model: str, device: str = "cpu", batch_size: int = 16):
+        import open_clip
+
+        self.device, self.batch_size = device, batch_size
+        self.net = load_open_clip(weights, model, device)
+        cfg = self.net.visual.preprocess_cfg
+        self.side = int(np.atleast_1d(cfg["size"])[0])
+        self.mean, self.std = cfg["mean"], cfg["std"]
+        self.tokenizer = open_clip.get_tokenizer(register_name(model))
+
+    def embed_images(self, frames: np.ndarray):
+        """uint8 (N, H, W, 3) frames (short side = self.side) -> (N, D) unit vectors on CPU."""
+        import torch
+
+        out = []
+        with torch.no_grad(), autocast(self.device):
+            for i in range(0, len(frames), self.batch_size):
+                x = to_model_input(frames[i:i + self.batch_size], self.side, self.mean, self.std, self.device)
+                out.append(self.net.encode_image(x, normalize=True).float().cpu())
+        return torch.cat(out)
+
+    def embed_texts(self, texts: list[str]):
+        """Captions -> (N, D) unit vectors on CPU."""
+        import torch
+
+        out = []
+        with torch.no_grad(), autocast(self.device):
+            for i in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(texts[i:i + self.batch_size]).to(self.device)
+                out.append(self.net.encode_text(tokens, normalize=True).float().cpu())
+        return torch.cat(out)
+
+
+def register_name(model: str) -> str:
+    from svdcli.curate.weights import register_model_config
+
+    return register_model_config(model)
+
+
+def clip_scores(image_emb, text_emb):
+    """Mean over frames of cos(image, text): (C, F, D) and (C, D) unit vectors -> (C,)."""
+    return (image_emb * text_emb[:, None, :]).sum(-1).mean(-1)
+
+
+# --- stage -------------------------------------------------------------------------------------------
+@dataclass
+class ClipConfig:
+    model: str = "ViT-L-14"  # open_clip model name or a model-config .json
+    pretrained: str = "openai"  # open_clip tag or checkpoint file
+    aesthetic: str = "laion-mlp"  # laion-mlp | laion-linear-l14 | laion-linear-b32 | PATH | hf-hub:REPO/FILE | none
+    weights_dir: str | None = None  # folder holding the aesthetic heads
+    batch_size: int = 16
+    device: str = "auto"
+
+
+class ClipEmbedStage(ClipStage):
+    name = "clip"
+    columns = ("clip_id", "aesthetic_score", "clip_score", "clip_model", "clip_error")
+
+    def __init__(self, config: ClipConfig, captions: dict[str, str] | None = None):
+        self.config = config
+        # resolve in the parent so a missing file stops the run before any worker starts
+        self.weights = open_clip_weights(config.model, config.pretrained)
+        self.head_path = None if config.aesthetic == "none" else aesthetic_weights(config.aesthetic, config.weights_dir)
+        self.captions = captions or {}
+        self.embeddings_dir: Path | None = None
+        self.embedder = self.head = None
+
+    def settings(self) -> dict:
+        digest = hashlib.sha1(json.dumps(sorted(self.captions.items())).encode()).hexdigest()[:12]
+        return {"model": self.weights.label, "aesthetic": self.head_path.name if self.head_path else None,
+                "frames": FRAME_NAMES, "captions": digest if self.captions else None}
+
+    def setup(self) -> None:
+        from svdcli.curate.aesthetic import head_dim, load_aesthetic
+
+        device = pick_device(self.config.device)
+        self.embedder = ClipEmbedder(self.weights, self.config.model, device, self.config.batch_size)
+        if self.head_path is not None:
+            self.head = load_aesthetic(self.head_path)
+            dim = self.embedder.net.visual.output_dim
+            if head_dim(self.head) != dim:
+                raise SvdError(f"aesthetic head {self.head_path.name} expects {head_dim(self.head)}-d embeddings "
+                               f"but {self.weights.label} gives {dim}-d (use ViT-L-14 or a matching head)")
+
+    def process(self, payload: dict) -> list[dict]:
+        size = lambda c: clip_read_size(c["width"], c["height"], self.embedder.side)  # noqa: E731
+        ok, rows = [], []
+        for clip, frames in read_clip_frames(payload, lambda c: frame_times(c, "fml"), size):
+            if isinstance(frames, Exception):
+                rows.append({"clip_id": clip["clip_id"], "clip_error": f"{type(frames).__name__}: {frames}"})
+            else:
+                ok.append((clip, frames[[0, len(frames) // 2, -1]]))  # short clips repeat a frame
+        if ok:
+            emb = self.embedder.embed_images(np.concatenate([f for _, f in ok]))  # (C*3, D)
+            emb = emb.view(len(ok), 3, -1)  # (C*3, D) -> (C, 3, D)
+            aes = self.aesthetic(emb)
+            cos = self.clip_score([c for c, _ in ok], emb)
+            for k, (clip, _) in enumerate(ok):
+                rows.append({"clip_id": clip["clip_id"], "aesthetic_score": aes[k], "clip_score": cos[k],
+                             "clip_model": self.weights.label})
+            self.save_embeddings([c for c, _ in ok], emb)
+        return rows
+
+    def aesthetic(self, emb) -> list[float | None]:
+        from svdcli.curate.aesthetic import aesthetic
+
+        if self.head is None:
+            return [None] * len(emb)
+        c, f, d = emb.shape
+        return aesthetic(emb.reshape(c * f, d), self.head).view(c, f).mean(1).tolist()  # (C*3,) -> (C,)
+
+    def clip_score(self, clips: list[dict], emb) -> list[float | None]:
+        have = [k for k, c in enumerate(clips) if self.captions.get(c["clip_id"])]
+        scores: list[float | None] = [None] * len(clips)
+        if have:
+            text = self.embedder.embed_texts([self.captions[clips[k]["clip_id"]] for k in have])
+            for k, s in zip(have, clip_scores(emb[have], text).tolist()):
+                scores[k] = s
+        return scores
+
+    def save_embeddings(self, clips: list[dict], emb) -> None:
+        if self.embeddings_dir is None:
+            return
+        from svdcli.manifest.io import write_parquet_atomic
+
+        times = [frame_times(c, "fml") for c in clips]
+        ids = [c["clip_id"] for c in clips]
+        table = embeddings_table(ids, [[t[0], t[len(t) // 2], t[-1]] for t in times], emb.numpy())
+        key = hashlib.sha1("|".join(ids).encode()).hexdigest()[:16]
+        write_parquet_atomic(table, Path(self.embeddings_dir) / f"{key}.parquet",
+                             {b"svdcli.clip_model": self.weights.label.encode()})
+
+
+def embeddings_table(clip_ids: list[str], times: list[list[float]], emb: np.ndarray):
+    """Long table: one row per (clip_id, frame) with an L2-normalised float32 embedding."""
+    import pyarrow as pa
+
+    c, f, d = emb.shape
+    flat = pa.array(np.ascontiguousarray(emb, np.float32).reshape(-1))  # (C, F, D) -> (C*F*D,)
+    return pa.table({
+        "clip_id": pa.array([cid for cid in clip_ids for _ in range(f)], pa.string()),
+        "frame": pa.array([FRAME_NAMES[k] for _ in clip_ids for k in range(f)], pa.string()),
+        "time": pa.array([t for ts in times for t in ts], pa.float64()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, d),
+    })
+
+
+def embeddings_path(out_path: Path) -> Path:
+    """Where the side file of a manifest goes: `clips.parquet` -> `clips.clip_embeddings.parquet`."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name.removesuffix(".parquet") + ".clip_embeddings.parquet")
+
+
+def merge_embeddings(folder: Path, target: Path, label: str) -> Path:
+    """Merge the per-task files into one side file (one row per clip and frame) and remove them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from svdcli.manifest.io import write_parquet_atomic
+
+    files = sorted(folder.glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    tables = [pq.read_table(p) for p in files]
+    table = pa.concat_tables(tables) if tables else embeddings_table([], [], np.zeros((0, 3, 1), np.float32))
+    # a regrouped rerun can cover a clip twice: keep the newest row per (clip, frame)
+    keys = [f"{c}|{f}" for c, f in zip(table.column("clip_id").to_pylist(), table.column("frame").to_pylist())]
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) != len(keys):
+        table = table.take(sorted(last.values()))
+    write_parquet_atomic(table, target, {b"svdcli.clip_model": label.encode()})
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass
+    return target
+
+
+def read_captions(manifest_path: Path) -> dict[str, str]:
+    """clip_id -> caption for the clips that have one (empty when the manifest has no captions)."""
+    import pyarrow.parquet as pq
+
+    from svdcli.manifest.io import read_manifest
+
+    if "caption" not in pq.read_schema(manifest_path).names:
+        return {}
+    table = read_manifest(manifest_path, columns=["clip_id", "caption"])
+    return {c: t for c, t in zip(table.column("clip_id").to_pylist(), table.column("caption").to_pylist()) if t}
+
+
+def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
+             rank: int = 0, world_size: int = 1, **settings):
+    """Embed, score aesthetics and CLIP score every ok clip; settings are ClipConfig fields.
+
+    Returns run_clip_stage's (RunResult, written path or None); the embeddings side file is
+    written next to the output when the run is complete.
+    """
+    from svdcli.manifest.io import read_manifest
+
+    manifest_path = Path(manifest_path)
+    read_manifest(manifest_path, columns=["clip_id"])  # a clear error for a missing/foreign file
+    out = Path(out_path or manifest_path)
+    stage = ClipEmbedStage(ClipConfig(**settings), read_captions(manifest_path))
+    folder = parts_folder(out, stage)
+    stage.embeddings_dir = folder.with_name(folder.name + ".embeddings")
+    stage.embeddings_dir.mkdir(parents=True, exist_ok=True)
+    result, written = run_clip_stage(stage, manifest_path, out, workers=workers, progress=progress,
+                                     rank=rank, world_size=world_size, clips_per_task=32,
+                                     describe=f"clip ({stage.weights.label})")
+    if written is not None:
+        merge_embeddings(stage.embeddings_dir, embeddings_path(written), stage.weights.label)
+    return result, written
+

@@ -1,0 +1,249 @@
+"""Text stage: how much of a clip's frames is covered by detected text (SVD paper: drop > 7%).
+
+`text_area` of a clip is the MAXIMUM over its sampled frames of (area of the union of the
+detected text boxes / frame area). The union is filled on a raster mask at the analysis
+resolution, so overlapping boxes count once; the maximum makes a caption or title that is on
+screen for only part of the clip count fully.
+
+Detectors (both `detect(frames) -> list of polygons per frame`):
+- `craft`: the CRAFT detector that easyocr ships (the paper's choice); needs `craft_mlt_25k.pth`.
+- `dbnet`: PP-OCRv4 DBNet, whose onnx weights ship inside the rapidocr-onnxruntime wheel, so it
+  works on a fresh offline machine. Frames of one size run as one onnx batch.
+`auto` picks CRAFT when its weights are present, otherwise DBNet; `text_detector` records which.
+
+The frame helpers at the bottom (`frame_times`, `read_clip_frames`) are shared with the clip
+and caption stages.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.weights import craft_weights, dbnet_weights, find_craft, pick_device
+from svdcli.errors import SvdError
+
+DETECTORS = ("auto", "craft", "dbnet")
+
+
+# --- pure scoring -------------------------------------------------------------------------------
+def text_area(boxes: list[np.ndarray], frame_shape: tuple[int, int]) -> float:
+    """Area of the union of text polygons (each (K, 2) x,y pixels) over the frame area, 0..1."""
+    import cv2
+
+    h, w = frame_shape[:2]
+    if not len(boxes):
+        return 0.0
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(b, np.float64).reshape(-1, 2)).astype(np.int32) for b in boxes], 1)
+    return float(mask.mean())
+
+
+# --- detectors ------------------------------------------------------------------------------------
+class DBNetDetector:
+    """PP-OCRv4 DBNet through onnxruntime; frames of one size run as one batch."""
+
+    name = "dbnet"
+
+    def __init__(self, device: str = "cpu", threads: int = 0, batch_size: int = 16):
+        import onnxruntime as ort
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(dbnet_weights()), opts, providers=providers)
+        # post-processing settings of rapidocr's shipped config for this model
+        self.post = DBPostProcess(thresh=0.3, box_thresh=0.5, max_candidates=1000, unclip_ratio=1.6,
+                                  use_dilation=True, score_mode="fast")
+        self.batch_size = batch_size
+
+    def detect(self, frames: np.ndarray) -> list[list[np.ndarray]]:
+        """Text polygons for each RGB uint8 frame of (N, H, W, 3)."""
+        import cv2
+
+        n, h, w = frames.shape[:3]
+        # the network needs sides that are multiples of 32
+        h32, w32 = max(32, round(h / 32) * 32), max(32, round(w / 32) * 32)
+        out: list[list[np.ndarray]] = []
+        for i in range(0, n, self.batch_size):
+            chunk = frames[i:i + self.batch_size]
+            if (h32, w32) != (h, w):
+                chunk = np.stack([cv2.resize(f, (w32, h32)) for f in chunk])
+            x = (chunk.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W)
+            pred = self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
+            for p in pred:  # (1, H, W) probability map per frame
+                boxes, _ = self.post(p[None], (h, w))
+                out.append([b.astype(np.float32) for b in boxes])
+        return out
+
+
+class CraftDetector:
+    """easyocr's CRAFT, detector only (no recogniser is loaded); frames run as one torch batch."""
+
+    name = "craft"
+
+    def __init__(self, weights: Path, device: str = "cpu", batch_size: int = 16):
+        from easyocr.detection import get_detector
+
+        self.device = device
+        self.net = get_detector(str(weights), device=device)
+        self.batch_size = batch_size
+
+    def detect(self, frames: np.ndarray) -> list[list[np.ndarray]]:
+        """Text polygons for each RGB uint8 frame of (N, H, W, 3)."""
+        from easyocr.detection import get_textbox
+
+        out: list[list[np.ndarray]] = []
+        canvas = max(frames.shape[1:3])  # keep the analysis size: no magnification
+        for i in range(0, len(frames), self.batch_size):
+            polys = get_textbox(self.net, frames[i:i + self.batch_size], canvas_size=canvas, mag_ratio=1.0,
+                                text_threshold=0.7, link_threshold=0.4, low_text=0.4, poly=False,
+                                device=self.device)
+            out.extend([[np.asarray(p, np.float32).reshape(-1, 2) for p in frame_polys] for frame_polys in polys])
+        return out
+
+
+def resolve_detector(detector: str, model_dir: str | None = None) -> str:
+    """'auto' -> 'craft' when its weights are present, else 'dbnet'; explicit names pass through."""
+    if detector not in DETECTORS:
+        raise SvdError(f"--detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
+    if detector == "auto":
+        return "craft" if find_craft(model_dir) else "dbnet"
+    if detector == "craft":
+        craft_weights(model_dir)  # fail now, in the parent, with the message saying where to put it
+    return detector
+
+
+def make_detector(name: str, model_dir: str | None = None, device: str = "cpu", batch_size: int = 16):
+    if name == "craft":
+        return CraftDetector(craft_weights(model_dir), device, batch_size)
+    return DBNetDetector(device, batch_size=batch_size)
+
+
+# --- stage ----------------------------------------------------------------------------------------
+@dataclass
+class TextConfig:
+    detector: str = "auto"  # auto | craft | dbnet
+    model_dir: str | None = None  # folder with craft_mlt_25k.pth
+    frames: str = "fml"  # 'fml' = first, middle, last; or a rate such as '1fps'
+    size: int = 640  # long side of the analysis frames, pixels
+    batch_size: int = 16
+    device: str = "auto"
+
+
+class TextStage(ClipStage):
+    name = "text"
+    columns = ("clip_id", "text_area", "text_detector", "text_error")
+
+    def __init__(self, config: TextConfig):
+        parse_frames(config.frames)
+        self.config = config
+        self.detector_name = resolve_detector(config.detector, config.model_dir)
+        self.detector = None
+
+    def settings(self) -> dict:
+        s = asdict(self.config)
+        s.update(detector=self.detector_name, device=None, batch_size=None, model_dir=None)
+        return s  # device, batch size and folder do not change the result
+
+    def setup(self) -> None:
+        self.detector = make_detector(self.detector_name, self.config.model_dir,
+                                      pick_device(self.config.device), self.config.batch_size)
+
+    def process(self, payload: dict) -> list[dict]:
+        size = lambda c: analysis_size(c["width"], c["height"], self.config.size)  # noqa: E731
+        times = lambda c: frame_times(c, self.config.frames)  # noqa: E731
+        rows = []
+        for clip, frames in read_clip_frames(payload, times, size):
+            if isinstance(frames, Exception):
+                rows.append({"clip_id": clip["clip_id"], "text_error": f"{type(frames).__name__}: {frames}"})
+                continue
+            boxes = self.detector.detect(frames)
+            area = max(text_area(b, frames.shape[1:3]) for b in boxes)
+            rows.append({"clip_id": clip["clip_id"], "text_area": area, "text_detector": self.detector_name})
+        return rows
+
+
+def run_text(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
+             rank: int = 0, world_size: int = 1, **settings):
+    """Score text area for every ok clip; settings are TextConfig fields. Returns run_clip_stage's result."""
+    stage = TextStage(TextConfig(**settings))
+    return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
+                          rank=rank, world_size=world_size, clips_per_task=16,
+                          describe=f"text ({stage.detector_name})")
+
+
+# --- frames shared by the text, clip and caption stages ---------------------------------------
+def parse_frames(spec: str) -> float | None:
+    """'fml' -> None (first, middle, last); 'Nfps' -> N frames per second."""
+    if spec == "fml":
+        return None
+    try:
+        rate = float(spec.removesuffix("fps"))
+    except ValueError:
+        rate = -1.0
+    if not spec.endswith("fps") or rate <= 0:
+        raise SvdError(f"--frames must be 'fml' (first, middle, last) or a rate like '1fps', not {spec!r}")
+    return rate
+
+
+def frame_times(clip: dict, spec: str = "fml") -> list[float]:
+    """Sample times inside [start_time, end_time): first, middle and last frame, or a fixed rate."""
+    start, end, fps = clip["start_time"], clip["end_time"], clip.get("fps") or 25.0
+    eps = min(0.25 / fps, (end - start) / 4)  # inside the first frame, clear of timestamp rounding
+    last = max(start + eps, end - 1.0 / fps + eps)
+    rate = parse_frames(spec)
+    if rate is None:
+        return sorted({start + eps, (start + end) / 2, last})
+    n = max(1, math.floor((end - start) * rate))
+    return [start + eps + k / rate for k in range(n)]
+
+
+def middle_time(clip: dict) -> float:
+    return (clip["start_time"] + clip["end_time"]) / 2
+
+
+def analysis_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the longer side `long_side` (never upscaled), even sides for the scaler."""
+    scale = min(1.0, long_side / max(width, height))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def read_clip_frames(payload: dict, times: Callable[[dict], list[float]],
+                     size: Callable[[dict], tuple[int, int]]) -> list[tuple[dict, np.ndarray | Exception]]:
+    """Decode the frames every clip of a task needs, in one pass over the video when possible.
+
+    Returns (clip, frames) pairs; a clip whose frames cannot be read gets the exception instead,
+    so one bad clip does not fail its neighbours.
+    """
+    from svdcli.video.seek import read_frames_at
+
+    clips = payload["clips"]
+    wanted = [(t, i) for i, c in enumerate(clips) for t in times(c)]
+    sizes = {size(c) for c in clips}
+    if len(sizes) == 1:
+        try:
+            order = sorted(range(len(wanted)), key=lambda k: wanted[k][0])
+            frames = read_frames_at(payload["video_path"], [wanted[k][0] for k in order], size=sizes.pop())
+            per_clip: list[list[np.ndarray]] = [[] for _ in clips]
+            for k, frame in zip(order, frames):
+                per_clip[wanted[k][1]].append(frame)
+            return [(c, np.stack(f)) for c, f in zip(clips, per_clip)]
+        except Exception:  # noqa: BLE001 - fall back to clip by clip to isolate the bad one
+            pass
+    out = []
+    for clip in clips:
+        try:
+            out.append((clip, read_frames_at(payload["video_path"], times(clip), size=size(clip))))
+        except Exception as exc:  # noqa: BLE001 - recorded as this clip's error
+            out.append((clip, exc))
+    return out

@@ -1,0 +1,219 @@
+"""Where the text, CLIP and caption stages find their weights, and what to say when they are missing.
+
+Nothing here downloads silently on an offline machine: every lookup checks the local places
+first (an explicit path, a folder given by a flag or an environment variable, the Hugging Face
+cache) and, when the file is absent and the hub cannot be reached, raises MissingWeightsError
+naming the file, where it comes from and where to put it.
+
+| weights | default place | override |
+|---|---|---|
+| CRAFT (`craft_mlt_25k.pth`, easyocr) | `~/.EasyOCR/model` | `--model-dir`, `SVD_EASYOCR_DIR`, `EASYOCR_MODULE_PATH/model` |
+| DBNet (PP-OCRv4 det, onnx) | inside the rapidocr-onnxruntime wheel | - |
+| open_clip models (CLIP, CoCa) | Hugging Face cache (`HF_HOME`) | `--pretrained /path/to/file` |
+| LAION aesthetic heads | `~/.cache/svdcli/weights` | `--aesthetic PATH`, `--weights-dir`, `SVD_WEIGHTS_DIR` |
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from svdcli.errors import MissingWeightsError, SvdError
+
+CRAFT_FILE = "craft_mlt_25k.pth"
+CRAFT_URL = "https://github.com/JaidedAI/EasyOCR/releases/download/pre-v1.1.6/craft_mlt_25k.zip"
+
+# LAION heads on L2-normalised CLIP image embeddings: name -> (file, url, embedding dim)
+AESTHETIC_HEADS = {
+    "laion-mlp": ("sac+logos+ava1-l14-linearMSE.pth",
+                  "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+                  "sac%2Blogos%2Bava1-l14-linearMSE.pth", 768),
+    "laion-linear-l14": ("sa_0_4_vit_l_14_linear.pth",
+                         "https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth", 768),
+    "laion-linear-b32": ("sa_0_4_vit_b_32_linear.pth",
+                         "https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_b_32_linear.pth", 512),
+}
+
+
+# --- devices ----------------------------------------------------------------------------------
+def pick_device(device: str = "auto") -> str:
+    """'auto' means cuda when a GPU is visible, else cpu; anything else is used as given."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SvdError(f"--device {device} asked for, but no CUDA GPU is visible (use --device cpu)")
+    return device
+
+
+# --- text detectors ---------------------------------------------------------------------------
+def craft_dirs(model_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for CRAFT weights, in order."""
+    dirs = [Path(model_dir).expanduser()] if model_dir else []
+    if os.environ.get("SVD_EASYOCR_DIR"):
+        dirs.append(Path(os.environ["SVD_EASYOCR_DIR"]).expanduser())
+    if os.environ.get("EASYOCR_MODULE_PATH"):
+        dirs.append(Path(os.environ["EASYOCR_MODULE_PATH"]).expanduser() / "model")
+    dirs.append(Path.home() / ".EasyOCR" / "model")
+    return dirs
+
+
+def find_craft(model_dir: str | os.PathLike | None = None) -> Path | None:
+    """Path of `craft_mlt_25k.pth` when present in one of `craft_dirs`, else None."""
+    for folder in craft_dirs(model_dir):
+        if (folder / CRAFT_FILE).is_file():
+            return folder / CRAFT_FILE
+    return None
+
+
+def craft_weights(model_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the CRAFT weights, or MissingWeightsError saying how to get them."""
+    path = find_craft(model_dir)
+    if path is None:
+        searched = ", ".join(str(d) for d in craft_dirs(model_dir))
+        raise MissingWeightsError(
+            f"CRAFT text detector weights `{CRAFT_FILE}` not found (searched: {searched}). "
+            f"Download {CRAFT_URL}, unzip it and put `{CRAFT_FILE}` in ~/.EasyOCR/model, or in a "
+            f"folder given by --model-dir or SVD_EASYOCR_DIR. Or use --detector dbnet, which "
+            f"ships inside the rapidocr-onnxruntime package.")
+    return path
+
+
+def dbnet_weights() -> Path:
+    """The DBNet (PP-OCRv4 detection) onnx model shipped inside rapidocr-onnxruntime."""
+    try:
+        import rapidocr_onnxruntime
+    except ImportError as exc:
+        raise MissingWeightsError("the dbnet text detector needs the rapidocr-onnxruntime package: "
+                                  "pip install 'svdcli[text]'") from exc
+    path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    if not path.is_file():
+        raise MissingWeightsError(f"{path} is missing from the rapidocr-onnxruntime install; reinstall it")
+    return path
+
+
+# --- open_clip ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OpenClipWeights:
+    """A resolved open_clip checkpoint and the model settings its tag implies."""
+
+    checkpoint: str
+    label: str  # short name recorded in the manifest, e.g. "ViT-L-14:openai"
+    quick_gelu: bool = False
+    preprocess: dict = field(default_factory=dict)
+
+
+def register_model_config(model: str) -> str:
+    """Accept an open_clip model name or a path to a model-config JSON (registered under its stem)."""
+    if model.endswith(".json") and Path(model).is_file():
+        import open_clip
+
+        open_clip.add_model_config(Path(model))
+        return Path(model).stem
+    return model
+
+
+def open_clip_weights(model: str, pretrained: str) -> OpenClipWeights:
+    """Resolve `pretrained` (a local file or an open_clip tag) to a local checkpoint file."""
+    import open_clip
+
+    name = register_model_config(model)
+    if open_clip.get_model_config(name) is None:
+        raise SvdError(f"unknown open_clip model {model!r}; known: {', '.join(open_clip.list_models()[:12])}, ... "
+                       f"(or pass a model-config .json file)")
+    if Path(pretrained).expanduser().is_file():
+        path = Path(pretrained).expanduser()
+        return OpenClipWeights(str(path), f"{name}:{path.name}")
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise SvdError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}; "
+                       f"tags: {', '.join(tags) or 'none (pass a checkpoint file)'}")
+    preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+    checkpoint = _hub_checkpoint(cfg, name, pretrained) if cfg.get("hf_hub") else _url_checkpoint(cfg, name, pretrained)
+    return OpenClipWeights(checkpoint, f"{name}:{pretrained}", bool(cfg.get("quick_gelu")), preprocess)
+
+
+def _hub_checkpoint(cfg: dict, name: str, tag: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+    # 'org/repo/' means the default file name; safetensors alternatives are preferred, as open_clip does
+    repo, filename = os.path.split(cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    candidates = [*_get_safe_alternatives(filename), filename]
+    for local_only in (True, False):
+        if not local_only and not hub_reachable():
+            break
+        for fname in candidates:
+            try:
+                return hf_hub_download(repo, fname, local_files_only=local_only)
+            except Exception:  # noqa: BLE001 - absent from cache / hub: try the next name
+                continue
+    raise MissingWeightsError(
+        f"open_clip weights for {name} '{tag}' are not on this machine and the Hugging Face hub "
+        f"cannot be reached. Fetch `{candidates[0]}` from the hub repo `{repo}` (e.g. "
+        f"`huggingface-cli download {repo} {candidates[0]}`, which fills the cache in HF_HOME), "
+        f"or download it anywhere and pass its path: --pretrained /path/to/{candidates[0]}")
+
+
+def _url_checkpoint(cfg: dict, name: str, tag: str) -> str:
+    url = cfg.get("url", "")
+    target = Path.home() / ".cache" / "clip" / os.path.basename(url)
+    if target.is_file():
+        return str(target)
+    if url and hub_reachable(host=url.split("/")[2]):
+        from open_clip.pretrained import download_pretrained_from_url
+
+        return download_pretrained_from_url(url)
+    raise MissingWeightsError(f"open_clip weights for {name} '{tag}' are not on this machine: download "
+                              f"{url} to {target} or pass its path with --pretrained")
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """False when offline mode is set or the host cannot be reached (avoids minutes of retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+# --- aesthetic heads ----------------------------------------------------------------------------
+def weights_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Folder for small heads: --weights-dir, SVD_WEIGHTS_DIR or ~/.cache/svdcli/weights."""
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("SVD_WEIGHTS_DIR", Path.home() / ".cache" / "svdcli" / "weights")).expanduser()
+
+
+def aesthetic_weights(spec: str, folder: str | os.PathLike | None = None) -> Path:
+    """Resolve an aesthetic head: a file path, 'hf-hub:REPO/FILE', or a name in AESTHETIC_HEADS."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if spec.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        repo, filename = os.path.split(spec[len("hf-hub:"):])
+        try:
+            return Path(hf_hub_download(repo, filename, local_files_only=not hub_reachable()))
+        except Exception as exc:  # noqa: BLE001 - any hub failure means: not available here
+            raise MissingWeightsError(f"aesthetic head {filename} from hub repo {repo} is not in the "
+                                      f"Hugging Face cache and the hub cannot be reached ({type(exc).__name__}); "
+                                      f"download it and pass --aesthetic /path/to/{filename}") from exc
+    if spec not in AESTHETIC_HEADS:
+        raise SvdError(f"--aesthetic {spec!r} is not a file, an hf-hub: name or one of "
+                       f"{', '.join(AESTHETIC_HEADS)} (or 'none' to skip the aesthetic score)")
+    filename, url, _ = AESTHETIC_HEADS[spec]
+    target = weights_dir(folder) / filename
+    if not target.is_file():
+        raise MissingWeightsError(f"aesthetic head `{filename}` not found in {target.parent}. Download {url} "
+                                  f"into that folder (set it with --weights-dir or SVD_WEIGHTS_DIR), pass "
+                                  f"--aesthetic /path/to/{filename}, or --aesthetic none to skip the score.")
+    return target
