@@ -1,0 +1,146 @@
+"""The first-stage autoencoder: SD f8 encoder and SVD's temporal video decoder.
+
+`VideoAutoencoder` has the official `first_stage_model` layout (no quant_conv), so an official
+checkpoint loads by stripping the `first_stage_model.` prefix. `ImageAutoencoder` is the plain
+SD VAE with quant_conv/post_quant_conv that SVD's conditioner uses to encode the conditioning
+frame. Diffusion latents are VAE latents times `SCALE_FACTOR`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from svdcli.models.vae_blocks import Decoder, Encoder
+from svdcli.models.vae_diffusers import vae_state_from_diffusers, vae_state_to_diffusers
+
+SCALE_FACTOR = 0.18215  # diffusion latent = SCALE_FACTOR * VAE latent (SD 2.1 / SVD)
+
+__all__ = [
+    "SCALE_FACTOR", "VAEConfig", "VideoAutoencoder", "ImageAutoencoder", "posterior_sample",
+    "vae_state_from_diffusers", "vae_state_to_diffusers",
+]
+
+
+@dataclass
+class VAEConfig:
+    """Architecture of the f8 autoencoder (sgm `Encoder`/`VideoDecoder` arguments)."""
+
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    in_channels: int = 3
+    out_ch: int = 3
+    z_channels: int = 4
+    video_kernel_size: tuple[int, int, int] = (3, 1, 1)
+
+    @classmethod
+    def svd(cls) -> "VAEConfig":
+        """The SD 2.1 / SVD autoencoder: 97.7M parameters with the temporal decoder (83.7M plain)."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "VAEConfig":
+        """The reference fixture's tiny autoencoder (32/32/32/64 channels), for tests."""
+        return cls(ch=32, ch_mult=(1, 1, 1, 2))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown VAE config keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+def posterior_sample(moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = mu + exp(logvar/2) * eps, with logvar clamped to [-30, 20] as in the SD VAE."""
+    mean, logvar = moments.chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + std * eps
+
+
+def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
+    size = n if not size else size
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+class VideoAutoencoder(nn.Module):
+    """SD f8 encoder (frames independently) + temporal decoder (frames of one video together)."""
+
+    def __init__(self, cfg: VAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or VAEConfig.svd()
+        self.encoder = Encoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.in_channels, cfg.z_channels)
+        self.decoder = Decoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.out_ch, cfg.z_channels,
+                               temporal=True, video_kernel_size=cfg.video_kernel_size)
+
+    def encode_moments(self, frames: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Frames (N, 3, H, W) in [-1, 1] -> moments (N, 2z, H/8, W/8), `chunk` frames a call."""
+        return torch.cat([self.encoder(frames[s:e]) for s, e in _chunks(len(frames), chunk)])
+
+    def encode(self, frames: torch.Tensor, *, sample: bool = False,
+               generator: torch.Generator | None = None, chunk: int | None = None) -> torch.Tensor:
+        """Frames (N, 3, H, W) in [-1, 1] -> VAE latents (N, z, H/8, W/8): posterior mode or sample.
+
+        Not scaled: multiply by SCALE_FACTOR for diffusion latents.
+        """
+        moments = self.encode_moments(frames, chunk)
+        if sample:
+            return posterior_sample(moments, generator)
+        return moments[:, : self.cfg.z_channels]
+
+    def decode(self, z: torch.Tensor, num_frames: int, chunk: int | None = None) -> torch.Tensor:
+        """VAE latents (B*T, z, h, w), video-major -> frames (B*T, 3, 8h, 8w), about [-1, 1].
+
+        With `chunk`, each video is decoded `chunk` frames at a time and each piece sees only
+        its own frames (timesteps = piece length), as sgm's `decode_first_stage`: temporal
+        zero padding at the piece edges makes the result depend on the chunk size. Pieces never
+        span two videos. Not scaled: divide diffusion latents by SCALE_FACTOR first.
+        """
+        n = z.shape[0]
+        if num_frames < 1 or n % num_frames:
+            raise ValueError(f"{n} latent frames are not a whole number of {num_frames}-frame videos")
+        if not chunk or chunk >= num_frames:
+            return self.decoder(z, num_frames=num_frames)
+        out = []
+        for start in range(0, n, num_frames):
+            for s, e in _chunks(num_frames, chunk):
+                out.append(self.decoder(z[start + s : start + e], num_frames=e - s))
+        return torch.cat(out)
+
+    def decode_diffusion_latents(self, x: torch.Tensor, num_frames: int,
+                                 chunk: int | None = None) -> torch.Tensor:
+        """Diffusion latents (B*T, z, h, w) -> frames: decode(x / SCALE_FACTOR)."""
+        return self.decode(x / SCALE_FACTOR, num_frames, chunk)
+
+
+class ImageAutoencoder(nn.Module):
+    """Plain SD VAE with quant_conv/post_quant_conv (sgm `AutoencoderKLModeOnly`)."""
+
+    def __init__(self, cfg: VAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or VAEConfig.svd()
+        z2 = 2 * cfg.z_channels
+        self.encoder = Encoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.in_channels, cfg.z_channels)
+        self.decoder = Decoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.out_ch, cfg.z_channels,
+                               temporal=False)
+        self.quant_conv = nn.Conv2d(z2, z2, 1)
+        self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/8, W/8), not scaled."""
+        return self.quant_conv(self.encoder(frames))[:, : self.cfg.z_channels]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, z, h, w), not scaled -> frames (N, 3, 8h, 8w)."""
+        return self.decoder(self.post_quant_conv(z))
