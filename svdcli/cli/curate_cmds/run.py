@@ -1,0 +1,49 @@
+"""`svd curate run`: run a curation recipe (pipelines/*.yaml) stage by stage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from svdcli.cli.common import console, user_errors
+
+HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> clip -> caption -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
+
+Rerunning is cheap: a stage whose input and settings are unchanged is skipped, and an interrupted stage resumes where it stopped. Change a setting without editing the file with --set STAGE.SETTING=VALUE (e.g. --set motion.margin_frames=3, --set "filter.rules=['motion_score >= 0.5']"). The recipe format is described in docs/recipes.md."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run", help=HELP)
+    @user_errors
+    def run(
+        recipe: Path = typer.Argument(..., help="Recipe file, e.g. pipelines/lvd-f.yaml."),
+        input: Path = typer.Option(None, "--input", "-i", help="Videos (a folder or one file) for the cuts stage."),
+        workdir: Path = typer.Option(..., "--workdir", "-w", help="Folder for the manifests and the report."),
+        manifest: Path = typer.Option(None, "--manifest", "-m",
+                                      help="Start from this manifest instead of running cuts (with --skip cuts "
+                                           "or a recipe without cuts)."),
+        overrides: list[str] = typer.Option([], "--set", help="Override a setting: STAGE.SETTING=VALUE (YAML value)."),
+        skip: list[str] = typer.Option([], "--skip", help="Leave out a stage of the recipe; repeat for more."),
+        workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: the recipe's)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        from svdcli.curate.recipe import RunOptions, load_recipe, run_recipe
+
+        plan = load_recipe(recipe, overrides)
+        con = console()
+        opts = RunOptions(workers=workers or plan.workers, progress=progress)
+        summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
+                               on_step=lambda s: con.print(_line(s)))
+        if plan.report:
+            from svdcli.curate.report import write_report
+
+            page = write_report(Path(summaries[-1].output), workdir / "report")
+            con.print(f"report: {page}")
+        con.print(f"recipe {plan.name}: {len(summaries)} stages, "
+                  f"{sum(s.seconds for s in summaries):.1f} s -> {summaries[-1].output}")
+
+
+def _line(s) -> str:
+    kept = f", kept {s.kept}" if s.kept is not None else ""
+    return (f"  {s.stage:<8} {s.action:<8} {s.rows:>7} rows, {s.errors} errors{kept}  "
+            f"{s.seconds:7.1f} s")

@@ -1,0 +1,322 @@
+"""Declarative curation recipes (`pipelines/*.yaml`) and `svd curate run`.
+
+A recipe names the stages to run, in order, with their settings (see docs/recipes.md):
+
+    name: lvd-f
+    workers: 2
+    report: true
+    stages:
+      cuts: {}
+      motion: {margin_frames: 2}
+      filter:
+        rules: ["motion_score >= 0.25", "aesthetic_score pct>= 25"]
+
+The run lays out `WORKDIR/manifests/<stage>.parquet` (each stage reads the previous one),
+`WORKDIR/recipe.resolved.yaml` (the recipe after overrides) and `WORKDIR/report/`.
+
+Skipping: after a stage finishes, a history record {stage: 'recipe', step, key} is appended to
+its output, where `key` hashes the step's settings and its input (the input manifest's bytes, or
+the list of video files with sizes and times for cuts). A rerun skips a step whose output's
+last record carries the same key; anything else reruns it, and the stage itself resumes from
+its part files, so an interrupted run loses at most the unflushed rows of its last stage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from svdcli.errors import SvdError
+from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
+
+
+class RecipeError(SvdError):
+    """A recipe that cannot be read or run as written; the message says what to change."""
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: stage name -> settings, in run order, plus run-wide options."""
+
+    name: str
+    stages: dict[str, dict[str, Any]]
+    workers: int = 1
+    report: bool = True
+    source: str = ""
+
+
+@dataclass
+class RunOptions:
+    workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class StepSummary:
+    stage: str
+    action: str  # 'ran' or 'skipped'
+    rows: int
+    errors: int
+    seconds: float
+    kept: int | None = None
+    output: str = ""
+
+
+# --- loading ------------------------------------------------------------------------------
+def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file and apply `--set stage.key=value` overrides (values parsed as YAML)."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe not found: {path} (see pipelines/lvd-f.yaml for an example)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path} is not valid YAML: {exc}") from None
+    unknown = set(raw) - {"name", "stages", "workers", "report"}
+    if unknown:
+        raise RecipeError(f"{path}: unknown top-level keys {sorted(unknown)}; "
+                          "expected name, stages, workers, report")
+    stages = raw.get("stages") or {}
+    if not isinstance(stages, dict) or not stages:
+        raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
+    recipe = Recipe(str(raw.get("name", path.stem)), {k: dict(v or {}) for k, v in stages.items()},
+                    int(raw.get("workers", 1)), bool(raw.get("report", True)), str(path))
+    for item in overrides:
+        _override(recipe, item)
+    _check_order(recipe)
+    return recipe
+
+
+def _override(recipe: Recipe, item: str) -> None:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    stage, dot, setting = key.strip().partition(".")
+    if not sep or not dot or not setting:
+        raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE, e.g. motion.margin_frames=3")
+    if stage not in recipe.stages:
+        raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
+    recipe.stages[stage][setting] = yaml.safe_load(value)
+
+
+def _check_order(recipe: Recipe) -> None:
+    names = list(recipe.stages)
+    unknown = [n for n in names if n not in STAGE_ORDER]
+    if unknown:
+        raise RecipeError(f"unknown stage(s) {unknown}; stages are {STAGE_ORDER}")
+    if "cuts" in names and names[0] != "cuts":
+        raise RecipeError("'cuts' makes the clips, so it must be the first stage")
+    if "filter" in names and names[-1] != "filter":
+        raise RecipeError("'filter' must be the last stage: it needs every score")
+
+
+# --- the stage registry -------------------------------------------------------------------
+# name -> (module that must exist, function running it: (input, out, settings, options))
+def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.cuts import run_cuts
+
+    run_cuts([src], out, workers=opts.workers, progress=opts.progress, **settings)
+
+
+def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.motion import MotionConfig, run_motion
+
+    run_motion(src, out, _config(MotionConfig, "motion", settings), workers=opts.workers, progress=opts.progress)
+
+
+def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.text import run_text
+
+    run_text(src, out, workers=opts.workers, progress=opts.progress, **settings)
+
+
+def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.clip import run_clip
+
+    run_clip(src, out, workers=opts.workers, progress=opts.progress, **settings)
+
+
+def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.caption import run_caption
+
+    run_caption(src, out, workers=opts.workers, progress=opts.progress, **settings)
+
+
+def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+    from svdcli.curate.filter import run_filter
+
+    run_filter(src, settings.get("rules") or [], out)
+
+
+REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] = {
+    "cuts": ("svdcli.curate.cuts", _cuts),
+    "motion": ("svdcli.curate.motion", _motion),
+    "text": ("svdcli.curate.text", _text),
+    "clip": ("svdcli.curate.clip", _clip),
+    "caption": ("svdcli.curate.caption", _caption),
+    "filter": ("svdcli.curate.filter", _filter),
+}
+
+
+def _config(cls, stage: str, settings: dict):
+    known = set(cls.__dataclass_fields__)
+    unknown = set(settings) - known
+    if unknown:
+        raise RecipeError(f"stage {stage!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**settings)
+
+
+def available(stage: str) -> bool:
+    """Whether this version ships the stage's module (a stage in progress may not exist yet)."""
+    import importlib.util
+
+    return importlib.util.find_spec(REGISTRY[stage][0]) is not None
+
+
+def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
+    """The stages to run; refuse unavailable stages and filter rules on columns no stage writes."""
+    for name in skip:
+        if name not in recipe.stages:
+            raise RecipeError(f"--skip {name}: the recipe has no stage {name!r}")
+    run = [s for s in recipe.stages if s not in skip]
+    missing = [s for s in run if not available(s)]
+    if missing:
+        raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
+                          f"{recipe.source or 'the recipe'} or pass --skip {missing[0]}")
+    if "filter" in run:
+        from svdcli.curate.filter import parse_rule
+
+        rules = recipe.stages["filter"].get("rules") or []
+        if not rules or set(recipe.stages["filter"]) != {"rules"}:
+            raise RecipeError("stage 'filter' takes one setting, 'rules': a non-empty list of rule strings")
+        for rule in map(parse_rule, rules):
+            owner = COLUMNS[rule.column].stage if rule.column in COLUMNS else None
+            if owner not in (*run, "cuts", None):
+                raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
+                                  f"{owner!r}, which this run does not include")
+    if "motion" in run:
+        from svdcli.curate.motion import MotionConfig
+
+        _config(MotionConfig, "motion", recipe.stages["motion"])
+    return run
+
+
+# --- fingerprints -------------------------------------------------------------------------
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _folder_digest(folder: Path) -> str:
+    """Names, sizes and modification times of every file under `folder` (no content read)."""
+    h = hashlib.sha1()
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(folder) if p != folder else p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def step_key(stage: str, settings: dict, src: Path) -> str:
+    """What decides whether a step must rerun: its settings and its exact input."""
+    digest = _folder_digest(src) if stage == "cuts" else _file_digest(src)
+    blob = json.dumps({"stage": stage, "settings": settings, "input": digest}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _recorded_key(out: Path) -> str | None:
+    from svdcli.manifest.io import manifest_history
+
+    if not out.exists():
+        return None
+    try:
+        history = manifest_history(out)
+    except Exception:  # noqa: BLE001 - an unreadable output is simply rerun
+        return None
+    last = history[-1] if history else {}
+    return last.get("key") if last.get("stage") == "recipe" else None
+
+
+def _stamp(out: Path, stage: str, key: str) -> None:
+    """Append the recipe record to the stage's output history (rewrites the manifest once)."""
+    from svdcli.manifest.io import manifest_history, read_manifest, write_manifest
+
+    table = read_manifest(out)
+    write_manifest(table, out, record={"stage": "recipe", "step": stage, "key": key},
+                   history=manifest_history(table))
+
+
+# --- running ------------------------------------------------------------------------------
+def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, manifest: Path | None = None,
+               skip: list[str] = (), opts: RunOptions = RunOptions(),
+               on_step: Callable[[StepSummary], None] | None = None) -> list[StepSummary]:
+    """Run the recipe's stages in order under `workdir`, skipping unchanged steps."""
+    stages = check_runnable(recipe, skip)
+    src = _first_input(stages, videos, manifest)
+    workdir = Path(workdir)
+    (workdir / "manifests").mkdir(parents=True, exist_ok=True)
+    _save_resolved(recipe, workdir / "recipe.resolved.yaml")
+    summaries = []
+    for stage in stages:
+        out = workdir / "manifests" / f"{stage}.parquet"
+        settings = recipe.stages[stage]
+        key = step_key(stage, settings, src)
+        t0 = time.perf_counter()
+        action = "skipped"
+        if _recorded_key(out) != key:
+            try:
+                REGISTRY[stage][1](src, out, settings, opts)
+            except TypeError as exc:  # a setting the stage's entry point does not take
+                raise RecipeError(f"stage {stage!r}: bad settings {settings}: {exc}") from None
+            _stamp(out, stage, key)
+            action = "ran"
+        summary = _summarize(stage, action, out, time.perf_counter() - t0)
+        summaries.append(summary)
+        if on_step:
+            on_step(summary)
+        src = out
+    return summaries
+
+
+def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
+    if stages[0] == "cuts":
+        if videos is None:
+            raise RecipeError("the recipe starts with 'cuts': pass --input VIDEOS (a folder or a video file)")
+        if not Path(videos).exists():
+            raise RecipeError(f"--input {videos} does not exist")
+        return Path(videos)
+    if manifest is None:
+        raise RecipeError(f"the run starts at {stages[0]!r}: pass --manifest M (a manifest from `svd curate cuts`)")
+    from svdcli.manifest.io import read_manifest
+
+    read_manifest(manifest, columns=["clip_id"])  # a clear error now rather than inside a stage
+    return Path(manifest)
+
+
+def _save_resolved(recipe: Recipe, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+
+
+def _summarize(stage: str, action: str, out: Path, seconds: float) -> StepSummary:
+    from svdcli.manifest.io import read_manifest
+
+    table = read_manifest(out)
+    if stage == "cuts":
+        errors = sum(s != "ok" for s in table.column("status").to_pylist())
+    elif f"{stage}_error" in table.column_names:
+        column = table.column(f"{stage}_error")
+        errors = len(column) - column.null_count
+    else:
+        errors = 0
+    kept = sum(bool(k) for k in table.column("keep").to_pylist()) if stage == "filter" else None
+    return StepSummary(stage, action, table.num_rows, errors, seconds, kept, str(out))

@@ -1,0 +1,206 @@
+"""`svd curate report`: a static HTML page with PNG plots and thumbnails, readable offline.
+
+The page (`OUT/index.html`, relative links to `OUT/plots/*.png` and `OUT/thumbs/*.jpg`) shows:
+counts of kept and dropped clips per reason, histograms of clip length and every score column
+present (motion, text area, aesthetic, CLIP) with the filter's thresholds drawn (absolute ones
+and the cut-offs the percentile rules resolved to), and a contact sheet of middle-frame
+thumbnails of kept clips and of dropped clips grouped by reason. Nothing is loaded from the net.
+"""
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+
+HISTOGRAMS = [  # column, axis label
+    ("length", "clip length (s)"),
+    ("motion_score", "motion score (analysis px per 30 fps frame)"),
+    ("text_area", "text area (fraction of the frame)"),
+    ("aesthetic_score", "aesthetic score"),
+    ("clip_score", "CLIP text-image similarity"),
+]
+THUMB_WIDTH = 160
+
+
+def thresholds(history: list[dict]) -> dict[str, list[tuple[str, float]]]:
+    """Column -> [(rule text, value)] from the last filter record of a manifest's history."""
+    records = [h for h in history if h.get("stage") == "filter"]
+    if not records:
+        return {}
+    out: dict[str, list[tuple[str, float]]] = {}
+    for rule, value in (records[-1].get("cutoffs") or {}).items():
+        column = re.match(r"\s*(\w+)", rule).group(1)
+        out.setdefault(column, []).append((rule, float(value)))
+    return out
+
+
+def plot_histogram(values: np.ndarray, label: str, lines: list[tuple[str, float]], path: Path) -> None:
+    """One histogram with a vertical line (and legend entry) per threshold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.hist(values, bins=min(50, max(10, len(values) // 5)), color="#4c72b0", alpha=0.85)
+    for (rule, value), color in zip(lines, ["#c44e52", "#dd8452", "#55a868", "#8172b3"]):
+        ax.axvline(value, color=color, linewidth=2, label=f"{rule}  ({value:.3g})")
+    if lines:
+        ax.legend(fontsize=8)
+    ax.set_xlabel(label)
+    ax.set_ylabel("clips")
+    ax.set_title(f"{label}: n={len(values)}, median {np.median(values):.3g}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reasons(counts: dict[str, int], path: Path) -> None:
+    """Horizontal bars: clips kept and dropped per reason."""
+    import matplotlib.pyplot as plt
+
+    names = list(counts)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.35 * len(names)), dpi=100)
+    colors = ["#55a868" if n == "kept" else "#c44e52" for n in names]
+    ax.barh(names, [counts[n] for n in names], color=colors)
+    for i, n in enumerate(names):
+        ax.text(counts[n], i, f" {counts[n]}", va="center", fontsize=8)
+    ax.set_xlabel("clips")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped as 'kept', each drop reason, or 'not filtered' (no filter run yet)."""
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        if "keep" not in row or row["keep"] is None:
+            name = "not filtered" if row.get("status", "ok") == "ok" else "error"
+        else:
+            name = "kept" if row["keep"] else (row.get("drop_reason") or "dropped")
+        out.setdefault(name, []).append(row)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "kept", -len(kv[1]))))
+
+
+def write_thumbnails(picked: list[dict], folder: Path) -> dict[str, str]:
+    """Middle-frame JPEGs of `picked` clips, one decode pass per video; clip_id -> file name."""
+    import cv2
+
+    from svdcli.video.seek import read_frames_at
+
+    folder.mkdir(parents=True, exist_ok=True)
+    by_video: dict[str, list[dict]] = {}
+    for row in picked:
+        by_video.setdefault(row["video_path"], []).append(row)
+    names = {}
+    for video, clips in by_video.items():
+        clips.sort(key=lambda c: c["start_time"])
+        times = [(c["start_time"] + c["end_time"]) / 2 for c in clips]
+        w, h = clips[0]["width"], clips[0]["height"]
+        size = (THUMB_WIDTH, max(2, int(round(THUMB_WIDTH * h / w / 2)) * 2))
+        try:
+            frames = read_frames_at(video, times, size=size, fmt="bgr24")  # (N, h, w, 3)
+        except Exception:  # noqa: BLE001 - a missing thumbnail must not stop the report
+            continue
+        for clip, frame in zip(clips, frames):
+            name = re.sub(r"[^\w.-]", "_", clip["clip_id"]) + ".jpg"
+            cv2.imwrite(str(folder / name), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            names[clip["clip_id"]] = name
+    return names
+
+
+def pick_thumbnails(grouped: dict[str, list[dict]], per_group: int, total: int) -> dict[str, list[dict]]:
+    """Up to `per_group` clips per group, evenly spread over each group, at most `total` in all."""
+    picked, left = {}, total
+    for name, rows in grouped.items():
+        rows = [r for r in rows if r.get("start_time") is not None and r.get("end_time") is not None]
+        n = min(per_group, len(rows), left)
+        picked[name] = [rows[i] for i in np.linspace(0, len(rows) - 1, n).round().astype(int)] if n else []
+        left -= n
+    return picked
+
+
+def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int = 96) -> Path:
+    """Write OUT/index.html with its plots and thumbnails; returns the page's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    from svdcli.manifest.io import manifest_history, read_manifest
+
+    table = read_manifest(manifest)
+    rows = table.to_pylist()
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    lines = thresholds(manifest_history(manifest))
+    plots = []
+    for column, label in HISTOGRAMS:
+        values = _column_values(rows, column)
+        if len(values):
+            plot_histogram(values, label, lines.get(column, []), out / "plots" / f"{column}.png")
+            plots.append((label, f"plots/{column}.png"))
+    grouped = groups(rows)
+    counts = {name: len(members) for name, members in grouped.items()}
+    plot_reasons(counts, out / "plots" / "reasons.png")
+    picked = pick_thumbnails(grouped, per_group, max_thumbs)
+    thumbs = write_thumbnails([r for members in picked.values() for r in members], out / "thumbs")
+    page = out / "index.html"
+    page.write_text(render_html(Path(manifest), counts, plots, picked, thumbs))
+    return page
+
+
+def _column_values(rows: list[dict], column: str) -> np.ndarray:
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    if column == "length":
+        values = [r["end_time"] - r["start_time"] for r in ok if r.get("end_time") is not None]
+    else:
+        values = [r[column] for r in ok if r.get(column) is not None]
+    return np.asarray(values, np.float64)
+
+
+def render_html(manifest: Path, counts: dict[str, int], plots: list[tuple[str, str]],
+                picked: dict[str, list[dict]], thumbs: dict[str, str]) -> str:
+    """The page: summary table, reason chart, histograms, contact sheets (relative links only)."""
+    esc = html.escape
+    total = sum(counts.values())
+    table = "".join(f"<tr><td>{esc(n)}</td><td>{c}</td><td>{100 * c / max(total, 1):.1f}%</td></tr>"
+                    for n, c in counts.items())
+    figures = "".join(f'<figure><img src="{src}" alt="{esc(label)}"><figcaption>{esc(label)}</figcaption></figure>'
+                      for label, src in plots)
+    sheets = []
+    for name, rows in picked.items():
+        cells = []
+        for r in rows:
+            img = (f'<img src="thumbs/{thumbs[r["clip_id"]]}" alt="">' if r["clip_id"] in thumbs
+                   else '<div class="missing">unreadable</div>')
+            score = f' · motion {r["motion_score"]:.2f}' if r.get("motion_score") is not None else ""
+            length = r["end_time"] - r["start_time"]
+            cells.append(f'<div class="cell">{img}<div>{esc(r["clip_id"])}</div>'
+                         f'<div>{length:.1f} s{score}</div></div>')
+        sheets.append(f"<h3>{esc(name)} ({counts[name]} clips, {len(rows)} shown)</h3>"
+                      f'<div class="sheet">{"".join(cells)}</div>')
+    return _PAGE.format(title=esc(manifest.name), manifest=esc(str(manifest)), total=total, table=table,
+                        figures=figures, sheets="".join(sheets))
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>curation report: {title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; }} figcaption {{ font-size: 0.8em; color: #555; }}
+.sheet {{ display: flex; flex-wrap: wrap; gap: 8px; }}
+.cell {{ width: {w}px; font-size: 0.7em; overflow-wrap: anywhere; }}
+.missing {{ width: {w}px; height: 90px; background: #eee; text-align: center; line-height: 90px; }}
+</style></head><body>
+<h1>Curation report</h1>
+<p>{manifest}: {total} rows</p>
+<h2>Kept and dropped</h2>
+<table><tr><th>group</th><th>clips</th><th>share</th></tr>{table}</table>
+<p><img src="plots/reasons.png" alt="clips per reason"></p>
+<h2>Distributions</h2>
+<p>Vertical lines: the filter's thresholds (percentile rules at the value they resolved to).</p>
+{figures}
+<h2>Contact sheet (middle frames)</h2>
+{sheets}
+</body></html>
+""".replace("{w}", str(THUMB_WIDTH))

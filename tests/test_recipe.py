@@ -1,0 +1,123 @@
+"""`svd curate run`: stages in order, skipped when unchanged, resumed after an interruption."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_motion import clip_rows, write_rows
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+from svdcli.curate import recipe as recipe_mod
+from svdcli.curate.motion import MotionStage
+from svdcli.curate.recipe import RecipeError, RunOptions, load_recipe, run_recipe
+from svdcli.manifest.io import read_manifest
+from svdcli.video.synth import Shot, write_video
+
+FPS = 24.0
+RECIPE = """
+name: small
+report: false
+stages:
+  motion: {}
+  filter:
+    rules: ["motion_score >= 0.25"]
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Three small videos (static + pan shots, 6 clips) and their cuts-style manifest."""
+    folder = tmp_path_factory.mktemp("recipe")
+    rows = []
+    for i in range(3):
+        video = folder / f"v{i}.mp4"
+        write_video(video, [Shot(24, seed=i), Shot(24, seed=i + 10, speed=(1.0 + i, 0.0))], size=(160, 96), fps=FPS)
+        rows += clip_rows(video, [0, 24, 48], FPS, (160, 96), tag=f"v{i}")
+    return write_rows(rows, folder / "clips.parquet")
+
+
+def recipe_file(tmp_path: Path, text: str = RECIPE) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def run(tmp_path: Path, corpus: Path, workdir: str, overrides: list[str] = ()) -> list:
+    plan = load_recipe(recipe_file(tmp_path), overrides)
+    return run_recipe(plan, tmp_path / workdir, manifest=corpus, opts=RunOptions(progress=False))
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, corpus, monkeypatch):
+    original = MotionStage.process
+    calls, interrupted = [], []
+
+    def interrupt_on_second_video(self, payload):
+        calls.append(payload["video_path"])
+        if len(calls) == 2 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return original(self, payload)
+
+    monkeypatch.setattr(MotionStage, "process", interrupt_on_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, corpus, "work")
+    assert not (tmp_path / "work" / "manifests" / "motion.parquet").exists()
+    calls.clear()
+    summaries = run(tmp_path, corpus, "work")
+    assert len(calls) == 2, "the video finished before the interruption must not be scored again"
+    assert [(s.stage, s.action) for s in summaries] == [("motion", "ran"), ("filter", "ran")]
+    monkeypatch.setattr(MotionStage, "process", original)
+    run(tmp_path, corpus, "fresh")
+    resumed = read_manifest(tmp_path / "work" / "manifests" / "filter.parquet")
+    fresh = read_manifest(tmp_path / "fresh" / "manifests" / "filter.parquet")
+    for column in ("clip_id", "motion_score", "keep", "drop_reason"):
+        assert resumed.column(column).to_pylist() == fresh.column(column).to_pylist()
+    assert resumed.column("keep").to_pylist() == [False, True] * 3  # static shots dropped
+
+
+def test_unchanged_steps_are_skipped_and_changed_settings_rerun(tmp_path, corpus):
+    run(tmp_path, corpus, "work")
+    again = run(tmp_path, corpus, "work")
+    assert [s.action for s in again] == ["skipped", "skipped"]
+    assert again[1].kept == 3 and again[0].rows == 6
+    changed = run(tmp_path, corpus, "work", ["filter.rules=['motion_score >= 100']"])
+    assert [s.action for s in changed] == ["skipped", "ran"]
+    assert changed[1].kept == 0
+    resolved = (tmp_path / "work" / "recipe.resolved.yaml").read_text()
+    assert "motion_score >= 100" in resolved  # the settings actually used are saved beside the output
+    rerun = run(tmp_path, corpus, "work", ["motion.margin_frames=1"])
+    assert [s.action for s in rerun] == ["ran", "ran"]  # new scores: the filter's input changed
+
+
+def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeypatch):
+    monkeypatch.setitem(recipe_mod.REGISTRY, "caption", ("svdcli.curate.no_such_stage", None))
+    text = RECIPE.replace("  filter:", "  caption: {}\n  filter:")
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--manifest", str(corpus),
+                                      "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "stage 'caption' is not available in this version" in result.output
+    assert not (tmp_path / "w" / "manifests" / "motion.parquet").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    (RECIPE.replace("motion: {}", "motion: {margin: 3}"), "unknown setting"),
+    (RECIPE.replace("motion_score >= 0.25", "aesthetic_score >= 5"), "written by stage 'clip'"),
+    (RECIPE.replace("  motion: {}\n", "") + "  motion: {}\n", "'filter' must be the last stage"),
+    ("stages: [motion]", "'stages' must map"),
+])
+def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
+    with pytest.raises(RecipeError, match=message):
+        plan = load_recipe(recipe_file(tmp_path, text))
+        run_recipe(plan, tmp_path / "w", manifest=corpus, opts=RunOptions(progress=False))
+
+
+def test_cli_prints_a_line_per_stage_and_writes_the_report(tmp_path, corpus):
+    path = recipe_file(tmp_path, RECIPE.replace("report: false", "report: true"))
+    args = ["curate", "run", str(path), "--manifest", str(corpus), "--workdir", str(tmp_path / "w"), "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "motion   ran" in first.output and "kept 3" in first.output
+    assert (tmp_path / "w" / "report" / "index.html").exists()
+    second = CliRunner().invoke(app, args)
+    assert "motion   skipped" in second.output and "filter   skipped" in second.output
