@@ -133,3 +133,14 @@ def run_caption(manifest_path, out_path=None, *, workers: int = 1, progress: boo
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
                           rank=rank, world_size=world_size, clips_per_task=32,
                           describe=f"caption ({stage.weights.label})")
+
+
+def summarize(path: Path) -> str:
+    """One line for the CLI: clips captioned, one example, errors."""
+    from svdcli.manifest.io import read_manifest
+
+    t = read_manifest(path, columns=["caption", "caption_error"]).to_pydict()
+    captions = [c for c in t["caption"] if c is not None]
+    errors = sum(e is not None for e in t["caption_error"])
+    example = f'; e.g. "{captions[0]}"' if captions else ""
+    return f"caption: {len(captions)} clips captioned{example}; {errors} errors -> {path}"

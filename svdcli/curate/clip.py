@@ -295,3 +295,17 @@ def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool =
         merge_embeddings(stage.embeddings_dir, embeddings_path(written), stage.weights.label)
     return result, written
 
+
+
+def summarize(path: Path) -> str:
+    """One line for the CLI: clips embedded, mean scores, errors and the side file."""
+    from svdcli.manifest.io import read_manifest
+
+    t = read_manifest(path, columns=["aesthetic_score", "clip_score", "clip_error"]).to_pydict()
+    aes = [a for a in t["aesthetic_score"] if a is not None]
+    cos = [c for c in t["clip_score"] if c is not None]
+    errors = sum(e is not None for e in t["clip_error"])
+    mean = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"  # noqa: E731
+    return (f"clip: {len(aes) or len(cos)} clips; mean aesthetic_score {mean(aes)}; clip_score for {len(cos)} "
+            f"captioned clips (mean {mean(cos)}); {errors} errors -> {path}, embeddings in "
+            f"{embeddings_path(path).name}")

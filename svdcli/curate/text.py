@@ -247,3 +247,16 @@ def read_clip_frames(payload: dict, times: Callable[[dict], list[float]],
         except Exception as exc:  # noqa: BLE001 - recorded as this clip's error
             out.append((clip, exc))
     return out
+
+
+def summarize(path: Path, max_area: float) -> str:
+    """One line for the CLI: clips scored, detector, how many exceed `max_area`, errors."""
+    from svdcli.manifest.io import read_manifest
+
+    t = read_manifest(path, columns=["text_area", "text_detector", "text_error"]).to_pydict()
+    areas = [a for a in t["text_area"] if a is not None]
+    errors = sum(e is not None for e in t["text_error"])
+    detectors = sorted({d for d in t["text_detector"] if d})
+    over = sum(a > max_area for a in areas)
+    return (f"text: {len(areas)} clips scored with {', '.join(detectors) or '-'}; {over} have text_area > "
+            f"{max_area:g}; {errors} errors -> {path}")

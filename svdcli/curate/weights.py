@@ -155,9 +155,9 @@ def _hub_checkpoint(cfg: dict, name: str, tag: str) -> str:
                 continue
     raise MissingWeightsError(
         f"open_clip weights for {name} '{tag}' are not on this machine and the Hugging Face hub "
-        f"cannot be reached. Fetch `{candidates[0]}` from the hub repo `{repo}` (e.g. "
-        f"`huggingface-cli download {repo} {candidates[0]}`, which fills the cache in HF_HOME), "
-        f"or download it anywhere and pass its path: --pretrained /path/to/{candidates[0]}")
+        f"cannot be reached. Fetch {' or '.join(f'`{c}`' for c in candidates)} from the hub repo "
+        f"`{repo}` (e.g. `huggingface-cli download {repo} {candidates[-1]}`, which fills the cache in "
+        f"HF_HOME), or download it anywhere and pass its path: --pretrained /path/to/{candidates[-1]}")
 
 
 def _url_checkpoint(cfg: dict, name: str, tag: str) -> str:

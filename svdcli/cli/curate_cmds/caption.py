@@ -1,0 +1,57 @@
+"""`svd curate caption`: CoCa captions of each clip's middle frame (parse and dispatch only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from svdcli.cli.common import console, user_errors
+
+HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
+
+Decoding: beam search by default (deterministic); --generation top_k / top_p sample, seeded with --seed per batch (--generation top_k --top-k 1 is greedy). --pretrained is an open_clip tag (Hugging Face cache, downloaded when online) or a checkpoint file; a missing one stops the run with what to download. bf16 on GPU.
+
+Resumes after an interruption; a clip that cannot be read gets a `caption_error` instead of stopping the run."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("caption", help=HELP)
+    @user_errors
+    def caption(
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        model: str = typer.Option("coca_ViT-L-14", help="open_clip CoCa model name, or a model-config .json."),
+        pretrained: str = typer.Option("mscoco_finetuned_laion2b_s13b_b90k",
+                                       help="open_clip pretrained tag, or a checkpoint file."),
+        generation: str = typer.Option("beam_search", help="beam_search | top_k | top_p."),
+        seq_len: int = typer.Option(30, min=2, help="Maximum caption length in tokens."),
+        min_seq_len: int = typer.Option(5, min=1, help="Minimum caption length in tokens."),
+        num_beams: int = typer.Option(6, min=1, help="Beams (beam_search)."),
+        num_beam_groups: int = typer.Option(3, min=1, help="Diverse beam groups (beam_search)."),
+        top_k: int = typer.Option(1, min=1, help="Keep the k most likely tokens (top_k)."),
+        top_p: float = typer.Option(0.1, min=0.0, max=1.0, help="Nucleus mass (top_p)."),
+        temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (top_k, top_p)."),
+        repetition_penalty: float = typer.Option(1.0, min=0.0, help="Penalty for repeated tokens."),
+        seed: int = typer.Option(0, help="Seed for the sampling decoders."),
+        batch_size: int = typer.Option(8, min=1, help="Frames per model batch."),
+        device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
+        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
+        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        from svdcli.curate.caption import run_caption, summarize
+
+        if rank >= world_size:
+            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        result, written = run_caption(
+            manifest, out, workers=workers, rank=rank, world_size=world_size, progress=progress, model=model,
+            pretrained=pretrained, generation=generation, seq_len=seq_len, min_seq_len=min_seq_len,
+            num_beams=num_beams, num_beam_groups=num_beam_groups, top_k=top_k, top_p=top_p,
+            temperature=temperature, repetition_penalty=repetition_penalty, seed=seed,
+            batch_size=batch_size, device=device)
+        if written is None:
+            console().print(f"caption: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
+                            "written when every rank has finished (rerun any rank to merge)")
+            return
+        console().print(summarize(written))

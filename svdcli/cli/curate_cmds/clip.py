@@ -1,0 +1,52 @@
+"""`svd curate clip`: CLIP embeddings, aesthetic and CLIP scores per clip (parse and dispatch only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from svdcli.cli.common import console, user_errors
+
+HELP = """Embed the first, middle and last frame of every ok clip with an open_clip image tower and score them.
+
+aesthetic_score: a LAION aesthetic head on the L2-normalised embeddings, mean over the 3 frames (the default `laion-mlp` is the improved predictor, ~1-10, on ViT-L-14 'openai'). clip_score: cosine between each frame embedding and the clip's caption embedding, mean over frames; needs a `caption` column (run `svd curate caption` first), else it stays empty.
+
+The embeddings go to <out>.clip_embeddings.parquet (one row per clip and frame: clip_id, frame, time, embedding) for deduplication.
+
+Weights: --pretrained is an open_clip tag (looked up in the Hugging Face cache, downloaded when online) or a checkpoint file. Aesthetic heads are looked up in --weights-dir / $SVD_WEIGHTS_DIR / ~/.cache/svdcli/weights, or given as a path. A missing file stops the run with what to download and where to put it. bf16 on GPU.
+
+Resumes after an interruption; a clip that cannot be read gets a `clip_error` instead of stopping the run."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("clip", help=HELP)
+    @user_errors
+    def clip(
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        model: str = typer.Option("ViT-L-14", help="open_clip model name, or a model-config .json."),
+        pretrained: str = typer.Option("openai", help="open_clip pretrained tag, or a checkpoint file."),
+        aesthetic: str = typer.Option("laion-mlp", help="laion-mlp | laion-linear-l14 | laion-linear-b32 | "
+                                                        "PATH | hf-hub:REPO/FILE | none."),
+        weights_dir: Path = typer.Option(None, help="Folder with the aesthetic heads (else $SVD_WEIGHTS_DIR, "
+                                                    "~/.cache/svdcli/weights)."),
+        batch_size: int = typer.Option(16, min=1, help="Frames per model batch."),
+        device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
+        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
+        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        from svdcli.curate.clip import run_clip, summarize
+
+        if rank >= world_size:
+            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        result, written = run_clip(manifest, out, workers=workers, rank=rank, world_size=world_size,
+                                   progress=progress, model=model, pretrained=pretrained, aesthetic=aesthetic,
+                                   weights_dir=str(weights_dir) if weights_dir else None,
+                                   batch_size=batch_size, device=device)
+        if written is None:
+            console().print(f"clip: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
+                            "written when every rank has finished (rerun any rank to merge)")
+            return
+        console().print(summarize(written))
