@@ -37,11 +37,13 @@ _COLUMN_LIST = [
     _c("start_frame", pa.int64(), "cuts", "first frame on the nominal frame grid (round(t * fps))"),
     _c("end_frame", pa.int64(), "cuts", "end frame (exclusive) on the nominal frame grid"),
     _c("num_frames", pa.int64(), "cuts", "end_frame - start_frame"),
-    _c("fps", pa.float64(), "cuts", "nominal (average) frame rate of the video stream"),
+    _c("fps", pa.float64(), "cuts", "nominal frame rate of the video stream (r_frame_rate; the "
+       "average rate where that is missing or above 120): the grid of start_frame/end_frame"),
     _c("width", pa.int32(), "cuts", "coded width in pixels (before rotation)"),
     _c("height", pa.int32(), "cuts", "coded height in pixels (before rotation)"),
     _c("rotation", pa.int32(), "cuts", "display rotation from the container metadata, degrees"),
-    _c("video_duration", pa.float64(), "cuts", "duration of the video stream, seconds"),
+    _c("video_duration", pa.float64(), "cuts", "seconds from the first frame's PTS to the end of the last "
+       "decoded frame (last PTS + 1/fps)"),
     _c("start_levels", pa.list_(pa.string()), "cuts",
        "detector levels (e.g. 'native', '15fps', '8fps') that found the clip's start boundary; "
        "empty for a clip that starts at the video start or at a max-length split"),

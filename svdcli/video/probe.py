@@ -55,24 +55,45 @@ def open_container(path: str | os.PathLike):
 
 
 def stream_rotation(stream) -> int:
-    """Display rotation in degrees (0, 90, 180, 270) from the stream's metadata or side data."""
+    """Display rotation in degrees (0, 90, 180, 270) from the stream's metadata or side data.
+
+    PyAV 18 no longer exposes stream side data: there the display matrix is read from the
+    first decoded frame instead (see `frame_rotation`); this returns 0 for such streams.
+    """
     rotate = (stream.metadata or {}).get("rotate")
     if rotate is not None:
         try:
             return int(float(rotate)) % 360
         except ValueError:
             pass
-    for attr in ("side_data",):
-        side = getattr(stream, attr, None)
+    side = getattr(stream, "side_data", None)
+    try:
+        value = side.get("DISPLAYMATRIX") if side is not None else None
+    except Exception:  # noqa: BLE001 - side data API differs across PyAV versions
+        value = None
+    if value is not None:
         try:
-            value = side.get("DISPLAYMATRIX") if side is not None else None
-        except Exception:  # noqa: BLE001 - side data API differs across PyAV versions
-            value = None
-        if value is not None:
-            try:
-                return int(round(-float(value))) % 360
-            except (TypeError, ValueError):
-                pass
+            return int(round(-float(value))) % 360
+        except (TypeError, ValueError):
+            pass
+    return 0
+
+
+def frame_rotation(frame) -> int:
+    """Display rotation of a decoded frame, in the `rotate` tag's convention (clockwise degrees).
+
+    FFmpeg reports the display matrix angle counter-clockwise (-90 for a `rotate=90` file).
+    """
+    angle = getattr(frame, "rotation", 0) or 0
+    return int(round(-float(angle))) % 360
+
+
+def _first_frame_rotation(container, stream) -> int:
+    try:
+        for frame in container.decode(stream):
+            return frame_rotation(frame)
+    except Exception:  # noqa: BLE001 - a probe must not fail on a frame it only peeks at
+        return 0
     return 0
 
 
@@ -90,6 +111,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         else:
             duration = 0.0
         ctx = stream.codec_context
+        rotation = stream_rotation(stream) or _first_frame_rotation(container, stream)
         return VideoInfo(str(Path(path).resolve()), float(rate), int(ctx.width), int(ctx.height),
-                         stream_rotation(stream), start, duration, int(stream.frames or 0),
+                         rotation, start, duration, int(stream.frames or 0),
                          ctx.name or "unknown")

@@ -1,0 +1,194 @@
+"""`svd curate cuts`: videos -> one manifest row per clip, from one decode per video.
+
+The stage wraps the pure detector in `cascade.py`: a task is one video (key: its resolved path);
+`process` decodes it once, feeding every level, turns the merged boundaries into clips (trim,
+minimum length, max-length splits) and returns the rows. The shared runner does workers, part
+files, resume and the progress bar; `run_cuts` merges the parts into the manifest.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
+from svdcli.curate.stage import Stage, Task
+from svdcli.errors import SvdError
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
+
+
+@dataclass(frozen=True)
+class CutsConfig:
+    """Detection (`cascade`) plus how boundaries become clips; all times in seconds."""
+
+    cascade: CascadeConfig = field(default_factory=lambda: CascadeConfig(default_levels()))
+    trim: float = 0.0  # dropped after and before every detected boundary (not at splits)
+    min_length: float = 0.5  # shorter segments (flashes, transition remnants) are not clips
+    max_length: float = 0.0  # longer shots are split into equal parts no longer than this; 0 = off
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    cause: str  # video_start, cut or split
+    levels: tuple[str, ...] = ()
+
+
+def segments(bounds: list[Boundary], end_time: float, frame_after, cfg: CutsConfig) -> list[Segment]:
+    """Clips between boundaries: trimmed, shorter than `min_length` skipped, long ones split.
+
+    A clip ends (exclusive) at the frame after the old shot's last clean frame and starts at
+    the new shot's first clean frame, so transition frames belong to no clip.
+    """
+    starts = [Segment(0.0, 0.0, "video_start")] + [
+        Segment(b.first_new + cfg.trim, 0.0, "cut", tuple(b.levels)) for b in bounds]
+    ends = [(frame_after(b.last_old) or b.first_new) - cfg.trim for b in bounds] + [end_time]
+    out = []
+    for s, end in zip(starts, ends):
+        if end - s.start < max(cfg.min_length, 1e-9):
+            continue
+        n = math.ceil((end - s.start) / cfg.max_length - 1e-9) if cfg.max_length > 0 else 1
+        step = (end - s.start) / n
+        out.append(Segment(s.start, s.start + step if n > 1 else end, s.cause, s.levels))
+        out.extend(Segment(s.start + i * step, end if i == n - 1 else s.start + (i + 1) * step, "split")
+                   for i in range(1, n))
+    return out
+
+
+class CutsStage(Stage):
+    """Task payload: a resolved video path. Rows: one per clip, or one error row."""
+
+    name = "cuts"
+    unit = "videos"
+
+    def __init__(self, cfg: CutsConfig, threads: int = 0):
+        from svdcli.manifest.schema import stage_columns
+
+        self.cfg = cfg
+        self.threads = threads  # decoder threads; speed only, so not part of the settings
+        self.columns = tuple(stage_columns("cuts"))
+
+    def settings(self) -> dict:
+        return asdict(self.cfg)
+
+    def process(self, payload: str) -> list[dict]:
+        from svdcli.video.decode import decode_once
+        from svdcli.video.probe import video_id
+
+        cascade = Cascade(self.cfg.cascade)
+        info = decode_once(payload, cascade.consumers(), threads=self.threads)
+        segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
+        vid = video_id(payload)
+        base = {"video_id": vid, "video_path": payload, "fps": info.fps, "width": info.width,
+                "height": info.height, "rotation": info.rotation, "video_duration": info.end_time,
+                "status": "ok", "error": None}
+        rows = []
+        for s in segs:
+            f0, f1 = round(s.start * info.fps), round(s.end * info.fps)
+            rows.append({**base, "clip_id": f"{vid}_{f0}_{f1}", "start_time": s.start, "end_time": s.end,
+                         "start_frame": f0, "end_frame": f1, "num_frames": f1 - f0,
+                         "start_levels": list(s.levels), "start_cause": s.cause})
+        return rows
+
+    def error_rows(self, payload: str, message: str) -> list[dict]:
+        from svdcli.video.probe import video_id
+
+        vid = video_id(payload)
+        return [{"clip_id": f"{vid}_error", "video_id": vid, "video_path": payload, "start_levels": [],
+                 "status": "error", "error": message}]
+
+    def is_error(self, row: dict) -> bool:
+        return row.get("status") == "error"
+
+
+def find_videos(inputs: list[str | Path]) -> list[str]:
+    """Resolved paths of the given files and of the videos under the given folders (recursive).
+
+    A named file is kept whatever its extension or state (a bad one becomes an error row); a
+    name that does not exist at all is a user mistake and raises.
+    """
+    found: dict[str, None] = {}
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
+                    found[str(p.resolve())] = None
+        elif path.exists():
+            found[str(path.resolve())] = None
+        else:
+            raise SvdError(f"no such file or folder: {item}")
+    return list(found)
+
+
+@dataclass
+class CutsSummary:
+    videos: int
+    clips: int
+    errors: int
+    seconds: float
+    complete: bool
+    out: Path
+
+
+def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
+             world_size: int = 1, progress: bool = True, threads: int = 0) -> CutsSummary:
+    """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
+    import os
+
+    import pyarrow.compute as pc
+
+    from svdcli.curate.stage import TASK_COLUMN, clean_parts, run_stage
+    from svdcli.manifest.io import write_manifest
+
+    t0 = time.perf_counter()
+    videos = find_videos(inputs)
+    if not videos:
+        raise SvdError(f"no videos found in {', '.join(map(str, inputs))} "
+                       f"(looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    # one worker decodes with every core; several share them
+    threads = threads or (0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
+    stage = CutsStage(cfg, threads)
+    tasks = [Task(v, v) for v in videos]
+    result = run_stage(stage, tasks, out, workers=workers, rank=rank, world_size=world_size,
+                       flush_rows=512, flush_seconds=5.0, progress=progress, describe="cuts")
+    if not result.complete:
+        return CutsSummary(result.tasks_done, result.rows - result.errors, result.errors,
+                           time.perf_counter() - t0, False, Path(out))
+    table = result.tables[0].drop_columns([TASK_COLUMN])
+    table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
+    record = {"stage": "cuts", "settings": stage.settings(), "fingerprint": stage.fingerprint(),
+              "inputs": [str(i) for i in inputs], "videos": len(videos)}
+    write_manifest(table, out, record=record)
+    clean_parts(out, stage)
+    errors = pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
+    return CutsSummary(len(videos), table.num_rows - errors, errors, time.perf_counter() - t0, True, Path(out))
+
+
+def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
+    """`native,15,8` (+ optional `20,8,6`) -> level specs, finest first."""
+    from svdcli.curate.cascade import default_metric, default_threshold, level_name
+
+    rates: list[float | None] = []
+    for item in [x.strip() for x in levels.split(",") if x.strip()]:
+        try:
+            rates.append(None if item == "native" else float(item.removesuffix("fps")))
+        except ValueError:
+            raise SvdError(f"--levels: {item!r} is not 'native' or a rate in fps") from None
+        if rates[-1] is not None and rates[-1] <= 0:
+            raise SvdError(f"--levels: rates must be positive, got {item!r}")
+    if not rates:
+        raise SvdError("--levels: give at least one level, e.g. native,15,8")
+    values = [default_threshold(r) for r in rates]
+    if thresholds:
+        try:
+            values = [float(x) for x in thresholds.split(",")]
+        except ValueError:
+            raise SvdError(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers") from None
+        if len(values) != len(rates):
+            raise SvdError(f"--thresholds: {len(values)} values for {len(rates)} levels")
+    specs = [LevelSpec(level_name(r), r, v, default_metric(r)) for r, v in zip(rates, values)]
+    return tuple(sorted(specs, key=lambda s: -(s.rate or math.inf)))

@@ -1,0 +1,138 @@
+"""Decode a video once and feed every frame, converted once, to several consumers.
+
+Decoding dominates the cost of frame analysis, so stages that look at the same video at
+different rates (the cut-detection cascade, for one) share a single pass: FFmpeg decodes with
+its own threads (`thread_type = "AUTO"`), each frame is converted once to a small analysis
+array, and every consumer gets `(t, array)` where `t` is seconds from the first frame's PTS.
+Consumers pick the frames they want by timestamp; nothing here counts frames.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+
+from svdcli.video.probe import VideoError, frame_rotation, open_container, stream_rotation
+
+ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
+EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+
+
+class FrameConsumer(Protocol):
+    def feed(self, t: float, frame: np.ndarray) -> None:
+        """Receive one decoded frame at `t` seconds from the first frame."""
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What one pass learned about the stream (times from PTS, not from the header)."""
+
+    frames: int  # frames decoded
+    first_pts: float  # seconds, PTS of the first decoded frame (non-zero for delayed starts)
+    last_time: float  # seconds from the first frame to the last decoded frame
+    fps: float  # nominal (average) frame rate; the frame grid of the manifest
+    width: int
+    height: int
+    rotation: int  # degrees clockwise to display upright
+    header_duration: float  # seconds, from the stream/container header (0 when unknown)
+
+    @property
+    def end_time(self) -> float:
+        """End of the last frame (exclusive), assuming it lasts one nominal frame."""
+        return self.last_time + 1.0 / self.fps
+
+
+def analysis_size(width: int, height: int, target_width: int = ANALYSIS_WIDTH) -> tuple[int, int]:
+    """(w, h) of the analysis array: `target_width` wide (never upscaled), aspect kept."""
+    w = min(width, target_width)
+    h = max(2, round(height * w / max(width, 1)))
+    return w, h
+
+
+def yuv_analysis(frame, size: tuple[int, int]) -> np.ndarray:
+    """(3, h, w) uint8 Y, U, V planes resized to one `size` grid (area averaging).
+
+    8-bit planar YUV (nearly every H.264/HEVC file) is read straight from the decoder's planes
+    and resized with OpenCV, which costs a fraction of an swscale conversion of the full frame;
+    other pixel formats go through swscale.
+    """
+    import cv2
+
+    w, h = size
+    if frame.format.name not in EIGHT_BIT_YUV:
+        return frame.to_ndarray(width=w, height=h, format="yuv444p", interpolation="AREA")
+    out = np.empty((3, h, w), np.uint8)
+    for i, plane in enumerate(frame.planes[:3]):
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+        out[i] = cv2.resize(rows, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
+                convert: Callable | None = None, size: tuple[int, int] | None = None,
+                threads: int = 0) -> DecodeResult:
+    """Decode every frame of the first video stream once, feeding each consumer in turn.
+
+    `convert(frame, size)` makes the analysis array (default: `yuv_analysis` at
+    `analysis_size`); `threads` = 0 lets FFmpeg choose. Raises VideoError for files that
+    cannot be opened, hold no decodable frames, or fail part-way (with the time reached).
+    """
+    import av
+
+    consumers = list(consumers)
+    convert = convert or yuv_analysis
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.thread_count = threads
+        ctx = stream.codec_context
+        fps = nominal_rate(stream)
+        size = size or analysis_size(ctx.width, ctx.height)
+        tb = float(stream.time_base)
+        first = last = None
+        n, rotation = 0, stream_rotation(stream)
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
+                    t = (last or 0.0) + 1.0 / fps
+                else:
+                    if first is None:
+                        first = frame.pts * tb
+                        rotation = rotation or frame_rotation(frame)
+                    t = frame.pts * tb - first
+                if last is not None and t <= last:
+                    continue  # duplicate or out-of-order PTS: keep times strictly increasing
+                array = convert(frame, size)
+                for consumer in consumers:
+                    consumer.feed(t, array)
+                last, n = t, n + 1
+        except av.error.FFmpegError as exc:
+            where = f"after {n} frames (t={last:.3f}s)" if n else "before the first frame"
+            raise VideoError(f"decoding failed {where}: {exc}") from exc
+        if n == 0:
+            raise VideoError("no decodable video frames")
+        header = _header_duration(container, stream)
+        return DecodeResult(n, float(first or 0.0), float(last), fps, int(ctx.width), int(ctx.height),
+                            rotation, header)
+
+
+def nominal_rate(stream) -> float:
+    """The frame grid of a stream: r_frame_rate (24000/1001 for a VFR file with dropped frames),
+    or the average rate where r_frame_rate is missing or implausible (> 120 fps, as some phone
+    recordings report a timebase-like rate)."""
+    guessed = stream.guessed_rate or stream.base_rate
+    if guessed and 1 <= float(guessed) <= 120:
+        return float(guessed)
+    return float(stream.average_rate or Fraction(25))
+
+
+def _header_duration(container, stream) -> float:
+    if stream.duration is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
