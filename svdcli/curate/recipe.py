@@ -113,6 +113,8 @@ def _check_order(recipe: Recipe) -> None:
         raise RecipeError("'cuts' makes the clips, so it must be the first stage")
     if "filter" in names and names[-1] != "filter":
         raise RecipeError("'filter' must be the last stage: it needs every score")
+    if "clip" in names and "caption" in names and names.index("caption") > names.index("clip"):
+        raise RecipeError("'caption' must come before 'clip': clip_score compares frames with the caption")
 
 
 # --- the stage registry -------------------------------------------------------------------
