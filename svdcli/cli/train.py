@@ -1,8 +1,75 @@
-"""`svd train`: see register()."""
+"""`svd train`: train a stage (image, video, finetune) with DeepSpeed; see docs/training.md."""
 from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from svdcli.cli.common import user_errors
+
+
+class Stage(str, Enum):
+    image = "image"
+    video = "video"
+    finetune = "finetune"
+
+
+HELP = """Train the latent video diffusion model with DeepSpeed, one paper stage at a time.
+
+\b
+Stages (recipes in pipelines/train/):
+  image     the spatial image model on single frames (T=1, image_only_indicator=1)
+  video     video pretraining, 14 frames at 256x384, EDM noise; --init an image checkpoint
+  finetune  higher resolution, noise shifted to P_mean/P_std, lower lr, EMA
+\b
+Single CPU process (gloo, for development):
+  svd train --stage video --config pipelines/train/video.yaml --data shards/ --out runs/v1 --set model=tiny
+Several GPUs / nodes (see docs/training.md for the hostfile):
+  deepspeed --hostfile hostfile --module svdcli train --stage video --config ... \\
+      --data shards/ --out runs/v1 --deepspeed pipelines/deepspeed/zero2.json
+\b
+Writes RUN_DIR/config.yaml, log.jsonl, tb/ (TensorBoard), summary.json and
+checkpoints/step_NNNNNN/ (DeepSpeed state + ema.safetensors). --resume continues exactly.
+"""
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app (filled in by its issue)."""
+    """Add `svd train` to the root app."""
+
+    @app.command("train", help=HELP, no_args_is_help=True)
+    @user_errors
+    def train_cmd(
+        stage: Stage = typer.Option(..., "--stage", help="Which paper stage to run."),
+        data: Path = typer.Option(..., "--data", help="Shard folder written by `svd pack` (or one .tar)."),
+        out: Path = typer.Option(..., "--out", help="Run dir: config, logs, checkpoints."),
+        config: Optional[Path] = typer.Option(
+            None, "--config", help="Stage recipe, e.g. pipelines/train/video.yaml (optional with --resume)."),
+        deepspeed: Optional[Path] = typer.Option(
+            None, "--deepspeed", help="DeepSpeed JSON (ZeRO stage, bucket sizes): pipelines/deepspeed/zero{1,2,3}.json. "
+                                      "Batch size, precision and clipping come from --config."),
+        init: Optional[Path] = typer.Option(
+            None, "--init", help="Initial UNet weights: our ema.safetensors, a run dir, or an official SVD file. "
+                                 "Temporal layers missing from an image checkpoint start fresh (inflation)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR from its latest checkpoint, exactly."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Override the number of optimizer steps."),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override a config key, e.g. --set optim.lr=3e-5 --set data.batch_size=4 (repeatable)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+        tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Also log TensorBoard scalars."),
+        local_rank: int = typer.Option(-1, "--local_rank", "--local-rank", hidden=True,
+                                       help="Set by the deepspeed launcher."),
+    ) -> None:
+        from svdcli.train.loop import RunOptions, train
+
+        sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
+        opts = RunOptions(stage=stage.value, config=config, data=data, out=out, deepspeed=deepspeed,
+                          init=init, resume=resume, overrides=tuple(sets), local_rank=local_rank,
+                          tensorboard=tensorboard, progress=progress)
+        summary = train(opts)
+        if summary["rank"] == 0:
+            from svdcli.cli.common import console
+
+            console().print(f"done: {summary['steps']} steps; checkpoint {summary['checkpoint']}"
+                            + (f"; {summary['skipped_shards']} shard(s) skipped" if summary["skipped_shards"] else ""))

@@ -1,0 +1,102 @@
+"""A loader batch -> the denoiser's inputs: target latents x0 and the cond dict (sgm's
+GeneralConditioner at training time), with condition dropout for classifier-free guidance.
+
+- x0: VAE posterior sample of every frame times 0.18215, video-major (B*T, 4, h, w).
+- i2v: concat = VAE posterior MODE of (first frame + cond_aug * n), not scaled, repeated over
+  T; crossattn = image embedding of the first frame (B*T, 1, D); cond_aug ~ lognormal.
+- t2v: crossattn = text embedding of the caption (B*T, L, D); concat zero.
+- vector = sinusoidal embeddings of (fps_id, motion_bucket_id, cond_aug), concatenated.
+- dropout: with prob p a sample's crossattn and concat are zeroed (vector kept), as the
+  unconditional branch at sampling time.
+All randomness comes from the step's generator, so a resumed run redraws the same values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from svdcli.train.config import TrainConfig
+
+
+@dataclass
+class Encoders:
+    """Frozen models that turn pixels and captions into latents and embeddings."""
+
+    vae: nn.Module                       # VideoAutoencoder: .encode(frames, sample=, generator=)
+    cond_vae: nn.Module | None           # ImageAutoencoder: .encode(frames) -> posterior mode
+    embed_image: Callable | None         # frames (N, 3, H, W) in [-1, 1] -> (N, D)
+    embed_text: Callable | None          # list[str] -> (N, L, D)
+    context_dim: int
+    adm_in_channels: int | None
+
+    def to(self, device) -> "Encoders":
+        for m in (self.vae, self.cond_vae, self.embed_image, self.embed_text):
+            if isinstance(m, nn.Module):
+                m.to(device).eval().requires_grad_(False)
+        return self
+
+
+def vector_embedding(fps_id: torch.Tensor, motion_bucket_id: torch.Tensor, cond_aug: torch.Tensor,
+                     adm_in_channels: int) -> torch.Tensor:
+    """SVD's vector: concat of sinusoidal embeddings of fps_id, motion_bucket_id, cond_aug (B, adm)."""
+    from svdcli.models.blocks import timestep_embedding
+
+    dim = adm_in_channels // 3
+    return torch.cat([timestep_embedding(v.float(), dim) for v in (fps_id, motion_bucket_id, cond_aug)], dim=1)
+
+
+def sample_cond_aug(n: int, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """ln cond_aug ~ N(P_mean, P_std^2): noise level added to the conditioning frame (B,)."""
+    return (cfg.cond.cond_aug_p_mean + cfg.cond.cond_aug_p_std * torch.randn(n, generator=gen)).exp()
+
+
+def _repeat_frames(x: torch.Tensor, t: int) -> torch.Tensor:
+    return x.repeat_interleave(t, dim=0)  # (B, ...) -> (B*T, ...), video-major
+
+
+@torch.no_grad()
+def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConfig,
+                  gen: torch.Generator, device) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """(B, T, C, H, W) in [-1, 1] -> (x0 (B*T, 4, h, w), cond, image_only_indicator (B, T))."""
+    from svdcli.models.vae import SCALE_FACTOR
+
+    b, t = video.shape[:2]
+    frames = video.reshape(b * t, *video.shape[2:]).to(device)        # (B, T, C, H, W) -> (B*T, C, H, W)
+    x0 = SCALE_FACTOR * enc.vae.encode(frames, sample=True, generator=_device_gen(gen, device))
+    first = video[:, 0].to(device)                                     # (B, C, H, W)
+    mode = cfg.cond.mode
+    cond_aug = sample_cond_aug(b, cfg, gen) if mode == "i2v" else torch.zeros(b)
+    keep = (torch.rand(b, generator=gen) >= cfg.cond.dropout).float()  # CFG: zero cond with prob p
+    h, w = x0.shape[-2:]
+    concat = torch.zeros(b, x0.shape[1], h, w, device=device)
+    if mode == "i2v":
+        noisy = first + cond_aug.to(device)[:, None, None, None] * torch.randn(first.shape, generator=gen).to(device)
+        concat = enc.cond_vae.encode(noisy).float()
+        crossattn = enc.embed_image(first).float()[:, None]           # (B, 1, D)
+    elif mode == "t2v":
+        text_keep = (torch.rand(b, generator=gen) >= cfg.cond.text_dropout).float()
+        keep = keep * text_keep
+        crossattn = enc.embed_text(list(meta["caption"])).float()      # (B, L, D)
+    else:
+        crossattn = torch.zeros(b, 1, enc.context_dim, device=device)
+    keep = keep.to(device)
+    cond = {
+        "crossattn": _repeat_frames(crossattn * keep[:, None, None], t),
+        "concat": _repeat_frames(concat * keep[:, None, None, None], t),
+    }
+    if enc.adm_in_channels is not None:
+        vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, enc.adm_in_channels)
+        cond["vector"] = _repeat_frames(vec.to(device), t)
+    indicator = torch.full((b, t), 1.0 if cfg.stage == "image" else 0.0, device=device)
+    return x0.float(), cond, indicator
+
+
+def _device_gen(gen: torch.Generator, device) -> torch.Generator:
+    """A generator on `device` seeded from the step's CPU generator (CUDA needs its own)."""
+    if str(device) == "cpu":
+        return gen
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.Generator(device=device).manual_seed(seed)

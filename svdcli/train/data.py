@@ -1,0 +1,124 @@
+"""The training data stream: `svd pack` shards through `svdcli.shards.loader`, made resumable.
+
+Every rank checks its shard list up front: a missing or corrupt shard (one that `tarfile` cannot
+read to the end) is skipped with a warning and counted, and all ranks drop the same shards, so
+the per-rank split stays consistent. The stream is a deterministic function of
+(seed, epoch, rank, num_workers), so resuming = rebuilding the epoch's loader and skipping the
+batches this rank already consumed (`DataState`).
+"""
+from __future__ import annotations
+
+import tarfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from svdcli.errors import SvdError
+from svdcli.train.config import TrainConfig
+
+
+@dataclass
+class DataState:
+    """Where this rank's stream is: epoch and batches already taken from it."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ShardCheck:
+    good: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"shard", "reason"}
+
+
+def expected_shards(folder: Path) -> list[str]:
+    """Shard names the pack's index lists (so a deleted shard is noticed), else those present."""
+    index = folder / "index.parquet"
+    if index.is_file():
+        import pyarrow.parquet as pq
+
+        names = sorted(set(pq.read_table(index, columns=["shard"]).column("shard").to_pylist()))
+        if names:
+            return [str(folder / n) for n in names]
+    return sorted(str(p) for p in folder.glob("[0-9]" * 6 + ".tar"))
+
+
+def check_shards(data: str | Path) -> ShardCheck:
+    """Split the shards into readable ones and skipped ones (missing / corrupt), with reasons."""
+    data = Path(data)
+    if not data.exists():
+        raise SvdError(f"training data not found: {data} (a folder written by `svd pack`)")
+    urls = expected_shards(data) if data.is_dir() else [str(data)]
+    out = ShardCheck()
+    for url in urls:
+        reason = _unreadable(Path(url))
+        if reason:
+            warnings.warn(f"skipping shard {url}: {reason}")
+            out.skipped.append({"shard": url, "reason": reason})
+        else:
+            out.good.append(url)
+    if not out.good:
+        raise SvdError(f"no readable shards in {data} ({len(out.skipped)} skipped: "
+                       f"{out.skipped[0]['reason'] if out.skipped else 'none found'}); run `svd pack` first")
+    return out
+
+
+def _unreadable(path: Path) -> str | None:
+    if not path.is_file():
+        return "missing"
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()  # walks every header: a truncated shard fails here
+        if not members:
+            return "empty"
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return f"corrupt ({type(exc).__name__}: {exc})"
+    return None
+
+
+class TrainStream:
+    """Endless (video, cond) batches for one rank, resumable at any step."""
+
+    def __init__(self, urls: list[str], cfg: TrainConfig, rank: int, world_size: int,
+                 state: DataState | None = None):
+        self.urls, self.cfg, self.rank, self.world_size = urls, cfg, rank, world_size
+        self.state = state or DataState()
+        self._it = None
+
+    def _open(self):
+        from svdcli.shards.loader import make_loader
+
+        d = self.cfg.data
+        frames = self.cfg.frames
+        loader = make_loader(self.urls, batch_size=d.batch_size, num_frames=frames,
+                             size=(d.height, d.width), num_workers=d.num_workers,
+                             shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
+                             rank=self.rank, world_size=self.world_size, drop_last=True)
+        it = iter(loader)
+        for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed
+            next(it)
+        return it
+
+    def next(self):
+        """The next batch; a finished epoch starts the next one (reshuffled)."""
+        for _ in range(2):
+            if self._it is None:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*IterableDataset.*")
+                    self._it = self._open()
+            try:
+                batch = next(self._it)
+                self.state.batch_in_epoch += 1
+                return batch
+            except StopIteration:
+                if self.state.batch_in_epoch == 0:
+                    break
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                self._it = None
+        raise SvdError(f"rank {self.rank} got no full batch of {self.cfg.data.batch_size} from "
+                       f"{len(self.urls)} shards: use fewer processes / data.num_workers, a smaller "
+                       "data.batch_size, or pack more, smaller shards (--shard-size)")

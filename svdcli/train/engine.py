@@ -1,0 +1,142 @@
+"""The DeepSpeed engine: process-group setup, the DeepSpeed JSON config, `deepspeed.initialize`.
+
+The only module (with the rest of `svdcli.train`) that imports deepspeed. Runs the same way
+launched by `deepspeed` / `torchrun` on GPUs (NCCL) and as one or more CPU processes (gloo).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from svdcli.errors import SvdError
+from svdcli.train.config import TrainConfig
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: str          # "cuda:N" or "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_env(local_rank: int | None = None) -> DistInfo:
+    """Fill the env:// rendezvous variables for an unlaunched single process; read them otherwise."""
+    import torch
+
+    if "RANK" not in os.environ:  # not started by torchrun / deepspeed: a single process
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    if local_rank is not None and local_rank >= 0:
+        os.environ["LOCAL_RANK"] = str(local_rank)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        device = "cpu"
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def _skip_cpu_shm_op() -> None:
+    """Do not JIT-build DeepSpeed's CPU shared-memory all-reduce (60-90 s on a fresh machine).
+
+    DeepSpeed's TorchBackend builds it whenever the op is marked compatible; it only speeds up
+    CPU collectives, which gloo does well enough for development runs. `__compatible_ops__`
+    is a module-level dict that DeepSpeed caches and reads at that point.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def init_distributed(info: DistInfo) -> None:
+    import deepspeed
+    import torch
+
+    if info.device == "cpu":
+        _skip_cpu_shm_op()
+    backend = "nccl" if info.device.startswith("cuda") else "gloo"
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+
+
+def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -> dict:
+    """Read a DeepSpeed JSON and set what the training config owns (batch, precision, clipping).
+
+    The training config is the one source of truth for batch sizes, precision and clipping, so
+    the JSON keeps only the ZeRO stage and engine tuning; a JSON value that disagrees is
+    overwritten here rather than silently winning.
+    """
+    ds: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SvdError(f"DeepSpeed config not found: {path} (shipped: pipelines/deepspeed/zero{{1,2,3}}.json)")
+        try:
+            ds = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SvdError(f"{path}: not valid JSON ({exc})") from None
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed from the two values below
+    ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
+    ds["gradient_accumulation_steps"] = cfg.data.grad_accum
+    ds["gradient_clipping"] = cfg.optim.grad_clip
+    ds["bf16"] = {"enabled": cfg.precision == "bf16"}
+    ds.pop("fp16", None)
+    ds.setdefault("zero_optimization", {"stage": 0})
+    ds["steps_per_print"] = 10**9      # our logger reports; keep DeepSpeed's quiet
+    ds["wall_clock_breakdown"] = False
+    # A torch optimizer is passed in (no JIT-built fused/CPU Adam); ZeRO accepts AdamW as tested.
+    ds.pop("optimizer", None)
+    ds.pop("scheduler", None)
+    stage = int(ds["zero_optimization"].get("stage", 0))
+    if stage not in (0, 1, 2, 3):
+        raise SvdError(f"zero_optimization.stage must be 0-3, got {stage}")
+    return ds
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up to optim.lr over warmup_steps, then constant (as sgm's LambdaLinearScheduler)."""
+    warm = cfg.optim.warmup_steps
+
+    def f(step: int) -> float:
+        return min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+
+    return f
+
+
+def build_engine(model, cfg: TrainConfig, ds_config: dict):
+    """deepspeed.initialize over the trainable parameters with AdamW and the warm-up schedule."""
+    import deepspeed
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SvdError("nothing to train: every parameter is frozen (check freeze_spatial / lora)")
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                  weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+        model_parameters=params, dist_init_required=False)
+    return engine, optimizer, scheduler
+
+
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))

@@ -1,0 +1,242 @@
+"""`svd train`: one function, `train(opts)`, that runs a stage on every process of a launch.
+
+The step sees only the denoiser D(x, sigma, cond) and the EDM loss (svdcli.diffusion.edm).
+Every random draw of a step (sigma, noise, cond_aug, dropout, VAE posterior) comes from a
+generator seeded by (seed, step, micro-batch, rank), and the data stream is replayable, so a
+resumed run follows the same loss trajectory as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svdcli.errors import SvdError
+from svdcli.train import checkpoint as ckpt
+from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config
+
+
+@dataclass
+class RunOptions:
+    stage: str | None
+    config: Path | None
+    data: Path
+    out: Path
+    deepspeed: Path | None = None
+    init: Path | None = None
+    resume: bool = False
+    overrides: tuple[str, ...] = ()
+    local_rank: int = -1
+    tensorboard: bool = True
+    progress: bool = True
+
+
+class NonFiniteLoss(SvdError):
+    """The loss became NaN or inf; the run stopped and its last good checkpoint is kept."""
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """The generator of one micro-batch: independent of when the run was (re)started."""
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def resolve_config(opts: RunOptions) -> TrainConfig:
+    """The run's config: from --config + overrides, or (with --resume) the one saved in the run dir.
+
+    On resume only `steps` may change (to extend a run); anything else would break the
+    resumed run's equality with an uninterrupted one.
+    """
+    saved = opts.out / "config.yaml"
+    if not (opts.resume and saved.is_file()):
+        if opts.config is None:
+            raise SvdError("--config is required (e.g. pipelines/train/video.yaml)")
+        return load_config(opts.config, list(opts.overrides), stage=opts.stage)
+    import yaml
+
+    cfg = config_from_dict(yaml.safe_load(saved.read_text()))
+    fresh = load_config(opts.config, list(opts.overrides), stage=opts.stage) if opts.config else None
+    if fresh is not None:
+        changed = _diff(cfg.to_dict(), fresh.to_dict())
+        changed.discard("steps")
+        if changed:
+            raise SvdError(f"--resume: the config differs from the run's saved config in "
+                           f"{', '.join(sorted(changed))}; only steps may change")
+        cfg.steps = fresh.steps
+    return cfg
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k in a:
+        if isinstance(a[k], dict):
+            out |= _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a[k] != b[k] and not (isinstance(a[k], (list, tuple)) and list(a[k]) == list(b[k])):
+            out.add(prefix + k)
+    return out
+
+
+def prepare_run_dir(opts: RunOptions, cfg: TrainConfig, is_main: bool) -> None:
+    has_ckpt = ckpt.latest_tag(opts.out / "checkpoints") is not None
+    if has_ckpt and not opts.resume:
+        raise SvdError(f"{opts.out} already holds checkpoints: pass --resume to continue, "
+                       "or choose a new --out")
+    if opts.resume and not has_ckpt:
+        raise SvdError(f"--resume: {opts.out} has no checkpoint to resume from")
+    if is_main:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
+
+
+def train(opts: RunOptions) -> dict:
+    """Run one training stage; returns the run summary (also written to RUN_DIR/summary.json)."""
+    from svdcli.train.engine import init_distributed, setup_env
+
+    info = setup_env(opts.local_rank)
+    cfg = resolve_config(opts)  # fails before any process group or model exists
+    init_distributed(info)
+    try:
+        return _train(opts, cfg, info)
+    finally:
+        if info.world_size == 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(opts: RunOptions, cfg: TrainConfig, info) -> dict:
+    from svdcli.train.data import DataState, TrainStream, check_shards
+    from svdcli.train.ema import EMA
+    from svdcli.train.encoders import build_encoders
+    from svdcli.train.engine import build_engine, load_ds_config, zero_stage
+    from svdcli.train.model import build_denoiser, trainable_summary, unet_config
+    from svdcli.train.runlog import RunLogger
+
+    prepare_run_dir(opts, cfg, info.is_main)
+    shards = check_shards(opts.data)
+    encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
+    denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
+    ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
+    engine, _, scheduler = build_engine(denoiser, cfg, ds_config)
+    zero3 = zero_stage(ds_config) == 3
+    ema = EMA(engine.module, cfg.ema.decay, zero3=zero3) if cfg.ema.enabled else None
+    start, data_state = 0, DataState()
+    if opts.resume:
+        state = ckpt.load(engine, ema, opts.out, info.rank)
+        start, data_state = state["step"], DataState(**state["data"])
+    stream = TrainStream(shards.good, cfg, info.rank, info.world_size, data_state)
+    logger = RunLogger(opts.out, cfg.steps, start, enabled=info.is_main,
+                       tensorboard=opts.tensorboard, progress=opts.progress)
+    if info.is_main:
+        logger.event(start, "start", resume=opts.resume, world_size=info.world_size,
+                     zero_stage=zero_stage(ds_config), skipped_shards=shards.skipped,
+                     **trainable_summary(engine.module))
+        for s in shards.skipped:
+            logger.print(f"[yellow]warning:[/] skipped shard {s['shard']}: {s['reason']}")
+    try:
+        _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3)
+    finally:
+        logger.close()
+    return _finish(engine, ema, cfg, opts, info, shards, zero3)
+
+
+def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3) -> None:
+    from svdcli.train.runlog import Meter
+
+    meter = Meter()
+    samples_per_step = cfg.data.batch_size * cfg.data.grad_accum * info.world_size
+    for step in range(start, cfg.steps):
+        losses, sigmas = [], []
+        for micro in range(cfg.data.grad_accum):
+            per_video, sigma = _micro_step(engine, stream, encoders, cfg, info, step, micro)
+            losses.append(per_video.detach())
+            sigmas.append(sigma)
+        if ema is not None:
+            ema.update()
+        per_video, sigma = torch.cat(losses).float().cpu(), torch.cat(sigmas)
+        grad_norm = engine.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else None
+        meter.add(float(per_video.mean()), per_video.tolist(), sigma.tolist(), grad_norm, samples_per_step)
+        done = step + 1
+        logger.step(done, f"loss {float(per_video.mean()):.4f}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            record = meter.summary()
+            record["loss"] = _mean_over_ranks(record["loss"], info)
+            record["lr"] = scheduler.get_last_lr()[0]
+            logger.log(done, record)
+            meter.reset()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            trainer_state = {"step": done, "data": stream.state.to_dict()}
+            path = ckpt.save(engine, ema, cfg, opts.out, done, trainer_state, info.rank,
+                             cfg.keep_checkpoints, zero3)
+            logger.event(done, "checkpoint", path=str(path))
+
+
+def _micro_step(engine, stream, encoders, cfg: TrainConfig, info, step: int, micro: int):
+    """Forward, NaN guard and backward of one micro-batch; returns (loss per video, sigma)."""
+    from svdcli.diffusion.edm import edm_loss, sample_sigmas_lognormal
+    from svdcli.train.conditioning import prepare_batch
+
+    video, meta = stream.next()
+    gen = step_generator(cfg.seed, step, micro, info.rank)
+    x0, cond, indicator = prepare_batch(video, meta, encoders, cfg, gen, info.device)
+    b, t = video.shape[:2]
+    sigma = sample_sigmas_lognormal(b, cfg.noise.p_mean, cfg.noise.p_std, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    device_type = "cuda" if info.device.startswith("cuda") else "cpu"
+    with torch.autocast(device_type, dtype=dtype, enabled=cfg.precision == "bf16"):
+        per_video = edm_loss(engine, x0, cond, t, sigma=sigma.to(x0.device), noise=noise,
+                             image_only_indicator=indicator)
+    loss = per_video.mean()
+    _nan_guard(loss, sigma, step, info)
+    engine.backward(loss)
+    engine.step()
+    return per_video, sigma
+
+
+def _nan_guard(loss: torch.Tensor, sigma: torch.Tensor, step: int, info) -> None:
+    """Stop every rank together when any rank's loss is not finite (before it reaches the weights)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=loss.device)
+    if info.world_size > 1:
+        torch.distributed.all_reduce(bad)
+    if bad.item():
+        raise NonFiniteLoss(
+            f"loss is {float(loss)} at step {step + 1} (sigmas {[round(s, 4) for s in sigma.tolist()]}); "
+            "training stopped before this step reached the weights. The last good checkpoint is "
+            "kept: continue with --resume, e.g. with a lower optim.lr or optim.grad_clip")
+
+
+def _mean_over_ranks(value: float, info) -> float:
+    if info.world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    torch.distributed.all_reduce(t)
+    return float(t) / info.world_size
+
+
+def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
+    """sha256 of the live UNet weights, to check that every rank holds the same model."""
+    state = ckpt.unet_state(None, engine.module, cfg, zero3)
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].numpy().tobytes())
+    return h.hexdigest()
+
+
+def _finish(engine, ema, cfg, opts, info, shards, zero3) -> dict:
+    digest = weights_digest(engine, cfg, zero3)
+    digests = [None] * info.world_size
+    torch.distributed.all_gather_object(digests, digest)
+    summary = {"steps": cfg.steps, "stage": cfg.stage, "world_size": info.world_size,
+               "skipped_shards": len(shards.skipped), "skipped": shards.skipped,
+               "rank_weight_digests": digests, "ranks_agree": len(set(digests)) == 1,
+               "checkpoint": str(opts.out / "checkpoints" / (ckpt.latest_tag(opts.out / "checkpoints") or ""))}
+    if info.is_main:
+        (opts.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return {**summary, "rank": info.rank}

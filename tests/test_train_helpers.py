@@ -1,0 +1,58 @@
+"""Shared by the training tests: tiny synthetic shards written with `svd pack`, tiny configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from svdcli.manifest.io import table_from_rows, write_manifest
+from svdcli.shards.pack import PackConfig, run_pack
+from svdcli.video.probe import video_id
+from svdcli.video.synth import Shot, render_shot, write_frames
+
+REPO = Path(__file__).resolve().parents[1]
+SRC_W, SRC_H, FPS = 96, 64, 8.0
+COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
+           "num_frames", "fps", "width", "height", "status", "motion_score", "caption", "keep", "drop_reason"]
+
+
+def make_shards(folder: Path, clips: int = 8, frames: int = 4, shard_size: int = 2) -> Path:
+    """`clips` panning clips packed at 64x64 (tiny latents 8x8) into shards of `shard_size`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for v in range(clips // 2):
+        path = write_frames(folder / f"v{v}.mp4",
+                            render_shot(Shot(2 * frames, seed=v, speed=(2.0 + v, 1.0)), SRC_H, SRC_W), FPS)
+        vid = video_id(path)
+        for c in range(2):
+            a, b = c * frames, (c + 1) * frames
+            rows.append(dict(clip_id=f"{vid}_{a}_{b}", video_id=vid, video_path=str(path.resolve()),
+                             start_time=a / FPS, end_time=b / FPS, start_frame=a, end_frame=b,
+                             num_frames=frames, fps=FPS, width=SRC_W, height=SRC_H, status="ok",
+                             motion_score=float(v), caption=f"a pan number {v}", keep=True, drop_reason=None))
+    manifest = write_manifest(table_from_rows(rows, COLUMNS), folder / "clips.parquet")
+    cfg = PackConfig(size=(64, 64), frames=frames, min_frames=frames, fps=FPS, shard_size=shard_size,
+                     format="npy")
+    run_pack(manifest, folder / "shards", cfg, workers=1, progress=False)
+    return folder / "shards"
+
+
+def tiny_overrides(frames: int = 4, steps: int = 4, **extra) -> list[str]:
+    """Overrides that turn a shipped recipe into a seconds-long CPU run of the tiny model."""
+    values = {"model": "tiny", "steps": steps, "precision": "fp32", "activation_checkpointing": "false",
+              "data.frames": frames, "data.height": 64, "data.width": 64, "data.batch_size": 2,
+              "data.grad_accum": 1, "data.num_workers": 0, "data.shuffle_buffer": 4,
+              "optim.warmup_steps": 0, "log_every": 1, "checkpoint_every": 1000}
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def losses(run_dir: Path) -> list[float]:
+    import json
+
+    lines = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [l["loss"] for l in lines if "loss" in l]
+
+
+def assert_close(a, b) -> None:
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=0)
