@@ -26,15 +26,22 @@ stages:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """Three small videos (static + pan shots, 6 clips) and their cuts-style manifest."""
-    folder = tmp_path_factory.mktemp("recipe")
+def videos(tmp_path_factory) -> Path:
+    """Three small videos, each a static shot then a pan, joined by a hard cut at 1 s."""
+    folder = tmp_path_factory.mktemp("videos")
+    for i in range(3):
+        shots = [Shot(24, seed=i), Shot(24, seed=i + 10, speed=(1.0 + i, 0.0))]
+        write_video(folder / f"v{i}.mp4", shots, size=(160, 96), fps=FPS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(videos, tmp_path_factory) -> Path:
+    """A cuts-style manifest of those videos (6 clips), for runs that start after cuts."""
     rows = []
     for i in range(3):
-        video = folder / f"v{i}.mp4"
-        write_video(video, [Shot(24, seed=i), Shot(24, seed=i + 10, speed=(1.0 + i, 0.0))], size=(160, 96), fps=FPS)
-        rows += clip_rows(video, [0, 24, 48], FPS, (160, 96), tag=f"v{i}")
-    return write_rows(rows, folder / "clips.parquet")
+        rows += clip_rows(videos / f"v{i}.mp4", [0, 24, 48], FPS, (160, 96), tag=f"v{i}")
+    return write_rows(rows, tmp_path_factory.mktemp("corpus") / "clips.parquet")
 
 
 def recipe_file(tmp_path: Path, text: str = RECIPE) -> Path:
@@ -48,7 +55,12 @@ def run(tmp_path: Path, corpus: Path, workdir: str, overrides: list[str] = ()) -
     return run_recipe(plan, tmp_path / workdir, manifest=corpus, opts=RunOptions(progress=False))
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, corpus, monkeypatch):
+def run_with_cuts(tmp_path: Path, videos: Path, workdir: str) -> list:
+    plan = load_recipe(recipe_file(tmp_path, RECIPE.replace("stages:", "stages:\n  cuts: {}")))
+    return run_recipe(plan, tmp_path / workdir, videos=videos, opts=RunOptions(progress=False))
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, videos, monkeypatch):
     original = MotionStage.process
     calls, interrupted = [], []
 
@@ -61,18 +73,20 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, corp
 
     monkeypatch.setattr(MotionStage, "process", interrupt_on_second_video)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, corpus, "work")
+        run_with_cuts(tmp_path, videos, "work")
+    assert (tmp_path / "work" / "manifests" / "cuts.parquet").exists()
     assert not (tmp_path / "work" / "manifests" / "motion.parquet").exists()
     calls.clear()
-    summaries = run(tmp_path, corpus, "work")
+    summaries = run_with_cuts(tmp_path, videos, "work")
     assert len(calls) == 2, "the video finished before the interruption must not be scored again"
-    assert [(s.stage, s.action) for s in summaries] == [("motion", "ran"), ("filter", "ran")]
+    assert [(s.stage, s.action) for s in summaries] == [("cuts", "skipped"), ("motion", "ran"), ("filter", "ran")]
     monkeypatch.setattr(MotionStage, "process", original)
-    run(tmp_path, corpus, "fresh")
+    run_with_cuts(tmp_path, videos, "fresh")
     resumed = read_manifest(tmp_path / "work" / "manifests" / "filter.parquet")
     fresh = read_manifest(tmp_path / "fresh" / "manifests" / "filter.parquet")
-    for column in ("clip_id", "motion_score", "keep", "drop_reason"):
+    for column in ("clip_id", "start_frame", "motion_score", "keep", "drop_reason"):
         assert resumed.column(column).to_pylist() == fresh.column(column).to_pylist()
+    assert resumed.column("start_frame").to_pylist() == [0, 24] * 3  # cuts found the cut in each video
     assert resumed.column("keep").to_pylist() == [False, True] * 3  # static shots dropped
 
 
@@ -105,6 +119,7 @@ def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeyp
     (RECIPE.replace("motion_score >= 0.25", "aesthetic_score >= 5"), "written by stage 'clip'"),
     (RECIPE.replace("  motion: {}\n", "") + "  motion: {}\n", "'filter' must be the last stage"),
     ("stages: [motion]", "'stages' must map"),
+    (RECIPE.replace("stages:", "stages:\n  cuts: {min_len: 2}"), "stage 'cuts': unknown setting"),
 ])
 def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
     with pytest.raises(RecipeError, match=message):

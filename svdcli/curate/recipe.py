@@ -119,10 +119,29 @@ def _check_order(recipe: Recipe) -> None:
 
 # --- the stage registry -------------------------------------------------------------------
 # name -> (module that must exist, function running it: (input, out, settings, options))
+# the settings of `svd curate cuts`, with its defaults
+CUTS_SETTINGS = {"levels": "native,15,8", "thresholds": None, "min_scene_len": 1.0, "merge_tolerance": 0.5,
+                 "trim": 0.0, "min_length": 0.5, "max_length": 0.0}
+
+
+def _cuts_config(settings: dict):
+    from svdcli.curate.cascade import CascadeConfig
+    from svdcli.curate.cuts import CutsConfig, parse_levels
+
+    unknown = set(settings) - set(CUTS_SETTINGS)
+    if unknown:
+        raise RecipeError(f"stage 'cuts': unknown setting(s) {sorted(unknown)}; known: {sorted(CUTS_SETTINGS)}")
+    s = {**CUTS_SETTINGS, **settings}
+    cascade = CascadeConfig(parse_levels(str(s["levels"]), s["thresholds"] and str(s["thresholds"])),
+                            min_scene_len=float(s["min_scene_len"]), merge_tolerance=float(s["merge_tolerance"]))
+    return CutsConfig(cascade, trim=float(s["trim"]), min_length=float(s["min_length"]),
+                      max_length=float(s["max_length"]))
+
+
 def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.cuts import run_cuts
 
-    run_cuts([src], out, workers=opts.workers, progress=opts.progress, **settings)
+    run_cuts([src], out, _cuts_config(settings), workers=opts.workers, progress=opts.progress)
 
 
 def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
@@ -205,6 +224,8 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
         from svdcli.curate.motion import MotionConfig
 
         _config(MotionConfig, "motion", recipe.stages["motion"])
+    if "cuts" in run:
+        _cuts_config(recipe.stages["cuts"])
     return run
 
 
@@ -217,19 +238,20 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _folder_digest(folder: Path) -> str:
-    """Names, sizes and modification times of every file under `folder` (no content read)."""
+def _videos_digest(src: Path) -> str:
+    """Paths, sizes and modification times of the videos cuts would read (no content read)."""
+    from svdcli.curate.cuts import find_videos
+
     h = hashlib.sha1()
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(folder) if p != folder else p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for video in sorted(find_videos([src])):
+        st = Path(video).stat() if Path(video).exists() else None
+        h.update(f"{video}|{st and st.st_size}|{st and st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
 def step_key(stage: str, settings: dict, src: Path) -> str:
     """What decides whether a step must rerun: its settings and its exact input."""
-    digest = _folder_digest(src) if stage == "cuts" else _file_digest(src)
+    digest = _videos_digest(src) if stage == "cuts" else _file_digest(src)
     blob = json.dumps({"stage": stage, "settings": settings, "input": digest}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
