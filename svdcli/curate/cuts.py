@@ -76,10 +76,14 @@ class CutsStage(Stage):
 
     def process(self, payload: str) -> list[dict]:
         from svdcli.video.decode import decode_once
-        from svdcli.video.probe import video_id
+        from svdcli.video.probe import VideoError, video_id
 
         cascade = Cascade(self.cfg.cascade)
         info = decode_once(payload, cascade.consumers(), threads=self.threads)
+        if info.header_duration > 1.0 and info.end_time < 0.9 * info.header_duration:
+            # frames stop well before the header's end: a cut-off file, not a short video
+            raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
+                             f"{info.header_duration:.2f} s")
         segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
         vid = video_id(payload)
         base = {"video_id": vid, "video_path": payload, "fps": info.fps, "width": info.width,
@@ -107,8 +111,8 @@ class CutsStage(Stage):
 def find_videos(inputs: list[str | Path]) -> list[str]:
     """Resolved paths of the given files and of the videos under the given folders (recursive).
 
-    A named file is kept whatever its extension or state (a bad one becomes an error row); a
-    name that does not exist at all is a user mistake and raises.
+    A named file is kept whatever its extension or state, even a missing one: it becomes an
+    error row, so the manifest says what happened to every input.
     """
     found: dict[str, None] = {}
     for item in inputs:
@@ -117,10 +121,8 @@ def find_videos(inputs: list[str | Path]) -> list[str]:
             for p in sorted(path.rglob("*")):
                 if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
                     found[str(p.resolve())] = None
-        elif path.exists():
-            found[str(path.resolve())] = None
         else:
-            raise SvdError(f"no such file or folder: {item}")
+            found[str(path.resolve())] = None
     return list(found)
 
 

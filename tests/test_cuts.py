@@ -1,0 +1,213 @@
+"""Cut detection on synthetic clips with known boundaries: the cascade, clip rows, bad inputs, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+from svdcli.curate import cuts as cuts_mod
+from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, ScoreTrack, default_levels
+from svdcli.curate.cuts import CutsConfig, run_cuts, segments
+from svdcli.manifest.io import manifest_history, read_manifest
+from svdcli.manifest.schema import MANIFEST_VERSION, VERSION_KEY
+from svdcli.video.decode import decode_once
+from svdcli.video.synth import Shot, Transition, write_video
+
+FPS = 24
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Panning shots joined by a cut, a dissolve, a fade through black, a cut and a long dissolve."""
+    root = tmp_path_factory.mktemp("cuts")
+    shots = [Shot(48, seed=1, speed=(0.5, 0.0)), Shot(60, seed=2), Shot(60, seed=3, speed=(1.0, 0.3)),
+             Shot(60, seed=4, speed=(-0.7, 0.0)), Shot(48, seed=5, speed=(0.4, 0.4)), Shot(48, seed=6, speed=(1.0, 0.0))]
+    trs = [Transition("cut"), Transition("dissolve", 18), Transition("fade", 12), Transition("cut"),
+           Transition("dissolve", 24)]
+    truth = write_video(root / "mixed.mp4", shots, trs, size=(160, 96), fps=FPS)
+    write_video(root / "static.mp4", [Shot(96, seed=7)], size=(160, 96), fps=FPS)
+    write_video(root / "slowpan.mp4", [Shot(96, seed=8, speed=(0.4, 0.2))], size=(160, 96), fps=FPS)
+    write_video(root / "short.mp4", [Shot(30, seed=9), Shot(30, seed=10, speed=(0.5, 0))], size=(160, 96), fps=FPS)
+    return root, truth
+
+
+def detect(path, levels=None):
+    cascade = Cascade(CascadeConfig(levels or default_levels()))
+    decode_once(path, cascade.consumers())
+    return cascade.boundaries()
+
+
+def matches(found: list[Boundary], truth) -> list[Boundary | None]:
+    """For each true change, the detected boundary inside it (or within 2 frames of a cut)."""
+    spans = [(c, c) for c in truth.cuts] + [(a, b) for _, a, b in truth.transitions]
+    out = []
+    for a, b in sorted(spans):
+        hit = [f for f in found if a - 2 <= f.time * FPS <= b + 2]
+        out.append(hit[0] if hit else None)
+    return out
+
+
+def test_cascade_finds_every_change_and_nothing_else(corpus):
+    root, truth = corpus
+    found = detect(root / "mixed.mp4")
+    hits = matches(found, truth)
+    assert all(hits), [f.time * FPS for f in found]
+    assert len(found) == len(hits)  # no false cuts in the panning shots
+    # hard cuts are exact to the frame
+    for cut in truth.cuts:
+        assert any(round(f.first_new * FPS) == cut and round(f.last_old * FPS) == cut - 1 for f in found)
+
+
+def test_slow_levels_catch_dissolves_the_native_level_misses(corpus):
+    root, truth = corpus
+    native = detect(root / "mixed.mp4", default_levels((None,)))
+    dissolves = [(a, b) for kind, a, b in truth.transitions if kind == "dissolve"]
+    assert not [f for f in native for a, b in dissolves if a <= f.time * FPS <= b]
+    cascade = detect(root / "mixed.mp4")
+    for a, b in dissolves:
+        hit = [f for f in cascade if a - 2 <= f.time * FPS <= b + 2]
+        assert hit and "native" not in hit[0].levels and {"15fps", "8fps"} & set(hit[0].levels)
+
+
+def test_static_shot_and_slow_pan_give_no_cuts(corpus):
+    root, _ = corpus
+    assert detect(root / "static.mp4") == []
+    assert detect(root / "slowpan.mp4") == []
+
+
+def test_levels_sample_by_timestamp_at_29_97_fps():
+    track = ScoreTrack(15.0)
+    frame = np.zeros((3, 4, 4), np.uint8)
+    times = [k * 1001 / 30000 for k in range(300)]  # 10 s at 29.97 fps
+    for t in times:
+        track.feed(t, frame)
+    # frame-skip arithmetic (int(29.97 // 15) - 1 = 0) would keep all 300 frames
+    assert len(track.times) == 150
+    assert min(np.diff(track.times)) >= 1 / 15 - 1001 / 30000
+
+
+def _b(old: float, new: float) -> Boundary:
+    return Boundary(new, old, new, 50.0, ["native"])
+
+
+def test_segments_trim_min_length_and_split():
+    frame_after = lambda t: round(t * 10 + 1) / 10  # a 10 fps grid  # noqa: E731
+    bounds = [_b(0.9, 1.0), _b(1.2, 1.3), _b(9.9, 10.0)]
+    plain = segments(bounds, 20.0, frame_after, CutsConfig(min_length=0.5))
+    assert [(s.start, s.end, s.cause) for s in plain] == [(0.0, 1.0, "video_start"), (1.3, 10.0, "cut"),
+                                                          (10.0, 20.0, "cut")]
+    trimmed = segments(bounds, 20.0, frame_after, CutsConfig(trim=0.2, min_length=0.5))
+    assert [x for s in trimmed for x in (s.start, s.end)] == pytest.approx([0.0, 0.8, 1.5, 9.8, 10.2, 20.0])
+    split = segments(bounds, 20.0, frame_after, CutsConfig(min_length=0.5, max_length=4.0))
+    last = [s for s in split if s.start >= 10.0]
+    assert [s.cause for s in last] == ["cut", "split", "split"]
+    assert all(s.end - s.start == pytest.approx(10 / 3) for s in last) and last[-1].end == 20.0
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, corpus):
+    import av
+
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "junk.mov").write_bytes(np.random.default_rng(1).bytes(8192))
+    (root / "truncated.mp4").write_bytes((corpus[0] / "mixed.mp4").read_bytes()[:20000])
+    with av.open(str(root / "audio_only.mp4"), "w") as c:
+        stream = c.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for p in stream.encode(frame):
+                c.mux(p)
+        for p in stream.encode():
+            c.mux(p)
+    return root
+
+
+def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, bad_inputs):
+    root, truth = corpus
+    out = tmp_path / "clips.parquet"
+    missing = tmp_path / "gone.mp4"
+    res = CliRunner().invoke(app, ["curate", "cuts", str(root / "mixed.mp4"), str(bad_inputs), str(missing),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "6 videos, 6 clips, 5 errors" in res.output
+    table = read_manifest(out)
+    assert table.schema.metadata[VERSION_KEY] == str(MANIFEST_VERSION).encode()
+    assert manifest_history(out)[-1]["stage"] == "cuts"
+    rows = table.to_pylist()
+    errors = {r["video_path"].rsplit("/", 1)[-1]: r["error"] for r in rows if r["status"] == "error"}
+    assert set(errors) == {"empty.mp4", "junk.mov", "truncated.mp4", "audio_only.mp4", "gone.mp4"}
+    assert "not found" in errors["gone.mp4"] and "0 bytes" in errors["empty.mp4"]
+    assert "no video stream" in errors["audio_only.mp4"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == len(truth.cuts) + len(truth.transitions) + 1
+    assert ok[0]["start_frame"] == 0 and ok[-1]["end_frame"] == truth.num_frames
+    for r in ok:
+        assert r["clip_id"] == f"{r['video_id']}_{r['start_frame']}_{r['end_frame']}"
+        assert r["num_frames"] == r["end_frame"] - r["start_frame"] > 0
+        assert r["fps"] == FPS and (r["width"], r["height"]) == (160, 96)
+        assert (r["start_cause"] == "cut") == bool(r["start_levels"])
+    assert not (tmp_path / "clips.parquet.parts").exists()
+
+
+def test_manifest_reads_with_pandas_and_duckdb(tmp_path, corpus):
+    import duckdb
+    import pandas as pd
+
+    out = tmp_path / "m.parquet"
+    run_cuts([corpus[0] / "short.mp4"], out, CutsConfig(), progress=False)
+    df = pd.read_parquet(out)
+    assert list(df["start_frame"]) == [0, 30] and list(df["start_levels"].iloc[1]) == ["native", "15fps", "8fps"]
+    [(n, frames)] = duckdb.sql(f"select count(*), sum(num_frames) from '{out}' where status = 'ok'").fetchall()
+    assert (n, frames) == (2, 60)
+
+
+def test_options_change_the_clips(tmp_path, corpus):
+    root, _ = corpus
+    out = tmp_path / "split.parquet"
+    res = CliRunner().invoke(app, ["curate", "cuts", str(root / "static.mp4"), "--out", str(out),
+                                   "--max-length", "1.5", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = read_manifest(out).to_pylist()
+    assert [r["start_cause"] for r in rows] == ["video_start", "split", "split"]
+    assert [r["num_frames"] for r in rows] == [32, 32, 32]
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, corpus):
+    for args, words in [(["--levels", "native,fast"], "--levels"), (["--thresholds", "20,8"], "2 values for 3"),
+                        (["--rank", "2", "--world-size", "2"], "--rank")]:
+        res = CliRunner().invoke(app, ["curate", "cuts", str(corpus[0] / "static.mp4"),
+                                       "--out", str(tmp_path / "x.parquet"), *args])
+        assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output
+
+
+def test_interrupted_run_resumes_to_the_same_manifest(tmp_path, corpus, bad_inputs, monkeypatch):
+    root, _ = corpus
+    inputs = [root, bad_inputs / "empty.mp4"]
+    reference = tmp_path / "ref.parquet"
+    run_cuts(inputs, reference, CutsConfig(), progress=False)
+
+    real = cuts_mod.CutsStage.process
+    calls: list[str] = []
+
+    def stop_at_third(self, payload):
+        calls.append(payload)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, payload)
+
+    out = tmp_path / "run.parquet"
+    monkeypatch.setattr(cuts_mod.CutsStage, "process", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_cuts(inputs, out, CutsConfig(), progress=False)
+    assert not out.exists() and (tmp_path / "run.parquet.parts").is_dir()
+
+    calls.clear()
+    monkeypatch.setattr(cuts_mod.CutsStage, "process", lambda self, p: (calls.append(p), real(self, p))[1])
+    summary = run_cuts(inputs, out, CutsConfig(), progress=False)
+    assert summary.complete and len(calls) == 3  # 5 videos, 2 finished before the interruption
+    assert pq.read_table(out).to_pylist() == pq.read_table(reference).to_pylist()
+    assert not (tmp_path / "run.parquet.parts").exists()
