@@ -1,0 +1,78 @@
+"""Cut detection on real clips with known structure (../shared/testdata; skipped when absent)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svdcli.curate.cascade import Cascade, CascadeConfig, default_levels
+from svdcli.curate.cuts import CutsConfig, run_cuts
+from svdcli.manifest.io import read_manifest
+from svdcli.video.decode import decode_once
+from svdcli.video.seek import read_frames_at
+
+NAMES = ["testvideo.mp4", "goldeneye-vfr-drop3.mp4", "counter.mp4", "delayed_start.mp4", "issue-134-rotate.mp4"]
+# testvideo.mp4 (testdata README): fades and a dissolve, as (first, last) frame, +-3 frames
+GRADUAL = [(212, 242), (332, 360), (392, 425), (520, 560), (662, 700)]
+
+
+@pytest.fixture(scope="module")
+def clips(testdata, tmp_path_factory):
+    """One manifest over the real clips: {file name: ok rows sorted by start}."""
+    out = tmp_path_factory.mktemp("real") / "clips.parquet"
+    summary = run_cuts([testdata / "pyscenedetect" / n for n in NAMES], out, CutsConfig(), progress=False)
+    assert summary.complete and summary.errors == 0
+    rows: dict[str, list[dict]] = {}
+    for r in read_manifest(out).to_pylist():
+        rows.setdefault(r["video_path"].rsplit("/", 1)[-1], []).append(r)
+    return rows
+
+
+def test_testvideo_hard_cuts_are_frame_exact(clips):
+    starts = {r["start_frame"]: r for r in clips["testvideo.mp4"]}
+    for cut in (30, 180):
+        assert "native" in starts[cut]["start_levels"]
+    assert clips["testvideo.mp4"][-1]["end_frame"] == 720
+
+
+def test_testvideo_fades_and_dissolve_found_by_the_slow_levels_only(clips, testdata):
+    rows = clips["testvideo.mp4"]
+    for first, last in GRADUAL:
+        # the clip after a gradual transition starts inside it (its first clean frame)
+        inside = [r for r in rows if first - 3 <= r["start_frame"] <= last + 3]
+        assert len(inside) == 1, (first, last, [r["start_frame"] for r in rows])
+        assert "native" not in inside[0]["start_levels"] and inside[0]["start_levels"]
+    assert len(rows) == 2 + len(GRADUAL) + 1
+    # the native level alone misses every gradual transition
+    native = Cascade(CascadeConfig(default_levels((None,))))
+    decode_once(testdata / "pyscenedetect/testvideo.mp4", native.consumers())
+    assert [round(b.first_new * 30000 / 1001) for b in native.boundaries()] == [30, 180]
+
+
+def test_vfr_cuts_land_on_the_nominal_grid(clips):
+    rows = clips["goldeneye-vfr-drop3.mp4"]
+    assert [r["start_frame"] for r in rows] == [0, 90, 210]
+    assert [r["start_time"] for r in rows[1:]] == pytest.approx([3.754, 8.759], abs=1e-3)
+    assert rows[0]["fps"] == pytest.approx(24000 / 1001)
+
+
+def test_counter_clip_edges_are_frame_accurate(clips, testdata):
+    rows = clips["counter.mp4"]  # the background colour changes at frames 10 and 20
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 10), (10, 20), (20, 30)]
+    assert [r["start_time"] for r in rows] == pytest.approx([0.0, 1.0, 2.0])
+    times = [t for r in rows for t in (r["start_time"], r["end_time"] - 0.1)]
+    frames = read_frames_at(testdata / "pyscenedetect/counter.mp4", times, size=(32, 18))
+    colour = frames[:, :8].reshape(len(times), -1, 3).mean(axis=1)  # (N, 3), above the caption
+    for i in range(0, len(times), 2):  # first and last frame of a clip show the same background
+        assert np.abs(colour[i] - colour[i + 1]).max() < 8
+    assert np.abs(colour[1] - colour[2]).max() > 20  # and it changes at the clip boundary
+
+
+def test_delayed_start_times_count_from_the_first_frame(clips):
+    [row] = clips["delayed_start.mp4"]
+    assert (row["start_time"], row["start_frame"], row["end_frame"]) == (0.0, 0, 24)
+    assert row["end_time"] == pytest.approx(0.96)
+
+
+def test_rotation_is_recorded(clips):
+    assert {r["rotation"] for r in clips["issue-134-rotate.mp4"]} == {90}
+    assert {r["rotation"] for r in clips["testvideo.mp4"]} == {0}
