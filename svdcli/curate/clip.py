@@ -146,6 +146,8 @@ class ClipEmbedStage(ClipStage):
         # resolve in the parent so a missing file stops the run before any worker starts
         self.weights = open_clip_weights(config.model, config.pretrained)
         self.head_path = None if config.aesthetic == "none" else aesthetic_weights(config.aesthetic, config.weights_dir)
+        if self.head_path is not None:
+            check_head_width(self.head_path, config.model, self.weights.label)
         self.captions = captions or {}
         self.embeddings_dir: Path | None = None
         self.embedder = self.head = None
@@ -156,16 +158,12 @@ class ClipEmbedStage(ClipStage):
                 "frames": FRAME_NAMES, "captions": digest if self.captions else None}
 
     def setup(self) -> None:
-        from svdcli.curate.aesthetic import head_dim, load_aesthetic
+        from svdcli.curate.aesthetic import load_aesthetic
 
         device = pick_device(self.config.device)
         self.embedder = ClipEmbedder(self.weights, self.config.model, device, self.config.batch_size)
         if self.head_path is not None:
             self.head = load_aesthetic(self.head_path)
-            dim = self.embedder.net.visual.output_dim
-            if head_dim(self.head) != dim:
-                raise SvdError(f"aesthetic head {self.head_path.name} expects {head_dim(self.head)}-d embeddings "
-                               f"but {self.weights.label} gives {dim}-d (use ViT-L-14 or a matching head)")
 
     def process(self, payload: dict) -> list[dict]:
         size = lambda c: clip_read_size(c["width"], c["height"], self.embedder.side)  # noqa: E731
@@ -214,6 +212,20 @@ class ClipEmbedStage(ClipStage):
         key = hashlib.sha1("|".join(ids).encode()).hexdigest()[:16]
         write_parquet_atomic(table, Path(self.embeddings_dir) / f"{key}.parquet",
                              {b"svdcli.clip_model": self.weights.label.encode()})
+
+
+def check_head_width(head_path: Path, model: str, label: str) -> None:
+    """Refuse, before any work, an aesthetic head whose input width is not the model's embedding width."""
+    import open_clip
+
+    from svdcli.curate.aesthetic import head_dim, load_aesthetic
+    from svdcli.curate.weights import register_model_config
+
+    dim = open_clip.get_model_config(register_model_config(model))["embed_dim"]
+    want = head_dim(load_aesthetic(head_path))
+    if want != dim:
+        raise SvdError(f"aesthetic head {head_path.name} expects {want}-d embeddings but {label} gives "
+                       f"{dim}-d (use ViT-L-14 with the ViT-L/14 heads, or a matching head)")
 
 
 def embeddings_table(clip_ids: list[str], times: list[list[float]], emb: np.ndarray):

@@ -1,0 +1,147 @@
+"""CLIP stage with a tiny open_clip config (random weights): columns, embeddings side file, heads, errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from svdcli.cli.main import app  # noqa: E402
+from svdcli.curate.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
+from svdcli.curate.clip import embeddings_path, run_clip  # noqa: E402
+from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
+from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
+from svdcli.video.probe import video_id  # noqa: E402
+from svdcli.video.synth import Shot, write_video  # noqa: E402
+
+FPS = 12.0
+COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
+           "num_frames", "fps", "width", "height", "status", "caption"]
+TINY_CLIP = {"embed_dim": 768,  # 768 so the LAION ViT-L/14 heads fit
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny open_clip model config, its random weights and a random LAION MLP head, as files."""
+    d = tmp_path_factory.mktemp("tiny_clip")
+    config = d / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-clip").state_dict(), d / "tiny-clip.pt")
+    torch.save(laion_mlp(768).state_dict(), d / "aesthetic.pth")
+    return {"model": str(config), "pretrained": str(d / "tiny-clip.pt"), "aesthetic": str(d / "aesthetic.pth")}
+
+
+def rows_for(path, bounds, captions):
+    vid = video_id(path)
+    return [dict(clip_id=f"{vid}_{a}_{b}", video_id=vid, video_path=str(path), start_time=a / FPS,
+                 end_time=b / FPS, start_frame=a, end_frame=b, num_frames=b - a, fps=FPS, width=96, height=64,
+                 status="ok", caption=c) for (a, b), c in zip(bounds, captions)]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clip_videos")
+    rows = []
+    for k in range(2):
+        video = d / f"v{k}.mp4"
+        write_video(video, [Shot(12, seed=k), Shot(12, seed=k + 5, speed=(1.0, 0.0))], size=(96, 64), fps=FPS)
+        rows += rows_for(video, [(0, 12), (12, 24)], ["a red car on a road", None])
+    return write_manifest(table_from_rows(rows, COLUMNS), d / "clips.parquet")
+
+
+def test_laion_heads_load_from_their_file_layout(tmp_path):
+    mlp = laion_mlp(768)
+    assert [k for k in mlp.state_dict() if k.endswith("weight")] == [
+        "layers.0.weight", "layers.2.weight", "layers.4.weight", "layers.6.weight", "layers.7.weight"]
+    torch.save(mlp.state_dict(), tmp_path / "mlp.pth")
+    torch.save(laion_linear(512).state_dict(), tmp_path / "linear.pth")
+    e = torch.randn(5, 768)
+    loaded = load_aesthetic(tmp_path / "mlp.pth")
+    assert torch.allclose(aesthetic(e, loaded), aesthetic(e, mlp.eval()))
+    assert torch.allclose(aesthetic(3 * e, loaded), aesthetic(e, loaded), atol=1e-6)  # on normalised embeddings
+    assert aesthetic(torch.randn(2, 512), load_aesthetic(tmp_path / "linear.pth")).shape == (2,)
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(SvdError, match="not a LAION aesthetic head"):
+        load_aesthetic(tmp_path / "other.pth")
+
+
+def test_stage_writes_scores_and_one_embedding_per_clip_frame(tiny, manifest, tmp_path):
+    result, out = run_clip(manifest, tmp_path / "out.parquet", progress=False, **tiny)
+    table = read_manifest(out).to_pylist()
+    assert result.errors == 0 and all(r["clip_model"] == "tiny-clip:tiny-clip.pt" for r in table)
+    assert all(r["aesthetic_score"] is not None for r in table)
+    assert [r["clip_score"] is not None for r in table] == [True, False, True, False]  # only captioned clips
+    side = pq.read_table(embeddings_path(out))
+    assert embeddings_path(out).name == "out.clip_embeddings.parquet"
+    assert side.num_rows == 3 * len(table)
+    assert sorted(set(side.column("clip_id").to_pylist())) == sorted(r["clip_id"] for r in table)
+    emb = np.stack(side.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    # the stored embeddings reproduce the stored scores
+    head = load_aesthetic(tiny["aesthetic"])
+    first = [i for i, c in enumerate(side.column("clip_id").to_pylist()) if c == table[0]["clip_id"]]
+    expect = aesthetic(torch.from_numpy(emb[first]), head).mean().item()
+    assert table[0]["aesthetic_score"] == pytest.approx(expect, abs=1e-4)
+    assert not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_scores_do_not_depend_on_batch_size_and_repeat_exactly(tiny, manifest, tmp_path):
+    _, a = run_clip(manifest, tmp_path / "a.parquet", progress=False, batch_size=1, **tiny)
+    _, b = run_clip(manifest, tmp_path / "b.parquet", progress=False, batch_size=16, **tiny)
+    _, c = run_clip(manifest, tmp_path / "c.parquet", progress=False, batch_size=16, **tiny)
+    sa, sb, sc = (read_manifest(p).column("aesthetic_score").to_pylist() for p in (a, b, c))
+    assert sa == pytest.approx(sb, abs=1e-4)
+    assert sb == sc
+    assert len(set(np.round(sb, 6))) > 1  # different clips, different scores
+
+
+def test_sharded_and_resumed_runs_keep_each_embedding_once(tiny, manifest, tmp_path):
+    out = tmp_path / "out.parquet"
+    first, written = run_clip(manifest, out, progress=False, rank=0, world_size=2, **tiny)
+    assert written is None and first.tasks_done == 1
+    again, _ = run_clip(manifest, out, progress=False, rank=0, world_size=2, **tiny)  # resumed: nothing to do
+    assert again.rows == 0
+    _, written = run_clip(manifest, out, progress=False, rank=1, world_size=2, **tiny)
+    side = pq.read_table(embeddings_path(written))
+    keys = list(zip(side.column("clip_id").to_pylist(), side.column("frame").to_pylist()))
+    assert len(keys) == len(set(keys)) == 3 * read_manifest(written).num_rows
+
+
+def test_missing_weights_say_what_to_fetch(tiny, manifest, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(MissingWeightsError, match="timm/vit_large_patch14_clip_224.openai.*--pretrained"):
+        run_clip(manifest, tmp_path / "o.parquet", progress=False, aesthetic="none")
+    monkeypatch.setenv("SVD_WEIGHTS_DIR", str(tmp_path / "heads"))
+    with pytest.raises(MissingWeightsError, match=r"sac\+logos\+ava1-l14-linearMSE.pth.*github"):
+        run_clip(manifest, tmp_path / "o.parquet", progress=False, model=tiny["model"],
+                 pretrained=tiny["pretrained"])
+    result = CliRunner().invoke(app, ["curate", "clip", "-m", str(manifest), "-o", str(tmp_path / "o.parquet")])
+    assert result.exit_code == 2 and "huggingface-cli download" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_head_of_the_wrong_width_is_refused(tiny, manifest, tmp_path):
+    torch.save(laion_linear(512).state_dict(), tmp_path / "b32.pth")
+    with pytest.raises(SvdError, match="expects 512-d embeddings but tiny-clip.* gives 768-d"):
+        run_clip(manifest, tmp_path / "o.parquet", progress=False, **{**tiny, "aesthetic": str(tmp_path / "b32.pth")})
+    assert not (tmp_path / "o.parquet.parts").exists()  # refused before any work
+
+
+def test_cli_runs_with_local_files(tiny, manifest, tmp_path):
+    out = tmp_path / "cli.parquet"
+    result = CliRunner().invoke(app, ["curate", "clip", "-m", str(manifest), "-o", str(out), "--model",
+                                      tiny["model"], "--pretrained", tiny["pretrained"], "--aesthetic",
+                                      tiny["aesthetic"], "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "clip_score for 2 captioned clips" in result.output
+    assert embeddings_path(out).exists()
