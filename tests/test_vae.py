@@ -82,9 +82,9 @@ def test_decode_rejects_partial_videos():
         vae.decode(torch.zeros(7, 4, 2, 2), num_frames=5)
 
 
-def _official_shapes(reference_dir, prefix: str) -> dict[str, tuple[int, ...]]:
+def _official_shapes(reference_dir, prefix: str, tsv: str = "svd_checkpoint_keys.tsv") -> dict[str, tuple[int, ...]]:
     shapes = {}
-    for line in (reference_dir / "svd_checkpoint_keys.tsv").read_text().splitlines():
+    for line in (reference_dir / tsv).read_text().splitlines():
         key, shape = line.split("\t")
         if key.startswith(prefix):
             shapes[key.removeprefix(prefix)] = tuple(int(d) for d in re.findall(r"\d+", shape))
@@ -96,6 +96,13 @@ def test_full_size_vae_has_exactly_the_official_keys(reference_dir):
         vae = VideoAutoencoder(VAEConfig.svd())
     ours = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
     assert ours == _official_shapes(reference_dir, "first_stage_model.")
+
+
+def test_image_decoder_variant_loads_into_the_plain_autoencoder(reference_dir):
+    with torch.device("meta"):
+        vae = ImageAutoencoder(VAEConfig.svd())
+    ours = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+    assert ours == _official_shapes(reference_dir, "first_stage_model.", "svd_image_decoder_checkpoint_keys.tsv")
 
 
 def test_config_round_trips_through_a_dict():

@@ -18,7 +18,7 @@ from svdcli.models.vae_diffusers import vae_state_from_diffusers, vae_state_to_d
 SCALE_FACTOR = 0.18215  # diffusion latent = SCALE_FACTOR * VAE latent (SD 2.1 / SVD)
 
 __all__ = [
-    "SCALE_FACTOR", "VAEConfig", "VideoAutoencoder", "ImageAutoencoder", "posterior_sample",
+    "SCALE_FACTOR", "VAEConfig", "Autoencoder", "VideoAutoencoder", "ImageAutoencoder", "posterior_sample",
     "vae_state_from_diffusers", "vae_state_to_diffusers",
 ]
 
@@ -74,19 +74,20 @@ def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-class VideoAutoencoder(nn.Module):
-    """SD f8 encoder (frames independently) + temporal decoder (frames of one video together)."""
+class Autoencoder(nn.Module):
+    """Shared encode/decode API; subclasses say how moments and frames are computed."""
 
-    def __init__(self, cfg: VAEConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or VAEConfig.svd()
-        self.encoder = Encoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.in_channels, cfg.z_channels)
-        self.decoder = Decoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.out_ch, cfg.z_channels,
-                               temporal=True, video_kernel_size=cfg.video_kernel_size)
+    cfg: VAEConfig
+
+    def _moments(self, frames: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def encode_moments(self, frames: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Frames (N, 3, H, W) in [-1, 1] -> moments (N, 2z, H/8, W/8), `chunk` frames a call."""
-        return torch.cat([self.encoder(frames[s:e]) for s, e in _chunks(len(frames), chunk)])
+        return torch.cat([self._moments(frames[s:e]) for s, e in _chunks(len(frames), chunk)])
 
     def encode(self, frames: torch.Tensor, *, sample: bool = False,
                generator: torch.Generator | None = None, chunk: int | None = None) -> torch.Tensor:
@@ -99,7 +100,7 @@ class VideoAutoencoder(nn.Module):
             return posterior_sample(moments, generator)
         return moments[:, : self.cfg.z_channels]
 
-    def decode(self, z: torch.Tensor, num_frames: int, chunk: int | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, num_frames: int = 1, chunk: int | None = None) -> torch.Tensor:
         """VAE latents (B*T, z, h, w), video-major -> frames (B*T, 3, 8h, 8w), about [-1, 1].
 
         With `chunk`, each video is decoded `chunk` frames at a time and each piece sees only
@@ -111,21 +112,45 @@ class VideoAutoencoder(nn.Module):
         if num_frames < 1 or n % num_frames:
             raise ValueError(f"{n} latent frames are not a whole number of {num_frames}-frame videos")
         if not chunk or chunk >= num_frames:
-            return self.decoder(z, num_frames=num_frames)
+            return self._decode(z, num_frames)
         out = []
         for start in range(0, n, num_frames):
             for s, e in _chunks(num_frames, chunk):
-                out.append(self.decoder(z[start + s : start + e], num_frames=e - s))
+                out.append(self._decode(z[start + s : start + e], e - s))
         return torch.cat(out)
 
-    def decode_diffusion_latents(self, x: torch.Tensor, num_frames: int,
+    def decode_diffusion_latents(self, x: torch.Tensor, num_frames: int = 1,
                                  chunk: int | None = None) -> torch.Tensor:
         """Diffusion latents (B*T, z, h, w) -> frames: decode(x / SCALE_FACTOR)."""
         return self.decode(x / SCALE_FACTOR, num_frames, chunk)
 
 
-class ImageAutoencoder(nn.Module):
-    """Plain SD VAE with quant_conv/post_quant_conv (sgm `AutoencoderKLModeOnly`)."""
+class VideoAutoencoder(Autoencoder):
+    """SD f8 encoder (frames independently) + temporal decoder (frames of one video together).
+
+    The official `first_stage_model` of SVD / SVD-XT: no quant_conv / post_quant_conv.
+    """
+
+    def __init__(self, cfg: VAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or VAEConfig.svd()
+        self.encoder = Encoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.in_channels, cfg.z_channels)
+        self.decoder = Decoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.out_ch, cfg.z_channels,
+                               temporal=True, video_kernel_size=cfg.video_kernel_size)
+
+    def _moments(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encoder(frames)
+
+    def _decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return self.decoder(z, num_frames=num_frames)
+
+
+class ImageAutoencoder(Autoencoder):
+    """Plain SD VAE with quant_conv/post_quant_conv; frames decode independently.
+
+    SD 2.1's VAE, SVD's conditioning-frame encoder (sgm `AutoencoderKLModeOnly`) and the
+    `first_stage_model` of the SVD "image decoder" checkpoint variant.
+    """
 
     def __init__(self, cfg: VAEConfig | None = None):
         super().__init__()
@@ -137,10 +162,8 @@ class ImageAutoencoder(nn.Module):
         self.quant_conv = nn.Conv2d(z2, z2, 1)
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/8, W/8), not scaled."""
-        return self.quant_conv(self.encoder(frames))[:, : self.cfg.z_channels]
+    def _moments(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.quant_conv(self.encoder(frames))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (N, z, h, w), not scaled -> frames (N, 3, 8h, 8w)."""
+    def _decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
