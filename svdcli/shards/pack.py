@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import tarfile
@@ -186,7 +187,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     import io
 
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: same input, same bytes
+    info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: no wall-clock time in the shards
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -323,7 +324,10 @@ def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: i
             for job in jobs:
                 _collect(job, lambda job=job: write_shard(job), bar, failed)
             return failed
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a parent that already ran FFmpeg's threaded codecs (a test, a notebook)
+        # can leave their locks held in a forked child, which then hangs in its first decode
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
             futures = {pool.submit(write_shard, job): job for job in jobs}
             pending = set(futures)
             while pending:
