@@ -146,8 +146,8 @@ class SpatialVideoTransformer(nn.Module):
         if self.use_linear:
             x = self.proj_in(x)
         frame_idx = torch.arange(t, device=x.device).repeat(bt // t)       # (B*T,)
-        emb = self.time_pos_embed(timestep_embedding(frame_idx, c, self.max_time_embed_period))
-        emb = emb[:, None, :].to(x.dtype)                   # (B*T, 1, C)
+        emb = self.time_pos_embed(timestep_embedding(frame_idx, c, self.max_time_embed_period).to(x.dtype))
+        emb = emb[:, None, :]                               # (B*T, 1, C)
         for block, mix_block in zip(self.transformer_blocks, self.time_stack):
             x = block(x, context=context)
             x_temporal = mix_block(x + emb, time_context, t)

@@ -23,10 +23,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> to
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (as sgm's ResBlocks do)."""
+    """GroupNorm computed in at least float32 whatever the input dtype (as sgm's ResBlocks do)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)
 
 
 def normalization(channels: int) -> GroupNorm32:

@@ -36,7 +36,9 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
-        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+        # descending, as in sgm yamls, so equal configs compare equal
+        self.attention_resolutions = tuple(sorted({int(r) for r in self.attention_resolutions},
+                                                  reverse=True))
         self.video_kernel_size = tuple(int(k) for k in self.video_kernel_size)
         if self.merge_strategy not in MERGE_STRATEGIES:
             raise ValueError(f"merge_strategy must be one of {MERGE_STRATEGIES}, "

@@ -102,9 +102,11 @@ class VideoUNet(nn.Module):
             raise ValueError(f"batch of {x.shape[0]} frames is not a multiple of {t} frames")
         if image_only_indicator is None:
             image_only_indicator = torch.zeros(x.shape[0] // t, t, device=x.device)
+        # embeddings are computed in float32 and then follow the network's dtype (bf16 runs)
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
         if self.cfg.adm_in_channels is not None:
-            emb = emb + self.label_emb(y)
+            emb = emb + self.label_emb(y.to(x.dtype))
+        context = context.to(x.dtype) if context is not None else None
         args = (emb, context, t, image_only_indicator)
         h, skips = x, []
         for block in self.input_blocks:
