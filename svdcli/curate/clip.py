@@ -82,15 +82,19 @@ def autocast(device: str):
 class ClipEmbedder:
     """An open_clip model's image and text towers: batched, L2-normalised float32 embeddings."""
 
-    def __init__(self, weights: OpenClipWeights, model: str, device: str = "cpu", batch_size: int = 16):
-        import open_clip
-
+    def __init__(self, net, tokenizer, device: str = "cpu", batch_size: int = 16):
+        self.net, self.tokenizer = net, tokenizer
         self.device, self.batch_size = device, batch_size
-        self.net = load_open_clip(weights, model, device)
-        cfg = self.net.visual.preprocess_cfg
+        cfg = net.visual.preprocess_cfg
         self.side = int(np.atleast_1d(cfg["size"])[0])
         self.mean, self.std = cfg["mean"], cfg["std"]
-        self.tokenizer = open_clip.get_tokenizer(register_name(model))
+
+    @classmethod
+    def load(cls, weights: OpenClipWeights, model: str, device: str = "cpu", batch_size: int = 16) -> "ClipEmbedder":
+        import open_clip
+
+        net = load_open_clip(weights, model, device)
+        return cls(net, open_clip.get_tokenizer(register_name(model)), device, batch_size)
 
     def embed_images(self, frames: np.ndarray):
         """uint8 (N, H, W, 3) frames (short side = self.side) -> (N, D) unit vectors on CPU."""
@@ -161,7 +165,7 @@ class ClipEmbedStage(ClipStage):
         from svdcli.curate.aesthetic import load_aesthetic
 
         device = pick_device(self.config.device)
-        self.embedder = ClipEmbedder(self.weights, self.config.model, device, self.config.batch_size)
+        self.embedder = ClipEmbedder.load(self.weights, self.config.model, device, self.config.batch_size)
         if self.head_path is not None:
             self.head = load_aesthetic(self.head_path)
 

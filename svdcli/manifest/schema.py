@@ -61,17 +61,24 @@ _COLUMN_LIST = [
     _c("motion_error", pa.string(), "motion", "error message when motion could not be scored"),
     # --- text
     _c("text_area", pa.float32(), "text",
-       "max over sampled frames of (area of the union of text boxes / frame area), 0..1"),
+       "max over sampled frames (default first, middle, last) of (area of the union of "
+       "detected text boxes / frame area), 0..1"),
     _c("text_detector", pa.string(), "text", "detector that produced text_area (craft or dbnet)"),
     _c("text_error", pa.string(), "text", "error message when text could not be scored"),
     # --- clip
-    _c("aesthetic_score", pa.float32(), "clip", "LAION aesthetic predictor, mean over frames (~1..10)"),
-    _c("clip_score", pa.float32(), "clip", "cosine(frame image embedding, caption text embedding), mean over frames"),
-    _c("clip_model", pa.string(), "clip", "open_clip model and pretrained tag used"),
+    _c("aesthetic_score", pa.float32(), "clip",
+       "LAION aesthetic head on the L2-normalised image embeddings of the first, middle and last "
+       "frame, mean over the 3 frames (~1..10 for the improved MLP); null with --aesthetic none"),
+    _c("clip_score", pa.float32(), "clip",
+       "raw cosine(frame image embedding, caption text embedding), mean over the first, middle and "
+       "last frame; null when the clip had no caption when the clip stage ran"),
+    _c("clip_model", pa.string(), "clip",
+       "'<open_clip model>:<pretrained tag or checkpoint file name>'; embeddings are in "
+       "<manifest stem>.clip_embeddings.parquet"),
     _c("clip_error", pa.string(), "clip", "error message when embeddings could not be computed"),
     # --- caption
-    _c("caption", pa.string(), "caption", "caption of the middle frame"),
-    _c("caption_model", pa.string(), "caption", "captioning model and pretrained tag"),
+    _c("caption", pa.string(), "caption", "CoCa caption of the clip's middle frame"),
+    _c("caption_model", pa.string(), "caption", "'<open_clip model>:<pretrained tag or checkpoint file name>'"),
     _c("caption_error", pa.string(), "caption", "error message when captioning failed"),
     # --- filter
     _c("keep", pa.bool_(), "filter", "true when the clip passed every rule"),
