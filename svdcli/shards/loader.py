@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import warnings
@@ -104,40 +105,47 @@ class ShardDataset(IterableDataset):
         self.urls = expand_urls(urls)
         if not self.urls:
             raise FileNotFoundError(f"no shards match {urls!r}")
-        self.cfg, self.epoch = cfg, epoch
+        self.cfg = cfg
         self.rank, self.world_size = dist_info(rank, world_size)
+        # shared memory, so persistent DataLoader workers see set_epoch() made in the parent
+        self._epoch = multiprocessing.get_context("spawn").Value("q", epoch, lock=False)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle shards, samples and frame windows for this epoch (call before iterating)."""
-        self.epoch = epoch
+        self._epoch.value = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, dict]]:
         import webdataset as wds
 
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        stream_seed = f"{self.cfg.seed}:{self.epoch}:{self.rank}:{worker}"
+        epoch = self.epoch
+        stream_seed = f"{self.cfg.seed}:{epoch}:{self.rank}:{worker}"
         if self.cfg.resampled:
             shards = _resample(self.urls, random.Random(stream_seed))
         else:
-            mine = split_shards(self.urls, self.epoch, self.cfg.seed, self.cfg.shuffle > 0,
+            mine = split_shards(self.urls, epoch, self.cfg.seed, self.cfg.shuffle > 0,
                                 self.rank, self.world_size, worker, num_workers)
             shards = ({"url": u} for u in mine)
         samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards)
         if self.cfg.shuffle > 0:
             samples = shuffle_buffer(samples, self.cfg.shuffle, random.Random(stream_seed))
         for sample in samples:
-            item = self.decode(sample)
+            item = self.decode(sample, epoch)
             if item is not None:
                 yield item
 
-    def decode(self, sample: dict) -> tuple[torch.Tensor, dict] | None:
+    def decode(self, sample: dict, epoch: int = 0) -> tuple[torch.Tensor, dict] | None:
         """Raw sample (bytes by extension) -> (video (T, C, H, W), cond), or None to skip it."""
         key = sample.get("__key__", "?")
         try:
             meta = json.loads(sample["json"])
             n = int(meta["num_frames"])
-            rng = random.Random(hashlib.sha1(f"{self.cfg.seed}:{self.epoch}:{key}".encode()).digest())
+            rng = random.Random(hashlib.sha1(f"{self.cfg.seed}:{epoch}:{key}".encode()).digest())
             window = choose_window(n, self.cfg.num_frames, self.cfg.stride, rng)
             if window is None:
                 warnings.warn(f"skipping sample {key}: {n} frames < num_frames {self.cfg.num_frames}")
@@ -186,17 +194,23 @@ def shuffle_buffer(samples, size: int, rng: random.Random):
 def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
                 size: tuple[int, int] | None = None, num_workers: int = 2, shuffle: int = 1000,
                 seed: int = 0, epoch: int = 0, resampled: bool = False, rank: int | None = None,
-                world_size: int | None = None, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+                world_size: int | None = None, drop_last: bool = False, pin_memory: bool = False,
+                multiprocessing_context: str | None = "spawn") -> DataLoader:
     """DataLoader over shards yielding (video (B, T, C, H, W) float32 in [-1, 1], cond).
 
     cond: fps_id, motion_bucket_id, frame_start, frame_stride as LongTensors (B,); caption,
     clip_id, key as lists of str. cond_aug is not stored: sample it in the training step.
+    Workers are spawned once and kept (persistent): a forked worker can hang forever when the
+    trainer has already run threaded native code (video writers, OpenCV) before the fork.
     """
     cfg = LoaderConfig(num_frames=num_frames, stride=stride, size=size, shuffle=shuffle, seed=seed,
                        resampled=resampled)
     dataset = ShardDataset(urls, cfg, rank=rank, world_size=world_size, epoch=epoch)
+    workers_kw = {}
+    if num_workers > 0:
+        workers_kw = {"persistent_workers": True, "multiprocessing_context": multiprocessing_context}
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, **workers_kw)
 
 
 def pack_stats(folder: str | Path) -> dict:

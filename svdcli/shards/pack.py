@@ -198,15 +198,6 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _init_worker() -> None:
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
-
-
 
 # --- the whole pack ------------------------------------------------------------------------
 @dataclass
@@ -324,10 +315,11 @@ def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: i
             for job in jobs:
                 _collect(job, lambda job=job: write_shard(job), bar, failed)
             return failed
-        # spawn, not fork: a parent that already ran FFmpeg's threaded codecs (a test, a notebook)
-        # can leave their locks held in a forked child, which then hangs in its first decode
+        # spawn, not fork: a parent that already ran threaded native code (OpenCV's pool, codecs;
+        # a test or a notebook that made videos) can leave a lock held in a forked child, which
+        # then hangs forever with no error
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(write_shard, job): job for job in jobs}
             pending = set(futures)
             while pending:
