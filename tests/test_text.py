@@ -159,3 +159,9 @@ def test_slide_recording_is_text_heavy(testdata, tmp_path):
     manifest = write_manifest(table_from_rows(rows, CLIP_COLUMNS), tmp_path / "m.parquet")
     _, out = run_text(manifest, tmp_path / "o.parquet", progress=False, detector="dbnet")
     assert read_manifest(out).column("text_area")[0].as_py() > 0.07
+
+
+def test_worker_processes_give_the_same_scores(text_manifest, tmp_path):
+    _, one = run_text(text_manifest, tmp_path / "one.parquet", progress=False, detector="dbnet")
+    _, two = run_text(text_manifest, tmp_path / "two.parquet", progress=False, detector="dbnet", workers=2)
+    assert read_manifest(one).to_pylist() == read_manifest(two).to_pylist()
