@@ -95,18 +95,22 @@ _WORKER_STAGE: Stage | None = None
 
 def _init_worker(stage: Stage, threads: int) -> None:
     global _WORKER_STAGE
-    _limit_threads(threads)
+    # no cv2.setNumThreads here: in a forked child it can hang forever when the parent's OpenCV
+    # thread pool was busy at the fork; _run_pool sets the limit in the parent, children inherit it
     stage.setup()
     _WORKER_STAGE = stage
 
 
-def _limit_threads(threads: int) -> None:
+def _limit_threads(threads: int) -> int | None:
+    """Set OpenCV's thread count; returns the previous one (None without OpenCV)."""
     try:
         import cv2
 
+        previous = cv2.getNumThreads()
         cv2.setNumThreads(threads)
+        return previous
     except ImportError:
-        pass
+        return None
 
 
 def _run_task(stage: Stage | None, task: Task) -> tuple[str, list[dict]]:
@@ -245,6 +249,15 @@ def run_stage(stage: Stage, tasks: list[Task], out: Path, *, workers: int = 1, r
 
 def _run_pool(stage, tasks, workers, threads, collect, on_progress) -> None:
     """Keep at most 2*workers tasks in flight so results stream back in order of completion."""
+    previous = _limit_threads(max(1, threads))  # inherited by the forked workers
+    try:
+        _run_pool_limited(stage, tasks, workers, threads, collect, on_progress)
+    finally:
+        if previous is not None:
+            _limit_threads(previous)
+
+
+def _run_pool_limited(stage, tasks, workers, threads, collect, on_progress) -> None:
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                              initargs=(stage, max(1, threads))) as pool:
         pending = set()
