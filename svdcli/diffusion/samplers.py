@@ -93,7 +93,3 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": sample_euler, "heun": sample_heun}
 
-
-def denoiser_calls(sampler: str, steps: int) -> int:
-    """How many denoiser evaluations `sampler` makes for `steps` steps (for progress bars)."""
-    return steps if sampler == "euler" else 2 * steps - 1

@@ -1,0 +1,122 @@
+"""`svd sample` end to end on a tiny checkpoint, and the failures a user can run into."""
+import copy
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from svdcli.sample.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors",
+                                 frames=3, width=64, height=64)
+
+
+@pytest.fixture(scope="module")
+def cond_png(tmp_path_factory):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:90, 0:200]
+    img = np.stack([xx, yy * 2, (xx + yy) % 255], -1).astype(np.uint8)  # 20:9, not the model's 1:1
+    path = tmp_path_factory.mktemp("img") / "cond.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_ckpt):
+    from svdcli.sample.pipeline import VideoPipeline
+
+    return VideoPipeline.from_checkpoint(tiny_ckpt, device="cpu")
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["sample", *map(str, args)])
+
+
+def test_cli_writes_a_playable_mp4_with_every_frame(tiny_ckpt, cond_png, tmp_path):
+    import av
+
+    out = tmp_path / "video.mp4"
+    result = _run("--image", cond_png, "--checkpoint", tiny_ckpt, "--steps", 1, "--decode-chunk", 3,
+                  "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert float(container.streams.video[0].average_rate) == 7  # fps_id 6 + 1
+    assert len(frames) == 3 and frames[0].shape == (64, 64, 3)
+    assert "wrote" in result.output and "sampling" in result.output and "decoding" in result.output
+    assert "crop" in result.output  # the 20:9 image was cropped to 1:1, and the user is told
+
+
+def test_cli_gif_output(tiny_ckpt, cond_png, tmp_path):
+    from PIL import Image
+
+    result = _run("-i", cond_png, "-c", tiny_ckpt, "--steps", 1, "--frames", 2, "-o", tmp_path / "v.gif", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "v.gif").n_frames == 2
+
+
+def test_no_checkpoint_says_where_to_get_weights(cond_png):
+    result = _run("--image", cond_png)
+    assert result.exit_code == 2
+    assert "huggingface.co/stabilityai" in result.output and "make demo" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "IMG_MISSING"], "not found"),
+    (["--image", "IMG_CORRUPT"], "cannot read"),
+    (["--frames", 7], "more than twice"),
+    (["--prompt", "a cat"], "text-conditioned"),
+    (["--sampler", "dpm"], "unknown --sampler"),
+    (["--checkpoint", "CKPT_MISSING"], "checkpoint not found"),
+    (["--out", "video.avi"], "output format"),
+])
+def test_user_mistakes_are_one_line_errors(tiny_ckpt, cond_png, tmp_path, args, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    subst = {"IMG_MISSING": tmp_path / "none.png", "IMG_CORRUPT": bad, "CKPT_MISSING": tmp_path / "no.safetensors"}
+    args = [subst.get(a, a) for a in args]
+    base = {"--image": cond_png, "--checkpoint": tiny_ckpt, "--out": tmp_path / "o.mp4"}
+    for key, value in zip(args[::2], args[1::2]):
+        base[key] = value
+    flat = [x for kv in base.items() for x in kv] + [x for kv in zip(args[::2], args[1::2]) if kv[0] not in base for x in kv]
+    result = _run(*flat, "--steps", 1, "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_same_seed_same_video_other_seed_other_video(tiny_pipe):
+    from svdcli.sample.pipeline import SampleOptions
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    runs = [tiny_pipe.generate(image, SampleOptions(steps=1, frames=2, seed=s), warn=lambda m: None).frames
+            for s in (5, 5, 6)]
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    assert runs[0].shape == (2, 64, 64, 3)
+
+
+def test_decode_chunks_match_official_chunked_decoding(fixtures_dir, tiny_pipe):
+    """--decode-chunk 2 decodes frames [0,2) [2,4) [4,5) separately, as sgm's decode_first_stage."""
+    from safetensors.torch import load_file
+
+    from svdcli.models.vae import SCALE_FACTOR, VAEConfig, VideoAutoencoder
+    from svdcli.sample.pipeline import frames_to_uint8
+
+    io = {k: v.clone() for k, v in load_file(str(fixtures_dir / "vae_tiny_io.safetensors")).items()}
+    prefix = "first_stage_model."
+    vae = VideoAutoencoder(VAEConfig.tiny())
+    vae.load_state_dict({k[len(prefix):]: v for k, v in load_file(str(fixtures_dir / "vae_tiny.safetensors")).items()})
+    pipe = copy.copy(tiny_pipe)
+    pipe.vae = vae.eval()
+    latents = io["decoder_latent"] * SCALE_FACTOR
+    for chunk, ref in ((2, "decoded_chunk2"), (5, "decoded_t5"), (None, "decoded_t5")):
+        got = pipe.decode(latents, 5, chunk).astype(int)
+        want = frames_to_uint8(io[ref]).astype(int)
+        assert np.abs(got - want).max() <= 1  # uint8 rounding of a <2e-5 float difference
+    assert not np.array_equal(pipe.decode(latents, 5, 2), pipe.decode(latents, 5, 5))
