@@ -37,7 +37,7 @@ def make_shards(folder: Path, clips: int = 8, frames: int = 4, shard_size: int =
     return folder / "shards"
 
 
-def tiny_overrides(frames: int = 4, steps: int = 4, **extra) -> list[str]:
+def tiny_overrides(frames: int = 2, steps: int = 4, **extra) -> list[str]:
     """Overrides that turn a shipped recipe into a seconds-long CPU run of the tiny model."""
     values = {"model": "tiny", "steps": steps, "precision": "fp32", "activation_checkpointing": "false",
               "data.frames": frames, "data.height": 64, "data.width": 64, "data.batch_size": 2,

@@ -38,8 +38,8 @@ def setup_env(local_rank: int | None = None) -> DistInfo:
     import torch
 
     if "RANK" not in os.environ:  # not started by torchrun / deepspeed: a single process
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(free_port()))
     if local_rank is not None and local_rank >= 0:
         os.environ["LOCAL_RANK"] = str(local_rank)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -72,6 +72,8 @@ def init_distributed(info: DistInfo) -> None:
     if info.device == "cpu":
         _skip_cpu_shm_op()
     backend = "nccl" if info.device.startswith("cuda") else "gloo"
+    # Initialised once per process: DeepSpeed caches its groups, so a second run in the same
+    # process (tests, notebooks) reuses the first one's group rather than a destroyed one.
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
 

@@ -40,6 +40,10 @@ class RunOptions:
 class NonFiniteLoss(SvdError):
     """The loss became NaN or inf; the run stopped and its last good checkpoint is kept."""
 
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     """The generator of one micro-batch: independent of when the run was (re)started."""
@@ -98,18 +102,17 @@ def train(opts: RunOptions) -> dict:
     """Run one training stage; returns the run summary (also written to RUN_DIR/summary.json)."""
     from svdcli.train.engine import init_distributed, setup_env
 
+    from svdcli.train.data import check_shards
+
+    cfg = resolve_config(opts)  # user mistakes fail before any process group or model exists
+    shards = check_shards(opts.data)
     info = setup_env(opts.local_rank)
-    cfg = resolve_config(opts)  # fails before any process group or model exists
     init_distributed(info)
-    try:
-        return _train(opts, cfg, info)
-    finally:
-        if info.world_size == 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return _train(opts, cfg, info, shards)
 
 
-def _train(opts: RunOptions, cfg: TrainConfig, info) -> dict:
-    from svdcli.train.data import DataState, TrainStream, check_shards
+def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
+    from svdcli.train.data import DataState, TrainStream
     from svdcli.train.ema import EMA
     from svdcli.train.encoders import build_encoders
     from svdcli.train.engine import build_engine, load_ds_config, zero_stage
@@ -117,7 +120,6 @@ def _train(opts: RunOptions, cfg: TrainConfig, info) -> dict:
     from svdcli.train.runlog import RunLogger
 
     prepare_run_dir(opts, cfg, info.is_main)
-    shards = check_shards(opts.data)
     encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
     denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
     ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
@@ -139,6 +141,11 @@ def _train(opts: RunOptions, cfg: TrainConfig, info) -> dict:
             logger.print(f"[yellow]warning:[/] skipped shard {s['shard']}: {s['reason']}")
     try:
         _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3)
+    except NonFiniteLoss as exc:
+        kept = ckpt.latest_tag(opts.out / "checkpoints")
+        logger.event(exc.step, "nonfinite_loss", message=str(exc), kept=kept)
+        where = opts.out / "checkpoints" / kept if kept else "none yet (no checkpoint was due)"
+        raise NonFiniteLoss(f"{exc}. Last good checkpoint: {where}", exc.step) from None
     finally:
         logger.close()
     return _finish(engine, ema, cfg, opts, info, shards, zero3)
@@ -206,9 +213,9 @@ def _nan_guard(loss: torch.Tensor, sigma: torch.Tensor, step: int, info) -> None
         torch.distributed.all_reduce(bad)
     if bad.item():
         raise NonFiniteLoss(
-            f"loss is {float(loss)} at step {step + 1} (sigmas {[round(s, 4) for s in sigma.tolist()]}); "
-            "training stopped before this step reached the weights. The last good checkpoint is "
-            "kept: continue with --resume, e.g. with a lower optim.lr or optim.grad_clip")
+            f"loss is {loss.item()} at step {step + 1} (sigmas {[round(s, 4) for s in sigma.tolist()]}); "
+            "training stopped before this step reached the weights; continue from the last good "
+            "checkpoint with --resume, e.g. with a lower optim.lr or optim.grad_clip", step + 1)
 
 
 def _mean_over_ranks(value: float, info) -> float:

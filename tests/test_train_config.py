@@ -1,0 +1,75 @@
+"""Training configs: every shipped recipe loads and validates; mistakes fail early and clearly."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+from svdcli.train.config import ConfigError, load_config
+from test_train_helpers import REPO
+
+RECIPES = sorted((REPO / "pipelines" / "train").glob("*.yaml"))
+DS_CONFIGS = sorted((REPO / "pipelines" / "deepspeed").glob("*.json"))
+
+
+def test_every_shipped_recipe_is_present():
+    assert {p.stem for p in RECIPES} == {"image", "video", "finetune"}
+    assert {p.stem for p in DS_CONFIGS} == {"zero1", "zero2", "zero3"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_load_validate_and_carry_the_paper_values(path):
+    cfg = load_config(path, stage=path.stem)
+    assert cfg.stage == path.stem and cfg.model == "svd"
+    if cfg.stage == "image":
+        assert cfg.frames == 1 and (cfg.noise.p_mean, cfg.noise.p_std) == (-1.2, 1.0)
+    if cfg.stage == "video":
+        assert (cfg.data.frames, cfg.data.height, cfg.data.width) == (14, 256, 384)
+        assert (cfg.noise.p_mean, cfg.noise.p_std, cfg.optim.lr) == (-1.2, 1.2, 1e-4)
+    if cfg.stage == "finetune":
+        assert (cfg.noise.p_mean, cfg.noise.p_std, cfg.optim.lr) == (0.7, 1.6, 3e-5)
+        assert cfg.ema.enabled and cfg.ema.decay == 0.9999
+        assert load_config(path, ["lora.rank=16"]).lora.rank == 16
+
+
+@pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_deepspeed_configs_get_batch_precision_and_clipping_from_the_recipe(path):
+    from svdcli.train.engine import load_ds_config
+
+    cfg = load_config(RECIPES[0], ["data.batch_size=3", "optim.grad_clip=0.5", "precision=fp32"])
+    ds = load_ds_config(path, cfg, world_size=2)
+    assert ds["zero_optimization"]["stage"] == int(path.stem[-1])
+    assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_clipping"] == 0.5
+    assert ds["bf16"] == {"enabled": False} and "optimizer" not in ds
+
+
+def test_overrides_are_typed_and_unknown_keys_are_named(tmp_path):
+    cfg = load_config(REPO / "pipelines/train/video.yaml", ["optim.lr=3e-5", "steps=7", "freeze_spatial=true",
+                                                         "optim.betas=0.9,0.99"])
+    assert (cfg.optim.lr, cfg.steps, cfg.freeze_spatial, cfg.optim.betas) == (3e-5, 7, True, (0.9, 0.99))
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        load_config(REPO / "pipelines/train/video.yaml", ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(REPO / "pipelines/train/video.yaml", ["steps=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: video\ndata: {height: 250}\n")
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="is a 'video' config"):
+        load_config(REPO / "pipelines/train/video.yaml", stage="finetune")
+    with pytest.raises(ConfigError, match="image stage"):
+        load_config(REPO / "pipelines/train/image.yaml", ["cond.mode=i2v"])
+
+
+def test_cli_user_mistakes_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    base = ["train", "--stage", "video", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]
+    r = runner.invoke(app, base + ["--config", str(REPO / "pipelines/train/video.yaml"), "--set", "optim.lrr=1"])
+    assert r.exit_code == 2 and "optim.lrr" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, base + ["--config", str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 2 and "not found" in r.output
+    r = runner.invoke(app, base + ["--config", str(REPO / "pipelines/train/video.yaml"), "--set", "model=tiny"])
+    assert r.exit_code == 2 and "training data not found" in r.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    r = runner.invoke(app, ["train", "--help"])
+    assert r.exit_code == 0 and "--resume" in r.output and "hostfile" in r.output

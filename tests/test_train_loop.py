@@ -1,0 +1,165 @@
+"""`svd train` on CPU with the real tiny UNet, VAE and CLIP towers over shards written by `svd pack`:
+the loss goes down, resume is exact, NaN stops the run, bad shards are skipped, LoRA and
+freezing train only what they should, and a video run inflates an image checkpoint."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from svdcli.train.loop import NonFiniteLoss, RunOptions, train
+from test_train_helpers import REPO, losses, make_shards, tiny_overrides
+
+ZERO2 = REPO / "pipelines/deepspeed/zero2.json"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two intra-op threads on a shared 2-core machine run ten times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="module")
+def image_run(shards, tmp_path_factory) -> Path:
+    """A 2-step image-stage run (text-conditioned): the base checkpoint of later stages."""
+    out = tmp_path_factory.mktemp("image") / "run"
+    run(out, shards, stage="image", steps=2, **{"cond.mode": "t2v", "optim.lr": 1e-2, "ema.enabled": "false"})
+    return out
+
+
+def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init: Path | None = None,
+        **overrides) -> dict:
+    opts = RunOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
+                      deepspeed=ZERO2, init=init, resume=resume,
+                      overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=False)
+    return train(opts)
+
+
+def ema_file(out: Path) -> dict[str, torch.Tensor]:
+    tag = (out / "checkpoints" / "latest").read_text().strip()
+    return load_file(str(out / "checkpoints" / tag / "ema.safetensors"))
+
+
+def eval_loss(state: dict[str, torch.Tensor], data: Path) -> float:
+    """EDM loss of a UNet state on fixed batches, fixed sigmas and fixed noise."""
+    from svdcli.diffusion.edm import Denoiser, edm_loss
+    from svdcli.models.config import UNetConfig
+    from svdcli.models.unet import VideoUNet
+    from svdcli.train.conditioning import prepare_batch
+    from svdcli.train.config import load_config
+    from svdcli.train.encoders import tiny_encoders
+    from svdcli.shards.loader import make_loader
+
+    cfg = load_config(REPO / "pipelines/train/video.yaml", tiny_overrides(**{"cond.dropout": 0.0}))
+    unet = VideoUNet(UNetConfig.tiny())
+    unet.load_state_dict(state)
+    enc, total = tiny_encoders(unet.cfg, cfg.seed), 0.0
+    loader = make_loader(str(data), batch_size=2, num_frames=2, num_workers=0, shuffle=0, rank=0, world_size=1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for video, meta in loader:
+            x0, cond, ind = prepare_batch(video, meta, enc, cfg, gen, "cpu")
+            sigma = torch.tensor([0.3, 2.0])
+            total += float(edm_loss(Denoiser(unet), x0, cond, 2, sigma=sigma, generator=gen).mean())
+    return total
+
+
+def test_tiny_model_trained_50_steps_denoises_better(shards, tmp_path):
+    from svdcli.train.config import load_config
+    from svdcli.train.model import build_denoiser
+
+    summary = run(tmp_path / "run", shards, steps=50, **{"optim.lr": 1e-3, "ema.enabled": "false"})
+    assert summary["steps"] == 50 and summary["ranks_agree"]
+    cfg = load_config(REPO / "pipelines/train/video.yaml", tiny_overrides())
+    initial = {k[4:]: v for k, v in build_denoiser(cfg).state_dict().items()}  # strip "net."
+    before, after = eval_loss(initial, shards), eval_loss(ema_file(tmp_path / "run"), shards)
+    assert after < 0.8 * before, (before, after)
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scalars = [l for l in log if "loss" in l]
+    assert len(scalars) == 50 and {"lr", "grad_norm", "samples_per_s", "loss_by_sigma"} <= set(scalars[-1])
+
+
+def test_resume_follows_the_uninterrupted_loss_trajectory(shards, tmp_path):
+    common = {"ema.decay": 0.9, "checkpoint_every": 3}
+    run(tmp_path / "full", shards, steps=7, **common)
+    run(tmp_path / "split", shards, steps=3, **common)
+    run(tmp_path / "split", shards, steps=7, resume=True, **common)  # crosses an epoch (4 batches)
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    full, split = ema_file(tmp_path / "full"), ema_file(tmp_path / "split")
+    assert all(torch.equal(full[k], split[k]) for k in full)
+    with pytest.raises(Exception, match="already holds checkpoints"):
+        run(tmp_path / "full", shards, steps=8)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
+    import svdcli.diffusion.edm as edm
+
+    real, calls = edm.edm_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out * float("nan") if len(calls) == 4 else out
+
+    monkeypatch.setattr(edm, "edm_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="step 4.*step_000002"):
+        run(tmp_path / "run", shards, steps=6, checkpoint_every=2)
+    assert (tmp_path / "run/checkpoints/latest").read_text().strip() == "step_000002"
+    assert not (tmp_path / "run/checkpoints/step_000004").exists()
+    events = [json.loads(l) for l in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "nonfinite_loss" and events[-1]["kept"] == "step_000002"
+
+
+def test_missing_and_corrupt_shards_are_skipped_and_counted(shards, tmp_path):
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    (data / "000001.tar").unlink()
+    (data / "000002.tar").write_bytes((data / "000002.tar").read_bytes()[:700])  # truncated
+    with pytest.warns(UserWarning, match="skipping shard"):
+        summary = run(tmp_path / "run", data, steps=2, **{"data.batch_size": 1})
+    assert summary["skipped_shards"] == 2
+    assert {s["reason"].split(" ")[0] for s in summary["skipped"]} == {"missing", "corrupt"}
+
+
+def test_lora_finetune_changes_only_lora_weights(shards, image_run, tmp_path):
+    from svdcli.train.config import load_config
+    from svdcli.train.model import build_denoiser
+
+    over = {"lora.rank": 16, "optim.lr": 1e-2, "ema.enabled": "false"}
+    run(tmp_path / "run", shards, stage="finetune", init=image_run, steps=3, **over)
+    trained = torch.load(tmp_path / "run/checkpoints/step_000003/mp_rank_00_model_states.pt",
+                         weights_only=False)["module"]
+    cfg = load_config(REPO / "pipelines/train/finetune.yaml", tiny_overrides(**over))
+    initial = build_denoiser(cfg, init=image_run).state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])}
+    assert changed and all(k.endswith("lora_B") or k.endswith("lora_A") for k in changed)
+    assert any(".time_stack." in k for k in changed)
+    merged = ema_file(tmp_path / "run")  # exported as a plain UNet with LoRA merged in
+    assert not any("lora" in k for k in merged)
+
+
+def test_video_stage_inflates_an_image_checkpoint_and_freezes_spatial_layers(shards, image_run, tmp_path):
+    from svdcli.train.model import is_temporal
+
+    from safetensors.torch import save_file
+
+    image = {k: v for k, v in ema_file(image_run).items() if not is_temporal(k)}  # as SD 2.1 would be
+    save_file(image, str(tmp_path / "image.safetensors"))
+    run(tmp_path / "video", shards, init=tmp_path / "image.safetensors", steps=2,
+        **{"freeze_spatial": "true", "optim.lr": 1e-2, "ema.enabled": "false"})
+    video = ema_file(tmp_path / "video")
+    assert all(torch.equal(image[k], video[k]) for k in image)
+    temporal = [k for k in video if is_temporal(k)]
+    assert temporal and any(not torch.equal(ema_file(image_run)[k], video[k]) for k in temporal)
