@@ -120,3 +120,32 @@ def test_decode_chunks_match_official_chunked_decoding(fixtures_dir, tiny_pipe):
         want = frames_to_uint8(io[ref]).astype(int)
         assert np.abs(got - want).max() <= 1  # uint8 rounding of a <2e-5 float difference
     assert not np.array_equal(pipe.decode(latents, 5, 2), pipe.decode(latents, 5, 5))
+
+
+@pytest.fixture(scope="module")
+def t2v_run(tmp_path_factory):
+    """A text-to-video UNet as `svd train` exports it (EMA file with its training config)."""
+    import torch
+
+    from svdcli.models.unet import VideoUNet
+    from svdcli.train.checkpoint import write_unet
+    from svdcli.train.config import config_from_dict
+    from svdcli.train.model import unet_config
+
+    cfg = config_from_dict({"model": "tiny", "cond": {"mode": "t2v"}, "data": {"frames": 2, "height": 64, "width": 64}})
+    torch.manual_seed(0)
+    unet = VideoUNet(unet_config(cfg))
+    path = tmp_path_factory.mktemp("run") / "ema.safetensors"
+    write_unet(path, unet.state_dict(), unet.cfg, cfg, step=10, ema=True)
+    return path
+
+
+def test_prompt_samples_a_text_conditioned_training_export(t2v_run, cond_png, tmp_path):
+    out = tmp_path / "t2v.mp4"
+    result = _run("--prompt", "a red ball rolling", "--checkpoint", t2v_run, "--steps", 1, "--out", out,
+                  "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "trained 10 steps" in result.output and "2 frames 64x64" in result.output
+    assert out.stat().st_size > 0
+    result = _run("--checkpoint", t2v_run, "--image", cond_png, "--steps", 1, "--no-progress")
+    assert result.exit_code == 2 and "--prompt" in result.output

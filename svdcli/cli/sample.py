@@ -7,18 +7,20 @@ import typer
 
 from svdcli.cli.common import console, user_errors
 
-HELP = """Generate a video from a conditioning image, as the official SVD sampler does: Karras
-noise levels, deterministic Euler steps (--sampler heun for Heun), classifier-free guidance
-rising linearly from --min-cfg on the first frame to --max-cfg on the last (conditional and
-unconditional branches in one batched pass), then temporal VAE decoding --decode-chunk frames
-at a time.
-
-Checkpoints: the official svd / svd_xt single .safetensors files, a diffusers folder, or one of
-our own (`svd train`). Frames, steps and guidance default to the checkpoint's model (svd: 14
-frames, 25 steps, cfg 1.0->2.5; svd_xt: 25 frames, 30 steps, cfg 1.5->3.0; our own: what it was
-trained with). The image is resized and centre-cropped to the model's size (svd: 1024x576); the
-command says when it does. Writes an mp4 (or a gif / a folder of png frames: --format or the
---out suffix) and prints how long each phase took. The same --seed gives the same video."""
+HELP = (
+    "Generate a video from a conditioning image, as the official SVD sampler does: Karras noise "
+    "levels, deterministic Euler steps (--sampler heun for Heun), classifier-free guidance rising "
+    "linearly from --min-cfg on the first frame to --max-cfg on the last (conditional and "
+    "unconditional branches in one batched pass), then temporal VAE decoding --decode-chunk "
+    "frames at a time.\n\n"
+    "Checkpoints: the official svd / svd_xt single .safetensors files, a diffusers folder, our "
+    "own single file, or a `svd train` run folder. Frames, steps and guidance default to the "
+    "checkpoint's model (svd: 14 frames, 25 steps, cfg 1.0->2.5; svd_xt: 25 frames, 30 steps, "
+    "cfg 1.5->3.0; our own: what it was trained with).\n\n"
+    "The image is resized and centre-cropped to the model's size (svd: 1024x576) and the command "
+    "says when it does. Writes an mp4 (or a gif, or a folder of png frames: --format or the --out "
+    "suffix) and prints how long each phase took. The same --seed gives the same video (the noise is "
+    "drawn on the CPU, so devices differ only by rounding).")
 
 MISSING_CHECKPOINT = (
     "no --checkpoint given. Official weights: download svd.safetensors from "
@@ -34,10 +36,10 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Option(None, "--image", "-i", help="Conditioning image (png, jpg, webp...)."),
         checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="Model: official .safetensors, diffusers folder, or our own checkpoint."),
         out: Path = typer.Option(Path("out.mp4"), "--out", "-o", help="Output .mp4 / .gif, or a folder for png frames."),
-        fmt: str = typer.Option(None, "--format", help="mp4, gif or png [default: from --out]."),
-        model: str = typer.Option(None, "--model", help="svd or svd_xt: whose defaults to use [default: from the checkpoint name/metadata]."),
-        frames: int = typer.Option(None, "--frames", min=1, help="Frames to generate [default: the model's]."),
-        steps: int = typer.Option(None, "--steps", min=1, help="Sampling steps [default: the model's]."),
+        fmt: str = typer.Option(None, "--format", help="mp4, gif or png (default: from --out)."),
+        model: str = typer.Option(None, "--model", help="svd or svd_xt: whose defaults to use (default: from the checkpoint's name and metadata)."),
+        frames: int = typer.Option(None, "--frames", min=1, help="Frames to generate (default: the model's)."),
+        steps: int = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
         min_cfg: float = typer.Option(None, "--min-cfg", help="Guidance scale on the first frame."),
         max_cfg: float = typer.Option(None, "--max-cfg", help="Guidance scale on the last frame."),
         fps_id: int = typer.Option(6, "--fps-id", min=0, help="Frame-rate conditioning (the output plays at fps-id + 1)."),
@@ -45,11 +47,11 @@ def register(app: typer.Typer) -> None:
         cond_aug: float = typer.Option(0.02, "--cond-aug", min=0.0, help="Noise added to the conditioning image."),
         seed: int = typer.Option(0, "--seed", help="Seed of the initial noise and the conditioning noise."),
         sampler: str = typer.Option("euler", "--sampler", help="euler (as the official sampler) or heun (2x the network calls)."),
-        decode_chunk: int = typer.Option(None, "--decode-chunk", min=1, help="Frames decoded per VAE call [default: 14]; lower it to save memory."),
-        width: int = typer.Option(None, "--width", help="Output width, multiple of 64 [default: the model's]."),
-        height: int = typer.Option(None, "--height", help="Output height, multiple of 64 [default: the model's]."),
+        decode_chunk: int = typer.Option(None, "--decode-chunk", min=1, help="Frames decoded per VAE call (default: 14); lower it to save memory."),
+        width: int = typer.Option(None, "--width", help="Output width, multiple of 64 (default: the model's)."),
+        height: int = typer.Option(None, "--height", help="Output height, multiple of 64 (default: the model's)."),
         prompt: str = typer.Option(None, "--prompt", "-p", help="Text prompt, for a text-conditioned checkpoint."),
-        device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu [default: cuda when available]."),
+        device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda when available)."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
