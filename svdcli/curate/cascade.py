@@ -75,34 +75,37 @@ def default_levels(rates: tuple[float | None, ...] = (None, 15.0, 8.0)) -> tuple
     return tuple(LevelSpec(level_name(r), r, default_threshold(r), default_metric(r)) for r in rates)
 
 
-def content_score(a: np.ndarray, b: np.ndarray) -> float:
-    """Change between two (3, h, w) uint8 YUV frames: pixel difference plus histogram distance.
+BINS = 32  # histogram bins per plane (8 grey levels each)
+
+
+def features(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the metrics need from one (3, h, w) uint8 frame, computed once however many
+    levels sample it: the planes as int16 and the (3, BINS) histograms as fractions."""
+    idx = (frame >> 3).reshape(3, -1) + (np.arange(3, dtype=np.uint8) * BINS)[:, None]  # (3, h*w)
+    hist = np.bincount(idx.ravel(), minlength=3 * BINS).reshape(3, BINS) / idx.shape[1]
+    return frame.astype(np.int16), hist
+
+
+def histogram_distance(a: tuple, b: tuple) -> float:
+    """Mean over the Y, U, V planes of half the L1 distance of their histograms, in percent."""
+    return float(50.0 * np.abs(a[1] - b[1]).sum() / 3)
+
+
+def content_score(a: tuple, b: tuple) -> float:
+    """Pixel difference plus histogram distance of two frames' `features`.
 
     The pixel term (sum over Y, U, V of the mean absolute difference) sees every cut but also
-    motion; the histogram term (percent of pixels that changed 8-level bin, mean over planes)
-    ignores motion and sees fades and dissolves, so the slow levels still catch those in
-    panning shots.
+    motion; the histogram term ignores motion and sees fades and dissolves.
     """
-    pixel = np.abs(a.astype(np.int16) - b.astype(np.int16)).reshape(3, -1).mean(axis=1).sum()
+    pixel = np.abs(a[0] - b[0]).reshape(3, -1).mean(axis=1).sum()
     return float(pixel) + histogram_distance(a, b)
-
-
-def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
-    """Mean over planes of half the L1 distance of the `bins`-bin histograms, in percent."""
-    shift = 8 - int(math.log2(bins))
-    total = 0.0
-    for pa_, pb_ in zip(a, b):
-        ha = np.bincount((pa_ >> shift).ravel(), minlength=bins)
-        hb = np.bincount((pb_ >> shift).ravel(), minlength=bins)
-        total += np.abs(ha - hb).sum() / (2 * pa_.size)
-    return 100.0 * total / len(a)
 
 
 METRICS = {"content": content_score, "histogram": histogram_distance}
 
 
 class ScoreTrack:
-    """A frame consumer for one level: picks frames by timestamp and scores consecutive samples."""
+    """One level: picks frames by timestamp and scores consecutive samples."""
 
     def __init__(self, rate: float | None, metric: str = "content"):
         self.rate = rate
@@ -110,18 +113,25 @@ class ScoreTrack:
         self.times: list[float] = []  # sample times, seconds
         self.scores: list[float] = [0.0]  # scores[k]: change from sample k-1 to k (0 for k=0)
         self._next = 0.0
-        self._prev: np.ndarray | None = None
+        self._prev: tuple | None = None
 
-    def feed(self, t: float, frame: np.ndarray) -> None:
+    def wants(self, t: float) -> bool:
+        """True when `t` is the first frame at or after the level's next sample time."""
+        return self.rate is None or t >= self._next - 1e-6
+
+    def take(self, t: float, feats: tuple) -> None:
         if self.rate is not None:
-            if t < self._next - 1e-6:
-                return
             # the next sample time on the level's own grid, so jitter never accumulates
             self._next = (math.floor(t * self.rate + 1e-6) + 1) / self.rate
         if self._prev is not None:
-            self.scores.append(self.metric(self._prev, frame))
+            self.scores.append(self.metric(self._prev, feats))
         self.times.append(t)
-        self._prev = frame
+        self._prev = feats
+
+    def feed(self, t: float, frame: np.ndarray) -> None:
+        """Frame-consumer interface, for using one level on its own."""
+        if self.wants(t):
+            self.take(t, features(frame))
 
 
 @dataclass
@@ -212,7 +222,7 @@ def merge_levels(per_level: list[list[Boundary]], tolerance: float) -> list[Boun
 
 
 class Cascade:
-    """The frame consumers of every level plus a per-frame track, and the merged result."""
+    """Every level plus a per-frame track (for `refine`), fed from one decode; the merged result."""
 
     def __init__(self, cfg: CascadeConfig):
         self.cfg = cfg
@@ -221,8 +231,18 @@ class Cascade:
         self.frames = ScoreTrack(None, native[0].metric if native else "content")
         self.tracks = [self.frames if s.rate is None else ScoreTrack(s.rate, s.metric) for s in cfg.levels]
 
-    def consumers(self) -> list[ScoreTrack]:
-        return [self.frames] + [t for t in self.tracks if t is not self.frames]
+        self._all = [self.frames] + [t for t in self.tracks if t is not self.frames]
+
+    def feed(self, t: float, frame: np.ndarray) -> None:
+        """The frame consumer: features once per frame, then every level that samples it."""
+        feats = None
+        for track in self._all:
+            if track.wants(t):
+                feats = feats if feats is not None else features(frame)
+                track.take(t, feats)
+
+    def consumers(self) -> list[Cascade]:
+        return [self]
 
     def boundaries(self) -> list[Boundary]:
         ft, fs = np.asarray(self.frames.times), np.asarray(self.frames.scores)
