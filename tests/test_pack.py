@@ -221,3 +221,16 @@ def test_fps_id_and_motion_bucket_mapping():
     assert [pct(s) for s in (0.1, 0.2, 5.0)] == [0, 128, 255]
     with pytest.raises(ValueError):
         MotionBuckets("log")
+
+
+def test_cli_packs_and_reports_skips(tmp_path):
+    from svdcli.cli.main import app
+
+    manifest, _ = make_corpus(tmp_path, videos=1, clips_per_video=2, clip_frames=12, corrupt=True)
+    args = ["pack", "-m", str(manifest), "-o", str(tmp_path / "s"), "--size", "64x96", "--frames", "6",
+            "--fps", "12", "-w", "1", "--format", "npy"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2 samples of 3 selected clips" in result.output and "decode_error: 1" in result.output
+    # 12 frames at 24 fps = 0.5 s -> 6 frames at 12 fps
+    assert [decode_npy(s["npy"]).shape for s in read_samples(tmp_path / "s").values()] == [(6, *SIZE, 3)] * 2
