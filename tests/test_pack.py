@@ -234,3 +234,14 @@ def test_cli_packs_and_reports_skips(tmp_path):
     assert "2 samples of 3 selected clips" in result.output and "decode_error: 1" in result.output
     # 12 frames at 24 fps = 0.5 s -> 6 frames at 12 fps
     assert [decode_npy(s["npy"]).shape for s in read_samples(tmp_path / "s").values()] == [(6, *SIZE, 3)] * 2
+
+
+def test_ranks_share_a_pack_and_the_last_one_writes_the_index(packed, tmp_path):
+    _, manifest, _, _ = packed
+    out = tmp_path / "shards"
+    cfg = PackConfig(size=SIZE, frames=4, min_frames=4, fps=8.0, shard_size=2, format="npy")
+    first = run_pack(manifest, out, cfg, workers=1, rank=1, world_size=2, progress=False)
+    assert [p.name for p in out.glob("*.tar")] == ["000001.tar"]
+    assert not first.complete and not (out / "index.parquet").exists()
+    last = run_pack(manifest, out, cfg, workers=1, rank=0, world_size=2, progress=False)
+    assert last.complete and last.shards_written == 2 and last.stats["samples"] == 5
