@@ -128,7 +128,9 @@ def test_missing_and_corrupt_shards_are_skipped_and_counted(shards, tmp_path):
     (data / "000001.tar").unlink()
     (data / "000002.tar").write_bytes((data / "000002.tar").read_bytes()[:700])  # truncated
     with pytest.warns(UserWarning, match="skipping shard"):
-        summary = run(tmp_path / "run", data, steps=2, **{"data.batch_size": 1})
+        # also the GPU settings: bf16 and activation checkpointing
+        summary = run(tmp_path / "run", data, steps=2, precision="bf16", activation_checkpointing="true",
+                      **{"data.batch_size": 1})
     assert summary["skipped_shards"] == 2
     assert {s["reason"].split(" ")[0] for s in summary["skipped"]} == {"missing", "corrupt"}
 

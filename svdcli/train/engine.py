@@ -98,8 +98,12 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
     ds["gradient_accumulation_steps"] = cfg.data.grad_accum
     ds["gradient_clipping"] = cfg.optim.grad_clip
-    ds["bf16"] = {"enabled": cfg.precision == "bf16"}
+    # precision bf16 = torch.autocast(bfloat16) around the forward with fp32 master weights
+    # (bf16-mixed). DeepSpeed's own bf16 mode would cast the weights to bf16, which the UNet's
+    # fp32 GroupNorm (as sgm's) and the EMA should not see.
+    ds["bf16"] = {"enabled": False}
     ds.pop("fp16", None)
+    ds.pop("torch_autocast", None)
     ds.setdefault("zero_optimization", {"stage": 0})
     ds["steps_per_print"] = 10**9      # our logger reports; keep DeepSpeed's quiet
     ds["wall_clock_breakdown"] = False
