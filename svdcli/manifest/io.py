@@ -29,11 +29,18 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[bytes
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a manifest is shared data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def cast_to_schema(table: pa.Table) -> pa.Table:

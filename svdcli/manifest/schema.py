@@ -41,7 +41,8 @@ _COLUMN_LIST = [
        "average rate where that is missing or above 120): the grid of start_frame/end_frame"),
     _c("width", pa.int32(), "cuts", "coded width in pixels (before rotation)"),
     _c("height", pa.int32(), "cuts", "coded height in pixels (before rotation)"),
-    _c("rotation", pa.int32(), "cuts", "display rotation from the container metadata, degrees"),
+    _c("rotation", pa.int32(), "cuts", "display rotation from the container metadata: degrees clockwise "
+       "to turn the coded frame upright (0, 90, 180, 270), as in the 'rotate' tag"),
     _c("video_duration", pa.float64(), "cuts", "seconds from the first frame's PTS to the end of the last "
        "decoded frame (last PTS + 1/fps)"),
     _c("start_levels", pa.list_(pa.string()), "cuts",
