@@ -68,7 +68,9 @@ def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int,
                     out.append(_convert(prev, size, fmt))
                     i += 1
                 prev = frame
-                if i < len(targets) and i != seeked_for and targets[i] - t > SEEK_GAP:
+                if i == len(targets):
+                    break  # every target is served: do not decode the rest of the video
+                if i != seeked_for and targets[i] - t > SEEK_GAP:
                     break  # far target: seek instead of decoding through
             else:
                 # end of stream: the remaining targets show the last frame
