@@ -7,16 +7,13 @@ Layout of the output folder:
     pack.json                     the settings and clip assignment the shards were made with
     .pack/000000.json             per-shard completion marker (its index rows and skips)
 
-Clips are ordered by sha1(clip_id) and shard k holds clips [k*N, (k+1)*N) of that order, so the
-assignment is stable across reruns, does not depend on the manifest's row order, and spreads the
-clips of one video over many shards (better mixing for the loader's shuffle buffer). Each shard
-is written to `<name>.tar.tmp` and renamed, then its marker is written: a shard without a marker
-is rewritten by the next run, a shard with one is skipped. A clip that cannot be decoded (or is
-shorter than --min-frames) is left out of its shard and listed in stats.json with the reason.
-
-Frame rule: a sample stores the frames at t = start + k/F (k = 0, 1, ...) while t < end, at most
-`frames` of them, where F is --fps (or the source rate; a source slower than --fps keeps its own
-rate). Times are seconds from the video's first frame (the manifest convention).
+Clips are ordered by sha1(video path), then start time, and shard k holds clips [k*N, (k+1)*N)
+of that order: the assignment is stable across reruns and does not depend on the manifest's row
+order, and neighbouring clips of one video are decoded in one pass (the loader's shard shuffle
+and shuffle buffer mix videos again). Each shard is written to `<name>.tar.tmp` and renamed,
+then its marker is written: a shard without a marker is rewritten by the next run, a shard with
+one is skipped. A clip that cannot be decoded (or is shorter than --min-frames) is left out of
+its shard and listed in stats.json with the reason. The frame rule is in samples.py.
 """
 from __future__ import annotations
 
@@ -24,24 +21,18 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import tarfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from svdcli.errors import SvdError
-from svdcli.shards.conditioning import MotionBuckets, fps_id_for
-from svdcli.shards.frames import (
-    center_crop, cover_size, encode_mp4, encode_npy, rotate_display, sample_rate, sample_times,
-)
+from svdcli.shards.conditioning import MotionBuckets
+from svdcli.shards.samples import SCORE_COLUMNS, ClipSkipped, build_sample, sample_key, video_clip_frames
 
 FORMATS = ("mp4", "npy", "both")
 MARKERS = ".pack"
-SCORE_COLUMNS = ("motion_score", "aesthetic_score", "clip_score", "text_area")
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
                 "end_frame", "fps", "width", "height", "rotation", "caption") + SCORE_COLUMNS
 
@@ -91,69 +82,16 @@ class ShardResult:
     bytes: int = 0
 
 
-class ClipSkipped(Exception):
-    """A clip left out of its shard; `kind` is the short reason counted in stats.json."""
-
-    def __init__(self, kind: str, reason: str):
-        super().__init__(reason)
-        self.kind = kind
-
-
-def sample_key(clip_id: str) -> str:
-    """WebDataset key of a clip: its id with every character outside [A-Za-z0-9_-] made '_'."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", clip_id)
-
-
 def order_clips(clips: list[dict]) -> list[dict]:
-    """Packing order: by sha1(clip_id), independent of manifest row order."""
-    return sorted(clips, key=lambda c: hashlib.sha1(c["clip_id"].encode()).hexdigest())
+    """Packing order: videos by sha1(video path), clips of a video by start time.
 
+    Independent of the manifest's row order; neighbouring clips of one video land in one shard
+    so the writer decodes them in one pass (the loader's shuffle buffer mixes videos again).
+    """
+    def key(c: dict) -> tuple:
+        return hashlib.sha1(c["video_path"].encode()).hexdigest(), c["start_time"], c["clip_id"]
 
-# --- one clip ------------------------------------------------------------------------------
-def clip_frames(clip: dict, cfg: PackConfig) -> tuple[np.ndarray, list[float], float]:
-    """Decode, rotate and crop the clip's frames: ((N, H, W, 3) uint8, times, sample fps)."""
-    from svdcli.video.seek import read_frames_at
-
-    out_h, out_w = cfg.size
-    rate = sample_rate(clip["fps"], cfg.fps)
-    times = sample_times(clip["start_time"], clip["end_time"], rate, cfg.frames)
-    if len(times) < cfg.min_frames:
-        raise ClipSkipped("too_short", f"{len(times)} frames at {rate:g} fps < --min-frames {cfg.min_frames}")
-    rotation = int(clip.get("rotation") or 0) % 360
-    swap = rotation in (90, 270)
-    disp_w, disp_h = (clip["height"], clip["width"]) if swap else (clip["width"], clip["height"])
-    dec_w, dec_h = cover_size(disp_w, disp_h, out_h, out_w)
-    try:
-        frames = read_frames_at(clip["video_path"], times, size=(dec_h, dec_w) if swap else (dec_w, dec_h),
-                                threads=1)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure skips the clip, with its reason
-        raise ClipSkipped("decode_error", f"{type(exc).__name__}: {exc}") from exc
-    if len(frames) != len(times):
-        raise ClipSkipped("decode_error", f"decoded {len(frames)} of {len(times)} frames")
-    frames = center_crop(rotate_display(frames, rotation), out_h, out_w)
-    return np.ascontiguousarray(frames), times, rate
-
-
-def clip_sample(clip: dict, cfg: PackConfig, motion: MotionBuckets) -> tuple[dict, dict]:
-    """One WebDataset sample (extension -> bytes, plus `__key__`) and its index row."""
-    frames, times, rate = clip_frames(clip, cfg)
-    key = sample_key(clip["clip_id"])
-    cond = {"fps_id": fps_id_for(rate), "motion_bucket_id": motion(clip.get("motion_score"))}
-    meta = {
-        "clip_id": clip["clip_id"], "key": key, "video_id": clip.get("video_id"),
-        "source": clip["video_path"], "start_time": clip["start_time"], "end_time": clip["end_time"],
-        "times": [round(t, 6) for t in times], "fps": rate, "source_fps": clip["fps"],
-        "num_frames": len(times), "size": list(cfg.size),
-        "scores": {k: clip.get(k) for k in SCORE_COLUMNS},
-        "caption": clip.get("caption") or "", **cond,
-    }
-    sample = {"__key__": key, "json": json.dumps(meta).encode(), "txt": meta["caption"].encode()}
-    if cfg.format in ("mp4", "both"):
-        sample["mp4"] = encode_mp4(frames, rate, crf=cfg.crf)
-    if cfg.format in ("npy", "both"):
-        sample["npy"] = encode_npy(frames)
-    row = {"clip_id": clip["clip_id"], "key": key, "num_frames": len(times), "fps": rate, **cond}
-    return sample, row
+    return sorted(clips, key=key)
 
 
 # --- one shard -----------------------------------------------------------------------------
@@ -164,16 +102,18 @@ def write_shard(job: ShardJob) -> ShardResult:
     result = ShardResult(job.name)
     try:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for clip in job.clips:
-                try:
-                    sample, row = clip_sample(clip, job.config, job.motion)
-                except ClipSkipped as skip:
-                    result.skipped.append({"clip_id": clip["clip_id"], "kind": skip.kind, "reason": str(skip)})
-                    continue
-                for ext in ("mp4", "npy", "json", "txt"):
-                    if ext in sample:
-                        _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
-                result.rows.append({**row, "shard": path.name})
+            for video_clips in _by_video(job.clips):
+                decoded = video_clip_frames(video_clips, job.config)
+                for clip in video_clips:
+                    got = decoded[clip["clip_id"]]
+                    if isinstance(got, ClipSkipped):
+                        result.skipped.append({"clip_id": clip["clip_id"], "kind": got.kind, "reason": str(got)})
+                        continue
+                    sample, row = build_sample(clip, *got, job.config, job.motion)
+                    for ext in ("mp4", "npy", "json", "txt"):
+                        if ext in sample:
+                            _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
+                    result.rows.append({**row, "shard": path.name})
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -181,6 +121,17 @@ def write_shard(job: ShardJob) -> ShardResult:
     result.bytes = path.stat().st_size
     _write_json_atomic(out / MARKERS / f"{job.name}.json", asdict(result))
     return result
+
+
+def _by_video(clips: list[dict]) -> list[list[dict]]:
+    """Consecutive runs of clips from the same video."""
+    runs: list[list[dict]] = []
+    for clip in clips:
+        if runs and runs[-1][0]["video_path"] == clip["video_path"]:
+            runs[-1].append(clip)
+        else:
+            runs.append([clip])
+    return runs
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
