@@ -153,6 +153,28 @@ def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, b
     assert not (tmp_path / "clips.parquet.parts").exists()
 
 
+def test_a_video_without_any_clip_still_gets_a_row(tmp_path):
+    write_video(tmp_path / "tiny.mp4", [Shot(8, seed=11)], size=(160, 96), fps=FPS)
+    out = tmp_path / "tiny.parquet"
+    summary = run_cuts([tmp_path / "tiny.mp4"], out, CutsConfig(min_length=0.5), progress=False)
+    [row] = read_manifest(out).to_pylist()
+    assert summary.complete and summary.errors == 1
+    assert row["status"] == "error" and "--min-length 0.5" in row["error"]
+
+
+def test_workers_and_ranks_give_the_same_manifest(tmp_path, corpus):
+    root, _ = corpus
+    one, two, shared = tmp_path / "one.parquet", tmp_path / "two.parquet", tmp_path / "ranks.parquet"
+    run_cuts([root], one, CutsConfig(), progress=False)
+    run_cuts([root], two, CutsConfig(), workers=2, progress=False)
+    first = run_cuts([root], shared, CutsConfig(), rank=0, world_size=2, progress=False)
+    assert not first.complete and not shared.exists()
+    second = run_cuts([root], shared, CutsConfig(), rank=1, world_size=2, progress=False)
+    assert second.complete
+    expected = pq.read_table(one).to_pylist()
+    assert pq.read_table(two).to_pylist() == expected == pq.read_table(shared).to_pylist()
+
+
 def test_manifest_reads_with_pandas_and_duckdb(tmp_path, corpus):
     import duckdb
     import pandas as pd

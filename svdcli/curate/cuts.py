@@ -85,6 +85,9 @@ class CutsStage(Stage):
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
                              f"{info.header_duration:.2f} s")
         segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
+        if not segs:  # a row is needed all the same: it records the video and marks it done
+            raise VideoError(f"no clip of at least --min-length {self.cfg.min_length:g} s "
+                             f"(video is {info.end_time:.2f} s)")
         vid = video_id(payload)
         base = {"video_id": vid, "video_path": payload, "fps": info.fps, "width": info.width,
                 "height": info.height, "rotation": info.rotation, "video_duration": info.end_time,
