@@ -200,6 +200,7 @@ def test_options_change_the_clips(tmp_path, corpus):
 
 def test_user_mistakes_are_one_line_errors(tmp_path, corpus):
     for args, words in [(["--levels", "native,fast"], "--levels"), (["--thresholds", "20,8"], "2 values for 3"),
+                        (["--levels", "15,15fps"], "twice"),
                         (["--rank", "2", "--world-size", "2"], "--rank")]:
         res = CliRunner().invoke(app, ["curate", "cuts", str(corpus[0] / "static.mp4"),
                                        "--out", str(tmp_path / "x.parquet"), *args])
@@ -233,3 +234,21 @@ def test_interrupted_run_resumes_to_the_same_manifest(tmp_path, corpus, bad_inpu
     assert summary.complete and len(calls) == 3  # 5 videos, 2 finished before the interruption
     assert pq.read_table(out).to_pylist() == pq.read_table(reference).to_pylist()
     assert not (tmp_path / "run.parquet.parts").exists()
+
+
+def test_leftover_parts_of_other_inputs_stay_out(tmp_path, corpus, monkeypatch):
+    root, _ = corpus
+    out = tmp_path / "clips.parquet"
+    real = cuts_mod.CutsStage.process
+
+    def stop_after_static(self, payload):
+        if payload.endswith("static.mp4"):
+            raise KeyboardInterrupt
+        return real(self, payload)
+
+    monkeypatch.setattr(cuts_mod.CutsStage, "process", stop_after_static)
+    with pytest.raises(KeyboardInterrupt):  # mixed.mp4 is written to a part, then the run stops
+        run_cuts([root / "mixed.mp4", root / "static.mp4"], out, CutsConfig(), progress=False)
+    monkeypatch.setattr(cuts_mod.CutsStage, "process", real)
+    run_cuts([root / "slowpan.mp4"], out, CutsConfig(), progress=False)
+    assert {r["video_path"].rsplit("/", 1)[-1] for r in read_manifest(out).to_pylist()} == {"slowpan.mp4"}

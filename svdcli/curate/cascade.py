@@ -193,8 +193,6 @@ def refine(b: Boundary, frame_times: np.ndarray, frame_scores: np.ndarray) -> Bo
     change) it stays as is.
     """
     lo, hi = np.searchsorted(frame_times, [b.last_old, b.first_new], side="right")
-    if hi - lo < 1:
-        return b
     if hi - lo < 2:
         return b  # the level's samples are adjacent frames already
     k = lo + int(np.argmax(frame_scores[lo:hi]))
@@ -230,7 +228,6 @@ class Cascade:
         # every frame: the frame times, and the per-frame scores that `refine` needs
         self.frames = ScoreTrack(None, native[0].metric if native else "content")
         self.tracks = [self.frames if s.rate is None else ScoreTrack(s.rate, s.metric) for s in cfg.levels]
-
         self._all = [self.frames] + [t for t in self.tracks if t is not self.frames]
 
     def feed(self, t: float, frame: np.ndarray) -> None:

@@ -43,18 +43,17 @@ def segments(bounds: list[Boundary], end_time: float, frame_after, cfg: CutsConf
     A clip ends (exclusive) at the frame after the old shot's last clean frame and starts at
     the new shot's first clean frame, so transition frames belong to no clip.
     """
-    starts = [Segment(0.0, 0.0, "video_start")] + [
-        Segment(b.first_new + cfg.trim, 0.0, "cut", tuple(b.levels)) for b in bounds]
+    starts = [(0.0, "video_start", ())] + [(b.first_new + cfg.trim, "cut", tuple(b.levels)) for b in bounds]
     ends = [(frame_after(b.last_old) or b.first_new) - cfg.trim for b in bounds] + [end_time]
     out = []
-    for s, end in zip(starts, ends):
-        if end - s.start < max(cfg.min_length, 1e-9):
+    for (start, cause, levels), end in zip(starts, ends):
+        length = end - start
+        if length < max(cfg.min_length, 1e-9):
             continue
-        n = math.ceil((end - s.start) / cfg.max_length - 1e-9) if cfg.max_length > 0 else 1
-        step = (end - s.start) / n
-        out.append(Segment(s.start, s.start + step if n > 1 else end, s.cause, s.levels))
-        out.extend(Segment(s.start + i * step, end if i == n - 1 else s.start + (i + 1) * step, "split")
-                   for i in range(1, n))
+        n = math.ceil(length / cfg.max_length - 1e-9) if cfg.max_length > 0 else 1
+        edges = [start + i * length / n for i in range(n)] + [end]
+        out.extend(Segment(a, b, cause, levels) if i == 0 else Segment(a, b, "split")
+                   for i, (a, b) in enumerate(zip(edges, edges[1:])))
     return out
 
 
@@ -144,6 +143,7 @@ def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: i
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
     import os
 
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from svdcli.curate.stage import TASK_COLUMN, clean_parts, run_stage
@@ -163,7 +163,9 @@ def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: i
     if not result.complete:
         return CutsSummary(result.tasks_done, result.rows - result.errors, result.errors,
                            time.perf_counter() - t0, False, Path(out))
-    table = result.tables[0].drop_columns([TASK_COLUMN])
+    table = result.tables[0]
+    # parts of an interrupted run over other inputs may share the folder: keep this run's videos
+    table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos))).drop_columns([TASK_COLUMN])
     table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
     record = {"stage": "cuts", "settings": stage.settings(), "fingerprint": stage.fingerprint(),
               "inputs": [str(i) for i in inputs], "videos": len(videos)}
@@ -187,6 +189,8 @@ def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
             raise SvdError(f"--levels: rates must be positive, got {item!r}")
     if not rates:
         raise SvdError("--levels: give at least one level, e.g. native,15,8")
+    if len(set(rates)) != len(rates):
+        raise SvdError(f"--levels: {levels!r} names a level twice")
     values = [default_threshold(r) for r in rates]
     if thresholds:
         try:
