@@ -62,6 +62,7 @@ class CutsStage(Stage):
 
     name = "cuts"
     unit = "videos"
+    row_unit = "clips"
 
     def __init__(self, cfg: CutsConfig, threads: int = 0):
         from svdcli.manifest.schema import stage_columns

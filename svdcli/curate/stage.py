@@ -51,6 +51,7 @@ class Stage:
     name: str = "stage"
     columns: tuple[str, ...] = ()
     unit: str = "videos"  # what a task is, for the progress bar
+    row_unit: str = "rows"  # what a row is, for the progress bar
 
     def settings(self) -> dict:
         """Everything that changes the stage's output; it feeds the fingerprint."""
@@ -320,7 +321,7 @@ class _Progress:
 
     def update(self, counts: dict) -> None:
         if self._bar is not None:
-            info = f"· {counts['rows']} rows · {counts['errors']} errors"
+            info = f"· {counts['rows'] - counts['errors']} {self.stage.row_unit} · {counts['errors']} errors"
             self._bar.update(self._id, completed=self.already + counts["tasks"], info=info)
 
     def __exit__(self, *exc):
