@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.motion import MotionConfig, analysis_size, motion_score, run_motion, sample_pairs
+from svdcli.curate.motion import (PAIR_GAP, MotionConfig, analysis_size, motion_score, read_gray_at, run_motion,
+                                  sample_pairs)
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
 from svdcli.video.synth import Shot, write_video
 
@@ -29,8 +30,8 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 
 def expected(px_per_frame: float, width: int, fps: float = FPS) -> float:
-    """The score a pan of `px_per_frame` source pixels should get: analysis px per 1/30 s."""
-    return px_per_frame * analysis_size(width, 1)[0] / width * fps / 30
+    """The score a pan of `px_per_frame` source pixels should get: analysis px per 1/15 s."""
+    return px_per_frame * analysis_size(width, 1)[0] / width * fps * PAIR_GAP
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +105,28 @@ def test_scorer_median_ignores_one_outlier_pair():
 
 
 def test_sample_pairs_follow_2fps_inside_the_clip():
-    pairs = sample_pairs(1.0, 3.0, 25.0)  # 50 frames: pairs every 0.5 s, margins of 2 frames
+    pairs = sample_pairs(1.0, 3.0, 30.0)  # 60 frames: pairs every 0.5 s, margins of 2 frames
     assert len(pairs) == 4
-    assert all(1.0 + 2 / 25 <= a < b < 3.0 - 2 / 25 for a, b in pairs)
+    assert all(1.0 + 2 / 30 <= a < b < 3.0 - 2 / 30 for a, b in pairs)
     assert np.allclose(np.diff([a for a, _ in pairs]), 0.5)
-    assert len(sample_pairs(0.0, 3 / 25, 25.0)) == 1  # too short for margins: sampled without
-    assert sample_pairs(0.0, 1 / 25, 25.0) == []  # one frame: nothing to compare
+    assert np.allclose([b - a for a, b in pairs], 2 / 30)  # 1/15 s: two frames at 30 fps
+    assert len(sample_pairs(0.0, 3 / 30, 30.0)) == 1  # too short for margins: sampled without
+    assert sample_pairs(0.0, 2 / 30, 30.0) == [(0.5 / 30, 1.5 / 30)]  # too short for the gap: adjacent
+    assert sample_pairs(0.0, 1 / 30, 30.0) == []  # one frame: nothing to compare
+
+
+def test_sparse_reader_returns_the_frames_a_full_decode_would(tmp_path):
+    """Skipping non-reference H.264 frames must not change a single sampled pixel."""
+    from svdcli.video.seek import read_frames_at
+
+    video = tmp_path / "b.mp4"
+    write_video(video, [Shot(40, seed=1, speed=(3.0, 1.0)), Shot(60, seed=2, speed=(-2.0, 0.0))],
+                size=(160, 96), fps=FPS, gop=30)
+    rng = np.random.default_rng(0)
+    for times in ([t for pair in sample_pairs(0, 100 / FPS, FPS) for t in pair],
+                  sorted(rng.uniform(0, 100 / FPS, 25)), [0.0, 3.9, 4.1]):
+        expected_frames = read_frames_at(video, times, size=(128, 76), fmt="gray")
+        assert np.array_equal(read_gray_at(video, times, (128, 76)), expected_frames)
 
 
 def test_unreadable_and_too_short_clips_get_error_rows(tmp_path):
@@ -138,3 +155,22 @@ def test_cli_scores_to_a_new_file_and_reports_user_errors(tmp_path, pans):
     missing = CliRunner().invoke(app, ["curate", "motion", "--manifest", str(tmp_path / "nope.parquet")])
     assert missing.exit_code == 2 and "manifest not found" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_real_clips_slides_are_static_and_sparse_decode_is_exact(testdata, tmp_path):
+    """A screen recording of slides is the README's motion negative; real x264 has B-frames."""
+    from svdcli.video.probe import probe
+    from svdcli.video.seek import read_frames_at
+
+    slides = testdata / "video2dataset" / "test_video.mp4"
+    info = probe(slides)
+    rows = [{"clip_id": "slides", "video_path": str(slides), "start_time": 2.0, "end_time": 6.0,
+             "start_frame": 60, "end_frame": 180, "num_frames": 120, "fps": info.fps, "width": info.width,
+             "height": info.height, "status": "ok"}]
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    run_motion(manifest, progress=False)
+    assert read_manifest(manifest).column("motion_score")[0].as_py() < 0.25
+    video = testdata / "pyscenedetect" / "testvideo.mp4"
+    times = [t for pair in sample_pairs(0.0, 24.0, 30000 / 1001) for t in pair]
+    assert np.array_equal(read_gray_at(video, times, (256, 144)),
+                          read_frames_at(video, times, size=(256, 144), fmt="gray"))

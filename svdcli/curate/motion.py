@@ -1,26 +1,33 @@
-"""Motion scoring: dense Farneback optical flow at frames sampled at 2 fps inside a clip.
+"""Motion scoring: dense Farneback optical flow on frame pairs sampled at 2 fps inside a clip.
 
 Definition (what `motion_score` means):
 
 - Sample times every 0.5 s (2 fps) by timestamp inside [start_time, end_time), skipping
   `margin_frames` frames at each end so a boundary frame left by cut detection is not used.
-  At each sample time we take a PAIR: that frame and the next one.
-- Frames are converted to gray at a FIXED analysis size: the long side scaled to 512 px, aspect
-  kept, both sides even (1280x720 -> 512x288, 640x480 -> 512x384, 1080x1920 -> 288x512), so
+  At each sample time we take a PAIR: that frame and the frame 1/15 s later (2 frames at 30 fps,
+  4 at 60, 1 at 10 fps; the nearest frame).
+- Frames are converted to gray at a FIXED analysis size: the long side scaled to 256 px, aspect
+  kept, both sides even (1280x720 -> 256x144, 640x480 -> 256x192, 1080x1920 -> 144x256), so
   scores are comparable across videos of any resolution.
 - A pair's value is the mean Farneback flow magnitude over the frame, in analysis pixels,
-  divided by the pair's time gap and expressed per 1/30 s, i.e. "analysis pixels per frame at
-  30 fps": a 60 fps video of the same motion scores the same as its 30 fps copy.
+  divided by the pair's time gap and expressed per 1/15 s, so videos of any frame rate compare.
 - The clip's score is the MEDIAN over pairs, so a pair spanning a leftover cut or a flash
   cannot dominate (a mean over the clip would be).
 
-Why adjacent frames and not frames 0.5 s apart: Farneback tracks displacements of a few pixels
-well, and a fast pan moves tens of pixels in 0.5 s, where its estimate collapses (scores would
-stop growing with speed). Sampling pairs at 2 fps keeps the cost of 2 fps analysis.
+Units: analysis pixels (256 px long side) per 1/15 s; numerically the same as pixels per
+30 fps frame at a 512 px long side. The paper's threshold 0.25 thus means a drift of 1/1000
+of the frame's long side per 1/15 s: 0.625 px per frame for 1280x720 at 30 fps (a pan crossing
+the frame in ~70 s). Static shots score ~0.0-0.1 (compression noise), a 1 px/frame pan of a
+1280x720 30 fps video scores 0.4, fast pans 5-20.
 
-Units and the paper's 0.25 threshold: 0.25 analysis px per 30 fps frame = 0.625 source px per
-frame for 1280x720 at 30 fps (a pan crossing the frame in ~70 s). Static shots score ~0.0-0.1
-(compression noise); a 1 px/frame pan of a 1280x720 30 fps video scores 0.4; fast pans 5-20.
+Why pairs 1/15 s apart and not frames 0.5 s apart: Farneback follows displacements of up to
+~25 analysis px, and a fast pan moves much more in 0.5 s, where its estimate collapses (scores
+would stop growing with speed). 1/15 s keeps ~60 px/frame pans (720p) in range while moving a
+slow pan far enough to stand above the noise floor at 256 px.
+
+Decoding: H.264 frames that no other frame references (most B-frames) and that no sample needs
+are never decoded (see `read_gray_at`); the pairs are converted straight to gray at the
+analysis size by swscale.
 """
 from __future__ import annotations
 
@@ -32,9 +39,9 @@ import numpy as np
 from svdcli.curate.clips import ClipStage, run_clip_stage
 from svdcli.curate.stage import RunResult
 
-ANALYSIS_LONG_SIDE = 512
+ANALYSIS_LONG_SIDE = 256
 SAMPLE_INTERVAL = 0.5  # seconds between sample pairs (2 fps)
-REFERENCE_FPS = 30.0  # flow is expressed per 1/30 s
+PAIR_GAP = 1 / 15  # seconds between the two frames of a pair; flow is expressed per PAIR_GAP
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class MotionConfig:
     long_side: int = ANALYSIS_LONG_SIDE
     interval: float = SAMPLE_INTERVAL
     margin_frames: int = 2  # frames skipped at each end of the clip
-    # Farneback parameters (OpenCV's); a 4-level pyramid follows ~20 analysis px per frame
+    # Farneback parameters (OpenCV's); a 4-level pyramid follows ~25 analysis px per pair
     pyr_scale: float = 0.5
     levels: int = 4
     winsize: int = 15
@@ -70,34 +77,158 @@ def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = Motion
 
 
 def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig()) -> tuple[float, list[float]]:
-    """Median over frame pairs of the mean flow magnitude, in analysis px per 1/30 s.
+    """Median over frame pairs of the mean flow magnitude, in analysis px per 1/15 s.
 
     `pairs` is (P, 2, H, W) uint8 gray at the analysis size, P >= 1; `gaps` are the P times (s)
     between the two frames of each pair. Returns (score, per-pair values).
     """
     if pairs.ndim != 4 or pairs.shape[1] != 2 or len(pairs) < 1:
         raise ValueError(f"need gray frame pairs of shape (P, 2, H, W), got {pairs.shape}")
-    values = [pair_flow_magnitude(a, b, cfg) / (gap * REFERENCE_FPS) for (a, b), gap in zip(pairs, gaps)]
+    values = [pair_flow_magnitude(a, b, cfg) * PAIR_GAP / gap for (a, b), gap in zip(pairs, gaps)]
     return float(np.median(values)), values
 
 
 def sample_pairs(start: float, end: float, fps: float, cfg: MotionConfig = MotionConfig()) -> list[tuple[float, float]]:
-    """(t, t + 1 frame) pairs every `cfg.interval` s inside [start, end), margins skipped.
+    """(t, t + ~1/15 s) pairs every `cfg.interval` s inside [start, end), margins skipped.
 
-    A clip too short for the margins is sampled without them; a clip of fewer than two frames
-    gives no pair.
+    A clip too short for the margins is sampled without them, one too short for the gap gets a
+    pair of adjacent frames; a clip of fewer than two frames gives no pair.
     """
     frame = 1.0 / fps
     eps = 1e-6
-    for margin in (cfg.margin_frames, 0):
+    gap = max(1, round(fps * PAIR_GAP)) * frame
+    for margin, step in ((cfg.margin_frames, gap), (0, gap), (0, frame)):
         # times sit half a frame after a frame's nominal start, so rounding cannot pick its neighbour
         first = start + (margin + 0.5) * frame
-        last = end - (1.5 + margin) * frame  # the pair's second frame must end before the margin
+        last = end - (margin + 0.5) * frame - step  # the pair's second frame stays inside the clip
         if last - first < -eps:
             continue
         count = int((last - first + eps) // cfg.interval) + 1
-        return [(first + j * cfg.interval, first + j * cfg.interval + frame) for j in range(count)]
+        return [(first + j * cfg.interval, first + j * cfg.interval + step) for j in range(count)]
     return []
+
+
+# --- decoding only what the samples need ---------------------------------------------------
+def _avcc_length_size(stream) -> int | None:
+    """NAL length-prefix size of an H.264 stream in MP4 (avcC) form; None for anything else."""
+    extra = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extra or extra[0] != 1 or len(extra) < 5:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _is_disposable(packet, length_size: int) -> bool:
+    """True when every slice in the packet has nal_ref_idc 0: no other frame references it."""
+    data = memoryview(packet)
+    i, slices = 0, 0
+    while i + length_size < len(data):
+        size = int.from_bytes(data[i:i + length_size], "big")
+        header = data[i + length_size]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR, IDR)
+            if header & 0x60:
+                return False
+            slices += 1
+        i += length_size + size
+    return slices > 0
+
+
+def read_gray_at(path, times: list[float], size: tuple[int, int]) -> np.ndarray:
+    """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them.
+
+    For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
+    them (pts within two nominal frames before it); if a skipped frame could have been the
+    answer (variable frame rate gaps), the whole read falls back to `read_frames_at`.
+    """
+    from svdcli.video.seek import read_frames_at
+
+    frames = _read_sparse(path, times, size)
+    return frames if frames is not None else read_frames_at(path, times, size=size, fmt="gray")
+
+
+def _read_sparse(path, times: list[float], size: tuple[int, int]) -> np.ndarray | None:
+    """The frames, or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
+    from svdcli.video.probe import open_container
+    from svdcli.video.seek import first_frame_time
+
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        length_size = _avcc_length_size(stream)
+        if length_size is None:
+            return None
+        stream.thread_type = "AUTO"
+        origin = first_frame_time(container, stream)
+        reader = _SparseReader(container, stream, length_size, [origin + t for t in times], origin, size)
+        try:
+            while reader.i < len(reader.targets):
+                reader.decode_pass()
+        except _Unsure:
+            return None
+    return np.stack(reader.out)
+
+
+class _Unsure(Exception):
+    """A skipped frame might have been the one a target shows."""
+
+
+class _SparseReader:
+    """Seek + decode passes over one stream, emitting the frame shown at each target time."""
+
+    def __init__(self, container, stream, length_size: int, targets: list[float], origin: float,
+                 size: tuple[int, int]):
+        self.container, self.stream, self.length_size = container, stream, length_size
+        self.targets, self.origin, self.size = targets, origin, size
+        self.tb = stream.time_base
+        # a non-reference frame is decoded when a target lies within two nominal frames after it
+        self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
+        self.out: list[np.ndarray] = []
+        self.skipped: list[float] = []  # pts (s) of frames never decoded, sorted
+        self.i = 0  # next target
+
+    def decode_pass(self) -> None:
+        """Seek to the next target's keyframe and decode until the end or a far target."""
+        from svdcli.video.seek import SEEK_GAP
+
+        seeked_for, prev = self.i, None  # seek once per target: its keyframe may lie far before it
+        self.container.seek(int(max(self.targets[self.i] - self.origin, 0) / self.tb) + (self.stream.start_time or 0),
+                            stream=self.stream, backward=True, any_frame=False)
+        for packet in self.container.demux(self.stream):
+            if self._skip(packet):
+                continue
+            for frame in packet.decode():
+                self._emit_before(float(frame.pts * self.tb), prev or frame)
+                prev = frame
+            if self.i in (seeked_for, len(self.targets)) or prev is None:
+                continue
+            if self.targets[self.i] - float(prev.pts * self.tb) > SEEK_GAP:
+                return  # far target: seek instead of decoding through
+        if prev is None:
+            raise _Unsure  # nothing decoded: let read_frames_at report the problem
+        self._emit_before(float("inf"), prev)  # end of stream: the rest show the last frame
+
+    def _skip(self, packet) -> bool:
+        import bisect
+
+        if packet.pts is None or not packet.size or not _is_disposable(packet, self.length_size):
+            return False
+        t = float(packet.pts * self.tb)
+        k = bisect.bisect_left(self.targets, t - 1e-4, lo=self.i)
+        if k < len(self.targets) and self.targets[k] <= t + self.window:
+            return False
+        bisect.insort(self.skipped, t)
+        return True
+
+    def _emit_before(self, t: float, shown) -> None:
+        """Every target before time `t` shows `shown` (the last decoded frame before `t`)."""
+        import bisect
+
+        while self.i < len(self.targets) and t > self.targets[self.i] + 1e-4:
+            shown_t = float(shown.pts * self.tb)
+            k = bisect.bisect_right(self.skipped, shown_t + 1e-4)
+            if k < len(self.skipped) and self.skipped[k] <= self.targets[self.i] + 1e-4:
+                raise _Unsure
+            self.out.append(shown.to_ndarray(width=self.size[0], height=self.size[1], format="gray",
+                                             interpolation="AREA"))
+            self.i += 1
 
 
 class MotionStage(ClipStage):
@@ -114,15 +245,13 @@ class MotionStage(ClipStage):
 
     def process(self, payload: dict) -> list[dict]:
         """Read the sample pairs of all clips of one video in one pass, then score each clip."""
-        from svdcli.video.seek import read_frames_at
-
         clips = payload["clips"]
         plans = [sample_pairs(c["start_time"], c["end_time"], c["fps"], self.cfg) for c in clips]
         wanted = sorted({t for pairs in plans for pair in pairs for t in pair})
         if not wanted:
             return [self._too_short(c) for c in clips]
         size = analysis_size(clips[0]["width"], clips[0]["height"], self.cfg.long_side)
-        frames = read_frames_at(payload["video_path"], wanted, size=size, fmt="gray")  # (N, h, w)
+        frames = read_gray_at(payload["video_path"], wanted, size)  # (N, h, w)
         index = {t: i for i, t in enumerate(wanted)}
         rows = []
         for clip, pairs in zip(clips, plans):

@@ -16,7 +16,7 @@ import numpy as np
 
 HISTOGRAMS = [  # column, axis label
     ("length", "clip length (s)"),
-    ("motion_score", "motion score (analysis px per 30 fps frame)"),
+    ("motion_score", "motion score (analysis px per 1/15 s)"),
     ("text_area", "text area (fraction of the frame)"),
     ("aesthetic_score", "aesthetic score"),
     ("clip_score", "CLIP text-image similarity"),

@@ -53,8 +53,8 @@ _COLUMN_LIST = [
     _c("error", pa.string(), "cuts", "error message when status is 'error'"),
     # --- motion
     _c("motion_score", pa.float32(), "motion",
-       "median over frame pairs sampled at 2 fps of the mean Farneback flow magnitude, in "
-       "analysis pixels per 0.5 s; analysis size = long side 256 px, aspect kept "
+       "median over frame pairs (1/15 s apart, sampled at 2 fps) of the mean Farneback flow "
+       "magnitude, in analysis pixels per 1/15 s; analysis size = long side 256 px, aspect kept "
        "(see svdcli/curate/motion.py); the recipe drops clips below 0.25 as static"),
     _c("motion_pairs", pa.int32(), "motion", "number of frame pairs scored"),
     _c("motion_pair_scores", pa.list_(pa.float32()), "motion",

@@ -7,9 +7,9 @@ import typer
 
 from svdcli.cli.common import console, user_errors
 
-HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs sampled at 2 fps inside the clip, at a fixed analysis size (long side 512 px, aspect kept), so scores compare across videos of any size.
+HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs (1/15 s apart) sampled at 2 fps inside the clip, at a fixed analysis size (long side 256 px, aspect kept), so scores compare across videos of any size.
 
-motion_score = median over pairs of the mean flow magnitude, in analysis pixels per frame at 30 fps. Static shots score about 0-0.1; the paper's recipe drops clips below 0.25 (`svd curate filter --rule 'motion_score >= 0.25'`). This command only scores.
+motion_score = median over pairs of the mean flow magnitude, in analysis pixels per 1/15 s (= pixels per 30 fps frame at a 512 px long side). Static shots score about 0-0.1; the paper's recipe drops clips below 0.25 (`svd curate filter --rule 'motion_score >= 0.25'`). This command only scores.
 
 Resumes after an interruption; a clip that cannot be read gets a `motion_error` instead of stopping the run."""
 

@@ -1,0 +1,164 @@
+"""Motion stage throughput vs a plain OpenCV loop, and the CPU chain cuts + motion vs a bare decode.
+
+Input: a 60 s 1280x720 30 fps H.264 clip of 12 five-second shots (static, slow and fast pans,
+hard cuts), rendered once with svdcli.video.synth and cached under bench-out/.
+
+1. `svd curate motion` (run_motion over the 12 clips) vs the straightforward loop: VideoCapture
+   reads every frame, cvtColor to gray, resize to the same analysis size, Farneback on the same
+   2 fps pairs. A second baseline converts only the frames it scores. Reported as clip seconds
+   per CPU second (process CPU time, all threads) and wall time; the target is >= 2x.
+2. cuts + motion (the CPU stages a recipe runs first) vs a bare PyAV decode of every frame
+   (no conversion); target <= 2x the bare decode's wall time.
+
+Motion is a CPU stage (OpenCV Farneback), so there is no GPU variant.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parents[1] / "bench-out"
+FPS, SIZE, SHOT_FRAMES = 30, (1280, 720), 150
+SPEEDS = [0.0, 1.0, 6.0, 0.0, 3.0, 12.0, 0.5, 0.0, 2.0, 8.0, 0.0, 4.0]  # px/frame, one per shot
+
+
+def clip_60s_720p() -> Path:
+    """Render the benchmark clip once, shot by shot straight into the encoder (bounded memory)."""
+    import av
+
+    from svdcli.video.synth import Shot, render_shot
+
+    path = OUT / "motion_60s_720p.mp4"
+    if path.exists():
+        return path
+    OUT.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        for i, speed in enumerate(SPEEDS):
+            for frame in render_shot(Shot(SHOT_FRAMES, seed=i, speed=(speed, speed / 4)), SIZE[1], SIZE[0]):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    tmp.rename(path)
+    return path
+
+
+def manifest_for(video: Path, folder: Path) -> Path:
+    """The 12 known shots as a cuts-style manifest."""
+    from svdcli.manifest.io import table_from_rows, write_manifest
+
+    rows = [{"clip_id": f"s{i}", "video_path": str(video), "start_time": i * SHOT_FRAMES / FPS,
+             "end_time": (i + 1) * SHOT_FRAMES / FPS, "start_frame": i * SHOT_FRAMES,
+             "end_frame": (i + 1) * SHOT_FRAMES, "num_frames": SHOT_FRAMES, "fps": float(FPS),
+             "width": SIZE[0], "height": SIZE[1], "status": "ok"} for i in range(len(SPEEDS))]
+    columns = list(rows[0])
+    return write_manifest(table_from_rows(rows, columns), folder / "clips.parquet")
+
+
+def timed(fn):
+    """(result, wall seconds, process CPU seconds over all threads)."""
+    w, c = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - w, time.process_time() - c
+
+
+def opencv_loop(video: Path, convert_all: bool) -> list[float]:
+    """The straightforward baseline: read every frame, gray, same pairs and analysis size."""
+    import cv2
+
+    from svdcli.curate.motion import PAIR_GAP, MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+
+    cfg = MotionConfig()
+    size = analysis_size(*SIZE)
+    wanted = {}  # frame index -> (shot, pair, slot)
+    gap = 0.0
+    for s in range(len(SPEEDS)):
+        for p, pair in enumerate(sample_pairs(s * SHOT_FRAMES / FPS, (s + 1) * SHOT_FRAMES / FPS, FPS, cfg)):
+            gap = pair[1] - pair[0]
+            for slot, t in enumerate(pair):
+                wanted[int(t * FPS)] = (s, p, slot)
+    frames: dict[tuple[int, int], list] = {}
+    cap = cv2.VideoCapture(str(video))
+    index = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if convert_all or index in wanted else None
+        if index in wanted:
+            s, p, slot = wanted[index]
+            frames.setdefault((s, p), [None, None])[slot] = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        index += 1
+    cap.release()
+    scores = []
+    for s in range(len(SPEEDS)):
+        values = [pair_flow_magnitude(a, b, cfg) for (shot, _), (a, b) in sorted(frames.items()) if shot == s]
+        scores.append(float(np.median(values)) * PAIR_GAP / gap)
+    return scores
+
+
+def bare_decode(video: Path) -> int:
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for _ in container.decode(stream))
+
+
+def run_ours(manifest: Path, out: Path) -> list[float]:
+    from svdcli.curate.motion import run_motion
+    from svdcli.manifest.io import read_manifest
+
+    run_motion(manifest, out, progress=False)
+    return read_manifest(out).column("motion_score").to_pylist()
+
+
+def run_chain(video: Path, folder: Path) -> int:
+    from svdcli.curate.cuts import run_cuts
+    from svdcli.curate.motion import run_motion
+    from svdcli.curate.recipe import _cuts_config
+
+    clips = folder / "chain_cuts.parquet"
+    summary = run_cuts([video], clips, _cuts_config({}), progress=False)
+    run_motion(clips, folder / "chain_motion.parquet", progress=False)
+    return summary.clips
+
+
+def main() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the stage runs Farneback on one thread per worker; same for the baseline
+    video = clip_60s_720p()
+    seconds = len(SPEEDS) * SHOT_FRAMES / FPS
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = manifest_for(video, folder)
+        ours, ours_wall, ours_cpu = timed(lambda: run_ours(manifest, folder / "motion.parquet"))
+        base, base_wall, base_cpu = timed(lambda: opencv_loop(video, convert_all=True))
+        lean, lean_wall, lean_cpu = timed(lambda: opencv_loop(video, convert_all=False))
+        frames, dec_wall, dec_cpu = timed(lambda: bare_decode(video))
+        clips, chain_wall, chain_cpu = timed(lambda: run_chain(video, folder))
+    print(f"clip: {video.name}, {seconds:.0f} s, {SIZE[0]}x{SIZE[1]} @ {FPS} fps, {frames} frames")
+    print(f"scores ours     : {np.round(ours, 2).tolist()}")
+    print(f"scores baseline : {np.round(base, 2).tolist()}  (max |diff| {np.max(np.abs(np.subtract(ours, base))):.3f})")
+    rows = [("svd curate motion", ours_wall, ours_cpu),
+            ("opencv loop (cvtColor every frame)", base_wall, base_cpu),
+            ("opencv loop (cvtColor sampled only)", lean_wall, lean_cpu)]
+    print(f"{'motion':<38}{'wall s':>8}{'cpu s':>8}{'clip s / cpu s':>16}")
+    for name, wall, cpu in rows:
+        print(f"{name:<38}{wall:8.2f}{cpu:8.2f}{seconds / cpu:16.1f}")
+    print(f"speed-up vs opencv loop: {base_cpu / ours_cpu:.2f}x cpu, {base_wall / ours_wall:.2f}x wall "
+          f"(target >= 2x); vs the lean loop: {lean_cpu / ours_cpu:.2f}x cpu, {lean_wall / ours_wall:.2f}x wall")
+    print(f"bare decode (PyAV, all frames): {dec_wall:.2f} s wall, {dec_cpu:.2f} s cpu")
+    print(f"cuts + motion ({clips} clips): {chain_wall:.2f} s wall, {chain_cpu:.2f} s cpu -> "
+          f"{chain_wall / dec_wall:.2f}x the bare decode (target <= 2x)")
+
+
+if __name__ == "__main__":
+    main()
