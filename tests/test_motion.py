@@ -78,6 +78,8 @@ def test_same_motion_scores_the_same_at_any_resolution(tmp_path):
     small, large = read_manifest(manifest).column("motion_score").to_pylist()
     assert small == pytest.approx(large, rel=0.1)
     assert large > 0.25  # 2 px/frame at 1280x720 is a slow pan, but a moving one
+    run_motion(manifest, tmp_path / "pool.parquet", workers=2, progress=False)  # one video per worker
+    assert read_manifest(tmp_path / "pool.parquet").column("motion_score").to_pylist() == [small, large]
 
 
 def test_clip_starting_on_the_previous_shot_is_still_static(tmp_path):

@@ -132,7 +132,7 @@ def _is_disposable(packet, length_size: int) -> bool:
     return slices > 0
 
 
-def read_gray_at(path, times: list[float], size: tuple[int, int]) -> np.ndarray:
+def read_gray_at(path, times: list[float], size: tuple[int, int], threads: int = 0) -> np.ndarray:
     """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them.
 
     For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
@@ -141,11 +141,11 @@ def read_gray_at(path, times: list[float], size: tuple[int, int]) -> np.ndarray:
     """
     from svdcli.video.seek import read_frames_at
 
-    frames = _read_sparse(path, times, size)
-    return frames if frames is not None else read_frames_at(path, times, size=size, fmt="gray")
+    frames = _read_sparse(path, times, size, threads)
+    return frames if frames is not None else read_frames_at(path, times, size=size, fmt="gray", threads=threads)
 
 
-def _read_sparse(path, times: list[float], size: tuple[int, int]) -> np.ndarray | None:
+def _read_sparse(path, times: list[float], size: tuple[int, int], threads: int = 0) -> np.ndarray | None:
     """The frames, or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
     from svdcli.video.probe import open_container
     from svdcli.video.seek import first_frame_time
@@ -156,6 +156,8 @@ def _read_sparse(path, times: list[float], size: tuple[int, int]) -> np.ndarray 
         if length_size is None:
             return None
         stream.thread_type = "AUTO"
+        if threads:
+            stream.thread_count = threads
         origin = first_frame_time(container, stream)
         reader = _SparseReader(container, stream, length_size, [origin + t for t in times], origin, size)
         try:
@@ -237,8 +239,9 @@ class MotionStage(ClipStage):
     name = "motion"
     columns = ("clip_id", "motion_score", "motion_pairs", "motion_pair_scores", "motion_error")
 
-    def __init__(self, cfg: MotionConfig = MotionConfig()):
+    def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 0):
         self.cfg = cfg
+        self.threads = threads  # decoder threads (0 = automatic); does not change the scores
 
     def settings(self) -> dict:
         return asdict(self.cfg)
@@ -251,7 +254,7 @@ class MotionStage(ClipStage):
         if not wanted:
             return [self._too_short(c) for c in clips]
         size = analysis_size(clips[0]["width"], clips[0]["height"], self.cfg.long_side)
-        frames = read_gray_at(payload["video_path"], wanted, size)  # (N, h, w)
+        frames = read_gray_at(payload["video_path"], wanted, size, self.threads)  # (N, h, w)
         index = {t: i for i, t in enumerate(wanted)}
         rows = []
         for clip, pairs in zip(clips, plans):
@@ -273,7 +276,12 @@ class MotionStage(ClipStage):
 def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig = MotionConfig(),
                **run_kwargs) -> tuple[RunResult, Path | None]:
     """Score every ok clip of `manifest` and write it (to `out`, default in place)."""
-    return run_clip_stage(MotionStage(cfg), manifest, out, **run_kwargs)
+    import os
+
+    workers = run_kwargs.get("workers", 1)
+    # one worker decodes with every core; several workers share them
+    threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+    return run_clip_stage(MotionStage(cfg, threads), manifest, out, **run_kwargs)
 
 
 def summarize(path: Path, threshold: float) -> str:
