@@ -76,3 +76,14 @@ def test_delayed_start_times_count_from_the_first_frame(clips):
 def test_rotation_is_recorded(clips):
     assert {r["rotation"] for r in clips["issue-134-rotate.mp4"]} == {90}
     assert {r["rotation"] for r in clips["testvideo.mp4"]} == {0}
+
+
+@pytest.mark.slow
+def test_low_contrast_slide_changes_are_found(testdata):
+    """video2dataset's slide talk: ContentDetector needs threshold 5 to see these changes."""
+    cascade = Cascade(CascadeConfig(default_levels()))
+    info = decode_once(testdata / "video2dataset/test_video.mp4", cascade.consumers())
+    found = {round(b.first_new * info.fps) for b in cascade.boundaries()}
+    for frame in (2096, 2698, 2785, 3015):
+        assert any(abs(frame - f) <= 2 for f in found), sorted(found)
+    assert len(found) <= 6  # a nearly static screen recording: no spurious cuts
