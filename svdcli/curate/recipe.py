@@ -298,8 +298,10 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
         if _recorded_key(out) != key:
             try:
                 REGISTRY[stage][1](src, out, settings, opts)
-            except TypeError as exc:  # a setting the stage's entry point does not take
-                raise RecipeError(f"stage {stage!r}: bad settings {settings}: {exc}") from None
+            except TypeError as exc:
+                if "unexpected keyword argument" not in str(exc):
+                    raise
+                raise RecipeError(f"stage {stage!r}: unknown setting in {settings}: {exc}") from None
             _stamp(out, stage, key)
             action = "ran"
         summary = _summarize(stage, action, out, time.perf_counter() - t0)
@@ -313,7 +315,8 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
 def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
     if stages[0] == "cuts":
         if videos is None:
-            raise RecipeError("the recipe starts with 'cuts': pass --input VIDEOS (a folder or a video file)")
+            hint = " (or --skip cuts to start from --manifest)" if manifest is not None else ""
+            raise RecipeError(f"the recipe starts with 'cuts': pass --input VIDEOS (a folder or a video file){hint}")
         if not Path(videos).exists():
             raise RecipeError(f"--input {videos} does not exist")
         return Path(videos)

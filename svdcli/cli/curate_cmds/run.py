@@ -7,7 +7,7 @@ import typer
 
 from svdcli.cli.common import console, user_errors
 
-HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> clip -> caption -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
+HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> caption -> clip -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
 
 Rerunning is cheap: a stage whose input and settings are unchanged is skipped, and an interrupted stage resumes where it stopped. Change a setting without editing the file with --set STAGE.SETTING=VALUE (e.g. --set motion.margin_frames=3, --set "filter.rules=['motion_score >= 0.5']"). The recipe format is described in docs/recipes.md."""
 
