@@ -219,7 +219,8 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
             owner = COLUMNS[rule.column].stage if rule.column in COLUMNS else None
             if owner not in (*run, "cuts", None):
                 raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
-                                  f"{owner!r}, which this run does not include")
+                                  f"{owner!r}, which this run does not include; run that stage or "
+                                  f"change the rules (--set \"filter.rules=[...]\")")
     if "motion" in run:
         from svdcli.curate.motion import MotionConfig
 
