@@ -13,7 +13,7 @@ from svdcli.curate.cuts import CutsConfig, run_cuts, segments
 from svdcli.manifest.io import manifest_history, read_manifest
 from svdcli.manifest.schema import MANIFEST_VERSION, VERSION_KEY
 from svdcli.video.decode import decode_once
-from svdcli.video.synth import Shot, Transition, write_video
+from svdcli.video.synth import Shot, Transition, render_shot, write_video
 
 FPS = 24
 
@@ -114,6 +114,17 @@ def bad_inputs(tmp_path_factory, corpus):
     (root / "empty.mp4").write_bytes(b"")
     (root / "junk.mov").write_bytes(np.random.default_rng(1).bytes(8192))
     (root / "truncated.mp4").write_bytes((corpus[0] / "mixed.mp4").read_bytes()[:20000])
+    # index first (faststart), so the cut-off file opens and decodes until its data ends
+    with av.open(str(root / "faststart.tmp"), "w", format="mp4", options={"movflags": "faststart"}) as c:
+        stream = c.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for frame in render_shot(Shot(96, seed=12, speed=(0.5, 0.0)), 96, 160):
+            for p in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in stream.encode():
+            c.mux(p)
+    data = (root / "faststart.tmp").read_bytes()
+    (root / "cut_off.mp4").write_bytes(data[:len(data) * 3 // 4])
     with av.open(str(root / "audio_only.mp4"), "w") as c:
         stream = c.add_stream("aac", rate=16000)
         for i in range(10):
@@ -133,13 +144,14 @@ def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, b
     res = CliRunner().invoke(app, ["curate", "cuts", str(root / "mixed.mp4"), str(bad_inputs), str(missing),
                                    "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "6 videos, 6 clips, 5 errors" in res.output
+    assert "7 videos, 6 clips, 6 errors" in res.output
     table = read_manifest(out)
     assert table.schema.metadata[VERSION_KEY] == str(MANIFEST_VERSION).encode()
     assert manifest_history(out)[-1]["stage"] == "cuts"
     rows = table.to_pylist()
     errors = {r["video_path"].rsplit("/", 1)[-1]: r["error"] for r in rows if r["status"] == "error"}
-    assert set(errors) == {"empty.mp4", "junk.mov", "truncated.mp4", "audio_only.mp4", "gone.mp4"}
+    assert set(errors) == {"empty.mp4", "junk.mov", "truncated.mp4", "cut_off.mp4", "audio_only.mp4", "gone.mp4"}
+    assert "truncated" in errors["cut_off.mp4"]
     assert "not found" in errors["gone.mp4"] and "0 bytes" in errors["empty.mp4"]
     assert "no video stream" in errors["audio_only.mp4"]
     ok = [r for r in rows if r["status"] == "ok"]

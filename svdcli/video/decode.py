@@ -107,7 +107,9 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
-                    t = (last or 0.0) + 1.0 / fps
+                    if last is None:
+                        continue  # nothing to place it after yet
+                    t = last + 1.0 / fps
                 else:
                     if first is None:
                         first = frame.pts * tb
