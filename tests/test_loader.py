@@ -34,7 +34,7 @@ def test_two_workers_yield_every_sample_once_per_epoch(shards):
     loader = make_loader(out, batch_size=3, num_frames=4, num_workers=2, shuffle=4, seed=1)
     orders = []
     for epoch in range(2):
-        loader.dataset.set_epoch(epoch)
+        loader.set_epoch(epoch)
         got = epoch_keys(loader)
         assert Counter(got) == Counter(keys), f"epoch {epoch}: not every sample exactly once"
         orders.append(got)
