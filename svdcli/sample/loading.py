@@ -90,6 +90,12 @@ def load_model(path: str | Path, model: str | None = None) -> LoadedModel:
     from svdcli.models.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
+    meta = _metadata(path) if path.is_file() and path.suffix == ".safetensors" else {}
+    return assemble(ckpt, path, meta, model)
+
+
+def assemble(ckpt, path: Path, meta: dict, model: str | None = None) -> LoadedModel:
+    """Build the models of a read `Checkpoint` (official, ours or diffusers)."""
     if ckpt.kind == "sd21":
         raise SvdError(f"{path} is an SD 2.1 image checkpoint; sample from a video checkpoint "
                        "(official SVD, or one trained with `svd train`)")
@@ -102,7 +108,6 @@ def load_model(path: str | Path, model: str | None = None) -> LoadedModel:
         return _finish_diffusers(path, unet, vae, model, ckpt.notes)
     if "conditioner" not in ckpt.parts:
         raise SvdError(f"{path} has no conditioner weights (CLIP image tower and conditioning VAE)")
-    meta = _metadata(path)
     cond = _conditioner(ckpt.parts["conditioner"], meta, path.parent, unet.cfg)
     if ckpt.kind == "ours":
         defaults = own_defaults(json.loads(meta.get("sample_defaults", "{}")))

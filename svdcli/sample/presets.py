@@ -35,8 +35,15 @@ PRESETS = {
 
 
 def guess_official_model(path: Path, metadata: dict | None = None) -> str:
-    """'svd_xt' when the path or metadata names xt (svd_xt.safetensors, ...-img2vid-xt), else 'svd'."""
-    text = " ".join([str(path).lower(), *(str(v).lower() for v in (metadata or {}).values())])
+    """'svd_xt' when the name or metadata says xt (svd_xt.safetensors, ...-img2vid-xt), else 'svd'.
+
+    Looks at the file (or folder) name, and in a Hugging Face cache at the repository folder
+    (models--stabilityai--stable-video-diffusion-img2vid-xt/snapshots/<hash>/...).
+    """
+    names = [path.name]
+    if "snapshots" in path.parts:
+        names.append(path.parts[path.parts.index("snapshots") - 1])
+    text = " ".join([*names, *(str(v) for v in (metadata or {}).values())]).lower()
     return "svd_xt" if re.search(r"(^|[^a-z])xt([^a-z]|$)", text) else "svd"
 
 
