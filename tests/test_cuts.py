@@ -217,6 +217,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path, corpus):
         res = CliRunner().invoke(app, ["curate", "cuts", str(corpus[0] / "static.mp4"),
                                        "--out", str(tmp_path / "x.parquet"), *args])
         assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output
+    (tmp_path / "nothing").mkdir()
+    res = CliRunner().invoke(app, ["curate", "cuts", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2 and "no videos found" in res.output and not (tmp_path / "x.parquet").exists()
 
 
 def test_interrupted_run_resumes_to_the_same_manifest(tmp_path, corpus, bad_inputs, monkeypatch):
