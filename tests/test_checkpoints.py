@@ -89,6 +89,24 @@ def test_convert_to_diffusers_loads_in_diffusers(official, fixture_case, tmp_pat
     back = ck.load_checkpoint(out)      # and back: our loader reads the folder
     assert back.kind == "diffusers" and back.config == UNetConfig.tiny()
     assert _max_diff(ck.load_unet(back), fixture_case) <= 2e-5
+    assert "conditioner" not in back.parts
+
+
+def test_diffusers_folder_image_encoder_becomes_the_conditioner(official, tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    out = tmp_path / "svd_diffusers"
+    assert runner.invoke(app, ["convert", str(official), "--to", "diffusers", "--out", str(out),
+                               "--num-head-channels", "16"]).exit_code == 0
+    tower = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14, projection_dim=16))
+    tower.save_pretrained(out / "image_encoder")
+    ckpt = ck.load_checkpoint(out)
+    cond = ckpt.parts["conditioner"]
+    assert any(k.startswith("embedders.0.open_clip.model.visual.") for k in cond)
+    assert any(k.startswith("embedders.3.encoder.encoder.") for k in cond)
+    assert any("conditioner from image_encoder" in n for n in ckpt.notes)
 
 
 def test_inspect_lists_missing_and_unexpected_keys(official, tmp_path):

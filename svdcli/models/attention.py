@@ -26,6 +26,8 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
+        if context.shape[1] == 1:
+            return self.single_key(x, context)
         b, n, _ = x.shape
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         # (b, n, heads*d) -> (b, heads, n, d)
@@ -33,6 +35,17 @@ class CrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, -1)         # (b, heads, n, d) -> (b, n, heads*d)
         return self.to_out(out)
+
+    def single_key(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Attention to one key: softmax over one logit is exactly 1, so every query gets v.
+
+        SVD's cross-attention context is a single CLIP token, so this skips the q/k projections
+        and the attention itself. Returns (N, 1, C), broadcast over the queries by the caller's
+        residual add. The zero term keeps the exact (zero) gradients of x, q and k that the full
+        computation gives, so optimizers see the same parameters either way.
+        """
+        zero = 0.0 * (x.sum() + self.to_q.weight.sum() + self.to_k.weight.sum())
+        return self.to_out(self.to_v(context)) + zero
 
 
 class GEGLU(nn.Module):
@@ -97,9 +110,19 @@ class VideoTransformerBlock(nn.Module):
         x = self.ff_in(self.norm_in(x)) + x
         x = self.attn1(self.norm1(x)) + x
         if self.attn2 is not None:
-            x = self.attn2(self.norm2(x), context=context) + x
+            x = self._cross_attend(self.norm2(x), context) + x
         x = self.ff(self.norm3(x)) + x
         return x.reshape(bt // t, s, t, c).transpose(1, 2).reshape(bt, s, c)  # back to (B*T, S, C)
+
+
+    def _cross_attend(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (B*S, T, C) attends to its video's context (B, L, D), shared by the S positions."""
+        if context is None:             # no spatial context: sgm's attn2 then attends to x itself
+            return self.attn2(x)
+        rows = x.shape[0] // context.shape[0]
+        if context.shape[1] == 1:       # one token: project it once per video, not per position
+            return self.attn2.single_key(x, context).repeat_interleave(rows, dim=0)  # (B*S, 1, C)
+        return self.attn2(x, context.repeat_interleave(rows, dim=0))
 
 
 class SpatialVideoTransformer(nn.Module):
@@ -118,8 +141,8 @@ class SpatialVideoTransformer(nn.Module):
         self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             [BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)])
-        # Without spatial context the temporal cross-attention would attend to itself's context;
-        # SVD always uses the first frame's spatial context.
+        # SVD's temporal cross-attention attends to the first frame's spatial context; without
+        # use_spatial_context it becomes a second self-attention over frames (as in sgm).
         self.time_stack = nn.ModuleList(
             [VideoTransformerBlock(inner, heads, dim_head, context_dim if use_spatial_context else None,
                                    disable_temporal_crossattention, dropout) for _ in range(depth)])
@@ -135,9 +158,7 @@ class SpatialVideoTransformer(nn.Module):
         bt, c, h, w = x.shape
         t = num_video_frames
         # The temporal cross-attention sees the first frame's context, shared by all positions.
-        time_context = None
-        if self.use_spatial_context:
-            time_context = context[::t].repeat_interleave(h * w, dim=0)   # (B*H*W, L, D)
+        time_context = context[::t] if self.use_spatial_context else None   # (B, L, D)
         x_in = x
         x = self.norm(x)
         if not self.use_linear:

@@ -166,23 +166,30 @@ def _load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
         state, extra = unet_state_from_diffusers(load_file(str(_weights_file(path / "unet"))), cfg)
         ckpt.parts["unet"], ckpt.config = state, cfg
         ckpt.unexpected += [f"unet/{k}" for k in extra]
+    vae_diffusers = None
     if (path / "vae" / "config.json").exists():
         from svdcli.models.vae import vae_state_from_diffusers
 
-        ckpt.parts["vae"] = vae_state_from_diffusers(load_file(str(_weights_file(path / "vae"))))
+        vae_diffusers = load_file(str(_weights_file(path / "vae")))
+        ckpt.parts["vae"] = vae_state_from_diffusers(vae_diffusers)
         ckpt.vae_config = infer_vae_config(ckpt.parts["vae"])
-    for sub in ("image_encoder", "text_encoder"):
-        if (path / sub).is_dir():
-            # TODO(conditioner): convert transformers CLIP towers to open_clip names once
-            # svdcli.models.conditioner provides the key conversion.
-            ckpt.notes.append(f"{sub}/ not converted (transformers CLIP layout is not read yet)")
+    encoder = _weights_file(path / "image_encoder", required=False)
+    if encoder is not None and vae_diffusers is not None:
+        from svdcli.models.conditioner_diffusers import conditioner_state_from_diffusers
+
+        ckpt.parts["conditioner"] = conditioner_state_from_diffusers(load_file(str(encoder)), vae_diffusers)
+        ckpt.notes.append("conditioner from image_encoder/ + vae/ (CLIP text leftovers and the "
+                          "conditioning VAE's decoder are not in diffusers folders)")
     return ckpt
 
 
-def _weights_file(folder: Path) -> Path:
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
-        if (folder / name).exists():
-            return folder / name
+def _weights_file(folder: Path, required: bool = True) -> Path | None:
+    for stem in ("diffusion_pytorch_model", "model"):     # diffusers / transformers components
+        for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors"):
+            if (folder / name).exists():
+                return folder / name
+    if not required:
+        return None
     raise MissingWeightsError(f"{folder} has a config.json but no diffusion_pytorch_model"
                               "[.fp16].safetensors; download the weights into that folder")
 
