@@ -19,6 +19,9 @@ A sample is a candidate when the score reaches the level's threshold AND is at l
 and zooms, whose every score is high, give no cuts. Consecutive candidates form one event (a
 gradual transition); its peak is the boundary. Levels are merged by time; every boundary keeps
 the names of the levels that found it. Nothing here knows about files.
+
+Known limit: the side medians make a long transition (a 2 s fade) raise the bar for another
+gradual one less than `window` seconds away, which can then be missed; hard cuts still show.
 """
 from __future__ import annotations
 
