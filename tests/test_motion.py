@@ -128,7 +128,7 @@ def test_sparse_reader_returns_the_frames_a_full_decode_would(tmp_path):
     for times in ([t for pair in sample_pairs(0, 100 / FPS, FPS) for t in pair],
                   sorted(rng.uniform(0, 100 / FPS, 25)), [0.0, 3.9, 4.1]):
         expected_frames = read_frames_at(video, times, size=(128, 76), fmt="gray")
-        assert np.array_equal(read_gray_at(video, times, (128, 76)), expected_frames)
+        assert np.array_equal(read_gray_at(video, times, (128, 76))[0], expected_frames)
 
 
 def test_unreadable_and_too_short_clips_get_error_rows(tmp_path):
@@ -174,5 +174,38 @@ def test_real_clips_slides_are_static_and_sparse_decode_is_exact(testdata, tmp_p
     assert read_manifest(manifest).column("motion_score")[0].as_py() < 0.25
     video = testdata / "pyscenedetect" / "testvideo.mp4"
     times = [t for pair in sample_pairs(0.0, 24.0, 30000 / 1001) for t in pair]
-    assert np.array_equal(read_gray_at(video, times, (256, 144)),
+    assert np.array_equal(read_gray_at(video, times, (256, 144))[0],
                           read_frames_at(video, times, size=(256, 144), fmt="gray"))
+
+
+def write_vfr(path: Path, frames: np.ndarray, fps: int, keep: list[int]) -> None:
+    """Encode only the frames in `keep`, each at its own time k / fps: a variable-rate video."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        for k in keep:
+            frame = av.VideoFrame.from_ndarray(frames[k], format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_dropped_frames_do_not_change_the_score(tmp_path):
+    """Every third frame missing (VFR): pairs use the real time between the frames shown."""
+    from svdcli.video.synth import render_shot
+
+    frames = render_shot(Shot(72, seed=4, speed=(2.0, 0.0)), 96, 160)
+    write_vfr(tmp_path / "cfr.mp4", frames, 24, list(range(72)))
+    write_vfr(tmp_path / "vfr.mp4", frames, 24, [k for k in range(72) if k % 3 != 2])
+    rows = clip_rows(tmp_path / "cfr.mp4", [0, 72], FPS, (160, 96), tag="cfr")
+    rows += clip_rows(tmp_path / "vfr.mp4", [0, 72], FPS, (160, 96), tag="vfr")
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    run_motion(manifest, progress=False)
+    cfr, vfr = read_manifest(manifest).column("motion_score").to_pylist()
+    assert cfr == pytest.approx(expected(2.0, 160), rel=0.1)
+    assert vfr == pytest.approx(cfr, rel=0.1)

@@ -10,7 +10,9 @@ Definition (what `motion_score` means):
   kept, both sides even (1280x720 -> 256x144, 640x480 -> 256x192, 1080x1920 -> 144x256), so
   scores are comparable across videos of any resolution.
 - A pair's value is the mean Farneback flow magnitude over the frame, in analysis pixels,
-  divided by the pair's time gap and expressed per 1/15 s, so videos of any frame rate compare.
+  divided by the time between the two frames shown and expressed per 1/15 s, so videos of any
+  frame rate compare. That time comes from the frames' timestamps, so dropped frames (variable
+  frame rate) do not bias the score; for codecs other than H.264 in MP4 it is the nominal gap.
 - The clip's score is the MEDIAN over pairs, so a pair spanning a leftover cut or a flash
   cannot dominate (a mean over the clip would be).
 
@@ -132,8 +134,10 @@ def _is_disposable(packet, length_size: int) -> bool:
     return slices > 0
 
 
-def read_gray_at(path, times: list[float], size: tuple[int, int], threads: int = 0) -> np.ndarray:
-    """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them.
+def read_gray_at(path, times: list[float], size: tuple[int, int],
+                 threads: int = 0) -> tuple[np.ndarray, list[float] | None]:
+    """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them,
+    and the time (s from the first frame) of each frame shown, or None where unknown.
 
     For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
     them (pts within two nominal frames before it); if a skipped frame could have been the
@@ -141,12 +145,13 @@ def read_gray_at(path, times: list[float], size: tuple[int, int], threads: int =
     """
     from svdcli.video.seek import read_frames_at
 
-    frames = _read_sparse(path, times, size, threads)
-    return frames if frames is not None else read_frames_at(path, times, size=size, fmt="gray", threads=threads)
+    found = _read_sparse(path, times, size, threads)
+    return found if found is not None else (read_frames_at(path, times, size=size, fmt="gray", threads=threads), None)
 
 
-def _read_sparse(path, times: list[float], size: tuple[int, int], threads: int = 0) -> np.ndarray | None:
-    """The frames, or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
+def _read_sparse(path, times: list[float], size: tuple[int, int],
+                 threads: int = 0) -> tuple[np.ndarray, list[float]] | None:
+    """(frames, their times), or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
     from svdcli.video.probe import open_container
     from svdcli.video.seek import first_frame_time
 
@@ -165,7 +170,7 @@ def _read_sparse(path, times: list[float], size: tuple[int, int], threads: int =
                 reader.decode_pass()
         except _Unsure:
             return None
-    return np.stack(reader.out)
+    return np.stack(reader.out), [t - origin for t in reader.shown]
 
 
 class _Unsure(Exception):
@@ -183,6 +188,7 @@ class _SparseReader:
         # a non-reference frame is decoded when a target lies within two nominal frames after it
         self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
         self.out: list[np.ndarray] = []
+        self.shown: list[float] = []  # pts (s) of each emitted frame
         self.skipped: list[float] = []  # pts (s) of frames never decoded, sorted
         self.i = 0  # next target
 
@@ -230,6 +236,7 @@ class _SparseReader:
                 raise _Unsure
             self.out.append(shown.to_ndarray(width=self.size[0], height=self.size[1], format="gray",
                                              interpolation="AREA"))
+            self.shown.append(shown_t)
             self.i += 1
 
 
@@ -254,15 +261,19 @@ class MotionStage(ClipStage):
         if not wanted:
             return [self._too_short(c) for c in clips]
         size = analysis_size(clips[0]["width"], clips[0]["height"], self.cfg.long_side)
-        frames = read_gray_at(payload["video_path"], wanted, size, self.threads)  # (N, h, w)
+        frames, shown = read_gray_at(payload["video_path"], wanted, size, self.threads)  # (N, h, w)
+        when = dict(zip(wanted, shown or wanted))  # sample time -> time of the frame shown
         index = {t: i for i, t in enumerate(wanted)}
         rows = []
         for clip, pairs in zip(clips, plans):
+            # the real gap between the frames shown (variable frame rate); a dropped frame can
+            # make both samples show the same frame, which measures nothing
+            pairs = [(a, b) for a, b in pairs if when[b] - when[a] > 1e-6]
             if not pairs:
                 rows.append(self._too_short(clip))
                 continue
             stack = frames[[[index[a], index[b]] for a, b in pairs]]  # (P, 2, h, w)
-            score, values = motion_score(stack, [b - a for a, b in pairs], self.cfg)
+            score, values = motion_score(stack, [when[b] - when[a] for a, b in pairs], self.cfg)
             rows.append({"clip_id": clip["clip_id"], "motion_score": score, "motion_pairs": len(values),
                          "motion_pair_scores": values})
         return rows
