@@ -264,6 +264,15 @@ class Conditioner(nn.Module):
     def frame_encoder(self) -> CondFrameEncoder:
         return self.embedders[3]
 
+    def vector(self, batch: int, fps_id, motion_bucket_id, cond_aug, device=None) -> torch.Tensor:
+        """(B, 3*dim) float32: embedders 1, 2 and 4 in the official order fps, motion, cond_aug."""
+        values = {"fps_id": fps_id, "motion_bucket_id": motion_bucket_id, "cond_aug": cond_aug}
+        parts = []
+        for embedder in (self.embedders[1], self.embedders[2], self.embedders[4]):
+            value = torch.as_tensor(values[embedder.key], dtype=torch.float32, device=device)
+            parts.append(embedder(value.reshape(-1).expand(batch)))
+        return torch.cat(parts, dim=1)
+
     def forward(self, image: torch.Tensor, fps_id, motion_bucket_id, cond_aug, *,
                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -271,20 +280,18 @@ class Conditioner(nn.Module):
 
         crossattn (B, 1, D): CLIP embedding of the clean image; vector (B, 3*dim); concat
         (B, z, H/8, W/8): posterior mode of image + cond_aug * noise, NOT scaled by 0.18215.
-        The unconditional branch zeroes crossattn and concat and keeps vector.
+        The noise is `noise` or drawn from `generator` on the generator's device. The
+        unconditional branch zeroes crossattn and concat and keeps vector.
         """
         b = image.shape[0]
-        aug = torch.as_tensor(cond_aug, dtype=image.dtype, device=image.device).reshape(-1).expand(b)
         if noise is None:
-            noise = torch.randn(image.shape, generator=generator, dtype=image.dtype, device=image.device)
-        noisy = image + aug.view(b, 1, 1, 1) * noise
-        values = {"fps_id": fps_id, "motion_bucket_id": motion_bucket_id, "cond_aug": aug}
-        scalars = [self.embedders[i] for i in (1, 2, 4)]  # official order: fps, motion, cond_aug
-        vector = torch.cat([e(torch.as_tensor(values[e.key], device=image.device).reshape(-1).expand(b))
-                            for e in scalars], dim=1)
+            where = generator.device if generator is not None else image.device
+            noise = torch.randn(image.shape, generator=generator, device=where)
+        aug = torch.as_tensor(cond_aug, dtype=torch.float32, device=image.device).reshape(-1).expand(b)
+        noisy = image + (aug.view(b, 1, 1, 1) * noise.to(image.device)).to(image.dtype)
         cond = {
             "crossattn": self.image_embedder(image),
-            "vector": vector.to(image.dtype),
+            "vector": self.vector(b, fps_id, motion_bucket_id, aug, image.device).to(image.dtype),
             "concat": self.frame_encoder(noisy),
         }
         uncond = {

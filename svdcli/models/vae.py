@@ -2,8 +2,9 @@
 
 `VideoAutoencoder` has the official `first_stage_model` layout (no quant_conv), so an official
 checkpoint loads by stripping the `first_stage_model.` prefix. `ImageAutoencoder` is the plain
-SD VAE with quant_conv/post_quant_conv that SVD's conditioner uses to encode the conditioning
-frame. Diffusion latents are VAE latents times `SCALE_FACTOR`.
+SD VAE with quant_conv/post_quant_conv: SD 2.1's VAE, the one SVD's conditioner uses to encode
+the conditioning frame, and the `first_stage_model` of the "image decoder" checkpoint variant.
+Both share one encode/decode API. Diffusion latents are VAE latents times `SCALE_FACTOR`.
 """
 from __future__ import annotations
 
@@ -65,12 +66,13 @@ def posterior_sample(moments: torch.Tensor, generator: torch.Generator | None = 
     """z = mu + exp(logvar/2) * eps, with logvar clamped to [-30, 20] as in the SD VAE."""
     mean, logvar = moments.chunk(2, dim=1)
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    where = generator.device if generator is not None else mean.device
+    eps = torch.randn(mean.shape, generator=generator, device=where).to(mean)
     return mean + std * eps
 
 
 def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
-    size = n if not size else size
+    size = size or n or 1
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 

@@ -18,11 +18,6 @@ def spatial_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=SPATIAL_NORM_EPS, affine=True)
 
 
-def swish(x: torch.Tensor) -> torch.Tensor:
-    """x * sigmoid(x), written out as the SD VAE does: F.silu rounds differently (~1e-6)."""
-    return x * torch.sigmoid(x)
-
-
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 whatever the input dtype (sgm's openaimodel norm)."""
 
@@ -43,8 +38,8 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(swish(self.norm2(h)))
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
         skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
         return skip + h
 
@@ -196,7 +191,7 @@ class Encoder(nn.Module):
             if hasattr(stage, "downsample"):
                 h = stage.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(swish(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -252,4 +247,4 @@ class Decoder(nn.Module):
                 h = block(h, **video)
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
-        return self.conv_out(swish(self.norm_out(h)), **video)
+        return self.conv_out(F.silu(self.norm_out(h)), **video)
