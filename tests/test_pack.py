@@ -205,6 +205,8 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path):
     assert result.exit_code == 2 and "svd curate filter" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["pack", "-m", str(no_keep), "-o", str(tmp_path / "s"), "--size", "255x384", "--all"])
     assert result.exit_code == 2 and "even" in result.output
+    result = runner.invoke(app, ["pack", "-m", str(no_keep), "-o", str(tmp_path / "s"), "--motion-map", "log", "--all"])
+    assert result.exit_code == 2 and "--motion-map must be one of" in result.output
     result = runner.invoke(app, ["pack", "-m", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "s")])
     assert result.exit_code == 2 and "not found" in result.output
     help_text = runner.invoke(app, ["pack", "--help"]).output

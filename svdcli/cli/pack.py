@@ -17,10 +17,20 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+_HELP = (
+    "Pack every kept clip of a manifest into WebDataset shards (000000.tar ...): one sample per clip "
+    "with its frames (mp4 and/or npy), a json (clip_id, source, times, fps, scores, caption, fps_id, "
+    "motion_bucket_id) and a txt caption, plus index.parquet (clip_id -> shard, key) and stats.json."
+    "\n\nfps_id is the sample frame rate minus one, as the SVD checkpoints were conditioned. A rerun "
+    "resumes: finished shards are kept and each shard is written atomically. Clips that cannot be "
+    "decoded or are too short are skipped and listed, with the reason, in stats.json."
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add `svd pack` to the root app."""
 
-    @app.command("pack")
+    @app.command("pack", help=_HELP)
     @user_errors
     def pack(
         manifest: Path = typer.Option(..., "--manifest", "-m", help="Curated manifest (Parquet) with a `keep` column."),
@@ -48,13 +58,6 @@ def register(app: typer.Typer) -> None:
         rank: int = typer.Option(0, "--rank", help="This machine's share: shards k with k % world-size == rank."),
         world_size: int = typer.Option(1, "--world-size", help="Number of machines sharing the pack."),
     ) -> None:
-        """Pack every kept clip into WebDataset shards: one sample per clip with its frames (mp4 and/or npy),
-        a json (clip_id, source, times, fps, scores, caption, fps_id, motion_bucket_id) and a txt caption.
-
-        fps_id is the sample frame rate minus one (what the SVD checkpoints were conditioned on). A rerun
-        resumes: finished shards are kept, each shard is written atomically. Clips that cannot be decoded or
-        are too short are skipped and counted in stats.json.
-        """
         from svdcli.shards.pack import PackConfig, run_pack
 
         height, width = _parse_size(size)

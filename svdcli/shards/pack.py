@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
-from svdcli.shards.conditioning import MotionBuckets
+from svdcli.shards.conditioning import MOTION_MAPS, MotionBuckets
 from svdcli.shards.samples import SCORE_COLUMNS, ClipSkipped, build_sample, sample_key, video_clip_frames
 
 FORMATS = ("mp4", "npy", "both")
@@ -63,6 +63,8 @@ class PackConfig:
             raise SvdError("--shard-size must be at least 1")
         if self.format not in FORMATS:
             raise SvdError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.motion_map not in MOTION_MAPS:
+            raise SvdError(f"--motion-map must be one of {', '.join(MOTION_MAPS)}, not {self.motion_map!r}")
 
 
 @dataclass
