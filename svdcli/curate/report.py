@@ -70,16 +70,14 @@ def plot_reasons(counts: dict[str, int], path: Path) -> None:
     plt.close(fig)
 
 
-def groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped as 'kept', each drop reason, or 'not filtered' (no filter run yet)."""
-    out: dict[str, list[dict]] = {}
-    for row in rows:
-        if "keep" not in row or row["keep"] is None:
-            name = "not filtered" if row.get("status", "ok") == "ok" else "error"
-        else:
-            name = "kept" if row["keep"] else (row.get("drop_reason") or "dropped")
-        out.setdefault(name, []).append(row)
-    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "kept", -len(kv[1]))))
+def group_names(table) -> np.ndarray:
+    """Per row: 'kept', its drop reason, 'not filtered' (no filter run yet) or 'error'."""
+    n = table.num_rows
+    column = lambda name: table.column(name).to_pylist() if name in table.column_names else [None] * n  # noqa: E731
+    status, keep, reason = column("status"), column("keep"), column("drop_reason")
+    names = [("not filtered" if st in (None, "ok") else "error") if k is None else ("kept" if k else (r or "dropped"))
+             for st, k, r in zip(status, keep, reason)]
+    return np.asarray(names, dtype=object)
 
 
 def write_thumbnails(picked: list[dict], folder: Path) -> dict[str, str]:
@@ -109,52 +107,74 @@ def write_thumbnails(picked: list[dict], folder: Path) -> dict[str, str]:
     return names
 
 
-def pick_thumbnails(grouped: dict[str, list[dict]], per_group: int, total: int) -> dict[str, list[dict]]:
+def pick_thumbnails(table, names: np.ndarray, per_group: int, total: int) -> dict[str, list[dict]]:
     """Up to `per_group` clips per group, evenly spread over each group, at most `total` in all."""
+    has_time = np.array([t is not None for t in table.column("start_time").to_pylist()], bool)
     picked, left = {}, total
-    for name, rows in grouped.items():
-        rows = [r for r in rows if r.get("start_time") is not None and r.get("end_time") is not None]
+    for name in group_counts(names):
+        rows = np.flatnonzero((names == name) & has_time)
         n = min(per_group, len(rows), left)
-        picked[name] = [rows[i] for i in np.linspace(0, len(rows) - 1, n).round().astype(int)] if n else []
+        take = rows[np.linspace(0, len(rows) - 1, n).round().astype(int)] if n else []
+        picked[name] = table.take(list(take)).to_pylist() if n else []
         left -= n
     return picked
+
+
+def group_counts(names: np.ndarray) -> dict[str, int]:
+    """Rows per group, 'kept' first, then by size."""
+    values, counts = np.unique(names.astype(str), return_counts=True)
+    return dict(sorted(zip(values.tolist(), counts.tolist()), key=lambda kv: (kv[0] != "kept", -kv[1])))
+
+
+REPORT_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "width", "height", "status", "keep",
+                  "drop_reason", "motion_score"]
 
 
 def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int = 96) -> Path:
     """Write OUT/index.html with its plots and thumbnails; returns the page's path."""
     import matplotlib
+    import pyarrow.parquet as pq
 
     matplotlib.use("Agg")  # files only, no display needed
     from svdcli.manifest.io import manifest_history, read_manifest
 
-    table = read_manifest(manifest)
-    rows = table.to_pylist()
+    present = set(pq.read_schema(manifest).names) if Path(manifest).exists() else set()
+    wanted = [c for c in REPORT_COLUMNS + [c for c, _ in HISTOGRAMS] if c in present]
+    table = read_manifest(manifest, columns=list(dict.fromkeys(wanted)))  # only what the page shows
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     lines = thresholds(manifest_history(manifest))
     plots = []
     for column, label in HISTOGRAMS:
-        values = _column_values(rows, column)
+        values = _column_values(table, column)
         if len(values):
             plot_histogram(values, label, lines.get(column, []), out / "plots" / f"{column}.png")
             plots.append((label, f"plots/{column}.png"))
-    grouped = groups(rows)
-    counts = {name: len(members) for name, members in grouped.items()}
+    names = group_names(table)
+    counts = group_counts(names)
     plot_reasons(counts, out / "plots" / "reasons.png")
-    picked = pick_thumbnails(grouped, per_group, max_thumbs)
+    picked = pick_thumbnails(table, names, per_group, max_thumbs)
     thumbs = write_thumbnails([r for members in picked.values() for r in members], out / "thumbs")
     page = out / "index.html"
     page.write_text(render_html(Path(manifest), counts, plots, picked, thumbs))
     return page
 
 
-def _column_values(rows: list[dict], column: str) -> np.ndarray:
-    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+def _column_values(table, column: str) -> np.ndarray:
+    """Non-null values of `column` ('length' = end - start) over rows with status ok."""
+    import pyarrow.compute as pc
+
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), "ok"))
     if column == "length":
-        values = [r["end_time"] - r["start_time"] for r in ok if r.get("end_time") is not None]
+        if "end_time" not in table.column_names:
+            return np.zeros(0)
+        values = pc.subtract(table.column("end_time"), table.column("start_time"))
+    elif column in table.column_names:
+        values = table.column(column)
     else:
-        values = [r[column] for r in ok if r.get(column) is not None]
-    return np.asarray(values, np.float64)
+        return np.zeros(0)
+    return values.drop_null().to_numpy().astype(np.float64)
 
 
 def render_html(manifest: Path, counts: dict[str, int], plots: list[tuple[str, str]],
