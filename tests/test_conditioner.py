@@ -121,6 +121,10 @@ def test_missing_clip_weights_say_what_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    import huggingface_hub.constants
+
+    # read at import time: point it at an empty cache so a machine with ViT-H cached still tests this
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("SVD_WEIGHTS_DIR", str(tmp_path / "weights"))
     with pytest.raises(MissingWeightsError) as err:
         ImageEmbedder("ViT-H-14", pretrained="laion2b_s32b_b79k")
