@@ -118,7 +118,6 @@ def _check_order(recipe: Recipe) -> None:
 
 
 # --- the stage registry -------------------------------------------------------------------
-# name -> (module that must exist, function running it: (input, out, settings, options))
 # the settings of `svd curate cuts`, with its defaults
 CUTS_SETTINGS = {"levels": "native,15,8", "thresholds": None, "min_scene_len": 1.0, "merge_tolerance": 0.5,
                  "trim": 0.0, "min_length": 0.5, "max_length": 0.0}
@@ -174,6 +173,7 @@ def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     run_filter(src, settings.get("rules") or [], out)
 
 
+# stage -> (module this version must ship, function running it: (input, out, settings, options))
 REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] = {
     "cuts": ("svdcli.curate.cuts", _cuts),
     "motion": ("svdcli.curate.motion", _motion),
