@@ -48,8 +48,11 @@ def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init:
 
 
 def ema_file(out: Path) -> dict[str, torch.Tensor]:
+    """The UNet of the run's latest exported checkpoint (our format: `unet.*` keys)."""
     tag = (out / "checkpoints" / "latest").read_text().strip()
-    return load_file(str(out / "checkpoints" / tag / "ema.safetensors"))
+    state = load_file(str(out / "checkpoints" / tag / "ema.safetensors"))
+    assert all(k.startswith("unet.") for k in state)
+    return {k[len("unet."):]: v for k, v in state.items()}
 
 
 def eval_loss(state: dict[str, torch.Tensor], data: Path) -> float:
@@ -157,8 +160,9 @@ def test_video_stage_inflates_an_image_checkpoint_and_freezes_spatial_layers(sha
 
     from safetensors.torch import save_file
 
-    image = {k: v for k, v in ema_file(image_run).items() if not is_temporal(k)}  # as SD 2.1 would be
-    save_file(image, str(tmp_path / "image.safetensors"))
+    # the image model without temporal layers, laid out like an SD 2.1 file
+    image = {k: v for k, v in ema_file(image_run).items() if not is_temporal(k)}
+    save_file({f"model.diffusion_model.{k}": v for k, v in image.items()}, str(tmp_path / "image.safetensors"))
     run(tmp_path / "video", shards, init=tmp_path / "image.safetensors", steps=2,
         **{"freeze_spatial": "true", "optim.lr": 1e-2, "ema.enabled": "false"})
     video = ema_file(tmp_path / "video")

@@ -4,7 +4,8 @@ as safetensors with its config, and per-rank trainer state for an exact resume.
     RUN_DIR/checkpoints/latest                 tag of the newest complete checkpoint
     RUN_DIR/checkpoints/step_000500/
         mp_rank_00_model_states.pt, *optim_states.pt   DeepSpeed (engine.save_checkpoint)
-        ema.safetensors        EMA UNet weights (LoRA merged), metadata: unet_config, train_config, step
+        ema.safetensors        EMA UNet weights (LoRA merged) in our format (`unet.*`, save_ours),
+                               metadata: unet_config, train_config, step
         ema_state.safetensors  the raw EMA shadows (only with LoRA, where ema.safetensors is merged)
         trainer_rank{r}.pt     step, data position, RNG states of rank r
         config.yaml            the resolved training config
@@ -71,14 +72,13 @@ def unet_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str
 
 def write_unet(path: Path, state: dict[str, torch.Tensor], unet_cfg, cfg: TrainConfig, step: int,
                ema: bool) -> None:
-    """safetensors with the UNet and training configs as metadata, written atomically."""
-    from safetensors.torch import save_file
+    """Our checkpoint format (`svd sample`, `svd convert` and `--init` read it): `unet.*` tensors,
+    the UNet config and the training config as metadata."""
+    from svdcli.models.checkpoints import save_ours
 
-    meta = {"format": "svdcli-unet", "unet_config": json.dumps(unet_cfg.to_dict()),
-            "train_config": json.dumps(cfg.to_dict()), "step": str(step), "ema": str(ema).lower()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    save_ours(path, {"unet": state}, unet_config=unet_cfg,
+              extra_metadata={"train_config": json.dumps(cfg.to_dict()), "step": str(step),
+                              "ema": str(ema).lower()})
 
 
 def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state: dict, rank: int,
@@ -143,5 +143,5 @@ def _ema_shadows(folder: Path, ema) -> dict[str, torch.Tensor]:
     raw = folder / "ema_state.safetensors"
     if raw.is_file():
         return load_file(str(raw))
-    exported = load_file(str(folder / "ema.safetensors"))  # plain UNet names, without "net."
-    return {name: exported[name[len("net."):]] for name in ema.shadow}
+    exported = load_file(str(folder / "ema.safetensors"))  # "unet.<name>"; the module has "net.<name>"
+    return {name: exported["unet." + name[len("net."):]] for name in ema.shadow}

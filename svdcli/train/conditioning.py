@@ -26,14 +26,14 @@ class Encoders:
     """Frozen models that turn pixels and captions into latents and embeddings."""
 
     vae: nn.Module                       # VideoAutoencoder: .encode(frames, sample=, generator=)
-    cond_vae: nn.Module | None           # ImageAutoencoder: .encode(frames) -> posterior mode
-    embed_image: Callable | None         # frames (N, 3, H, W) in [-1, 1] -> (N, D)
+    encode_cond_frame: Callable | None   # frames (N, 3, H, W) -> VAE posterior mode, not scaled
+    embed_image: Callable | None         # frames (N, 3, H, W) in [-1, 1] -> (N, 1, D)
     embed_text: Callable | None          # list[str] -> (N, L, D)
     context_dim: int
     adm_in_channels: int | None
 
     def to(self, device) -> "Encoders":
-        for m in (self.vae, self.cond_vae, self.embed_image, self.embed_text):
+        for m in (self.vae, self.encode_cond_frame, self.embed_image, self.embed_text):
             if isinstance(m, nn.Module):
                 m.to(device).eval().requires_grad_(False)
         return self
@@ -74,8 +74,8 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
     concat = torch.zeros(b, x0.shape[1], h, w, device=device)
     if mode == "i2v":
         noisy = first + cond_aug.to(device)[:, None, None, None] * torch.randn(first.shape, generator=gen).to(device)
-        concat = enc.cond_vae.encode(noisy).float()
-        crossattn = enc.embed_image(first).float()[:, None]           # (B, 1, D)
+        concat = enc.encode_cond_frame(noisy).float()
+        crossattn = enc.embed_image(first).float()                    # (B, 1, D)
     elif mode == "t2v":
         text_keep = (torch.rand(b, generator=gen) >= cfg.cond.text_dropout).float()
         keep = keep * text_keep

@@ -27,6 +27,15 @@ class LoRALinear(nn.Module):
         if base.bias is not None:
             base.bias.requires_grad_(False)
 
+    # Code that reads a Linear's tensors (e.g. the UNet's single-key attention) sees the base ones.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = (x.to(self.lora_A.dtype) @ self.lora_A.t()) @ self.lora_B.t()
         return self.base(x) + (self.scale * lora).to(x.dtype)

@@ -53,29 +53,32 @@ def set_trainable(unet: nn.Module, cfg: TrainConfig) -> None:
             p.requires_grad_(is_temporal(name))
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """UNet weights from our safetensors export, an official SVD file, or a DeepSpeed run dir."""
+def read_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """UNet weights from any checkpoint format (ours, official SVD, diffusers, SD 2.1) or a run dir.
+
+    SD 2.1 image weights are inflated (svdcli.models.checkpoints): every temporal branch starts
+    as the identity, so the video model first reproduces the image model frame by frame.
+    """
+    from svdcli.models.checkpoints import inflate_image_unet, load_checkpoint
+
     if not path.exists():
         raise SvdError(f"--init checkpoint not found: {path}")
-    if path.is_dir():
+    if path.is_dir() and (path / "checkpoints").is_dir():
         from svdcli.train.checkpoint import latest_ema_file
 
         path = latest_ema_file(path)
-    if path.suffix != ".safetensors":
-        raise SvdError(f"--init expects a .safetensors file or a run dir, got {path}")
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    prefix = "model.diffusion_model."
-    if any(k.startswith(prefix) for k in state):  # an official single-file SVD checkpoint
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
+    ckpt = load_checkpoint(path)
+    if "unet" not in ckpt.parts:
+        raise SvdError(f"--init {path} holds no UNet weights")
+    if ckpt.kind == "sd21":
+        return inflate_image_unet(ckpt.parts["unet"], unet_config(cfg), seed=cfg.seed)
+    return ckpt.parts["unet"]
 
 
 def load_init(unet: nn.Module, path: str | Path, cfg: TrainConfig) -> None:
     """Load `path` into `unet`. Video stages may start from an image checkpoint: temporal layers
     missing from it keep their fresh initialisation (inflation, as Video LDM / SVD)."""
-    state = read_state(Path(path))
+    state = read_state(Path(path), cfg)
     own = unet.state_dict()
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
