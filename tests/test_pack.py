@@ -247,3 +247,29 @@ def test_ranks_share_a_pack_and_the_last_one_writes_the_index(packed, tmp_path):
     assert not first.complete and not (out / "index.parquet").exists()
     last = run_pack(manifest, out, cfg, workers=1, rank=0, world_size=2, progress=False)
     assert last.complete and last.shards_written == 2 and last.stats["samples"] == 5
+
+
+def test_display_rotation_is_applied_before_the_crop(testdata, tmp_path):
+    import av
+
+    from svdcli.video.probe import probe
+    from svdcli.video.seek import read_frames_at
+
+    info = probe(testdata / "pyscenedetect" / "issue-134-rotate.mp4")  # 1280x544 coded, shown turned 90 degrees
+    assert info.rotation == 90
+    row = {**_row(Path(info.path), 0, 24, 1.0, "rotated", True), "fps": info.fps, "width": info.width,
+           "height": info.height, "end_time": 1.0}
+    manifest = write_manifest(table_from_rows([{**row, "rotation": info.rotation}], COLUMNS + ["rotation"]),
+                              tmp_path / "rot.parquet")
+    cfg = PackConfig(size=(384, 160), frames=2, min_frames=2, fps=2.0, shard_size=1, format="npy")
+    run_pack(manifest, tmp_path / "shards", cfg, workers=1, progress=False)
+    (sample,) = read_samples(tmp_path / "shards").values()
+    packed = decode_npy(sample["npy"])[0].astype(np.float32)  # (384, 160, 3): portrait, as displayed
+    disp_w, disp_h = cover_size(info.height, info.width, 384, 160)  # displayed 544x1280 -> 163x384
+    coded = read_frames_at(info.path, [0.0], size=(disp_h, disp_w))[0]  # (163, 384, 3), sideways
+    with av.open(info.path) as container:  # PyAV's own reading of the display matrix (degrees CCW)
+        ccw = next(container.decode(video=0)).rotation
+    upright = np.rot90(coded, k=round(ccw / 90))  # -90 CCW = a quarter turn clockwise: (384, 163, 3)
+    y0, x0 = (upright.shape[0] - 384) // 2, (upright.shape[1] - 160) // 2
+    assert np.abs(packed - upright[y0:y0 + 384, x0:x0 + 160]).mean() < 2.0
+    assert np.abs(packed - np.rot90(coded, k=-round(ccw / 90))[y0:y0 + 384, x0:x0 + 160]).mean() > 10.0
