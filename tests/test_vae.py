@@ -185,3 +185,14 @@ def test_image_autoencoder_matches_diffusers_autoencoder_kl():
     torch.testing.assert_close(ours.encode(frames), ref.encode(frames).latent_dist.mode(), atol=2e-5, rtol=0)
     z = torch.randn(2, 4, 2, 3, generator=g)
     torch.testing.assert_close(ours.decode(z), ref.decode(z).sample, atol=2e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_half_precision_decode_runs_and_stays_close(fixture_vae):
+    vae, io = fixture_vae
+    half = VideoAutoencoder(VAEConfig.tiny()).eval()
+    half.load_state_dict(vae.state_dict())
+    half.to(torch.bfloat16)  # temporal GroupNorms still compute in float32
+    out = half.decode(io["decoder_latent"].bfloat16(), num_frames=5)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - io["decoded_t5"]).abs().max() < 0.15  # bf16 keeps ~3 significant digits

@@ -19,10 +19,11 @@ def spatial_norm(channels: int) -> nn.GroupNorm:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (sgm's openaimodel norm)."""
+    """GroupNorm computed in float32 whatever the input and parameter dtypes (sgm's openaimodel norm)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+        return out.type(x.dtype)
 
 
 class ResnetBlock(nn.Module):
