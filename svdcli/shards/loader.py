@@ -18,7 +18,10 @@ Order of work in one epoch:
 4. each sample's T frames start at a random offset drawn from (seed, epoch, key), so the window a
    clip gets does not depend on worker count or order.
 With `resampled=True` each worker instead draws shards with replacement forever (for step-based
-training); `set_epoch` still changes the draws.
+training); `set_epoch` still changes the draws. Shards differ in size (skipped clips, the last
+shard), so in an epoch-based multi-GPU run ranks can get different numbers of batches: with
+DDP/DeepSpeed use `resampled=True` and a fixed number of steps (`pack_stats(folder)["samples"]`
+gives the epoch size), so no rank waits forever for another.
 
 `fps_id` is recomputed for the stride: frames stored at F fps and taken every s-th are shown at
 F/s fps, so fps_id = round(F/s) - 1 (see svdcli/shards/conditioning.py). A clip shorter than
