@@ -73,3 +73,17 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
     r = runner.invoke(app, ["train", "--help"])
     assert r.exit_code == 0 and "--resume" in r.output and "hostfile" in r.output
+
+
+def test_full_size_model_without_weights_names_the_file_to_fetch(tmp_path):
+    import tarfile
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    (tmp_path / "x.json").write_text("{}")
+    with tarfile.open(data / "000000.tar", "w") as tar:
+        tar.add(tmp_path / "x.json", arcname="k.json")
+    r = CliRunner().invoke(app, ["train", "--stage", "finetune", "--config", str(REPO / "pipelines/train/finetune.yaml"),
+                                 "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "svd.safetensors" in r.output and "weights" in r.output
