@@ -273,3 +273,20 @@ def test_display_rotation_is_applied_before_the_crop(testdata, tmp_path):
     y0, x0 = (upright.shape[0] - 384) // 2, (upright.shape[1] - 160) // 2
     assert np.abs(packed - upright[y0:y0 + 384, x0:x0 + 160]).mean() < 2.0
     assert np.abs(packed - np.rot90(coded, k=-round(ccw / 90))[y0:y0 + 384, x0:x0 + 160]).mean() > 10.0
+
+
+def test_a_failing_clip_does_not_take_its_video_neighbours_down(monkeypatch):
+    from svdcli.shards import samples
+
+    clips = [_row(Path("/v.mp4"), a, a + 12, 1.0, "c", True) for a in (0, 12, 24)]
+    bad_time = clips[1]["start_time"]
+
+    def fake_read(clip, times, cfg):  # the shared pass fails because of clip 1's frames
+        if bad_time in times:
+            raise samples.ClipSkipped("decode_error", "corrupt packet")
+        return np.zeros((len(times), *cfg.size, 3), np.uint8)
+
+    monkeypatch.setattr(samples, "read_frames", fake_read)
+    got = samples.video_clip_frames(clips, PackConfig(size=SIZE, frames=4, min_frames=4, fps=8.0))
+    assert isinstance(got[clips[1]["clip_id"]], samples.ClipSkipped)
+    assert [got[c["clip_id"]][0].shape for c in (clips[0], clips[2])] == [(4, *SIZE, 3)] * 2

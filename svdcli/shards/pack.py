@@ -29,7 +29,9 @@ from pathlib import Path
 
 from svdcli.errors import SvdError
 from svdcli.shards.conditioning import MOTION_MAPS, MotionBuckets
-from svdcli.shards.samples import SCORE_COLUMNS, ClipSkipped, build_sample, sample_key, video_clip_frames
+from svdcli.shards.samples import (
+    SCORE_COLUMNS, ClipSkipped, build_sample, group_size, sample_key, video_clip_frames,
+)
 
 FORMATS = ("mp4", "npy", "both")
 MARKERS = ".pack"
@@ -104,7 +106,7 @@ def write_shard(job: ShardJob) -> ShardResult:
     result = ShardResult(job.name)
     try:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for video_clips in _by_video(job.clips):
+            for video_clips in _by_video(job.clips, group_size(job.config)):
                 decoded = video_clip_frames(video_clips, job.config)
                 for clip in video_clips:
                     got = decoded[clip["clip_id"]]
@@ -125,11 +127,11 @@ def write_shard(job: ShardJob) -> ShardResult:
     return result
 
 
-def _by_video(clips: list[dict]) -> list[list[dict]]:
-    """Consecutive runs of clips from the same video."""
+def _by_video(clips: list[dict], most: int) -> list[list[dict]]:
+    """Consecutive runs of at most `most` clips from the same video (bounds decoded memory)."""
     runs: list[list[dict]] = []
     for clip in clips:
-        if runs and runs[-1][0]["video_path"] == clip["video_path"]:
+        if runs and runs[-1][0]["video_path"] == clip["video_path"] and len(runs[-1]) < most:
             runs[-1].append(clip)
         else:
             runs.append([clip])

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from svdcli.shards.pack import PackConfig
 
 SCORE_COLUMNS = ("motion_score", "aesthetic_score", "clip_score", "text_area")
-MAX_GROUP = 16  # clips of one video decoded in one pass (bounds memory: 16 x 14 x 256 x 384 x 3 B)
+MAX_GROUP = 16  # most clips of one video decoded in one pass
+GROUP_BYTES = 256 << 20  # ... and at most this many bytes of decoded frames held at once
 
 
 class ClipSkipped(Exception):
@@ -67,6 +68,12 @@ def read_frames(clip: dict, times: list[float], cfg: PackConfig) -> np.ndarray:
     return np.ascontiguousarray(center_crop(rotate_display(frames, rotation), out_h, out_w))
 
 
+def group_size(cfg: PackConfig) -> int:
+    """Clips of one video decoded together: MAX_GROUP, fewer when their frames would pass GROUP_BYTES."""
+    h, w = cfg.size
+    return max(1, min(MAX_GROUP, GROUP_BYTES // (cfg.frames * h * w * 3)))
+
+
 def video_clip_frames(clips: list[dict], cfg: PackConfig) -> dict[str, tuple | ClipSkipped]:
     """Frames of clips of ONE video in one decoding pass: clip_id -> (frames, times, fps) or skip.
 
@@ -80,8 +87,9 @@ def video_clip_frames(clips: list[dict], cfg: PackConfig) -> dict[str, tuple | C
             plans.append((clip, *clip_times(clip, cfg)))
         except ClipSkipped as skip:
             results[clip["clip_id"]] = skip
-    for i in range(0, len(plans), MAX_GROUP):
-        results.update(_read_group(plans[i:i + MAX_GROUP], cfg))
+    step = group_size(cfg)
+    for i in range(0, len(plans), step):
+        results.update(_read_group(plans[i:i + step], cfg))
     return results
 
 
