@@ -122,9 +122,8 @@ def test_decode_chunks_match_official_chunked_decoding(fixtures_dir, tiny_pipe):
     assert not np.array_equal(pipe.decode(latents, 5, 2), pipe.decode(latents, 5, 5))
 
 
-@pytest.fixture(scope="module")
-def t2v_run(tmp_path_factory):
-    """A text-to-video UNet as `svd train` exports it (EMA file with its training config)."""
+def _training_export(folder, mode):
+    """A UNet as `svd train` exports it (EMA file with its training config)."""
     import torch
 
     from svdcli.models.unet import VideoUNet
@@ -132,20 +131,43 @@ def t2v_run(tmp_path_factory):
     from svdcli.train.config import config_from_dict
     from svdcli.train.model import unet_config
 
-    cfg = config_from_dict({"model": "tiny", "cond": {"mode": "t2v"}, "data": {"frames": 2, "height": 64, "width": 64}})
+    cfg = config_from_dict({"model": "tiny", "cond": {"mode": mode}, "data": {"frames": 2, "height": 64, "width": 64}})
     torch.manual_seed(0)
     unet = VideoUNet(unet_config(cfg))
-    path = tmp_path_factory.mktemp("run") / "ema.safetensors"
+    path = folder / "ema.safetensors"
     write_unet(path, unet.state_dict(), unet.cfg, cfg, step=10, ema=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def t2v_run(tmp_path_factory):
+    return _training_export(tmp_path_factory.mktemp("t2v"), "t2v")
+
+
+def test_image_samples_an_image_conditioned_training_export(tmp_path, cond_png):
+    ckpt = _training_export(tmp_path, "i2v")
+    result = _run("--image", cond_png, "--checkpoint", ckpt, "--steps", 1, "--out", tmp_path / "v.gif", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "i2v conditioning" in result.output and "2 frames 64x64" in result.output
 
 
 def test_prompt_samples_a_text_conditioned_training_export(t2v_run, cond_png, tmp_path):
     out = tmp_path / "t2v.mp4"
     result = _run("--prompt", "a red ball rolling", "--checkpoint", t2v_run, "--steps", 1, "--out", out,
-                  "--no-progress")
+                  "--image", cond_png, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "trained 10 steps" in result.output and "2 frames 64x64" in result.output
+    assert "image is not used" in result.output  # never silently ignored
     assert out.stat().st_size > 0
     result = _run("--checkpoint", t2v_run, "--image", cond_png, "--steps", 1, "--no-progress")
     assert result.exit_code == 2 and "--prompt" in result.output
+
+
+def test_a_training_run_folder_means_its_newest_ema_export(tmp_path):
+    from svdcli.sample.loading import resolve_checkpoint
+
+    step = tmp_path / "checkpoints" / "step_000020"
+    step.mkdir(parents=True)
+    (step / "ema.safetensors").write_bytes(b"")
+    (tmp_path / "checkpoints" / "latest").write_text("step_000020\n")
+    assert resolve_checkpoint(tmp_path) == step / "ema.safetensors"

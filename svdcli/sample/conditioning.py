@@ -50,7 +50,7 @@ class TrainedConditioning:
 
     def __init__(self, encoders, mode: str):
         self.enc, self.mode = encoders, mode
-        self.modules = [m for m in (encoders.cond_vae, encoders.embed_image, encoders.embed_text)
+        self.modules = [m for m in (encoders.encode_cond_frame, encoders.embed_image, encoders.embed_text)
                         if isinstance(m, nn.Module)]
 
     def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None) -> Conds:
@@ -66,8 +66,9 @@ class TrainedConditioning:
         elif self.mode == "i2v":
             _no_prompt(prompt, "image-to-video")
             _need_image(image)
-            crossattn = enc.embed_image(image).float()[:, None]  # (B, D) -> (B, 1, D)
-            concat = enc.cond_vae.encode(image + cond_aug * noise).float()
+            crossattn = enc.embed_image(image).float()
+            crossattn = crossattn[:, None] if crossattn.ndim == 2 else crossattn  # (B, 1, D)
+            concat = enc.encode_cond_frame(image + cond_aug * noise).float()
         else:
             crossattn, concat = None, None
         b = 1 if image is None else image.shape[0]

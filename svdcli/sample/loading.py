@@ -85,8 +85,13 @@ def load_model(path: str | Path, model: str | None = None) -> LoadedModel:
     path = resolve_checkpoint(path)
     if path.is_file() and path.suffix == ".safetensors":
         meta = _metadata(path)
-        if meta.get("format") == "svdcli-unet":
-            return _load_trained(path, meta, model)
+        if meta.get("format") == "svdcli-unet":  # the first layout of training exports
+            from safetensors.torch import load_file
+
+            from svdcli.models.config import UNetConfig
+
+            unet_cfg = UNetConfig.from_dict(json.loads(meta["unet_config"]))
+            return _load_trained(path, meta, model, load_file(str(path)), unet_cfg)
     from svdcli.models.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
@@ -99,6 +104,8 @@ def assemble(ckpt, path: Path, meta: dict, model: str | None = None) -> LoadedMo
     if ckpt.kind == "sd21":
         raise SvdError(f"{path} is an SD 2.1 image checkpoint; sample from a video checkpoint "
                        "(official SVD, or one trained with `svd train`)")
+    if ckpt.kind == "ours" and "vae" not in ckpt.parts and "train_config" in meta and "unet" in ckpt.parts:
+        return _load_trained(path, meta, model, ckpt.parts["unet"], ckpt.config)
     missing = [p for p in ("unet", "vae") if p not in ckpt.parts]
     if missing:
         raise SvdError(f"{path} has no {' and no '.join(missing)} weights; sampling needs a full model")
@@ -146,22 +153,17 @@ def _conditioner(state: dict, meta: dict, folder: Path, unet_cfg) -> nn.Module:
     return materialize(lambda: Conditioner(cfg), state, "conditioner")
 
 
-def _load_trained(path: Path, meta: dict, model: str | None) -> LoadedModel:
-    """A `svd train` EMA export: its UNet plus the encoders the run trained with."""
-    from safetensors.torch import load_file
-
-    from svdcli.models.config import UNetConfig
+def _load_trained(path: Path, meta: dict, model: str | None, unet_state: dict, unet_cfg) -> LoadedModel:
+    """A `svd train` export (UNet only): add the VAE and encoders the run trained with."""
     from svdcli.train.config import config_from_dict
     from svdcli.train.encoders import build_encoders
 
-    unet_cfg = UNetConfig.from_dict(json.loads(meta["unet_config"]))
-    train = json.loads(meta.get("train_config", "{}"))
-    cfg = config_from_dict(train)
-    unet = _unet(load_file(str(path)), unet_cfg)
-    encoders = build_encoders(cfg, unet_cfg)
-    defaults = own_defaults({"num_frames": cfg.frames, "width": cfg.data.width, "height": cfg.data.height})
+    cfg = config_from_dict(json.loads(meta["train_config"]))
     if cfg.stage == "image":
         raise SvdError(f"{path} comes from the image stage (single frames); sample from a video-stage checkpoint")
+    unet = _unet(unet_state, unet_cfg)
+    encoders = build_encoders(cfg, unet_cfg)
+    defaults = own_defaults({"num_frames": cfg.frames, "width": cfg.data.width, "height": cfg.data.height})
     notes = [f"trained {meta.get('step', '?')} steps, {cfg.model} model, {cfg.cond.mode} conditioning"]
     return LoadedModel(unet, encoders.vae.eval(), TrainedConditioning(encoders, cfg.cond.mode),
                        preset(model) if model else defaults, "trained", notes)

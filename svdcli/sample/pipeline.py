@@ -194,9 +194,12 @@ class VideoPipeline:
 
         if image is None:
             return None, []
+        if getattr(self.encode, "mode", "i2v") == "t2v":
+            return None, ["this checkpoint is text-conditioned: the image is not used"]
         pixels = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image, np.uint8)
         prepared = prepare_image(pixels, opts.width, opts.height)
-        return to_model_range(prepared.pixels).to(self.device), [prepared.note] if prepared.note else []
+        notes = [prepared.note + " (--width/--height choose another size)"] if prepared.note else []
+        return to_model_range(prepared.pixels).to(self.device), notes
 
     def _conditions(self, pixels, opts: SampleOptions):
         """Per-frame (cond, uncond) and the initial latent noise, from this video's seed."""
