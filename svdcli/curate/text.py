@@ -8,7 +8,8 @@ screen for only part of the clip count fully.
 Detectors (both `detect(frames) -> list of polygons per frame`):
 - `craft`: the CRAFT detector that easyocr ships (the paper's choice); needs `craft_mlt_25k.pth`.
 - `dbnet`: PP-OCRv4 DBNet, whose onnx weights ship inside the rapidocr-onnxruntime wheel, so it
-  works on a fresh offline machine. Frames of one size run as one onnx batch.
+  works on a fresh offline machine. Frames of one size run as one onnx batch (on GPU; see
+  TextConfig.batch_size for CPU).
 `auto` picks CRAFT when its weights are present, otherwise DBNet; `text_detector` records which.
 
 The frame helpers at the bottom (`frame_times`, `read_clip_frames`) are shared with the clip
@@ -46,7 +47,7 @@ def text_area(boxes: list[np.ndarray], frame_shape: tuple[int, int]) -> float:
 
 # --- detectors ------------------------------------------------------------------------------------
 class DBNetDetector:
-    """PP-OCRv4 DBNet through onnxruntime; frames of one size run as one batch."""
+    """PP-OCRv4 DBNet through onnxruntime; frames of one size run in batches of `batch_size`."""
 
     name = "dbnet"
 
@@ -138,7 +139,7 @@ class TextConfig:
     model_dir: str | None = None  # folder with craft_mlt_25k.pth
     frames: str = "fml"  # 'fml' = first, middle, last; or a rate such as '1fps'
     size: int = 640  # long side of the analysis frames, pixels
-    batch_size: int = 16
+    batch_size: int = 0  # 0 = auto: 16 on GPU, 1 on CPU (batching gains nothing there, docs/benchmarks.md)
     device: str = "auto"
 
 
@@ -158,8 +159,9 @@ class TextStage(ClipStage):
         return s  # device, batch size and folder do not change the result
 
     def setup(self) -> None:
-        self.detector = make_detector(self.detector_name, self.config.model_dir,
-                                      pick_device(self.config.device), self.config.batch_size)
+        device = pick_device(self.config.device)
+        batch = self.config.batch_size or (16 if device.startswith("cuda") else 1)
+        self.detector = make_detector(self.detector_name, self.config.model_dir, device, batch)
 
     def process(self, payload: dict) -> list[dict]:
         size = lambda c: analysis_size(c["width"], c["height"], self.config.size)  # noqa: E731

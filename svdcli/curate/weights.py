@@ -177,6 +177,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """False when offline mode is set or the host cannot be reached (avoids minutes of retries)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a direct connection says nothing behind a proxy: let the download try
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True

@@ -54,4 +54,4 @@ def register(app: typer.Typer) -> None:
             console().print(f"caption: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
                             "written when every rank has finished (rerun any rank to merge)")
             return
-        console().print(summarize(written))
+        console().print(summarize(written), markup=False)  # captions and paths may hold [brackets]

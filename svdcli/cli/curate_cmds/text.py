@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
                                                   "~/.EasyOCR/model)."),
         frames: str = typer.Option("fml", help="'fml' = first, middle, last frame; or a rate such as '1fps'."),
         size: int = typer.Option(640, min=64, help="Long side of the analysis frames, pixels."),
-        batch_size: int = typer.Option(16, min=1, help="Frames per detector batch."),
+        batch_size: int = typer.Option(0, min=0, help="Frames per detector batch; 0 = 16 on GPU, 1 on CPU "
+                                                      "(where batching is not faster)."),
         device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
         workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
         rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
@@ -48,4 +49,4 @@ def register(app: typer.Typer) -> None:
             console().print(f"text: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
                             "written when every rank has finished (rerun any rank to merge)")
             return
-        console().print(summarize(written, max_area))
+        console().print(summarize(written, max_area), markup=False)  # captions and paths may hold [brackets]
