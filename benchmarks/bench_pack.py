@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 SRC_W, SRC_H, FPS = 640, 360, 24.0
-VIDEOS, CLIPS_PER_VIDEO, CLIP_FRAMES = 4, 4, 48  # 16 clips of 2 s
+VIDEOS, CLIPS_PER_VIDEO, CLIP_FRAMES = 12, 4, 48  # 48 clips of 2 s
 SIZE, FRAMES = (256, 384), 14
 
 
