@@ -83,45 +83,59 @@ def _timed(fn, repeats: int, sync) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def run_case(case: Case, device: str, full: bool) -> dict:
+def _load_theirs(folder: str, device: str, dtype):
     import torch
     from diffusers import StableVideoDiffusionPipeline
-    from PIL import Image
 
     from svdcli.models.unet_diffusers import set_sgm_eps
+
+    pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
+    set_sgm_eps(pipe.unet)  # official weights were trained with sgm's eps; ours uses it
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_case(case: Case, device: str, full: bool) -> dict:
+    """Time diffusers, free it, then time ours: each peak is measured with only its own weights."""
+    import torch
+    from PIL import Image
+
     from svdcli.sample.pipeline import SampleOptions, VideoPipeline
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     image = _image(case)
-    with tempfile.TemporaryDirectory() as tmp:
-        build_diffusers(Path(tmp), full, device, dtype)
-        theirs = StableVideoDiffusionPipeline.from_pretrained(tmp, torch_dtype=dtype).to(device)
-        set_sgm_eps(theirs.unet)  # official weights were trained with sgm's eps; ours uses it
-        theirs.set_progress_bar_config(disable=True)
-        ours = VideoPipeline.from_checkpoint(tmp, device=device, dtype="fp16" if device == "cuda" else "fp32")
     opts = SampleOptions(frames=case.frames, steps=case.steps, min_cfg=1.0, max_cfg=2.5, seed=0,
                          width=case.width, height=case.height, decode_chunk=min(14, case.frames))
 
-    def run_theirs():
+    def run_theirs(pipe):
         gen = torch.Generator("cpu").manual_seed(0)
-        out = theirs(Image.fromarray(image), height=case.height, width=case.width, num_frames=case.frames,
-                     num_inference_steps=case.steps, min_guidance_scale=1.0, max_guidance_scale=2.5,
-                     fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=opts.decode_chunk,
-                     generator=gen, output_type="np").frames[0]
+        out = pipe(Image.fromarray(image), height=case.height, width=case.width, num_frames=case.frames,
+                   num_inference_steps=case.steps, min_guidance_scale=1.0, max_guidance_scale=2.5,
+                   fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=opts.decode_chunk,
+                   generator=gen, output_type="np").frames[0]
         return (np.asarray(out) * 255).astype(np.uint8)  # truncation, as ours and the official script
 
-    def run_ours():
-        return ours.generate(image, opts, warn=lambda m: None).frames
+    def run_ours(pipe):
+        return pipe.generate(image, opts, warn=lambda m: None).frames
 
+    loaders = {"diffusers": lambda tmp: _load_theirs(tmp, device, dtype),
+               "ours": lambda tmp: VideoPipeline.from_checkpoint(tmp, device=device,
+                                                                 dtype="fp16" if device == "cuda" else "fp32")}
+    runners = {"diffusers": run_theirs, "ours": run_ours}
     row = {"case": case.name, "device": device}
-    for name, fn in (("diffusers", run_theirs), ("ours", run_ours)):
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        row[f"{name}_s"], row[f"{name}_frames"] = _timed(fn, case.repeats, sync)
-        if device == "cuda":
-            row[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    with tempfile.TemporaryDirectory() as tmp:
+        build_diffusers(Path(tmp), full, device, dtype)
+        for name in ("diffusers", "ours"):
+            pipe = loaders[name](tmp)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            row[f"{name}_s"], row[f"{name}_frames"] = _timed(lambda: runners[name](pipe), case.repeats, sync)
+            if device == "cuda":
+                row[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            del pipe
+            if device == "cuda":
+                torch.cuda.empty_cache()
     diff = np.abs(row.pop("ours_frames").astype(int) - row.pop("diffusers_frames").astype(int))
     row.update(ratio=row["ours_s"] / row["diffusers_s"], max_diff=int(diff.max()), mean_diff=float(diff.mean()))
     return row
@@ -139,7 +153,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    _print(run_case(Case("tiny 5 frames 64x128, 4 steps", 5, 128, 64, 4, repeats=2), "cpu", full=False))
+    _print(run_case(Case("tiny 5 frames 64x128, 4 steps", 5, 128, 64, 4, repeats=3), "cpu", full=False))
     if not torch.cuda.is_available():
         print("GPU: not run (no CUDA device); full-size SVD 14x576x1024, 25 steps runs where one is present")
         return
