@@ -40,10 +40,10 @@ def image_run(shards, tmp_path_factory) -> Path:
 
 
 def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init: Path | None = None,
-        **overrides) -> dict:
+        tensorboard: bool = False, **overrides) -> dict:
     opts = RunOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
                       deepspeed=ZERO2, init=init, resume=resume,
-                      overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=False)
+                      overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=tensorboard)
     return train(opts)
 
 
@@ -83,7 +83,8 @@ def test_tiny_model_trained_50_steps_denoises_better(shards, tmp_path):
     from svdcli.train.config import load_config
     from svdcli.train.model import build_denoiser
 
-    summary = run(tmp_path / "run", shards, steps=50, **{"optim.lr": 1e-3, "ema.enabled": "false"})
+    summary = run(tmp_path / "run", shards, steps=50, tensorboard=True,
+                  **{"optim.lr": 1e-3, "ema.enabled": "false"})
     assert summary["steps"] == 50 and summary["ranks_agree"]
     cfg = load_config(REPO / "pipelines/train/video.yaml", tiny_overrides())
     initial = {k[4:]: v for k, v in build_denoiser(cfg).state_dict().items()}  # strip "net."
@@ -92,6 +93,7 @@ def test_tiny_model_trained_50_steps_denoises_better(shards, tmp_path):
     log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     scalars = [l for l in log if "loss" in l]
     assert len(scalars) == 50 and {"lr", "grad_norm", "samples_per_s", "loss_by_sigma"} <= set(scalars[-1])
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
 def test_resume_follows_the_uninterrupted_loss_trajectory(shards, tmp_path):
