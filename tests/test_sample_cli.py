@@ -171,3 +171,15 @@ def test_a_training_run_folder_means_its_newest_ema_export(tmp_path):
     (step / "ema.safetensors").write_bytes(b"")
     (tmp_path / "checkpoints" / "latest").write_text("step_000020\n")
     assert resolve_checkpoint(tmp_path) == step / "ema.safetensors"
+
+
+def test_half_precision_path_stays_close_to_float32(tiny_ckpt, tiny_pipe):
+    """bf16 weights with float32 norms under autocast (the GPU fp16 path, runnable on a CPU)."""
+    from svdcli.sample.pipeline import SampleOptions, VideoPipeline
+
+    half = VideoPipeline.from_checkpoint(tiny_ckpt, device="cpu", dtype="bf16")
+    image = np.full((64, 64, 3), 90, np.uint8)
+    opts = SampleOptions(steps=1, frames=2, seed=3)
+    a = half.generate(image, opts, warn=lambda m: None).frames.astype(int)
+    b = tiny_pipe.generate(image, opts, warn=lambda m: None).frames.astype(int)
+    assert np.abs(a - b).mean() < 6

@@ -99,7 +99,7 @@ def _noise(seed: int, image_shape: tuple, latent_shape: tuple) -> tuple[torch.Te
     """This video's conditioning-image noise, then its initial latent noise, from one seeded stream.
 
     Same order as the official script after torch.manual_seed(seed), and drawn on the CPU so
-    the same seed gives the same video on every device and at every batch size.
+    a seed gives the same noise on every device and whatever else is sampled alongside.
     """
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(image_shape, generator=gen), torch.randn(latent_shape, generator=gen)
@@ -112,7 +112,10 @@ def frames_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _device_dtype(device: str | None, dtype: str) -> tuple[torch.device, torch.dtype]:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SvdError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SvdError("--device cuda asked for, but no CUDA GPU is visible")
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -121,6 +124,20 @@ def _device_dtype(device: str | None, dtype: str) -> tuple[torch.device, torch.d
     if dtype not in table:
         raise SvdError(f"--dtype must be auto, fp32, fp16 or bf16, not {dtype!r}")
     return dev, table[dtype]
+
+
+def _to_low_precision(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Weights in `dtype`, normalisation layers kept in float32.
+
+    The norms compute in float32 (sgm's GroupNorm32), which needs float32 parameters; they are
+    a negligible share of the weights.
+    """
+    module.to(dtype=dtype)
+    if dtype != torch.float32:
+        for sub in module.modules():
+            if isinstance(sub, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                sub.float()
+    return module
 
 
 class VideoPipeline:
@@ -132,7 +149,7 @@ class VideoPipeline:
         self.kind, self.notes = loaded.kind, list(loaded.notes)
         self.device, self.dtype = device, dtype
         for module in (self.unet, self.vae, *self.encode.modules):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            _to_low_precision(module.to(device=device), dtype).eval().requires_grad_(False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, model: str | None = None, device: str | None = None,
@@ -242,7 +259,9 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     for note in pipe.notes:
         log(f"note: {note}")
     opts = pipe.resolve(options, warn=lambda msg: None)
-    log(f"{pipe.kind} checkpoint ({pipe.defaults.name}): {opts.frames} frames {opts.width}x{opts.height}, "
+    kind = {"ours": "own", "trained": "training export"}.get(pipe.kind, pipe.kind)
+    model = f" ({pipe.defaults.name})" if pipe.defaults.name in ("svd", "svd_xt") else ""
+    log(f"{kind} checkpoint{model}: {opts.frames} frames {opts.width}x{opts.height}, "
         f"{opts.steps} {opts.sampler} steps, cfg {opts.min_cfg:g}->{opts.max_cfg:g}, seed {opts.seed}, "
         f"{pipe.device.type} {str(pipe.dtype).replace('torch.', '')}")
     with _progress_bar(progress, opts.steps) as step:

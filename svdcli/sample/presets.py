@@ -72,14 +72,15 @@ def check_frames(defaults: ModelDefaults, frames: int, warn) -> None:
     trained = defaults.trained_frames
     if trained is None or frames == trained:
         return
+    name = defaults.name if defaults.name in PRESETS else "this checkpoint"
     if defaults.fixed_frames:
-        raise SvdError(f"this {defaults.name} checkpoint generates exactly {trained} frames, "
+        raise SvdError(f"{name} generates exactly {trained} frames, "
                        f"not {frames}; drop --frames or pass --frames {trained}")
     if frames > 2 * trained:
         raise SvdError(f"--frames {frames} is more than twice the {trained} frames this "
-                       f"{defaults.name} checkpoint was trained on; the temporal layers do not "
+                       f"{name} was trained on; the temporal layers do not "
                        f"extrapolate that far (use --frames {trained}, or a model trained longer)")
-    warn(f"note: {defaults.name} was trained on {trained}-frame clips; {frames} frames may look worse")
+    warn(f"note: {name} was trained on {trained}-frame clips; {frames} frames may look worse")
 
 
 def with_overrides(defaults: ModelDefaults, **kw) -> ModelDefaults:
