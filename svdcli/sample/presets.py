@@ -22,7 +22,6 @@ class ModelDefaults:
     height: int
     decode_chunk: int = 14
     trained_frames: int | None = None  # frame count the model was trained on, when known
-    fixed_frames: bool = False  # True: the model cannot do other frame counts
 
 
 # scripts/sampling/simple_video_sample.py of the official repository
@@ -73,11 +72,8 @@ def check_frames(defaults: ModelDefaults, frames: int, warn) -> None:
     if trained is None or frames == trained:
         return
     name = defaults.name if defaults.name in PRESETS else "this checkpoint"
-    if defaults.fixed_frames:
-        raise SvdError(f"{name} generates exactly {trained} frames, "
-                       f"not {frames}; drop --frames or pass --frames {trained}")
     if frames > 2 * trained:
-        raise SvdError(f"--frames {frames} is more than twice the {trained} frames this "
+        raise SvdError(f"--frames {frames} is more than twice the {trained} frames "
                        f"{name} was trained on; the temporal layers do not "
                        f"extrapolate that far (use --frames {trained}, or a model trained longer)")
     warn(f"note: {name} was trained on {trained}-frame clips; {frames} frames may look worse")
