@@ -125,6 +125,12 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shards, tmp_p
     assert not (tmp_path / "run/checkpoints/step_000004").exists()
     events = [json.loads(l) for l in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "nonfinite_loss" and events[-1]["kept"] == "step_000002"
+    # what the message suggests: resume from the kept checkpoint with a lower lr
+    run(tmp_path / "run", shards, steps=5, checkpoint_every=2, resume=True, **{"optim.lr": 1e-5})
+    logged = [json.loads(l) for l in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [(l["step"], l["lr"]) for l in logged if "loss" in l][-3:] == [(3, 1e-5), (4, 1e-5), (5, 1e-5)]
+    with pytest.raises(Exception, match="differs from the run's saved config in noise.p_mean"):
+        run(tmp_path / "run", shards, steps=6, resume=True, **{"noise.p_mean": 0.5})
 
 
 def test_missing_and_corrupt_shards_are_skipped_and_counted(shards, tmp_path):

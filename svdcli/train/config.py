@@ -195,10 +195,10 @@ def load_config(path: str | Path | None, overrides: list[str] = (), stage: str |
     return cfg
 
 
-def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuild a config saved in a run dir or checkpoint."""
+def config_from_dict(values: dict, overrides: list[str] = ()) -> TrainConfig:
+    """Rebuild a config saved in a run dir or checkpoint (with `key=value` overrides applied)."""
     cfg = TrainConfig()
-    _fill(cfg, values)
+    _fill(cfg, _merge(values, parse_overrides(list(overrides))))
     validate(cfg)
     return cfg
 

@@ -51,11 +51,15 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "optim.lr", "optim.grad_clip")
+
+
 def resolve_config(opts: RunOptions) -> TrainConfig:
     """The run's config: from --config + overrides, or (with --resume) the one saved in the run dir.
 
-    On resume only `steps` may change (to extend a run); anything else would break the
-    resumed run's equality with an uninterrupted one.
+    On resume only RESUME_MAY_CHANGE may differ: steps (to extend a run), logging and
+    checkpoint cadence, and lr / clipping (to get past a NaN). Anything else would silently
+    train another model than the one the checkpoint holds.
     """
     saved = opts.out / "config.yaml"
     if not (opts.resume and saved.is_file()):
@@ -64,16 +68,20 @@ def resolve_config(opts: RunOptions) -> TrainConfig:
         return load_config(opts.config, list(opts.overrides), stage=opts.stage)
     import yaml
 
-    cfg = config_from_dict(yaml.safe_load(saved.read_text()))
-    fresh = load_config(opts.config, list(opts.overrides), stage=opts.stage) if opts.config else None
-    if fresh is not None:
-        changed = _diff(cfg.to_dict(), fresh.to_dict())
-        changed.discard("steps")
-        if changed:
-            raise SvdError(f"--resume: the config differs from the run's saved config in "
-                           f"{', '.join(sorted(changed))}; only steps may change")
-        cfg.steps = fresh.steps
-    return cfg
+    saved_values = yaml.safe_load(saved.read_text())
+    cfg = config_from_dict(saved_values)
+    if opts.stage is not None and opts.stage != cfg.stage:
+        raise SvdError(f"--resume: {opts.out} is a {cfg.stage!r} run, not --stage {opts.stage}")
+    if opts.config is not None:
+        asked = load_config(opts.config, list(opts.overrides), stage=opts.stage)
+    else:
+        asked = config_from_dict(saved_values, list(opts.overrides))
+    changed = _diff(cfg.to_dict(), asked.to_dict()) - set(RESUME_MAY_CHANGE)
+    if changed:
+        raise SvdError(f"--resume: the config differs from the run's saved config in "
+                       f"{', '.join(sorted(changed))}; only {', '.join(RESUME_MAY_CHANGE)} may change "
+                       "(leave out --config to resume with the saved one)")
+    return asked
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
@@ -130,6 +138,7 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
     if opts.resume:
         state = ckpt.load(engine, ema, opts.out, info.rank)
         start, data_state = state["step"], DataState(**state["data"])
+        _set_lr(scheduler, cfg)
     stream = TrainStream(shards.good, cfg, info.rank, info.world_size, data_state)
     logger = RunLogger(opts.out, cfg.steps, start, enabled=info.is_main,
                        tensorboard=opts.tensorboard, progress=opts.progress)
@@ -149,6 +158,15 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
     finally:
         logger.close()
     return _finish(engine, ema, cfg, opts, info, shards, zero3)
+
+
+def _set_lr(scheduler, cfg: TrainConfig) -> None:
+    """After a resume: the (possibly changed) optim.lr replaces the one the checkpoint restored."""
+    from svdcli.train.engine import lr_lambda
+
+    scheduler.base_lrs = [cfg.optim.lr for _ in scheduler.base_lrs]
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = cfg.optim.lr * lr_lambda(cfg)(scheduler.last_epoch)
 
 
 def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3) -> None:
