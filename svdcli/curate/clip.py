@@ -28,7 +28,8 @@ import numpy as np
 from svdcli.curate.clips import ClipStage, run_clip_stage
 from svdcli.curate.stage import parts_folder
 from svdcli.curate.text import frame_times, read_clip_frames
-from svdcli.curate.weights import OpenClipWeights, aesthetic_weights, open_clip_weights, pick_device
+from svdcli.curate.weights import (OpenClipWeights, aesthetic_weights, open_clip_weights, pick_device,
+                                   register_model_config)
 from svdcli.errors import SvdError
 
 FRAME_NAMES = ("first", "middle", "last")
@@ -38,8 +39,6 @@ FRAME_NAMES = ("first", "middle", "last")
 def load_open_clip(weights: OpenClipWeights, model: str, device: str):
     """Create an open_clip model from a resolved checkpoint, in eval mode on `device`."""
     import open_clip
-
-    from svdcli.curate.weights import register_model_config
 
     name = register_model_config(model)
     try:
@@ -94,7 +93,7 @@ class ClipEmbedder:
         import open_clip
 
         net = load_open_clip(weights, model, device)
-        return cls(net, open_clip.get_tokenizer(register_name(model)), device, batch_size)
+        return cls(net, open_clip.get_tokenizer(register_model_config(model)), device, batch_size)
 
     def embed_images(self, frames: np.ndarray):
         """uint8 (N, H, W, 3) frames (short side = self.side) -> (N, D) unit vectors on CPU."""
@@ -117,12 +116,6 @@ class ClipEmbedder:
                 tokens = self.tokenizer(texts[i:i + self.batch_size]).to(self.device)
                 out.append(self.net.encode_text(tokens, normalize=True).float().cpu())
         return torch.cat(out)
-
-
-def register_name(model: str) -> str:
-    from svdcli.curate.weights import register_model_config
-
-    return register_model_config(model)
 
 
 def clip_scores(image_emb, text_emb):
@@ -223,7 +216,6 @@ def check_head_width(head_path: Path, model: str, label: str) -> None:
     import open_clip
 
     from svdcli.curate.aesthetic import head_dim, load_aesthetic
-    from svdcli.curate.weights import register_model_config
 
     dim = open_clip.get_model_config(register_model_config(model))["embed_dim"]
     want = head_dim(load_aesthetic(head_path))
