@@ -27,7 +27,7 @@ Stages (recipes in pipelines/train/):
 Single CPU process (gloo, for development):
   svd train --stage video --config pipelines/train/video.yaml --data shards/ --out runs/v1 --set model=tiny
 Several GPUs / nodes (see docs/training.md for the hostfile):
-  deepspeed --hostfile hostfile --module svdcli train --stage video --config ... \\
+  deepspeed --hostfile hostfile --no_local_rank --module svdcli train --stage video --config ... \\
       --data shards/ --out runs/v1 --deepspeed pipelines/deepspeed/zero2.json
 \b
 Writes RUN_DIR/config.yaml, log.jsonl, tb/ (TensorBoard), summary.json and
