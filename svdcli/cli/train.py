@@ -58,14 +58,12 @@ def register(app: typer.Typer) -> None:
             [], "--set", help="Override a config key, e.g. --set optim.lr=3e-5 --set data.batch_size=4 (repeatable)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
         tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Also log TensorBoard scalars."),
-        local_rank: int = typer.Option(-1, "--local_rank", "--local-rank", hidden=True,
-                                       help="Set by the deepspeed launcher."),
     ) -> None:
         from svdcli.train.loop import RunOptions, train
 
         sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
         opts = RunOptions(stage=stage.value, config=config, data=data, out=out, deepspeed=deepspeed,
-                          init=init, resume=resume, overrides=tuple(sets), local_rank=local_rank,
+                          init=init, resume=resume, overrides=tuple(sets),
                           tensorboard=tensorboard, progress=progress)
         summary = train(opts)
         if summary["rank"] == 0:
