@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def convert(
-    src: Path = typer.Argument(..., help="Checkpoint to read: an official SVD/SVD-XT .safetensors, a "
+    src: Path = typer.Argument(..., metavar="SRC", help="Checkpoint to read: an official SVD/SVD-XT .safetensors, a "
                                "diffusers folder, an SD 2.1 .safetensors/.ckpt, or one of ours."),
     to: Target = typer.Option(..., "--to", help="ours: one .safetensors with the configs inside; "
                               "diffusers: a folder with unet/ (and vae/) for diffusers."),

@@ -33,8 +33,21 @@ def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(32, channels, eps=1e-5)
 
 
+class TemporalConv(nn.Conv3d):
+    """Conv3d; a (k,1,1) kernel runs as a Conv2d over (T, H*W), which CPU backends run much
+    faster than their generic 3-D convolution. Same parameters, same result."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size[1:] != (1, 1) or self.stride != (1, 1, 1) or self.padding[1:] != (0, 0):
+            return super().forward(x)
+        b, c, t, h, w = x.shape
+        y = F.conv2d(x.reshape(b, c, t, h * w), self.weight.squeeze(-1), self.bias,
+                     padding=(self.padding[0], 0))   # (B, C, T, H*W): kernel (k, 1)
+        return y.reshape(b, -1, y.shape[2], h, w)
+
+
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
-    return {2: nn.Conv2d, 3: nn.Conv3d}[dims](*args, **kwargs)
+    return {2: nn.Conv2d, 3: TemporalConv}[dims](*args, **kwargs)
 
 
 class ResBlock(nn.Module):
@@ -120,7 +133,8 @@ class VideoResBlock(ResBlock):
         x = super().forward(x, emb)
         bt, c, h, w = x.shape
         t = num_video_frames
-        x = x.reshape(bt // t, t, c, h, w).transpose(1, 2)      # (B*T, C, H, W) -> (B, C, T, H, W)
+        # contiguous (B, C, T, H, W): GroupNorm and the temporal conv run far faster on it
+        x = x.reshape(bt // t, t, c, h, w).transpose(1, 2).contiguous()  # (B*T, C, H, W) -> (B, C, T, H, W)
         x_temporal = self.time_stack(x, emb.reshape(bt // t, t, -1))
         x = self.time_mixer(x, x_temporal, image_only_indicator)
         return x.transpose(1, 2).reshape(bt, c, h, w)           # (B, C, T, H, W) -> (B*T, C, H, W)
