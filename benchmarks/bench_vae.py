@@ -2,7 +2,7 @@
 
 Both hold the same full-size SVD VAE weights (random, converted with `vae_state_to_diffusers`),
 decode the same latents, and must agree (max abs diff printed). Each timing is the best of
-`REPEATS`, after one warm-up call.
+`REPEATS` calls, after one warm-up call, with the three variants interleaved.
   - CPU: one 4-frame video at an 8x12 latent (64x96 px), whole and in chunks of 2.
   - GPU (when CUDA is visible): one 14-frame video at 72x128 (576x1024 px) in float16, whole
     and in chunks of 7, with peak memory.
@@ -13,21 +13,24 @@ import time
 
 import torch
 
-REPEATS = 2
+REPEATS = 3
 
 
-def best_time(fn, device: str) -> float:
-    fn()  # warm-up: kernel selection, allocator
-    times = []
+def best_times(fns: dict, device: str) -> dict[str, float]:
+    """Best of REPEATS per function, calls interleaved so a busy machine slows all alike."""
+    for fn in fns.values():
+        fn()  # warm-up: kernel selection, allocator
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(REPEATS):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def build_pair(device: str, dtype: torch.dtype):
@@ -54,15 +57,20 @@ def run_case(device: str, dtype: torch.dtype, frames: int, hw: tuple[int, int], 
     label = f"{device} {str(dtype).removeprefix('torch.')} {frames} frames, latent {hw[0]}x{hw[1]}"
     diff = (ours.decode(z, frames) - ref.decode(z, num_frames=frames).sample).abs().max().item()
     print(f"{label}: max abs diff ours vs diffusers {diff:.2e}", flush=True)
-    times = {}
-    for name, c in (("whole", None), (f"chunks of {chunk}", chunk)):
-        if device == "cuda":
+    fns = {
+        "ours whole": lambda: ours.decode(z, frames),
+        f"ours chunks of {chunk}": lambda: ours.decode(z, frames, chunk=chunk),
+        "diffusers whole": lambda: ref.decode(z, num_frames=frames).sample,
+    }
+    times = best_times(fns, device)
+    for name, t in times.items():
+        print(f"  {name}: {t * 1000:.0f} ms", flush=True)
+    print(f"  ours/diffusers time ratio (whole): {times['ours whole'] / times['diffusers whole']:.2f}")
+    if device == "cuda":
+        for name in ("ours whole", f"ours chunks of {chunk}"):
             torch.cuda.reset_peak_memory_stats()
-        times[name] = best_time(lambda c=c: ours.decode(z, frames, chunk=c), device)
-        mem = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
-        print(f"  ours {name}: {times[name] * 1000:.0f} ms{mem}", flush=True)
-    t_ref = best_time(lambda: ref.decode(z, num_frames=frames).sample, device)
-    print(f"  diffusers whole: {t_ref * 1000:.0f} ms; ours/diffusers time ratio {times['whole'] / t_ref:.2f}")
+            fns[name]()
+            print(f"  {name}: peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
 
 def main() -> None:
