@@ -121,7 +121,10 @@ def _gpu_measure(checkpointing: bool, batch: int, steps: int = 10) -> dict:
     out = {"batch": batch, "step_s": dt, "samples_per_s": batch / dt,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
            "mfu": flops / dt / (peak * 1e12) if peak else None, "device": name}
-    del engine
+    del engine, step, forward_flops
+    import gc
+
+    gc.collect()  # the next configuration builds its own engine: free this one's weights and states
     torch.cuda.empty_cache()
     return out
 
