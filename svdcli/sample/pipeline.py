@@ -252,7 +252,11 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     """What `svd sample` does: load, sample with a progress bar, write; timings include loading."""
     from svdcli.sample.output import output_format, write_video
 
-    output_format(Path(out), fmt)  # a bad --out fails before minutes of sampling
+    from svdcli.sample.image import read_image
+
+    output_format(Path(out), fmt)  # a bad --out or image fails before the model loads
+    if isinstance(image, (str, Path)):
+        read_image(image)
     start = time.perf_counter()
     pipe = VideoPipeline.from_checkpoint(checkpoint, model=model, device=device, dtype=dtype)
     loading = time.perf_counter() - start
