@@ -144,8 +144,9 @@ def test_text_embedder_is_penultimate_layer_and_causal(tiny_clip):
         m = text.model
         blocks = m.transformer.resblocks
         m.transformer.resblocks = blocks[:-1]  # open_clip's own forward, one block short
+        causal = build_open_clip(tiny_clip).attn_mask  # open_clip's own causal mask
         expected = m.ln_final(m.transformer(m.token_embedding(tokens) + m.positional_embedding,
-                                            attn_mask=m.attn_mask))
+                                            attn_mask=causal))
         m.transformer.resblocks = blocks
         changed = tokens.clone()
         changed[:, 3:] = tokens[:, 3:].roll(1, dims=1)
@@ -206,3 +207,17 @@ def test_full_size_conditioner_has_exactly_the_official_keys(reference_dir):
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert ours == expected
     assert math.prod(model.image_embedder.image_size) == 224 * 224
+
+
+def test_meta_built_conditioner_takes_checkpoint_tensors_and_moves(tiny_conditioner):
+    # how a checkpoint loader avoids a slow random init of ViT-H: meta build + assign
+    with torch.device("meta"):
+        fresh = Conditioner(tiny_conditioner.cfg)
+    fresh.load_state_dict(tiny_conditioner.state_dict(), strict=True, assign=True)
+    fresh = fresh.to(torch.float64).to(torch.float32).eval()  # nothing left on the meta device
+    image = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    with torch.no_grad():
+        a, _ = fresh(image, 6, 127, 0.02, generator=torch.Generator().manual_seed(0))
+        b, _ = tiny_conditioner(image, 6, 127, 0.02, generator=torch.Generator().manual_seed(0))
+    for key in ("crossattn", "vector", "concat"):
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)

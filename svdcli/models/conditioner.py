@@ -149,6 +149,7 @@ class ImageEmbedder(nn.Module):
         super().__init__()
         model = build_open_clip(arch, pretrained)
         del model.transformer
+        model.register_buffer("attn_mask", None, persistent=False)  # text-only; not left on meta
         self.open_clip = nn.Module()  # official key path: open_clip.model.*
         self.open_clip.model = model
 
@@ -185,6 +186,7 @@ class TextEmbedder(nn.Module):
 
         model = build_open_clip(arch, pretrained)
         del model.visual
+        model.register_buffer("attn_mask", None, persistent=False)  # built per call in forward
         self.model = model
         self.tokenizer = open_clip.get_tokenizer(register_model_config(arch))
 
