@@ -76,7 +76,7 @@ def test_clip_preprocessing_equals_a_hand_computation(tiny_clip):
     # (2i, 4j), where bicubic returns the pixel itself, so the whole resize is the blur.
     g = torch.Generator().manual_seed(3)
     image = torch.rand(1, 3, 447, 893, generator=g) * 2 - 1
-    embedder = ImageEmbedder(tiny_clip)
+    embedder = ImageEmbedder(tiny_clip, pretrained=None)
     embedder.open_clip.model.visual.image_size = (224, 224)
     got = embedder.preprocess(image)[0].double().numpy()
 
@@ -127,17 +127,17 @@ def test_missing_clip_weights_say_what_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("SVD_WEIGHTS_DIR", str(tmp_path / "weights"))
     with pytest.raises(MissingWeightsError) as err:
-        ImageEmbedder("ViT-H-14", pretrained="laion2b_s32b_b79k")
+        ImageEmbedder()  # ViT-H-14 laion2b_s32b_b79k by default
     message = str(err.value)
     assert "laion/CLIP-ViT-H-14-laion2B-s32B-b79K" in message
     assert str(tmp_path / "weights") in message and "SVD_WEIGHTS_DIR" in message
     with pytest.raises(SvdError, match="unknown open_clip model"):
-        ImageEmbedder("ViT-Nope-1")
+        ImageEmbedder("ViT-Nope-1", pretrained=None)
 
 
 def test_text_embedder_is_penultimate_layer_and_causal(tiny_clip):
     torch.manual_seed(1)
-    text = TextEmbedder(tiny_clip).eval()
+    text = TextEmbedder(tiny_clip, pretrained=None).eval()
     tokens = text.tokenizer(["a red car drives through the rain", "a cat"])
     with torch.no_grad():
         got = text(tokens)

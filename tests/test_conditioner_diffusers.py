@@ -41,7 +41,7 @@ def hf_vision():
 
 @torch.no_grad()
 def test_transformers_image_encoder_gives_the_same_embedding(tiny_clip, hf_vision):
-    embedder = ImageEmbedder(tiny_clip).eval()
+    embedder = ImageEmbedder(tiny_clip, pretrained=None).eval()
     embedder.open_clip.model.visual.load_state_dict(image_tower_from_transformers(hf_vision.state_dict()))
     image = torch.rand(2, 3, 40, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     pixels = embedder.preprocess(image)

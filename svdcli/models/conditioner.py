@@ -6,10 +6,12 @@ image tower, 1: fps_id, 2: motion_bucket_id, 3: SD VAE for the conditioning fram
 Images are (B, 3, H, W) in [-1, 1]. `TextEmbedder` is SD 2.1's text conditioning for
 text-to-video.
 
-Weights: with an official SVD checkpoint, the CLIP tower comes from the checkpoint itself
-(`pretrained=None`). Otherwise `pretrained` is an open_clip tag (`laion2b_s32b_b79k`) looked up
-in `$SVD_WEIGHTS_DIR` and the Hugging Face cache, or a checkpoint file; a missing file raises
-MissingWeightsError saying what to fetch and where to put it.
+Weights: the embedders default to the open_clip tag `laion2b_s32b_b79k`, looked up as a file
+path, in `$SVD_WEIGHTS_DIR` and in the Hugging Face cache (downloaded when the hub is reachable);
+a missing file raises MissingWeightsError saying what to fetch and where to put it. With an
+official SVD checkpoint the CLIP tower comes from the checkpoint itself: `Conditioner` (and
+`pretrained=None`) builds without weights; build it under `torch.device("meta")` and load with
+`load_state_dict(..., assign=True)` to skip a slow random init of ViT-H.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class ImageEmbedder(nn.Module):
     text tower's embeddings, ln_final and projection: they are kept so every key loads.
     """
 
-    def __init__(self, arch: str = CLIP_ARCH, pretrained: str | None = None):
+    def __init__(self, arch: str = CLIP_ARCH, pretrained: str | None = CLIP_TAG):
         super().__init__()
         model = build_open_clip(arch, pretrained)
         del model.transformer
@@ -178,7 +180,7 @@ class TextEmbedder(nn.Module):
     texts -> (B, 77, width); the visual tower is dropped (SD 2.1's `cond_stage_model.model.*`).
     """
 
-    def __init__(self, arch: str = CLIP_ARCH, pretrained: str | None = None):
+    def __init__(self, arch: str = CLIP_ARCH, pretrained: str | None = CLIP_TAG):
         super().__init__()
         import open_clip
 
