@@ -69,7 +69,16 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def bench_cpu(repeats: int = 3) -> None:
+def bench_cpu(repeats: int = 5) -> None:
+    """One thread (steady on a shared machine) and the default thread count."""
+    default = torch.get_num_threads()
+    for threads in sorted({1, default}):
+        torch.set_num_threads(threads)
+        _bench_cpu(repeats)
+    torch.set_num_threads(default)
+
+
+def _bench_cpu(repeats: int) -> None:
     from svdcli.models.config import UNetConfig
 
     cfg = UNetConfig.tiny()
@@ -119,9 +128,16 @@ def bench_gpu(iters: int = 10) -> None:
             elif ckpt:
                 model.enable_gradient_checkpointing()
             step = lambda: _autocast(run)  # noqa: E731
-            step()
-            torch.cuda.reset_peak_memory_stats()
-            sec = statistics.median(_timed(step, torch.cuda.synchronize) for _ in range(iters))
+            try:
+                step()
+                torch.cuda.reset_peak_memory_stats()
+                sec = statistics.median(_timed(step, torch.cuda.synchronize) for _ in range(iters))
+            except torch.cuda.OutOfMemoryError:
+                print(f"  {label:<9} checkpointing={ckpt!s:<5} out of memory")
+                model.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                results[(label, ckpt)] = float("nan")
+                continue
             mem = torch.cuda.max_memory_allocated() / 2**30
             flops = _flops(step)
             mfu = f"{flops / sec / (peak * 1e12) * 100:.1f}%" if peak else "n/a"

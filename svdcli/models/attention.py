@@ -25,11 +25,14 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
-        if context.shape[1] == 1:
+        if context is not None and context.shape[1] == 1:
             return self.single_key(x, context)
         b, n, _ = x.shape
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        if context is None:             # self-attention: one matmul for q, k and v
+            w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+            q, k, v = F.linear(x, w).chunk(3, dim=-1)
+        else:
+            q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         # (b, n, heads*d) -> (b, heads, n, d)
         q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
