@@ -170,3 +170,8 @@ def test_worker_processes_give_the_same_scores(text_manifest, tmp_path):
 def flat(text: str) -> str:
     """CLI output with the console's line wrapping undone."""
     return " ".join(text.split())
+
+
+def test_unknown_recipe_setting_is_a_clear_error(text_manifest, tmp_path):
+    with pytest.raises(SvdError, match="unknown text setting.*max_area.*known: detector"):
+        run_text(text_manifest, tmp_path / "o.parquet", progress=False, max_area=0.07)

@@ -15,7 +15,7 @@ import numpy as np
 
 from svdcli.curate.clip import autocast, clip_read_size, load_open_clip, to_model_input
 from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.curate.text import middle_time, read_clip_frames
+from svdcli.curate.text import config_from, middle_time, read_clip_frames
 from svdcli.curate.weights import OpenClipWeights, open_clip_weights, pick_device
 from svdcli.errors import SvdError
 
@@ -129,7 +129,7 @@ def run_caption(manifest_path, out_path=None, *, workers: int = 1, progress: boo
 
     Returns run_clip_stage's (RunResult, written path or None).
     """
-    stage = CaptionStage(CaptionConfig(**settings))
+    stage = CaptionStage(config_from(CaptionConfig, settings, "caption"))
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
                           rank=rank, world_size=world_size, clips_per_task=32,
                           describe=f"caption ({stage.weights.label})")

@@ -27,7 +27,7 @@ import numpy as np
 
 from svdcli.curate.clips import ClipStage, run_clip_stage
 from svdcli.curate.stage import parts_folder
-from svdcli.curate.text import frame_times, read_clip_frames
+from svdcli.curate.text import config_from, frame_times, read_clip_frames
 from svdcli.curate.weights import (OpenClipWeights, aesthetic_weights, open_clip_weights, pick_device,
                                    register_model_config)
 from svdcli.errors import SvdError
@@ -292,7 +292,7 @@ def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool =
     manifest_path = Path(manifest_path)
     read_manifest(manifest_path, columns=["clip_id"])  # a clear error for a missing/foreign file
     out = Path(out_path or manifest_path)
-    stage = ClipEmbedStage(ClipConfig(**settings), read_captions(manifest_path))
+    stage = ClipEmbedStage(config_from(ClipConfig, settings, "clip"), read_captions(manifest_path))
     folder = parts_folder(out, stage)
     stage.embeddings_dir = folder.with_name(folder.name + ".embeddings")
     stage.embeddings_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ and caption stages.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -180,13 +180,23 @@ class TextStage(ClipStage):
 def run_text(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
              rank: int = 0, world_size: int = 1, **settings):
     """Score text area for every ok clip; settings are TextConfig fields. Returns run_clip_stage's result."""
-    stage = TextStage(TextConfig(**settings))
+    stage = TextStage(config_from(TextConfig, settings, "text"))
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
                           rank=rank, world_size=world_size, clips_per_task=16,
                           describe=f"text ({stage.detector_name})")
 
 
-# --- frames shared by the text, clip and caption stages ---------------------------------------
+# --- helpers shared by the text, clip and caption stages --------------------------------------
+def config_from(cls, settings: dict, stage: str):
+    """A stage config from recipe / CLI settings; an unknown name is a user error listing the known ones."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise SvdError(f"unknown {stage} setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return cls(**settings)
+
+
+
 def parse_frames(spec: str) -> float | None:
     """'fml' -> None (first, middle, last); 'Nfps' -> N frames per second."""
     if spec == "fml":
