@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import time
 import traceback
@@ -95,9 +97,11 @@ _WORKER_STAGE: Stage | None = None
 
 
 def _init_worker(stage: Stage, threads: int) -> None:
+    """Runs first in each (spawned) worker: thread limits before any library starts its pool."""
     global _WORKER_STAGE
-    # no cv2.setNumThreads here: in a forked child it can hang forever when the parent's OpenCV
-    # thread pool was busy at the fork; _run_pool sets the limit in the parent, children inherit it
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    _limit_threads(threads)
     stage.setup()
     _WORKER_STAGE = stage
 
@@ -249,17 +253,14 @@ def run_stage(stage: Stage, tasks: list[Task], out: Path, *, workers: int = 1, r
 
 
 def _run_pool(stage, tasks, workers, threads, collect, on_progress) -> None:
-    """Keep at most 2*workers tasks in flight so results stream back in order of completion."""
-    previous = _limit_threads(max(1, threads))  # inherited by the forked workers
-    try:
-        _run_pool_limited(stage, tasks, workers, threads, collect, on_progress)
-    finally:
-        if previous is not None:
-            _limit_threads(previous)
+    """Keep at most 2*workers tasks in flight so results stream back in order of completion.
 
-
-def _run_pool_limited(stage, tasks, workers, threads, collect, on_progress) -> None:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+    Workers are spawned, not forked: a child forked after the parent ran OpenMP (torch),
+    OpenCV or onnxruntime thread pools can deadlock on its first parallel call, and a recipe
+    runs several stages in one parent process.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                              initargs=(stage, max(1, threads))) as pool:
         pending = set()
         it = iter(tasks)
