@@ -114,3 +114,10 @@ def test_untrained_denoiser_starts_from_the_v_prediction_baseline():
     loss = edm.edm_loss(den, x0, cond, 2, sigma=torch.tensor([2.0]), noise=noise)
     expected = (1.25 * (0.2 * (x0 + 2 * noise) - x0) ** 2).mean()
     assert torch.allclose(loss, expected.reshape(1), rtol=1e-5)
+
+
+def test_denoiser_rejects_per_video_sigma_for_a_video_batch():
+    den = _tiny_denoiser()
+    cond = {"crossattn": torch.zeros(4, 1, 40), "vector": torch.zeros(4, 24), "concat": torch.zeros(4, 4, 8, 8)}
+    with pytest.raises(ValueError, match="one value per frame"):
+        den(torch.zeros(4, 4, 8, 8), torch.tensor([1.0, 2.0]), cond, 2)

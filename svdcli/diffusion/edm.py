@@ -70,8 +70,11 @@ class Denoiser(nn.Module):
                 num_video_frames: int, image_only_indicator: torch.Tensor | None = None
                 ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        if sigma.numel() == 1:
+            sigma = sigma.reshape(()).expand(x.shape[0])
+        if sigma.shape != (x.shape[0],):
+            raise ValueError(f"sigma must be a scalar or one value per frame ({x.shape[0]}), "
+                             f"got shape {tuple(sigma.shape)}")
         s = _bcast(sigma, x)
         skip, out, inp, noise = scalings(s)
         net_in = x * inp
