@@ -53,7 +53,10 @@ def test_overrides_are_typed_and_unknown_keys_are_named(tmp_path):
         load_config(REPO / "pipelines/train/video.yaml", ["steps=many"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("stage: video\ndata: {height: 250}\n")
-    with pytest.raises(ConfigError, match="multiples of 8"):
+    with pytest.raises(ConfigError, match="multiples of 64"):
+        load_config(bad)
+    bad.write_text("stage: video\ndata: {height: 64, width: 96}\n")  # latent 8x12 cannot halve 3 times
+    with pytest.raises(ConfigError, match="multiples of 64"):
         load_config(bad)
     with pytest.raises(ConfigError, match="is a 'video' config"):
         load_config(REPO / "pipelines/train/video.yaml", stage="finetune")
@@ -87,3 +90,9 @@ def test_full_size_model_without_weights_names_the_file_to_fetch(tmp_path):
                                  "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress"])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "svd.safetensors" in r.output and "weights" in r.output
+
+
+def test_demo_training_config_validates_as_a_tiny_video_run():
+    cfg = load_config(REPO / "pipelines/demo/train.yaml", stage="video")
+    assert cfg.model == "tiny" and cfg.stage == "video"
+    assert cfg.data.height % 64 == 0 and cfg.data.width % 64 == 0

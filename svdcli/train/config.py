@@ -220,8 +220,10 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     d = cfg.data
     _check(d.frames >= 1 and d.batch_size >= 1 and d.grad_accum >= 1, "data.frames, batch_size, grad_accum must be >= 1")
-    _check(d.height % 8 == 0 and d.width % 8 == 0 and d.height > 0 and d.width > 0,
-           f"data.height and data.width must be positive multiples of 8 (the VAE's factor), got {d.height}x{d.width}")
+    # the VAE downsamples by 8 and the UNet's three downsamplers by 8 more: latents must halve cleanly
+    _check(d.height % 64 == 0 and d.width % 64 == 0 and d.height > 0 and d.width > 0,
+           f"data.height and data.width must be positive multiples of 64 (VAE factor 8 x three UNet "
+           f"downsamplings), got {d.height}x{d.width}")
     _check(cfg.noise.p_std > 0 and math.isfinite(cfg.noise.p_mean), "noise.p_std must be > 0")
     _check(0.0 <= cfg.cond.dropout < 1.0 and 0.0 <= cfg.cond.text_dropout < 1.0,
            "cond.dropout and cond.text_dropout must be in [0, 1)")
