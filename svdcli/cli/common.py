@@ -40,3 +40,21 @@ def console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def check_rank(rank: int, world_size: int) -> None:
+    """A sharded run's rank must name one of its machines."""
+    if rank >= world_size:
+        raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+
+
+def print_stage_result(stage: str, result, written, summary) -> None:
+    """After a per-clip stage: its summary, or how far a sharded run is when others still work.
+
+    `summary` is a callable turning the written manifest path into the text to print.
+    """
+    if written is None:
+        console().print(f"{stage}: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
+                        "written when every rank has finished (rerun any rank to merge)")
+        return
+    console().print(summary(written), markup=False)  # captions and paths may hold [brackets]

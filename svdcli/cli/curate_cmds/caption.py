@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 
 HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
 
@@ -42,16 +42,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from svdcli.curate.caption import run_caption, summarize
 
-        if rank >= world_size:
-            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        check_rank(rank, world_size)
         result, written = run_caption(
             manifest, out, workers=workers, rank=rank, world_size=world_size, progress=progress, model=model,
             pretrained=pretrained, generation=generation, seq_len=seq_len, min_seq_len=min_seq_len,
             num_beams=num_beams, num_beam_groups=num_beam_groups, top_k=top_k, top_p=top_p,
             temperature=temperature, repetition_penalty=repetition_penalty, seed=seed,
             batch_size=batch_size, device=device)
-        if written is None:
-            console().print(f"caption: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
-                            "written when every rank has finished (rerun any rank to merge)")
-            return
-        console().print(summarize(written), markup=False)  # captions and paths may hold [brackets]
+        print_stage_result("caption", result, written, summarize)

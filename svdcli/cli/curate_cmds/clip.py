@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 
 HELP = """Embed the first, middle and last frame of every ok clip with an open_clip image tower and score them.
 
@@ -39,14 +39,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from svdcli.curate.clip import run_clip, summarize
 
-        if rank >= world_size:
-            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        check_rank(rank, world_size)
         result, written = run_clip(manifest, out, workers=workers, rank=rank, world_size=world_size,
                                    progress=progress, model=model, pretrained=pretrained, aesthetic=aesthetic,
                                    weights_dir=str(weights_dir) if weights_dir else None,
                                    batch_size=batch_size, device=device)
-        if written is None:
-            console().print(f"clip: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
-                            "written when every rank has finished (rerun any rank to merge)")
-            return
-        console().print(summarize(written), markup=False)  # captions and paths may hold [brackets]
+        print_stage_result("clip", result, written, summarize)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 
 HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs (1/15 s apart) sampled at 2 fps inside the clip, at a fixed analysis size (long side 256 px, aspect kept), so scores compare across videos of any size.
 
@@ -28,12 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from svdcli.curate.motion import run_motion, summarize
 
-        if rank >= world_size:
-            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        check_rank(rank, world_size)
         result, written = run_motion(manifest, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress)
-        if written is None:
-            console().print(f"motion: {result.tasks_done}/{result.tasks_total} videos done; the manifest "
-                            "is written when every rank has finished (rerun any rank to merge)")
-            return
-        console().print(summarize(written, threshold))
+        print_stage_result("motion", result, written, lambda w: summarize(w, threshold))

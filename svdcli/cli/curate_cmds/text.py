@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 
 HELP = """Score how much of every ok clip is covered by text (captions, titles, watermarks, slides).
 
@@ -38,15 +38,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from svdcli.curate.text import resolve_detector, run_text, summarize
 
-        if rank >= world_size:
-            raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
+        check_rank(rank, world_size)
         model_dir = str(model_dir) if model_dir else None
         console().print(f"text detector: {resolve_detector(detector, model_dir)}")
         result, written = run_text(manifest, out, workers=workers, rank=rank, world_size=world_size,
                                    progress=progress, detector=detector, model_dir=model_dir, frames=frames,
                                    size=size, batch_size=batch_size, device=device)
-        if written is None:
-            console().print(f"text: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
-                            "written when every rank has finished (rerun any rank to merge)")
-            return
-        console().print(summarize(written, max_area), markup=False)  # captions and paths may hold [brackets]
+        print_stage_result("text", result, written, lambda w: summarize(w, max_area))
