@@ -26,7 +26,7 @@ MISSING_CHECKPOINT = (
     "no --checkpoint given. Official weights: download svd.safetensors from "
     "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid (or svd_xt.safetensors "
     "from .../stable-video-diffusion-img2vid-xt) and pass --checkpoint PATH; or run `make demo`, "
-    "which trains a small checkpoint (demo/train/checkpoint) to try.")
+    "which trains a small model in demo/run: `svd sample --image demo/cond.png --checkpoint demo/run`.")
 
 
 def register(app: typer.Typer) -> None:
