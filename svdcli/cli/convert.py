@@ -28,7 +28,9 @@ def convert(
     src: Path = typer.Argument(..., metavar="SRC", help="Checkpoint to read: an official SVD/SVD-XT .safetensors, a "
                                "diffusers folder, an SD 2.1 .safetensors/.ckpt, or one of ours."),
     to: Target = typer.Option(..., "--to", help="ours: one .safetensors with the configs inside; "
-                              "diffusers: a folder with unet/ (and vae/) for diffusers."),
+                              "diffusers: a StableVideoDiffusionPipeline folder (unet/, vae/, "
+                              "image_encoder/, feature_extractor/, scheduler/, model_index.json; "
+                              "unet/ and vae/ only when the source has no conditioner)."),
     out: Path = typer.Option(..., "--out", help="Output file (ours) or folder (diffusers)."),
     num_head_channels: int = typer.Option(64, help=HEAD_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
@@ -49,15 +51,17 @@ def convert(
     if ckpt.unexpected:
         con.print(f"[yellow]warning:[/] {len(ckpt.unexpected)} source keys belong to no part and are "
                   f"not converted (e.g. {ckpt.unexpected[0]}); `svd inspect` lists them")
+    notes = list(ckpt.notes)
     with con.status(f"writing {out}"):
         if to is Target.ours:
             ck.save_ours(out, ckpt.parts, ckpt.config, ckpt.vae_config,
                          {"source": str(src), "source_format": ckpt.kind})
             written = sorted(ckpt.parts)
         else:
-            written = ck.save_diffusers(out, ckpt)
-    for note in ckpt.notes + [f"{part} not written: no {to.value} layout for it yet"
-                              for part in sorted(set(ckpt.parts) - set(written))]:
+            written, write_notes = ck.save_diffusers(out, ckpt)
+            notes += write_notes
+    for note in notes + [f"{part} not written" for part in sorted(set(ckpt.parts) - set(written))
+                         if not any(n.startswith(f"{part} not written") for n in notes)]:
         con.print(f"note: {note}")
     con.print(f"wrote {out} ({to.value}) from {ckpt.kind} checkpoint: {', '.join(written)}")
 

@@ -41,6 +41,8 @@ class Checkpoint:
     vae_config: Any = None                       # svdcli.models.vae.VAEConfig when a VAE is present
     unexpected: list[str] = field(default_factory=list)   # source keys no part claims
     notes: list[str] = field(default_factory=list)        # what was inferred or skipped
+    clip_arch: str | None = None     # open_clip arch of the conditioner's image tower (None: ViT-H-14)
+    clip_vision: dict | None = None  # its transformers CLIPVisionConfig, when read from a diffusers folder
 
     def __iter__(self):
         """Unpacks as (kind, parts, config)."""
@@ -152,7 +154,13 @@ def _load_ours(path: Path, sd: dict[str, torch.Tensor]) -> Checkpoint:
         from svdcli.models.vae import VAEConfig
 
         vae_cfg = VAEConfig.from_dict(json.loads(meta["vae_config"]))
-    return Checkpoint("ours", parts, cfg, vae_cfg, sorted(unexpected))
+    ckpt = Checkpoint("ours", parts, cfg, vae_cfg, sorted(unexpected))
+    if "conditioner_config" in meta:
+        arch = json.loads(meta["conditioner_config"]).get("clip_arch")
+        if arch and arch.endswith(".json") and not Path(arch).is_absolute():
+            arch = str(path.parent / arch)  # a model-config file kept beside the checkpoint
+        ckpt.clip_arch = arch
+    return ckpt
 
 
 def _load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
@@ -178,6 +186,7 @@ def _load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
         from svdcli.models.conditioner_diffusers import conditioner_state_from_diffusers
 
         ckpt.parts["conditioner"] = conditioner_state_from_diffusers(load_file(str(encoder)), vae_diffusers)
+        ckpt.clip_vision = json.loads((path / "image_encoder" / "config.json").read_text())
         ckpt.notes.append("conditioner from image_encoder/ + vae/ (CLIP text leftovers and the "
                           "conditioning VAE's decoder are not in diffusers folders)")
     return ckpt
@@ -347,7 +356,13 @@ def save_ours(path: str | Path, parts: dict[str, dict[str, torch.Tensor]],
     unknown = set(parts) - set(OFFICIAL_PREFIXES)
     if unknown:
         raise ValueError(f"unknown checkpoint parts {sorted(unknown)}")
-    flat = {f"{part}.{k}": v.detach().contiguous() for part, sd in parts.items() for k, v in sd.items()}
+    flat, seen = {}, set()
+    for part, sd in parts.items():
+        for k, v in sd.items():
+            v = v.detach().contiguous()
+            # safetensors refuses shared storage (a diffusers folder's VAE feeds two parts): copy
+            flat[f"{part}.{k}"] = v.clone() if v.untyped_storage().data_ptr() in seen else v
+            seen.add(v.untyped_storage().data_ptr())
     meta = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, **(extra_metadata or {})}
     if unet_config is not None:
         meta["unet_config"] = json.dumps(unet_config.to_dict())
@@ -360,48 +375,11 @@ def save_ours(path: str | Path, parts: dict[str, dict[str, torch.Tensor]],
     return path
 
 
-def save_diffusers(folder: str | Path, ckpt: Checkpoint) -> list[str]:
-    """Write `unet/` (and `vae/` when present) as diffusers folders; returns the parts written."""
-    from svdcli.models.unet_diffusers import diffusers_unet_config, unet_state_to_diffusers
+def save_diffusers(folder: str | Path, ckpt: Checkpoint) -> tuple[list[str], list[str]]:
+    """Write a diffusers SVD folder (svdcli.models.diffusers_folder); returns (parts, notes)."""
+    from svdcli.models.diffusers_folder import save_diffusers as write
 
-    folder = Path(folder)
-    written = []
-    if "unet" in ckpt.parts:
-        try:
-            config = diffusers_unet_config(ckpt.config)
-        except ValueError as exc:
-            raise SvdError(str(exc)) from None
-        _write_component(folder / "unet", config, unet_state_to_diffusers(ckpt.parts["unet"], ckpt.config))
-        written.append("unet")
-    if "vae" in ckpt.parts:
-        from svdcli.models.vae import vae_state_to_diffusers
-
-        vae_cfg = ckpt.vae_config or infer_vae_config(ckpt.parts["vae"])
-        _write_component(folder / "vae", _diffusers_vae_config(vae_cfg), vae_state_to_diffusers(ckpt.parts["vae"]))
-        written.append("vae")
-    return written
-
-
-def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tmp = folder / "diffusion_pytorch_model.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(folder / "diffusion_pytorch_model.safetensors")
-
-
-def _diffusers_vae_config(cfg) -> dict[str, Any]:
-    """`vae/config.json` of diffusers' AutoencoderKLTemporalDecoder for our VAEConfig."""
-    from svdcli.models.vae import SCALE_FACTOR
-
-    levels = len(cfg.ch_mult)
-    return {"_class_name": "AutoencoderKLTemporalDecoder", "in_channels": cfg.in_channels,
-            "out_channels": cfg.out_ch, "down_block_types": ["DownEncoderBlock2D"] * levels,
-            "block_out_channels": [cfg.ch * m for m in cfg.ch_mult],
-            "layers_per_block": cfg.num_res_blocks, "latent_channels": cfg.z_channels,
-            "sample_size": 768, "scaling_factor": SCALE_FACTOR, "force_upcast": True}
+    return write(folder, ckpt)
 
 
 def parameter_counts(ckpt: Checkpoint) -> dict[str, int]:

@@ -103,3 +103,24 @@ def conditioner_state_from_diffusers(image_encoder: dict[str, torch.Tensor],
 def missing_is_harmless(missing_keys) -> bool:
     """True when every missing conditioner key is one diffusers does not have (unused ones)."""
     return all(k.startswith(NOT_IN_DIFFUSERS) for k in missing_keys)
+
+
+def frame_encoder_mismatch(conditioner: dict[str, torch.Tensor], vae: dict[str, torch.Tensor]) -> str | None:
+    """How the conditioner's frame encoder differs from the one a diffusers folder rebuilds from
+    `vae` (our naming); None when they are the same tensors.
+
+    diffusers encodes the conditioning frame with the pipeline's VAE, so a conditioner whose own
+    SD VAE differs cannot be carried over exactly.
+    """
+    from svdcli.models.vae import vae_state_to_diffusers
+
+    rebuilt = conditioner_state_from_diffusers({}, vae_state_to_diffusers(vae))
+    own = {k: v for k, v in conditioner.items() if k.startswith(FRAME_VAE) and not k.startswith(NOT_IN_DIFFUSERS)}
+    if not own:  # no frame encoder of its own: nothing to lose
+        return None
+    if set(own) != set(rebuilt):
+        return f"{len(set(own) ^ set(rebuilt))} tensors present in only one of them"
+    if any(own[k].shape != rebuilt[k].shape for k in own):
+        return "tensor shapes differ"
+    worst = max((own[k].float() - rebuilt[k].float()).abs().max().item() for k in own)
+    return f"max |difference| {worst:.3g}" if worst > 0 else None
