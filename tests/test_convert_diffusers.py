@@ -94,3 +94,20 @@ def test_without_a_conditioner_only_unet_and_vae_are_written(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["unet", "vae"]
     assert json.loads((out / "unet" / "config.json").read_text())["_class_name"] == "UNetSpatioTemporalConditionModel"
     assert load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_official_image_tower_gets_the_official_image_encoder_config(reference_dir):
+    """The real SVD file's ViT-H-14 tower (shapes from its key list) -> image_encoder/config.json
+    of stabilityai/stable-video-diffusion-img2vid."""
+    from svdcli.models.conditioner_diffusers import IMAGE_TOWER
+    from svdcli.models.diffusers_folder import clip_vision_config
+
+    rows = [line.split("\t") for line in (reference_dir / "svd_checkpoint_keys.tsv").read_text().splitlines()]
+    prefix = "conditioner." + IMAGE_TOWER
+    visual = {k[len(prefix):]: torch.empty(json.loads(s.replace("(", "[").replace(",)", "]").replace(")", "]")),
+                                           device="meta") for k, s in rows if k.startswith(prefix)}
+    cfg = clip_vision_config(visual, None)
+    assert {k: cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                "patch_size", "image_size", "projection_dim", "hidden_act")} == {
+        "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16,
+        "patch_size": 14, "image_size": 224, "projection_dim": 1024, "hidden_act": "gelu"}
