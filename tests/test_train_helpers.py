@@ -16,8 +16,10 @@ COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start
            "num_frames", "fps", "width", "height", "status", "motion_score", "caption", "keep", "drop_reason"]
 
 
-def make_shards(folder: Path, clips: int = 8, frames: int = 4, shard_size: int = 2) -> Path:
-    """`clips` panning clips packed at 64x64 (tiny latents 8x8) into shards of `shard_size`."""
+def make_shards(folder: Path, clips: int = 8, frames: int = 4, shard_size: int = 2,
+                latents: str | None = None) -> Path:
+    """`clips` panning clips packed at 64x64 (tiny latents 8x8) into shards of `shard_size`
+    (with `latents`, a VAE source such as "tiny:0", also their stored latents)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for v in range(clips // 2):
@@ -32,7 +34,7 @@ def make_shards(folder: Path, clips: int = 8, frames: int = 4, shard_size: int =
                              motion_score=float(v), caption=f"a pan number {v}", keep=True, drop_reason=None))
     manifest = write_manifest(table_from_rows(rows, COLUMNS), folder / "clips.parquet")
     cfg = PackConfig(size=(64, 64), frames=frames, min_frames=frames, fps=FPS, shard_size=shard_size,
-                     format="npy")
+                     format="npy", latents=latents)
     run_pack(manifest, folder / "shards", cfg, workers=1, progress=False)
     return folder / "shards"
 

@@ -51,6 +51,12 @@ def register(app: typer.Typer) -> None:
                                        "(round(scale*score), clipped to 0..255) or 'percentile' (rank among packed "
                                        "clips, 0..255)."),
         motion_scale: float = typer.Option(32.0, "--motion-scale", help="Scale of the linear motion map."),
+        latents: Optional[str] = typer.Option(
+            None, "--latents", help="Also store each sample's VAE latents (latents.npy, float16 (T, 4, H/8, W/8): "
+            "the posterior MODE times 0.18215, as the UNet consumes them) so training with data.latents=true "
+            "skips the VAE encoder. VAE_SOURCE: an official SVD .safetensors, our checkpoint, a `svd train` run "
+            "dir, or tiny:SEED (the tiny model's seeded VAE). The json records the VAE's weights hash. Encodes on "
+            "the GPU when there is one, else in the CPU workers. Default: off.", metavar="VAE_SOURCE"),
         workers: int = typer.Option(2, "--workers", "-w", help="Worker processes (each writes whole shards)."),
         all_ok: bool = typer.Option(False, "--all", help="Pack every ok clip, ignoring the `keep` column."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace shards in --out made from other input "
@@ -63,7 +69,7 @@ def register(app: typer.Typer) -> None:
         height, width = _parse_size(size)
         cfg = PackConfig(size=(height, width), frames=frames, min_frames=min_frames or frames, fps=fps,
                          shard_size=shard_size, format=fmt, crf=crf, motion_map=motion_map,
-                         motion_scale=motion_scale)
+                         motion_scale=motion_scale, latents=latents)
         if not 0 <= rank < world_size:
             fail(f"--rank {rank} must be in 0..{world_size - 1}")
         summary = run_pack(manifest, out, cfg, workers=workers, all_ok=all_ok, overwrite=overwrite,

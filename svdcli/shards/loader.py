@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from svdcli.errors import SvdError
 from svdcli.shards.conditioning import fps_id_for
 from svdcli.shards.frames import decode_mp4, decode_npy, resize_crop
 
@@ -58,6 +59,7 @@ class LoaderConfig:
     shuffle: int = 1000  # sample shuffle buffer per worker; 0 keeps shard and sample order
     seed: int = 0
     resampled: bool = False  # draw shards with replacement, endlessly
+    latents: bool = False  # also return the stored VAE latents (`svd pack --latents`) as cond["latents"]
 
 
 def expand_urls(urls: str | os.PathLike | list) -> list[str]:
@@ -149,6 +151,10 @@ class ShardDataset(IterableDataset):
     def decode(self, sample: dict, epoch: int = 0) -> tuple[torch.Tensor, dict] | None:
         """Raw sample (bytes by extension) -> (video (T, C, H, W) uint8, cond), or None to skip it."""
         key = sample.get("__key__", "?")
+        if self.cfg.latents and "latents.npy" not in sample:
+            # not skipped like a broken sample: every sample of such a pack lacks them
+            raise SvdError(f"sample {key} has no latents.npy: repack with `svd pack --latents VAE_SOURCE`, "
+                           "or train with data.latents=false")
         try:
             meta = json.loads(sample["json"])
             n = int(meta["num_frames"])
@@ -163,8 +169,19 @@ class ShardDataset(IterableDataset):
             frames = frames[start:stop:stride]  # (T, H, W, C) uint8
             if len(frames) != self.cfg.num_frames:
                 raise ValueError(f"decoded {len(frames)} frames, expected {self.cfg.num_frames}")
+            latents = None
+            if self.cfg.latents:
+                latents = decode_npy(sample["latents.npy"])[start:stop:stride]  # (T, 4, h, w) float16
+                if latents.shape[0] != self.cfg.num_frames:
+                    raise ValueError(f"{latents.shape[0]} latents for {self.cfg.num_frames} frames")
             if self.cfg.size is not None:
+                if latents is not None and tuple(frames.shape[1:3]) != tuple(self.cfg.size):
+                    raise SvdError(f"sample {key} is stored at {frames.shape[1]}x{frames.shape[2]} but training "
+                                   f"asks for {self.cfg.size[0]}x{self.cfg.size[1]}: stored latents cannot be "
+                                   "resized; train at the packed size or repack")
                 frames = resize_crop(frames, *self.cfg.size)
+        except SvdError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad sample must not stop training
             warnings.warn(f"skipping sample {key}: {type(exc).__name__}: {exc}")
             return None
@@ -174,6 +191,8 @@ class ShardDataset(IterableDataset):
             "caption": meta.get("caption", ""), "clip_id": meta["clip_id"], "key": key,
             "frame_start": start, "frame_stride": stride,
         }
+        if latents is not None:
+            cond["latents"] = torch.from_numpy(np.ascontiguousarray(latents))  # same frames as `video`
         return video, cond
 
 
@@ -228,17 +247,18 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
                 seed: int = 0, epoch: int = 0, resampled: bool = False, rank: int | None = None,
                 world_size: int | None = None, drop_last: bool = False,
                 device: str | torch.device | None = None,
-                multiprocessing_context: str | None = "spawn") -> VideoLoader:
+                multiprocessing_context: str | None = "spawn", latents: bool = False) -> VideoLoader:
     """Batches (video (B, T, C, H, W) float32 in [-1, 1], cond) over shards; see the module docstring.
 
     cond: fps_id, motion_bucket_id, frame_start, frame_stride as LongTensors (B,) (on `device`);
-    caption, clip_id, key as lists of str. cond_aug is not stored: sample it in the training
+    caption, clip_id, key as lists of str; with `latents`, cond["latents"] (B, T, 4, H/8, W/8)
+    float16, the stored latents of exactly the frames in `video`. cond_aug is not stored: sample it in the training
     step. With a CUDA `device`, batches are pinned and copied without blocking. Workers are
     spawned once and kept (persistent): a forked worker can hang forever when the trainer has
     already run threaded native code (video writers, OpenCV) before the fork.
     """
     cfg = LoaderConfig(num_frames=num_frames, stride=stride, size=size, shuffle=shuffle, seed=seed,
-                       resampled=resampled)
+                       resampled=resampled, latents=latents)
     dataset = ShardDataset(urls, cfg, rank=rank, world_size=world_size, epoch=epoch)
     workers_kw = {}
     if num_workers > 0:

@@ -2,6 +2,7 @@
 
 Layout of the output folder:
     000000.tar, 000001.tar, ...   samples `<key>.mp4` and/or `<key>.npy`, `<key>.json`, `<key>.txt`
+                                  (+ `<key>.latents.npy` with --latents, see latents.py)
     index.parquet                 clip_id -> shard, key (+ frames, fps, conditioning)
     stats.json                    settings, counts, every skipped clip with its reason
     pack.json                     the settings and clip assignment the shards were made with
@@ -52,6 +53,7 @@ class PackConfig:
     crf: int = 18  # H.264 quality of the stored mp4 (lower is better)
     motion_map: str = "linear"
     motion_scale: float = 32.0
+    latents: str | None = None  # VAE source for precomputed latents (latents.py); None = no latents
 
     def validate(self) -> None:
         h, w = self.size
@@ -104,6 +106,11 @@ def write_shard(job: ShardJob) -> ShardResult:
     out = Path(job.out)
     path, tmp = out / f"{job.name}.tar", out / f"{job.name}.tar.tmp"
     result = ShardResult(job.name)
+    encoder = None
+    if job.config.latents:
+        from svdcli.shards.latents import latent_encoder
+
+        encoder = latent_encoder(job.config.latents)
     try:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for video_clips in _by_video(job.clips, group_size(job.config)):
@@ -113,8 +120,13 @@ def write_shard(job: ShardJob) -> ShardResult:
                     if isinstance(got, ClipSkipped):
                         result.skipped.append({"clip_id": clip["clip_id"], "kind": got.kind, "reason": str(got)})
                         continue
-                    sample, row = build_sample(clip, *got, job.config, job.motion)
-                    for ext in ("mp4", "npy", "json", "txt"):
+                    latent = None
+                    if encoder is not None:
+                        from svdcli.shards.latents import encode_latents
+
+                        latent = (encode_latents(encoder[0], got[0]), encoder[1].to_dict())
+                    sample, row = build_sample(clip, *got, job.config, job.motion, latent=latent)
+                    for ext in ("mp4", "npy", "latents.npy", "json", "txt"):
                         if ext in sample:
                             _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
                     result.rows.append({**row, "shard": path.name})
@@ -200,9 +212,11 @@ def plan_shards(clips: list[dict], shard_size: int) -> list[tuple[str, list[dict
     return [(f"{k:06d}", ordered[i:i + shard_size]) for k, i in enumerate(range(0, len(ordered), shard_size))]
 
 
-def pack_fingerprint(cfg: PackConfig, plan: list[tuple[str, list[dict]]]) -> str:
-    """Covers the settings and every clip's row, so changed input never reuses old shards."""
-    blob = json.dumps({"config": asdict(cfg), "plan": plan}, sort_keys=True, default=str)
+def pack_fingerprint(cfg: PackConfig, plan: list[tuple[str, list[dict]]], latents: dict | None = None) -> str:
+    """Covers the settings, every clip's row and the latents' VAE (its weights hash, not only
+    its path), so changed input never reuses old shards."""
+    blob = json.dumps({"config": asdict(cfg), "plan": plan, **({"latents": latents} if latents else {})},
+                      sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -248,9 +262,14 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
                        "check the filter step or pass --all")
     motion = MotionBuckets(cfg.motion_map, cfg.motion_scale, [c.get("motion_score") for c in clips])
     plan = plan_shards(clips, cfg.shard_size)
-    fingerprint = pack_fingerprint(cfg, plan)
+    latents = None
+    if cfg.latents:  # loaded here first, so a bad source fails before any worker starts
+        from svdcli.shards.latents import latent_encoder
+
+        latents = latent_encoder(cfg.latents)[1].to_dict()
+    fingerprint = pack_fingerprint(cfg, plan, latents)
     prepare_out(out, fingerprint, {"manifest": str(Path(manifest).resolve()), "config": asdict(cfg),
-                                   "selection": selection, "shards": len(plan)}, overwrite)
+                                   "selection": selection, "shards": len(plan), "latents": latents}, overwrite)
     mine = [(name, group) for k, (name, group) in enumerate(plan) if k % world_size == rank]
     todo = [ShardJob(name, group, str(out), cfg, motion) for name, group in mine if not shard_done(out, name)]
     failed = _run_jobs(todo, workers, progress, total_clips=sum(len(g) for _, g in mine),
@@ -258,7 +277,7 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
     seconds = time.perf_counter() - t0
     stats = None
     if all(shard_done(out, name) for name, _ in plan):
-        stats = finalize(out, plan, cfg, motion, selection)
+        stats = finalize(out, plan, cfg, motion, selection, latents)
     return PackSummary(out, len(plan), len(todo) - len(failed), len(mine) - len(todo), failed, seconds, stats)
 
 
@@ -295,7 +314,7 @@ def _collect(job: ShardJob, get_result, bar, failed: list[dict]) -> None:
 
 
 def finalize(out: Path, plan: list[tuple[str, list[dict]]], cfg: PackConfig, motion: MotionBuckets,
-             selection: dict) -> dict:
+             selection: dict, latents: dict | None = None) -> dict:
     """Write index.parquet (clip_id -> shard, key) and stats.json from the shard markers."""
     import pyarrow as pa
 
@@ -313,6 +332,7 @@ def finalize(out: Path, plan: list[tuple[str, list[dict]]], cfg: PackConfig, mot
     stats = {
         "samples": len(rows), "shards": len(plan), "skipped": len(skipped), "skipped_by_reason": by_kind,
         "skipped_clips": skipped, **selection, "config": asdict(cfg), "motion_buckets": motion.describe(),
+        "latents": latents,
         "clips_without_motion_score": no_score,
         "frames_per_sample": _histogram(r["num_frames"] for r in rows),
         "bytes": sum(m["bytes"] for m in markers),

@@ -110,8 +110,11 @@ def _read_group(plans: list[tuple[dict, list[float], float]], cfg: PackConfig) -
 
 
 def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float, cfg: PackConfig,
-                 motion: MotionBuckets) -> tuple[dict, dict]:
-    """One WebDataset sample (extension -> bytes, plus `__key__`) and its index row."""
+                 motion: MotionBuckets, latent: tuple[np.ndarray, dict] | None = None) -> tuple[dict, dict]:
+    """One WebDataset sample (extension -> bytes, plus `__key__`) and its index row.
+
+    `latent`: (float16 (N, 4, H/8, W/8) latents of `frames`, their LatentSpec dict), see latents.py.
+    """
     key = sample_key(clip["clip_id"])
     cond = {"fps_id": fps_id_for(rate), "motion_bucket_id": motion(clip.get("motion_score"))}
     meta = {
@@ -122,10 +125,22 @@ def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float
         "scores": {k: clip.get(k) for k in SCORE_COLUMNS},
         "caption": clip.get("caption") or "", **cond,
     }
+    if latent is not None:
+        meta["latents"] = {**latent[1], "shape": list(latent[0].shape)}
     sample = {"__key__": key, "json": json.dumps(meta).encode(), "txt": meta["caption"].encode()}
     if cfg.format in ("mp4", "both"):
         sample["mp4"] = encode_mp4(frames, rate, crf=cfg.crf)
     if cfg.format in ("npy", "both"):
         sample["npy"] = encode_npy(frames)
+    if latent is not None:
+        sample["latents.npy"] = _npy_bytes(latent[0])
     row = {"clip_id": clip["clip_id"], "key": key, "num_frames": len(times), "fps": rate, **cond}
     return sample, row
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()

@@ -1,7 +1,9 @@
 """A loader batch -> the denoiser's inputs: target latents x0 and the cond dict (sgm's
 GeneralConditioner at training time), with condition dropout for classifier-free guidance.
 
-- x0: VAE posterior sample of every frame times 0.18215, video-major (B*T, 4, h, w).
+- x0: VAE posterior sample (data.posterior: mode -> the mode) of every frame times 0.18215,
+  video-major (B*T, 4, h, w); with data.latents, the loader's stored latents (the mode, fp16)
+  of the same frames, and the VAE encoder is not run for them.
 - i2v: concat = VAE posterior MODE of (first frame + cond_aug * n), not scaled, repeated over
   T; crossattn = image embedding of the first frame (B*T, 1, D); cond_aug ~ lognormal.
 - t2v: crossattn = text embedding of the caption (B*T, L, D); concat zero.
@@ -60,12 +62,14 @@ def _repeat_frames(x: torch.Tensor, t: int) -> torch.Tensor:
 @torch.no_grad()
 def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConfig,
                   gen: torch.Generator, device) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """(B, T, C, H, W) in [-1, 1] -> (x0 (B*T, 4, h, w), cond, image_only_indicator (B, T))."""
-    from svdcli.models.vae import SCALE_FACTOR
+    """(B, T, C, H, W) in [-1, 1] -> (x0 (B*T, 4, h, w), cond, image_only_indicator (B, T)).
 
+    With data.latents, x0 comes from meta["latents"]; the conditioning-frame latent (i2v) is still
+    encoded here: it is the VAE mode of the first frame plus fresh cond_aug noise, drawn per step,
+    so it cannot be precomputed.
+    """
     b, t = video.shape[:2]
-    frames = video.reshape(b * t, *video.shape[2:]).to(device)        # (B, T, C, H, W) -> (B*T, C, H, W)
-    x0 = SCALE_FACTOR * enc.vae.encode(frames, sample=True, generator=_device_gen(gen, device))
+    x0 = _target_latents(video, meta, enc, cfg, gen, device)
     first = video[:, 0].to(device)                                     # (B, C, H, W)
     mode = cfg.cond.mode
     cond_aug = sample_cond_aug(b, cfg, gen) if mode == "i2v" else torch.zeros(b)
@@ -92,6 +96,21 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
         cond["vector"] = _repeat_frames(vec.to(device), t)
     indicator = torch.full((b, t), 1.0 if cfg.stage == "image" else 0.0, device=device)
     return x0.float(), cond, indicator
+
+
+def _target_latents(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConfig,
+                    gen: torch.Generator, device) -> torch.Tensor:
+    """x0 = 0.18215 * VAE latent of every frame (B*T, 4, h, w): stored, or encoded now."""
+    from svdcli.models.vae import SCALE_FACTOR
+
+    b, t = video.shape[:2]
+    if cfg.data.latents:
+        stored = meta["latents"]                                      # (B, T, 4, h, w) float16, already scaled
+        return stored.reshape(b * t, *stored.shape[2:]).to(device).float()
+    frames = video.reshape(b * t, *video.shape[2:]).to(device)        # (B, T, C, H, W) -> (B*T, C, H, W)
+    if cfg.data.posterior == "mode":
+        return SCALE_FACTOR * enc.vae.encode(frames)
+    return SCALE_FACTOR * enc.vae.encode(frames, sample=True, generator=_device_gen(gen, device))
 
 
 def _device_gen(gen: torch.Generator, device) -> torch.Generator:

@@ -33,6 +33,8 @@ class DataConfig:
     grad_accum: int = 1
     num_workers: int = 2
     shuffle_buffer: int = 64
+    latents: bool = False     # x0 from the shards' latents.npy (`svd pack --latents`), not the VAE encoder
+    posterior: str = "sample"  # on-the-fly x0: VAE posterior "sample" (sgm) or "mode"; stored latents are the mode
 
 
 @dataclass
@@ -224,6 +226,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(d.height % 64 == 0 and d.width % 64 == 0 and d.height > 0 and d.width > 0,
            f"data.height and data.width must be positive multiples of 64 (VAE factor 8 x three UNet "
            f"downsamplings), got {d.height}x{d.width}")
+    _check(d.posterior in ("sample", "mode"), f"data.posterior must be 'sample' or 'mode', not {d.posterior!r}")
     _check(cfg.noise.p_std > 0 and math.isfinite(cfg.noise.p_mean), "noise.p_std must be > 0")
     _check(0.0 <= cfg.cond.dropout < 1.0 and 0.0 <= cfg.cond.text_dropout < 1.0,
            "cond.dropout and cond.text_dropout must be in [0, 1)")

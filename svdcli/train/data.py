@@ -79,6 +79,36 @@ def _unreadable(path: Path) -> str | None:
     return None
 
 
+def check_latents(urls: list[str], vae) -> dict:
+    """The shards' latent spec, after checking that every shard's first sample has latents made by
+    a VAE with the same weights hash as the training VAE (data.latents); else a clear error."""
+    from svdcli.shards.latents import vae_hash
+
+    want = vae_hash(vae)
+    for url in urls:
+        meta = _first_sample_meta(Path(url))
+        spec = (meta or {}).get("latents")
+        if not spec:
+            raise SvdError(f"data.latents is true but {url} holds no latents: repack with "
+                           "`svd pack --latents VAE_SOURCE` (the training VAE), or set data.latents=false")
+        if spec.get("vae_hash") != want:
+            raise SvdError(f"{url} holds latents of another VAE ({spec.get('source')}, weights hash "
+                           f"{spec.get('vae_hash')}) than training uses (hash {want}): repack with the training "
+                           "VAE (`--latents tiny:SEED` for model tiny, the weights file for svd), or set "
+                           "data.latents=false")
+    return spec
+
+
+def _first_sample_meta(path: Path) -> dict | None:
+    import json
+
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.name.endswith(".json"):
+                return json.loads(tar.extractfile(member).read())
+    return None
+
+
 class TrainStream:
     """Endless (video, cond) batches for one rank, resumable at any step."""
 
@@ -96,7 +126,7 @@ class TrainStream:
         loader = make_loader(self.urls, batch_size=d.batch_size, num_frames=frames,
                              size=(d.height, d.width), num_workers=d.num_workers,
                              shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
-                             rank=self.rank, world_size=self.world_size, drop_last=True)
+                             rank=self.rank, world_size=self.world_size, drop_last=True, latents=d.latents)
         it = iter(loader)
         for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed
             next(it)

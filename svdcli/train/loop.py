@@ -120,7 +120,7 @@ def train(opts: RunOptions) -> dict:
 
 
 def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
-    from svdcli.train.data import DataState, TrainStream
+    from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
     from svdcli.train.encoders import build_encoders
     from svdcli.train.engine import build_engine, load_ds_config, zero_stage
@@ -129,6 +129,8 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
 
     prepare_run_dir(opts, cfg, info.is_main)
     encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
+    if cfg.data.latents:
+        check_latents(shards.good, encoders.vae)
     denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
     ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
     engine, _, scheduler = build_engine(denoiser, cfg, ds_config)
