@@ -1,0 +1,199 @@
+"""Sparse H.264 reading: gray frames at given times, decoding only the packets they depend on.
+
+`read_gray_at` returns exactly what `read_frames_at(..., fmt='gray')` returns, faster, for
+H.264 in MP4 (avcC), the common case; anything else falls back to `read_frames_at`.
+
+Two kinds of packets are never sent to the decoder:
+- frames that no other frame references (nal_ref_idc 0, most B-frames) and that no target
+  may show;
+- everything before an IDR frame that lies at or before the next target: nothing after an
+  IDR references what came before it, and nothing before it is shown after it, so the whole
+  stretch up to it (the end of a GOP no sample needs) is dead work. IDR positions come from a
+  demux-only scan, which costs ~1% of decoding.
+Frames are converted to gray at the analysis size by one reused swscale context.
+"""
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+EPS = 1e-4  # seconds: a frame is shown at a target when its PTS <= target + EPS
+
+
+def _avcc_length_size(stream) -> int | None:
+    """NAL length-prefix size of an H.264 stream in MP4 (avcC) form; None for anything else."""
+    extra = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extra or extra[0] != 1 or len(extra) < 5:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _slice_headers(packet, length_size: int) -> list[int]:
+    """NAL header bytes of the coded slices (non-IDR type 1, IDR type 5) in an avcC packet."""
+    data = memoryview(packet)
+    i, headers = 0, []
+    while i + length_size < len(data):
+        size = int.from_bytes(data[i:i + length_size], "big")
+        header = data[i + length_size]
+        if header & 0x1F in (1, 5):
+            headers.append(header)
+        i += length_size + size
+    return headers
+
+
+def _is_disposable(packet, length_size: int) -> bool:
+    """True when every slice in the packet has nal_ref_idc 0: no other frame references it."""
+    headers = _slice_headers(packet, length_size)
+    return bool(headers) and not any(h & 0x60 for h in headers)
+
+
+def _scan(container, stream, length_size: int) -> tuple[list[int], list[int]]:
+    """PTS of every packet in decode order, and the indices of the IDRs that split the stream cleanly.
+
+    An IDR counts only when every packet before it has an earlier PTS and none after it an
+    earlier one, so skipping up to it can never hide a frame a target would show.
+    """
+    pts, idr = [], []
+    for packet in container.demux(stream):
+        if packet.pts is None or not packet.size:
+            continue
+        pts.append(packet.pts)
+        idr.append(packet.is_keyframe and any(h & 0x1F == 5 for h in _slice_headers(packet, length_size)))
+    suffix_min = np.minimum.accumulate(np.array(pts[::-1] or [0], np.int64))[::-1]  # min PTS from k on
+    splits, before = [], None
+    for k, (p, is_idr) in enumerate(zip(pts, idr)):
+        if is_idr and k and before < p and suffix_min[k] >= p:
+            splits.append(k)
+        before = p if before is None else max(before, p)
+    return pts, splits
+
+
+def _dead_packets(pts: list[int], splits: list[int], tb, targets: list[float]) -> set[int]:
+    """PTS of the packets no target needs: each GOP's packets after (in decode order) the last
+    one a target may show, up to the next clean IDR; whole GOPs without a target."""
+    dead: set[int] = set()
+    secs = [p * float(tb) for p in pts]
+    for s, k in zip([0] + splits, splits):  # the GOP of packets [s, k) ends where IDR k starts
+        # the last target this GOP shows: before IDR k is shown, not before the GOP's first frame
+        j = bisect.bisect_left(targets, secs[k] - EPS) - 1
+        if j >= 0 and (s == 0 or targets[j] + EPS >= secs[s]):
+            last = max((n for n in range(s, k) if secs[n] <= targets[j] + EPS), default=k - 1)
+        else:
+            last = s - 1  # no target in this GOP: skip all of it
+        dead.update(pts[last + 1:k])
+    return dead
+
+
+def read_gray_at(path, times: list[float], size: tuple[int, int],
+                 threads: int = 0) -> tuple[np.ndarray, list[float] | None]:
+    """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them,
+    and the time (s from the first frame) of each frame shown, or None where unknown.
+
+    For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
+    them (pts within two nominal frames before it); if a skipped frame could have been the
+    answer (variable frame rate gaps), the whole read falls back to `read_frames_at`.
+    """
+    from svdcli.video.seek import read_frames_at
+
+    found = _read_sparse(path, times, size, threads)
+    return found if found is not None else (read_frames_at(path, times, size=size, fmt="gray", threads=threads), None)
+
+
+def _read_sparse(path, times: list[float], size: tuple[int, int],
+                 threads: int = 0) -> tuple[np.ndarray, list[float]] | None:
+    """(frames, their times), or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
+    from svdcli.video.probe import open_container
+    from svdcli.video.seek import first_frame_time
+
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        length_size = _avcc_length_size(stream)
+        if length_size is None:
+            return None
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.thread_count = threads
+        origin = first_frame_time(container, stream)
+        targets = [origin + t for t in times]
+        dead = _dead_packets(*_scan(container, stream, length_size), stream.time_base, targets)
+        reader = _SparseReader(container, stream, length_size, targets, origin, size, dead)
+        try:
+            while reader.i < len(reader.targets):
+                reader.decode_pass()
+        except _Unsure:
+            return None
+    return np.stack(reader.out), [t - origin for t in reader.shown]
+
+
+class _Unsure(Exception):
+    """A skipped frame might have been the one a target shows."""
+
+
+class _SparseReader:
+    """Seek + decode passes over one stream, emitting the frame shown at each target time."""
+
+    def __init__(self, container, stream, length_size: int, targets: list[float], origin: float,
+                 size: tuple[int, int], dead: set[int]):
+        from av.video.reformatter import VideoReformatter
+
+        self.container, self.stream, self.length_size = container, stream, length_size
+        self.targets, self.origin, self.size, self.dead = targets, origin, size, dead
+        self.tb = stream.time_base
+        # a non-reference frame is decoded when a target lies within two nominal frames after it
+        self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
+        # one swscale context for every frame: building it costs more than the conversion
+        self.reformatter = VideoReformatter()
+        self.out: list[np.ndarray] = []
+        self.shown: list[float] = []  # pts (s) of each emitted frame
+        self.skipped: list[float] = []  # pts (s) of non-reference frames never decoded, sorted
+        self.i = 0  # next target
+
+    def decode_pass(self) -> None:
+        """Seek to the next target's keyframe and decode until the end or a far target."""
+        from svdcli.video.seek import SEEK_GAP
+
+        seeked_for, prev = self.i, None  # seek once per target: its keyframe may lie far before it
+        self.container.seek(int(max(self.targets[self.i] - self.origin, 0) / self.tb) + (self.stream.start_time or 0),
+                            stream=self.stream, backward=True, any_frame=False)
+        for packet in self.container.demux(self.stream):
+            if self._skip(packet):
+                continue
+            for frame in packet.decode():
+                self._emit_before(float(frame.pts * self.tb), prev or frame)
+                prev = frame
+            if self.i == len(self.targets):
+                return  # every target is served: the rest of the video is not needed
+            if self.i == seeked_for or prev is None:
+                continue
+            if self.targets[self.i] - float(prev.pts * self.tb) > SEEK_GAP:
+                return  # far target: seek instead of decoding through
+        if prev is None:
+            raise _Unsure  # nothing decoded: let read_frames_at report the problem
+        self._emit_before(float("inf"), prev)  # end of stream: the rest show the last frame
+
+    def _skip(self, packet) -> bool:
+        if packet.pts is None or not packet.size:
+            return False
+        if packet.pts in self.dead:
+            return True
+        if not _is_disposable(packet, self.length_size):
+            return False
+        t = float(packet.pts * self.tb)
+        k = bisect.bisect_left(self.targets, t - EPS, lo=self.i)
+        if k < len(self.targets) and self.targets[k] <= t + self.window:
+            return False
+        bisect.insort(self.skipped, t)
+        return True
+
+    def _emit_before(self, t: float, shown) -> None:
+        """Every target before time `t` shows `shown` (the last decoded frame before `t`)."""
+        while self.i < len(self.targets) and t > self.targets[self.i] + EPS:
+            shown_t = float(shown.pts * self.tb)
+            k = bisect.bisect_right(self.skipped, shown_t + EPS)
+            if k < len(self.skipped) and self.skipped[k] <= self.targets[self.i] + EPS:
+                raise _Unsure
+            gray = self.reformatter.reformat(shown, self.size[0], self.size[1], "gray", interpolation="AREA")
+            self.out.append(gray.to_ndarray())
+            self.shown.append(shown_t)
+            self.i += 1
