@@ -2,7 +2,8 @@
 
 CPU (always): the tiny config through the real `svd train` command, 1 process (the baseline)
 vs 2 processes under torchrun (gloo, ZeRO-2), one intra-op thread each: step time and
-samples/s from the run's log.jsonl, first steps excluded.
+samples/s from the run's log.jsonl, first steps excluded. Then 1 process with `data.latents: true`
+on shards packed with `--latents tiny:0` vs the same run encoding frames with the VAE (baseline).
 
 GPU (when torch.cuda.is_available()): the full-size SVD UNet on 14 x 256x384 clips (latents
 14 x 32x48), bf16 autocast, ZeRO-2, activation checkpointing, one process: samples/s, peak
@@ -26,11 +27,11 @@ CPU_STEPS, WARMUP = 10, 2
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def _cpu_run(data: Path, out: Path, procs: int) -> dict:
+def _cpu_run(data: Path, out: Path, procs: int, extra: tuple[str, ...] = ()) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from test_train_helpers import tiny_overrides
 
-    sets = [a for kv in tiny_overrides(frames=4, steps=CPU_STEPS) for a in ("--set", kv)]
+    sets = [a for kv in tiny_overrides(frames=4, steps=CPU_STEPS) + list(extra) for a in ("--set", kv)]
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
               if procs > 1 else [sys.executable])
     cmd = launch + ["-m", "svdcli", "train", "--stage", "video", "--config", str(REPO / "pipelines/train/video.yaml"),
@@ -60,6 +61,20 @@ def bench_cpu() -> None:
               f"{r['samples_per_s']:6.2f} samples/s  (whole run {r['wall_s']:.1f} s incl. start-up)")
     print(f"  2 vs 1 process: samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}, "
           f"step time x{two['step_s'] / one['step_s']:.2f}")
+
+
+def bench_latents() -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_train_helpers import make_shards
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_shards(Path(tmp) / "data", clips=16, latents="tiny:0")
+        fly = _cpu_run(data, Path(tmp) / "fly", 1)
+        stored = _cpu_run(data, Path(tmp) / "stored", 1, ("data.latents=true",))
+    print("CPU, tiny config as above, 1 process: target latents from the VAE encoder vs stored latents.npy")
+    for label, r in (("VAE encoder each step (baseline)", fly), ("stored latents (data.latents)", stored)):
+        print(f"  {label}: step {r['step_s'] * 1000:7.1f} ms  {r['samples_per_s']:6.2f} samples/s")
+    print(f"  stored vs encoder: step time x{stored['step_s'] / fly['step_s']:.2f}")
 
 
 def _gpu_step_fn(checkpointing: bool, batch: int):
@@ -144,6 +159,7 @@ def bench_gpu() -> None:
 
 def main() -> None:
     bench_cpu()
+    bench_latents()
     import torch
 
     if torch.cuda.is_available():
