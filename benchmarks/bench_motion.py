@@ -119,6 +119,21 @@ def run_ours(manifest: Path, out: Path) -> list[float]:
     return read_manifest(out).column("motion_score").to_pylist()
 
 
+def phases(video: Path) -> None:
+    """Where the stage's CPU goes: the sparse read (1 decoder thread vs automatic) and Farneback."""
+    from svdcli.curate.motion import MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+    from svdcli.video.sparse import read_gray_at
+
+    times = sorted({t for s in range(len(SPEEDS)) for pair in sample_pairs(
+        s * SHOT_FRAMES / FPS, (s + 1) * SHOT_FRAMES / FPS, FPS, MotionConfig()) for t in pair})
+    for threads in (1, 0):
+        (frames, _), wall, cpu = timed(lambda: read_gray_at(video, times, analysis_size(*SIZE), threads))
+        print(f"  sparse read + gray, {len(times)} frames, threads={threads or 'auto'}: {wall:.2f} s wall, {cpu:.2f} s cpu")
+    pairs = frames.reshape(-1, 2, *frames.shape[1:])  # (N, h, w) -> (P, 2, h, w): times come in pairs
+    _, wall, cpu = timed(lambda: [pair_flow_magnitude(a, b) for a, b in pairs])
+    print(f"  Farneback on {len(pairs)} pairs: {wall:.2f} s wall, {cpu:.2f} s cpu")
+
+
 def run_chain(video: Path, folder: Path) -> int:
     from svdcli.curate.cuts import run_cuts
     from svdcli.curate.motion import run_motion
@@ -158,6 +173,8 @@ def main() -> None:
     print(f"bare decode (PyAV, all frames): {dec_wall:.2f} s wall, {dec_cpu:.2f} s cpu")
     print(f"cuts + motion ({clips} clips): {chain_wall:.2f} s wall, {chain_cpu:.2f} s cpu -> "
           f"{chain_wall / dec_wall:.2f}x the bare decode (target <= 2x)")
+    print("phases of svd curate motion:")
+    phases(video)
 
 
 if __name__ == "__main__":
