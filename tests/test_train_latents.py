@@ -66,6 +66,10 @@ def test_step_on_stored_latents_matches_on_the_fly_encoding(data, tmp_path):
     fly, stored = losses(tmp_path / "fly"), losses(tmp_path / "stored")
     assert len(fly) == len(stored) == 2
     np.testing.assert_allclose(stored, fly, rtol=1e-3)
+    # a run dir names the VAE it trained with: packing `--latents RUN_DIR` gives tiny:0's latents
+    from svdcli.shards.latents import load_vae, vae_hash
+
+    assert vae_hash(load_vae(str(tmp_path / "fly"))) == vae_hash(load_vae("tiny:0")) != vae_hash(load_vae("tiny:1"))
 
 
 def test_missing_or_foreign_latents_are_refused(data, tmp_path):

@@ -87,7 +87,10 @@ def _run_dir_vae(folder: Path):
     cfg = config_from_dict(yaml.safe_load(config.read_text()) or {})
     if cfg.model == "tiny":
         return _tiny_vae(cfg.seed)
-    return load_vae(cfg.weights) if cfg.weights else load_vae(str(folder / "missing-weights"))
+    if not cfg.weights:
+        raise MissingWeightsError(f"--latents {folder}: the run trains model {cfg.model} but its config sets no "
+                                  "`weights:` file to take the VAE from; pass the official SVD file instead")
+    return load_vae(cfg.weights)
 
 
 def _file_vae(path: Path):

@@ -252,8 +252,8 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
 
     cond: fps_id, motion_bucket_id, frame_start, frame_stride as LongTensors (B,) (on `device`);
     caption, clip_id, key as lists of str; with `latents`, cond["latents"] (B, T, 4, H/8, W/8)
-    float16, the stored latents of exactly the frames in `video`. cond_aug is not stored: sample it in the training
-    step. With a CUDA `device`, batches are pinned and copied without blocking. Workers are
+    float16, the stored latents of exactly the frames in `video`. cond_aug is not stored: sample
+    it in the training step. With a CUDA `device`, batches are pinned and copied without blocking. Workers are
     spawned once and kept (persistent): a forked worker can hang forever when the trainer has
     already run threaded native code (video writers, OpenCV) before the fork.
     """
