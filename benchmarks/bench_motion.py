@@ -146,7 +146,10 @@ def run_chain(video: Path, folder: Path) -> int:
 
 
 def main() -> None:
+    import av  # noqa: F401
     import cv2
+
+    import svdcli.curate.motion  # noqa: F401  libraries of both sides load before any timing
 
     cv2.setNumThreads(1)  # the stage runs Farneback on one thread per worker; same for the baseline
     video = clip_60s_720p()
