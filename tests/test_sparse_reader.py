@@ -1,0 +1,52 @@
+"""Sparse H.264 reader: GOPs no target needs are skipped, and no sampled pixel changes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svdcli.video.sparse import _avcc_length_size, _dead_packets, _scan, read_gray_at
+from svdcli.video.synth import Shot, write_video
+
+FPS = 24.0
+GOP = 12  # an IDR frame every 0.5 s
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """4 s of panning shots at 160x96 with a short GOP, so most targets have IDRs between them."""
+    path = tmp_path_factory.mktemp("sparse") / "gop.mp4"
+    write_video(path, [Shot(48, seed=1, speed=(3.0, 1.0)), Shot(48, seed=2, speed=(-2.0, 0.5))],
+                size=(160, 96), fps=FPS, gop=GOP)
+    return path
+
+
+def far_apart_times() -> list[float]:
+    """Targets in a few GOPs only: on an IDR, just before one, and pairs 1/12 s apart."""
+    idr = GOP / FPS
+    return [0.02, 0.1, idr - 0.01, idr + 0.001, 4 * idr + 0.2, 4 * idr + 0.28, 7 * idr - 0.001, 3.95]
+
+
+def test_sparse_times_match_a_full_decode_pixel_for_pixel(video):
+    from svdcli.video.seek import read_frames_at
+
+    rng = np.random.default_rng(1)
+    for times in (far_apart_times(), sorted(rng.uniform(0, 4.0, 9).tolist()), [1.0, 1.0, 1.01]):
+        frames, shown = read_gray_at(video, times, (128, 76))
+        assert shown is not None, "H.264 in MP4 should be read sparsely, not by the fallback"
+        assert np.array_equal(frames, read_frames_at(video, times, size=(128, 76), fmt="gray"))
+        assert all(s <= t + 1e-4 for s, t in zip(shown, times))  # the frame shown never lies after its time
+
+
+def test_gops_without_a_target_are_not_decoded(video):
+    from svdcli.video.probe import open_container
+
+    with open_container(video) as container:
+        stream = container.streams.video[0]
+        pts, splits = _scan(container, stream, _avcc_length_size(stream))
+        tb = stream.time_base
+    assert len(splits) >= 6  # the encoder's IDRs split the stream
+    dead = _dead_packets(pts, splits, tb, far_apart_times())
+    gop_2 = {p for p in pts if 2 * GOP / FPS <= float(p * tb) < 3 * GOP / FPS}  # no target in [1.0, 1.5)
+    assert gop_2 <= dead
+    assert len(dead) > len(pts) / 3
+    assert not _dead_packets(pts, splits, tb, [k / FPS + 0.01 for k in range(len(pts))])  # every frame wanted
