@@ -6,10 +6,10 @@ H.264 in MP4 (avcC), the common case; anything else falls back to `read_frames_a
 Two kinds of packets are never sent to the decoder:
 - frames that no other frame references (nal_ref_idc 0, most B-frames) and that no target
   may show;
-- everything before an IDR frame that lies at or before the next target: nothing after an
-  IDR references what came before it, and nothing before it is shown after it, so the whole
-  stretch up to it (the end of a GOP no sample needs) is dead work. IDR positions come from a
-  demux-only scan, which costs ~1% of decoding.
+- the packets of a GOP that come (in decode order) after the last frame a target may show,
+  up to the next IDR frame, and whole GOPs without a target: nothing after an IDR references
+  what came before it, and nothing before it is shown after it. IDR positions come from a
+  demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
 Frames are converted to gray at the analysis size by one reused swscale context.
 """
 from __future__ import annotations
