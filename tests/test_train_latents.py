@@ -48,15 +48,19 @@ def test_loader_latents_follow_the_frame_window(data):
     vae = tiny_encoders(UNetConfig.tiny(), 0).vae.eval()
     loader = make_loader(data["tiny:0"], batch_size=2, num_frames=2, stride=2, num_workers=0, seed=3, latents=True)
     starts = set()
-    for video, cond in loader:                                   # video (B, T, C, H, W) in [-1, 1]
-        b, t = video.shape[:2]
-        assert cond["latents"].shape == (b, t, 4, 8, 8) and cond["latents"].dtype == torch.float16
-        with torch.no_grad():
-            want = SCALE_FACTOR * vae.encode(video.reshape(b * t, *video.shape[2:]))  # (B*T, 4, 8, 8)
-        got = cond["latents"].reshape(b * t, 4, 8, 8).float()
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-3, atol=2e-3 * want.abs().max().item())
-        assert cond["frame_stride"].tolist() == [2] * b
-        starts.update(cond["frame_start"].tolist())
+    # windows are drawn per (seed, epoch, key) and keys come from temporary paths: several epochs
+    # make sure windows at more than one offset are checked whatever the keys are
+    for epoch in range(6):
+        loader.set_epoch(epoch)
+        for video, cond in loader:                               # video (B, T, C, H, W) in [-1, 1]
+            b, t = video.shape[:2]
+            assert cond["latents"].shape == (b, t, 4, 8, 8) and cond["latents"].dtype == torch.float16
+            with torch.no_grad():
+                want = SCALE_FACTOR * vae.encode(video.reshape(b * t, *video.shape[2:]))  # (B*T, 4, 8, 8)
+            got = cond["latents"].reshape(b * t, 4, 8, 8).float()
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-3, atol=2e-3 * want.abs().max().item())
+            assert cond["frame_stride"].tolist() == [2] * b
+            starts.update(cond["frame_start"].tolist())
     assert len(starts) > 1  # windows start at frame 0 or 1: latents were taken at the same offsets
 
 
