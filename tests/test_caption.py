@@ -11,6 +11,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
+from svdcli.demo.tiny_models import TINY_COCA  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
 from svdcli.video.probe import video_id  # noqa: E402
@@ -19,16 +20,6 @@ from svdcli.video.synth import Shot, write_video  # noqa: E402
 FPS = 12.0
 COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
            "num_frames", "fps", "width", "height", "status"]
-TINY_COCA = {
-    "embed_dim": 64, "custom_text": True,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32,
-                   "attentional_pool": True, "attn_pooler_heads": 2, "attn_pooler_queries": 8,
-                   "output_tokens": True},
-    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
-                 "embed_cls": True, "output_tokens": True},
-    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
-                       "attn_pooler_heads": 2},
-}
 GREEDY = {"generation": "top_k", "top_k": 1, "seq_len": 10}
 
 

@@ -14,6 +14,7 @@ open_clip = pytest.importorskip("open_clip")
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
 from svdcli.curate.clip import embeddings_path, run_clip  # noqa: E402
+from svdcli.demo.tiny_models import TINY_CLIP  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
 from svdcli.video.probe import video_id  # noqa: E402
@@ -22,9 +23,6 @@ from svdcli.video.synth import Shot, write_video  # noqa: E402
 FPS = 12.0
 COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
            "num_frames", "fps", "width", "height", "status", "caption"]
-TINY_CLIP = {"embed_dim": 768,  # 768 so the LAION ViT-L/14 heads fit
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(scope="module")
