@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from svdcli.manifest.io import table_from_rows, write_manifest
 from svdcli.shards.pack import PackConfig, run_pack
@@ -11,6 +13,7 @@ from svdcli.video.probe import video_id
 from svdcli.video.synth import Shot, render_shot, write_frames
 
 REPO = Path(__file__).resolve().parents[1]
+ZERO2 = REPO / "pipelines/deepspeed/zero2.json"
 SRC_W, SRC_H, FPS = 96, 64, 8.0
 COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
            "num_frames", "fps", "width", "height", "status", "motion_score", "caption", "keep", "drop_reason"]
@@ -58,3 +61,25 @@ def losses(run_dir: Path) -> list[float]:
 
 def assert_close(a, b) -> None:
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two intra-op threads on a shared 2-core machine run ten times slower, not faster.
+
+    Autouse in every test module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init: Path | None = None,
+        tensorboard: bool = False, **overrides) -> dict:
+    """A tiny `svd train` run (ZeRO-2, one CPU process) with `tiny_overrides(**overrides)`."""
+    from svdcli.train.loop import RunOptions, train
+
+    opts = RunOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
+                      deepspeed=ZERO2, init=init, resume=resume,
+                      overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=tensorboard)
+    return train(opts)

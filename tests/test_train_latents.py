@@ -10,19 +10,7 @@ import pytest
 import torch
 
 from svdcli.errors import SvdError
-from svdcli.train.loop import RunOptions, train
-from test_train_helpers import REPO, losses, make_shards, tiny_overrides
-
-ZERO2 = REPO / "pipelines/deepspeed/zero2.json"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from test_train_helpers import losses, make_shards, one_thread, run  # noqa: F401
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
@@ -30,13 +18,6 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"tiny:0": make_shards(root / "seed0", clips=4, latents="tiny:0"),
             "tiny:1": make_shards(root / "seed1", clips=4, latents="tiny:1"),
             None: make_shards(root / "plain", clips=4)}
-
-
-def run(out: Path, shards: Path, **overrides) -> dict:
-    opts = RunOptions(stage="video", config=REPO / "pipelines/train/video.yaml", data=shards, out=out,
-                      deepspeed=ZERO2, overrides=tuple(tiny_overrides(steps=2, **overrides)),
-                      progress=False, tensorboard=False)
-    return train(opts)
 
 
 def test_loader_latents_follow_the_frame_window(data):
@@ -65,8 +46,8 @@ def test_loader_latents_follow_the_frame_window(data):
 
 
 def test_step_on_stored_latents_matches_on_the_fly_encoding(data, tmp_path):
-    run(tmp_path / "fly", data["tiny:0"], **{"data.posterior": "mode"})
-    run(tmp_path / "stored", data["tiny:0"], **{"data.latents": "true"})
+    run(tmp_path / "fly", data["tiny:0"], steps=2, **{"data.posterior": "mode"})
+    run(tmp_path / "stored", data["tiny:0"], steps=2, **{"data.latents": "true"})
     fly, stored = losses(tmp_path / "fly"), losses(tmp_path / "stored")
     assert len(fly) == len(stored) == 2
     np.testing.assert_allclose(stored, fly, rtol=1e-3)
@@ -78,6 +59,6 @@ def test_step_on_stored_latents_matches_on_the_fly_encoding(data, tmp_path):
 
 def test_missing_or_foreign_latents_are_refused(data, tmp_path):
     with pytest.raises(SvdError, match="holds no latents"):
-        run(tmp_path / "a", data[None], **{"data.latents": "true"})
+        run(tmp_path / "a", data[None], steps=2, **{"data.latents": "true"})
     with pytest.raises(SvdError, match="another VAE"):
-        run(tmp_path / "b", data["tiny:1"], **{"data.latents": "true"})  # training seed 0 builds tiny:0
+        run(tmp_path / "b", data["tiny:1"], steps=2, **{"data.latents": "true"})  # training seed 0 builds tiny:0

@@ -11,20 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from svdcli.train.loop import NonFiniteLoss, RunOptions, train
-from test_train_helpers import REPO, losses, make_shards, tiny_overrides
-
-ZERO2 = REPO / "pipelines/deepspeed/zero2.json"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on a shared 2-core machine run ten times slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from svdcli.train.loop import NonFiniteLoss
+from test_train_helpers import REPO, losses, make_shards, one_thread, run, tiny_overrides  # noqa: F401
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
@@ -37,14 +25,6 @@ def image_run(shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("image") / "run"
     run(out, shards, stage="image", steps=2, **{"cond.mode": "t2v", "optim.lr": 1e-2, "ema.enabled": "false"})
     return out
-
-
-def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init: Path | None = None,
-        tensorboard: bool = False, **overrides) -> dict:
-    opts = RunOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
-                      deepspeed=ZERO2, init=init, resume=resume,
-                      overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=tensorboard)
-    return train(opts)
 
 
 def ema_file(out: Path) -> dict[str, torch.Tensor]:
