@@ -11,6 +11,7 @@ from svdcli.cli.main import app
 from svdcli.curate import recipe as recipe_mod
 from svdcli.curate.motion import MotionStage
 from svdcli.curate.recipe import RecipeError, RunOptions, load_recipe, run_recipe
+from svdcli.errors import SvdError
 from svdcli.manifest.io import read_manifest
 from svdcli.video.synth import Shot, write_video
 
@@ -125,6 +126,14 @@ def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
     with pytest.raises(RecipeError, match=message):
         plan = load_recipe(recipe_file(tmp_path, text))
         run_recipe(plan, tmp_path / "w", manifest=corpus, opts=RunOptions(progress=False))
+
+
+def test_cuts_settings_get_the_same_checks_as_the_cli(tmp_path, corpus):
+    text = RECIPE.replace("stages:", "stages:\n  cuts: {min_length: 1.0, max_length: 0.5}")
+    with pytest.raises(SvdError, match="max-length 0.5 is below --min-length 1.0"):
+        run_recipe(load_recipe(recipe_file(tmp_path, text)), tmp_path / "w", manifest=corpus,
+                   opts=RunOptions(progress=False))
+    assert not list((tmp_path / "w").glob("manifests/*.parquet"))
 
 
 def test_cli_prints_a_line_per_stage_and_writes_the_report(tmp_path, corpus):

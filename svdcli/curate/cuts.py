@@ -202,3 +202,15 @@ def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
             raise SvdError(f"--thresholds: {len(values)} values for {len(rates)} levels")
     specs = [LevelSpec(level_name(r), r, v, default_metric(r)) for r, v in zip(rates, values)]
     return tuple(sorted(specs, key=lambda s: -(s.rate or math.inf)))
+
+
+def cuts_config(levels: str = "native,15,8", thresholds: str | None = None,
+                min_scene_len: float = CascadeConfig.min_scene_len,
+                merge_tolerance: float = CascadeConfig.merge_tolerance, trim: float = CutsConfig.trim,
+                min_length: float = CutsConfig.min_length, max_length: float = CutsConfig.max_length) -> CutsConfig:
+    """The stage's settings as `svd curate cuts` and recipes spell them -> a checked CutsConfig."""
+    if max_length and max_length < min_length:
+        raise SvdError(f"--max-length {max_length} is below --min-length {min_length}")
+    cascade = CascadeConfig(parse_levels(str(levels), thresholds and str(thresholds)),
+                            min_scene_len=float(min_scene_len), merge_tolerance=float(merge_tolerance))
+    return CutsConfig(cascade, trim=float(trim), min_length=float(min_length), max_length=float(max_length))

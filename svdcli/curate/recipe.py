@@ -119,22 +119,16 @@ def _check_order(recipe: Recipe) -> None:
 
 # --- the stage registry -------------------------------------------------------------------
 # the settings of `svd curate cuts`, with its defaults
-CUTS_SETTINGS = {"levels": "native,15,8", "thresholds": None, "min_scene_len": 1.0, "merge_tolerance": 0.5,
-                 "trim": 0.0, "min_length": 0.5, "max_length": 0.0}
-
-
 def _cuts_config(settings: dict):
-    from svdcli.curate.cascade import CascadeConfig
-    from svdcli.curate.cuts import CutsConfig, parse_levels
+    import inspect
 
-    unknown = set(settings) - set(CUTS_SETTINGS)
+    from svdcli.curate.cuts import cuts_config
+
+    known = set(inspect.signature(cuts_config).parameters)
+    unknown = set(settings) - known
     if unknown:
-        raise RecipeError(f"stage 'cuts': unknown setting(s) {sorted(unknown)}; known: {sorted(CUTS_SETTINGS)}")
-    s = {**CUTS_SETTINGS, **settings}
-    cascade = CascadeConfig(parse_levels(str(s["levels"]), s["thresholds"] and str(s["thresholds"])),
-                            min_scene_len=float(s["min_scene_len"]), merge_tolerance=float(s["merge_tolerance"]))
-    return CutsConfig(cascade, trim=float(s["trim"]), min_length=float(s["min_length"]),
-                      max_length=float(s["max_length"]))
+        raise RecipeError(f"stage 'cuts': unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cuts_config(**settings)
 
 
 def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:

@@ -41,17 +41,12 @@ def cuts(
     """
     import time
 
-    from svdcli.curate.cascade import CascadeConfig
-    from svdcli.curate.cuts import CutsConfig, parse_levels, run_cuts
+    from svdcli.curate.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
 
     if rank >= world_size:
         raise SvdError(f"--rank {rank} must be below --world-size {world_size}")
-    if max_length and max_length < min_length:
-        raise SvdError(f"--max-length {max_length} is below --min-length {min_length}")
-    cascade = CascadeConfig(parse_levels(levels, thresholds), min_scene_len=min_scene_len,
-                            merge_tolerance=merge_tolerance)
-    cfg = CutsConfig(cascade, trim=trim, min_length=min_length, max_length=max_length)
+    cfg = cuts_config(levels, thresholds, min_scene_len, merge_tolerance, trim, min_length, max_length)
     t0 = time.perf_counter()
     summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size, progress=progress)
     line = (f"{summary.videos} videos, {summary.clips} clips, {summary.errors} errors, "
