@@ -54,7 +54,7 @@ class TrainedConditioning:
                         if isinstance(m, nn.Module)]
 
     def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None) -> Conds:
-        from svdcli.train.conditioning import vector_embedding
+        from svdcli.models.conditioner import vector_embedding
 
         enc = self.enc
         if self.mode == "t2v":
@@ -83,7 +83,7 @@ class TrainedConditioning:
         cond = {"crossattn": crossattn, "concat": concat}
         if enc.adm_in_channels is not None:
             ids = [torch.full((b,), float(v), device=device) for v in (fps_id, motion_bucket_id, cond_aug)]
-            cond["vector"] = vector_embedding(*ids, enc.adm_in_channels).float()
+            cond["vector"] = vector_embedding(*ids, dim=enc.adm_in_channels // 3)
         return cond, _uncond(cond)
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from svdcli.models.conditioner import vector_embedding
 from svdcli.train.config import TrainConfig
 
 
@@ -39,15 +40,6 @@ class Encoders:
             if isinstance(m, nn.Module):
                 m.to(device).eval().requires_grad_(False)
         return self
-
-
-def vector_embedding(fps_id: torch.Tensor, motion_bucket_id: torch.Tensor, cond_aug: torch.Tensor,
-                     adm_in_channels: int) -> torch.Tensor:
-    """SVD's vector: concat of sinusoidal embeddings of fps_id, motion_bucket_id, cond_aug (B, adm)."""
-    from svdcli.models.blocks import timestep_embedding
-
-    dim = adm_in_channels // 3
-    return torch.cat([timestep_embedding(v.float(), dim) for v in (fps_id, motion_bucket_id, cond_aug)], dim=1)
 
 
 def sample_cond_aug(n: int, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -92,7 +84,7 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
         "concat": _repeat_frames(concat * keep[:, None, None, None], t),
     }
     if enc.adm_in_channels is not None:
-        vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, enc.adm_in_channels)
+        vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, dim=enc.adm_in_channels // 3)
         cond["vector"] = _repeat_frames(vec.to(device), t)
     indicator = torch.full((b, t), 1.0 if cfg.stage == "image" else 0.0, device=device)
     return x0.float(), cond, indicator
