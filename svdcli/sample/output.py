@@ -31,7 +31,7 @@ def output_path(out: Path, fmt: str) -> Path:
 
 def write_video(frames: np.ndarray, out: str | Path, fps: float, fmt: str | None = None) -> Path:
     """Write (T, H, W, 3) uint8 frames; returns the file (or folder, for png) written."""
-    from svdcli.video.synth import write_frames
+    from svdcli.video.write import write_frames
 
     out = Path(out)
     fmt = output_format(out, fmt)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-from fractions import Fraction
 
 import numpy as np
 
@@ -64,21 +63,10 @@ def rotate_display(frames: np.ndarray, rotation: int) -> np.ndarray:
 
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast") -> bytes:
     """(N, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 bytes at `fps` (every frame a packet)."""
-    import av
+    from svdcli.video.write import write_frames
 
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.thread_count = 1  # one encoder thread: parallelism comes from the shard workers
-        stream.options = {"crf": str(crf), "preset": preset}
-        for arr in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buf.getvalue()
+    # one encoder thread: parallelism comes from the shard workers
+    return write_frames(io.BytesIO(), frames, fps, crf=crf, preset=preset, threads=1).getvalue()
 
 
 def decode_mp4(data: bytes, stop: int | None = None) -> np.ndarray:

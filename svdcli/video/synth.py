@@ -7,10 +7,11 @@ ground truth (boundary frames and times).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from svdcli.video.write import write_frames
 
 
 @dataclass
@@ -136,30 +137,6 @@ def compose(shots: list[Shot], transitions: list[Transition], height: int, width
             raise ValueError(f"unknown transition {tr.kind!r}")
     truth.num_frames = len(frames)
     return frames, truth
-
-
-def write_frames(path: str | Path, frames: np.ndarray, fps: float | Fraction, crf: int = 20,
-                 codec: str = "libx264", gop: int | None = None, pix_fmt: str = "yuv420p") -> Path:
-    """Encode (N, H, W, 3) uint8 RGB frames to an mp4 with PyAV."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        opts = {"crf": str(crf), "preset": "veryfast"}
-        if gop:
-            opts["g"] = str(gop)
-        stream.options = opts
-        for arr in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def write_video(path: str | Path, shots: list[Shot], transitions: list[Transition] | None = None,
