@@ -78,11 +78,13 @@ def yuv_analysis(frame, size: tuple[int, int]) -> np.ndarray:
 
 def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                 convert: Callable | None = None, size: tuple[int, int] | None = None,
-                threads: int = 0) -> DecodeResult:
+                threads: int = 0, frame_hooks: Iterable[Callable] = ()) -> DecodeResult:
     """Decode every frame of the first video stream once, feeding each consumer in turn.
 
     `convert(frame, size)` makes the analysis array (default: `yuv_analysis` at
-    `analysis_size`); `threads` = 0 lets FFmpeg choose. Raises VideoError for files that
+    `analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is called as
+    `hook(t, frame)` with the decoded PyAV frame, for work that needs more than the analysis
+    array (motion scoring in the same pass keeps gray frames). Raises VideoError for files that
     cannot be opened, hold no decodable frames, or fail part-way (with the time reached).
 
     Skipping H.264's deblocking filter would save ~15% but makes reference frames drift until
@@ -91,7 +93,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
     """
     import av
 
-    consumers = list(consumers)
+    consumers, hooks = list(consumers), list(frame_hooks)
     convert = convert or yuv_analysis
     with open_container(path) as container:
         stream = container.streams.video[0]
@@ -117,6 +119,8 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                     t = frame.pts * tb - first
                 if last is not None and t <= last:
                     continue  # duplicate or out-of-order PTS: keep times strictly increasing
+                for hook in hooks:
+                    hook(t, frame)
                 array = convert(frame, size)
                 for consumer in consumers:
                     consumer.feed(t, array)

@@ -28,15 +28,19 @@ def first_frame_time(container, stream) -> float:
 
 
 def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int, int] | None = None,
-                   fmt: str = "rgb24", origin: float | None = None, threads: int = 0) -> np.ndarray:
+                   fmt: str = "rgb24", origin: float | None = None, threads: int = 0,
+                   with_times: bool = False):
     """Return frames at `times` (sorted ascending) as uint8 (N, H, W, C) or (N, H, W) for gray.
 
     `size` is (width, height) for the conversion (swscale area resize), None keeps the coded
     size. `origin` is the PTS of the first frame if already known (saves a decode).
+    With `with_times`, returns (frames, shown): `shown` holds the time (s from the first frame)
+    of the frame returned for each target.
     """
     if any(b < a for a, b in zip(times, times[1:])):
         raise ValueError("times must be sorted ascending")
     out: list[np.ndarray] = []
+    shown: list[float] = []
     with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -66,6 +70,7 @@ def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int,
                     if prev is None:  # seek landed after the target: take this frame
                         prev = frame
                     out.append(_convert(prev, size, fmt))
+                    shown.append(float(prev.pts * tb) - origin)
                     i += 1
                 prev = frame
                 if i == len(targets):
@@ -76,13 +81,15 @@ def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int,
                 # end of stream: the remaining targets show the last frame
                 while i < len(targets) and prev is not None:
                     out.append(_convert(prev, size, fmt))
+                    shown.append(float(prev.pts * tb) - origin)
                     i += 1
                 if i < len(targets):
                     raise VideoError(f"no frame at or before t={times[i]:.3f}s")
                 break
             if not progressed:
                 raise VideoError("decoder returned no frames")
-    return np.stack(out) if out else np.zeros((0,), np.uint8)
+    frames = np.stack(out) if out else np.zeros((0,), np.uint8)
+    return (frames, shown) if with_times else frames
 
 
 def _convert(frame, size, fmt) -> np.ndarray:

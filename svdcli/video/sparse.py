@@ -10,7 +10,7 @@ Two kinds of packets are never sent to the decoder:
   up to the next IDR frame, and whole GOPs without a target: nothing after an IDR references
   what came before it, and nothing before it is shown after it. IDR positions come from a
   demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
-Frames are converted to gray at the analysis size by one reused swscale context.
+Frames are converted by `svdcli.video.gray.GrayConverter` (one reused swscale context).
 """
 from __future__ import annotations
 
@@ -86,9 +86,9 @@ def _dead_packets(pts: list[int], splits: list[int], tb, targets: list[float]) -
 
 
 def read_gray_at(path, times: list[float], size: tuple[int, int],
-                 threads: int = 0) -> tuple[np.ndarray, list[float] | None]:
+                 threads: int = 0) -> tuple[np.ndarray, list[float]]:
     """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them,
-    and the time (s from the first frame) of each frame shown, or None where unknown.
+    and the time (s from the first frame) of each frame shown.
 
     For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
     them (pts within two nominal frames before it); if a skipped frame could have been the
@@ -97,7 +97,7 @@ def read_gray_at(path, times: list[float], size: tuple[int, int],
     from svdcli.video.seek import read_frames_at
 
     found = _read_sparse(path, times, size, threads)
-    return found if found is not None else (read_frames_at(path, times, size=size, fmt="gray", threads=threads), None)
+    return found or read_frames_at(path, times, size=size, fmt="gray", threads=threads, with_times=True)
 
 
 def _read_sparse(path, times: list[float], size: tuple[int, int],
@@ -135,15 +135,14 @@ class _SparseReader:
 
     def __init__(self, container, stream, length_size: int, targets: list[float], origin: float,
                  size: tuple[int, int], dead: set[int]):
-        from av.video.reformatter import VideoReformatter
+        from svdcli.video.gray import GrayConverter
 
         self.container, self.stream, self.length_size = container, stream, length_size
         self.targets, self.origin, self.size, self.dead = targets, origin, size, dead
         self.tb = stream.time_base
         # a non-reference frame is decoded when a target lies within two nominal frames after it
         self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
-        # one swscale context for every frame: building it costs more than the conversion
-        self.reformatter = VideoReformatter()
+        self.convert = GrayConverter(size)
         self.out: list[np.ndarray] = []
         self.shown: list[float] = []  # pts (s) of each emitted frame
         self.skipped: list[float] = []  # pts (s) of non-reference frames never decoded, sorted
@@ -193,7 +192,6 @@ class _SparseReader:
             k = bisect.bisect_right(self.skipped, shown_t + EPS)
             if k < len(self.skipped) and self.skipped[k] <= self.targets[self.i] + EPS:
                 raise _Unsure
-            gray = self.reformatter.reformat(shown, self.size[0], self.size[1], "gray", interpolation="AREA")
-            self.out.append(gray.to_ndarray())
+            self.out.append(self.convert(shown))
             self.shown.append(shown_t)
             self.i += 1
