@@ -73,10 +73,16 @@ def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None 
     result = run_stage(stage, tasks, out_path, **run_kwargs)
     if not result.complete:
         return result, None
-    results = result.tables[0].drop_columns([TASK_COLUMN])
+    write_scored_manifest(stage, manifest, manifest_path, result.tables[0].drop_columns([TASK_COLUMN]), out_path)
+    clean_parts(out_path, stage)
+    return result, out_path
+
+
+def write_scored_manifest(stage: ClipStage, manifest: pa.Table, manifest_path: Path, results: pa.Table,
+                          out_path: Path) -> None:
+    """`manifest` (read from `manifest_path`) with the stage's columns from `results` (by clip_id),
+    written to `out_path` with the stage's history record."""
     merged = merge_columns(manifest, results, [c for c in stage.columns if c != "clip_id"])
     record = {"stage": stage.name, "settings": stage.settings(), "fingerprint": stage.fingerprint(),
               "input": str(manifest_path)}
     write_manifest(merged, out_path, record=record, history=manifest_history(manifest))
-    clean_parts(out_path, stage)
-    return result, out_path

@@ -8,7 +8,6 @@ files, resume and the progress bar; `run_cuts` merges the parts into the manifes
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,12 +73,13 @@ class CutsStage(Stage):
     def settings(self) -> dict:
         return asdict(self.cfg)
 
-    def process(self, payload: str) -> list[dict]:
+    def process(self, payload: str, frame_hooks=()) -> list[dict]:
+        """Clip rows of one video; `frame_hooks` also get every decoded frame (see decode_once)."""
         from svdcli.video.decode import decode_once
         from svdcli.video.probe import VideoError, video_id
 
         cascade = Cascade(self.cfg.cascade)
-        info = decode_once(payload, cascade.consumers(), threads=self.threads)
+        info = decode_once(payload, cascade.consumers(), threads=self.threads, frame_hooks=frame_hooks)
         if info.header_duration > 1.0 and info.end_time < 0.9 * info.header_duration:
             # frames stop well before the header's end: a cut-off file, not a short video
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
@@ -142,38 +142,64 @@ class CutsSummary:
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
              world_size: int = 1, progress: bool = True, threads: int = 0) -> CutsSummary:
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
-    import os
+    from svdcli.curate.stage import clean_parts
 
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    videos = find_videos_or_fail(inputs)
+    stage = CutsStage(cfg, decoder_threads(threads, workers))
+    table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
+                                     progress=progress)
+    if table is None:
+        return summary
+    write_cuts_manifest(table, out, cfg, inputs, len(videos))
+    clean_parts(out, stage)
+    return summary
 
-    from svdcli.curate.stage import TASK_COLUMN, clean_parts, run_stage
-    from svdcli.manifest.io import write_manifest
 
-    t0 = time.perf_counter()
+def find_videos_or_fail(inputs: list[str | Path]) -> list[str]:
     videos = find_videos(inputs)
     if not videos:
         raise SvdError(f"no videos found in {', '.join(map(str, inputs))} "
                        f"(looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    # one worker decodes with every core; several share them
-    threads = threads or (0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
-    stage = CutsStage(cfg, threads)
-    tasks = [Task(v, v) for v in videos]
-    result = run_stage(stage, tasks, out, workers=workers, rank=rank, world_size=world_size,
-                       flush_rows=512, flush_seconds=5.0, progress=progress, describe="cuts")
+    return videos
+
+
+def decoder_threads(threads: int, workers: int) -> int:
+    """`threads` if given; else one worker decodes with every core and several share them."""
+    import os
+
+    return threads or (0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
+
+
+def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs):
+    """Run a stage with one task per video: (rows of this run's videos sorted, summary); the
+    table is None while the run is incomplete (interrupted, or other ranks still working)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from svdcli.curate.stage import TASK_COLUMN, run_stage
+
+    result = run_stage(stage, [Task(v, v) for v in videos], out, flush_rows=512, flush_seconds=5.0,
+                       describe=stage.name, **run_kwargs)
     if not result.complete:
-        return CutsSummary(result.tasks_done, result.rows - result.errors, result.errors,
-                           time.perf_counter() - t0, False, Path(out))
+        return None, CutsSummary(result.tasks_done, result.rows - result.errors, result.errors,
+                                 result.seconds, False, Path(out))
     table = result.tables[0]
     # parts of an interrupted run over other inputs may share the folder: keep this run's videos
     table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos))).drop_columns([TASK_COLUMN])
     table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
-    record = {"stage": "cuts", "settings": stage.settings(), "fingerprint": stage.fingerprint(),
-              "inputs": [str(i) for i in inputs], "videos": len(videos)}
-    write_manifest(table, out, record=record)
-    clean_parts(out, stage)
     errors = pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-    return CutsSummary(len(videos), table.num_rows - errors, errors, time.perf_counter() - t0, True, Path(out))
+    return table, CutsSummary(len(videos), table.num_rows - errors, errors, result.seconds, True, Path(out))
+
+
+def write_cuts_manifest(table, out: Path, cfg: CutsConfig, inputs: list[str | Path], videos: int) -> None:
+    """The cuts manifest with its history record (the cuts columns of `table`)."""
+    from svdcli.manifest.io import write_manifest
+
+    stage = CutsStage(cfg)
+    table = table.select([c for c in table.column_names if c in stage.columns])
+    record = {"stage": "cuts", "settings": stage.settings(), "fingerprint": stage.fingerprint(),
+              "inputs": [str(i) for i in inputs], "videos": videos}
+    write_manifest(table, out, record=record)
 
 
 def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:

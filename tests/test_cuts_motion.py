@@ -1,0 +1,100 @@
+"""Cuts and motion from one decode: the same manifests as the two stages run one after the other."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svdcli.curate import cuts_motion
+from svdcli.curate.cuts import cuts_config, run_cuts
+from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
+from svdcli.curate.motion import MotionConfig, run_motion
+from svdcli.manifest.io import read_manifest
+from svdcli.video.decode import decode_once
+from svdcli.video.gray import GrayFrameStore
+from svdcli.video.sparse import read_gray_at
+from svdcli.video.synth import Shot, write_video
+
+
+def both_ways(videos: list[Path], folder: Path, workers: int = 1) -> tuple[dict, dict]:
+    """(separate, fused) -> {"cuts": table, "motion": table}."""
+    cfg, motion = cuts_config(), MotionConfig()
+    run_cuts(videos, folder / "cuts_a.parquet", cfg, progress=False)
+    run_motion(folder / "cuts_a.parquet", folder / "motion_a.parquet", motion, progress=False)
+    summary, rows = run_cuts_motion(videos, folder / "cuts_b.parquet", cfg, motion, workers=workers, progress=False)
+    assert summary.complete
+    write_motion_manifest(folder / "cuts_b.parquet", folder / "motion_b.parquet", rows, motion)
+    return ({k: read_manifest(folder / f"{k}_{s}.parquet") for k in ("cuts", "motion")} for s in "ab")
+
+
+@pytest.fixture(scope="module")
+def pans(tmp_path_factory) -> list[Path]:
+    """Two small videos: static, slow and fast pans joined by hard cuts."""
+    folder = tmp_path_factory.mktemp("pans")
+    paths = []
+    for i in range(2):
+        shots = [Shot(30, seed=i), Shot(30, seed=i + 5, speed=(0.7, 0.0)), Shot(30, seed=i + 9, speed=(4.0, 1.0))]
+        write_video(folder / f"p{i}.mp4", shots, size=(320, 180), fps=30.0)
+        paths.append(folder / f"p{i}.mp4")
+    return paths
+
+
+def test_one_pass_writes_the_manifests_of_two_stages_with_two_workers(pans, tmp_path):
+    separate, fused = both_ways(pans, tmp_path, workers=2)
+    assert fused["cuts"].equals(separate["cuts"])
+    assert fused["motion"].equals(separate["motion"])  # bit-identical scores, same rows and columns
+    scores = fused["motion"].column("motion_score").to_pylist()
+    assert len(scores) == 6 and scores[0] < 0.1 < 0.25 < scores[1] < scores[2]
+
+
+@pytest.mark.parametrize("name", ["goldeneye-vfr-drop3.mp4", "delayed_start.mp4", "issue-134-rotate.mp4"])
+def test_real_clips_score_the_same_in_one_pass(testdata, tmp_path, name):
+    """Variable frame rate with dropped frames, a non-zero first PTS and a rotated phone clip."""
+    separate, fused = both_ways([testdata / "pyscenedetect" / name], tmp_path)
+    assert fused["cuts"].equals(separate["cuts"])
+    assert fused["motion"].equals(separate["motion"])
+    assert fused["motion"].column("motion_score").null_count == 0
+
+
+def test_a_motion_failure_keeps_the_cuts(pans, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("flow exploded")
+
+    monkeypatch.setattr(cuts_motion, "score_clips", fail)
+    _, rows = run_cuts_motion(pans[:1], tmp_path / "cuts.parquet", cuts_config(), MotionConfig(), progress=False)
+    cuts = read_manifest(tmp_path / "cuts.parquet")
+    assert cuts.num_rows == 3 and set(cuts.column("status").to_pylist()) == {"ok"}
+    assert rows.column("motion_error").to_pylist() == ["RuntimeError: flow exploded"] * 3
+    assert rows.column("motion_score").null_count == 3
+
+
+@pytest.mark.parametrize("max_memory", [256 << 20, 10_000])  # in memory; spilled to disk after a frame
+def test_frame_store_answers_as_the_sparse_reader(pans, max_memory):
+    size = (128, 72)
+    with GrayFrameStore(lambda w, h: size, max_memory=max_memory) as store:
+        info = decode_once(pans[0], [], frame_hooks=[store.feed])
+        assert len(store.times) == info.frames == 90
+        times = [-1.0, 0.0, 0.0166, 1 / 30, 1.01, 2.0, 2.95, 10.0]  # before the first, between, after the last
+        frames, shown = store.frames_at(times)
+    expected, expected_shown = read_gray_at(pans[0], times[1:], size)
+    assert np.array_equal(frames[1:], expected) and shown[1:] == expected_shown
+    assert np.array_equal(frames[0], frames[1]) and shown[0] == 0.0  # before the first: the first frame
+    assert shown[-1] == pytest.approx(89 / 30)  # after the last: the last frame
+
+
+def test_cli_motion_out_writes_both_manifests(pans, tmp_path):
+    from typer.testing import CliRunner
+
+    from svdcli.cli.main import app
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    out, scored = tmp_path / "clips.parquet", tmp_path / "motion.parquet"
+    result = CliRunner().invoke(app, ["curate", "cuts", str(pans[0]), str(junk), "--out", str(out),
+                                      "--motion-out", str(scored), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "motion: 3 clips scored" in result.output and "1 below 0.25" in result.output
+    run_motion(out, tmp_path / "separate.parquet", progress=False)
+    assert read_manifest(scored).equals(read_manifest(tmp_path / "separate.parquet"))
+    assert read_manifest(scored).column("status").to_pylist() == ["ok"] * 3 + ["error"]
