@@ -9,10 +9,11 @@ from typer.testing import CliRunner
 
 from svdcli.cli.main import app
 from svdcli.curate import recipe as recipe_mod
-from svdcli.curate.motion import MotionStage
+from svdcli.curate.cuts_motion import CutsMotionStage
+from svdcli.curate.motion import MotionStage, run_motion
 from svdcli.curate.recipe import RecipeError, RunOptions, load_recipe, run_recipe
 from svdcli.errors import SvdError
-from svdcli.manifest.io import read_manifest
+from svdcli.manifest.io import manifest_history, read_manifest
 from svdcli.video.synth import Shot, write_video
 
 FPS = 24.0
@@ -61,34 +62,62 @@ def run_with_cuts(tmp_path: Path, videos: Path, workdir: str) -> list:
     return run_recipe(plan, tmp_path / workdir, videos=videos, opts=RunOptions(progress=False))
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, videos, monkeypatch):
-    original = MotionStage.process
+def interrupt_second_call(monkeypatch, cls) -> list:
+    """Make `cls.process` raise KeyboardInterrupt on its second call (once); returns the calls."""
+    original = cls.process
     calls, interrupted = [], []
 
-    def interrupt_on_second_video(self, payload):
-        calls.append(payload["video_path"])
+    def process(self, payload):
+        calls.append(payload)
         if len(calls) == 2 and not interrupted:
             interrupted.append(True)
             raise KeyboardInterrupt
         return original(self, payload)
 
-    monkeypatch.setattr(MotionStage, "process", interrupt_on_second_video)
+    monkeypatch.setattr(cls, "process", process)
+    return calls
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, corpus, monkeypatch):
+    calls = interrupt_second_call(monkeypatch, MotionStage)
     with pytest.raises(KeyboardInterrupt):
-        run_with_cuts(tmp_path, videos, "work")
-    assert (tmp_path / "work" / "manifests" / "cuts.parquet").exists()
+        run(tmp_path, corpus, "work")
     assert not (tmp_path / "work" / "manifests" / "motion.parquet").exists()
     calls.clear()
-    summaries = run_with_cuts(tmp_path, videos, "work")
+    summaries = run(tmp_path, corpus, "work")
     assert len(calls) == 2, "the video finished before the interruption must not be scored again"
-    assert [(s.stage, s.action) for s in summaries] == [("cuts", "skipped"), ("motion", "ran"), ("filter", "ran")]
-    monkeypatch.setattr(MotionStage, "process", original)
-    run_with_cuts(tmp_path, videos, "fresh")
+    assert [(s.stage, s.action) for s in summaries] == [("motion", "ran"), ("filter", "ran")]
+    monkeypatch.undo()
+    run(tmp_path, corpus, "fresh")
     resumed = read_manifest(tmp_path / "work" / "manifests" / "filter.parquet")
     fresh = read_manifest(tmp_path / "fresh" / "manifests" / "filter.parquet")
-    for column in ("clip_id", "start_frame", "motion_score", "keep", "drop_reason"):
+    for column in ("clip_id", "motion_score", "keep", "drop_reason"):
         assert resumed.column(column).to_pylist() == fresh.column(column).to_pylist()
+
+
+def test_interrupted_cuts_pass_resumes_and_scores_motion_in_the_same_decode(tmp_path, videos, monkeypatch):
+    calls = interrupt_second_call(monkeypatch, CutsMotionStage)
+    motion_reads = []
+    monkeypatch.setattr(MotionStage, "process", lambda self, payload: motion_reads.append(payload))
+    with pytest.raises(KeyboardInterrupt):
+        run_with_cuts(tmp_path, videos, "work")
+    assert not (tmp_path / "work" / "manifests" / "cuts.parquet").exists()
+    calls.clear()
+    summaries = run_with_cuts(tmp_path, videos, "work")
+    assert len(calls) == 2, "the video finished before the interruption must not be decoded again"
+    assert motion_reads == [], "motion after cuts must not decode the videos again"
+    assert [(s.stage, s.action) for s in summaries] == [("cuts", "ran"), ("motion", "ran"), ("filter", "ran")]
+    resumed = read_manifest(tmp_path / "work" / "manifests" / "filter.parquet")
     assert resumed.column("start_frame").to_pylist() == [0, 24] * 3  # cuts found the cut in each video
     assert resumed.column("keep").to_pylist() == [False, True] * 3  # static shots dropped
+    # the same manifests as the stages run one after the other
+    monkeypatch.undo()
+    work = tmp_path / "work" / "manifests"
+    run_motion(work / "cuts.parquet", tmp_path / "separate.parquet", progress=False)
+    separate, fused = read_manifest(tmp_path / "separate.parquet"), read_manifest(work / "motion.parquet")
+    assert fused.equals(separate)
+    untimed = lambda path: [{k: v for k, v in r.items() if k != "time"} for r in manifest_history(path)]  # noqa: E731
+    assert untimed(work / "motion.parquet")[:-1] == untimed(tmp_path / "separate.parquet")  # + the recipe's stamp
 
 
 def test_unchanged_steps_are_skipped_and_changed_settings_rerun(tmp_path, corpus):

@@ -63,6 +63,7 @@ class StepSummary:
     seconds: float
     kept: int | None = None
     output: str = ""
+    note: str = ""
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -135,6 +136,24 @@ def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.cuts import run_cuts
 
     run_cuts([src], out, _cuts_config(settings), workers=opts.workers, progress=opts.progress)
+
+
+def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
+    """Cuts, scoring motion in the same decode: the motion rows for `_write_motion` (None when
+    the run is incomplete)."""
+    from svdcli.curate.cuts_motion import run_cuts_motion
+    from svdcli.curate.motion import MotionConfig
+
+    motion = _config(MotionConfig, "motion", motion_settings)
+    return run_cuts_motion([src], out, _cuts_config(settings), motion, workers=opts.workers,
+                           progress=opts.progress)[1]
+
+
+def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
+    from svdcli.curate.cuts_motion import write_motion_manifest
+    from svdcli.curate.motion import MotionConfig
+
+    write_motion_manifest(src, out, rows, _config(MotionConfig, "motion", settings))
 
 
 def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
@@ -284,22 +303,31 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
     (workdir / "manifests").mkdir(parents=True, exist_ok=True)
     _save_resolved(recipe, workdir / "recipe.resolved.yaml")
     summaries = []
-    for stage in stages:
+    motion_rows = None  # motion scored inside the cuts pass, until the motion step writes it
+    for i, stage in enumerate(stages):
         out = workdir / "manifests" / f"{stage}.parquet"
         settings = recipe.stages[stage]
         key = step_key(stage, settings, src)
         t0 = time.perf_counter()
-        action = "skipped"
+        action, note = "skipped", ""
         if _recorded_key(out) != key:
             try:
-                REGISTRY[stage][1](src, out, settings, opts)
+                if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
+                    # motion must rerun on new cuts anyway: score it in the same decode
+                    motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
+                    note = "motion scored in the same decode"
+                elif stage == "motion" and motion_rows is not None:
+                    _write_motion(src, out, settings, motion_rows)
+                    note = "scored in the cuts pass"
+                else:
+                    REGISTRY[stage][1](src, out, settings, opts)
             except TypeError as exc:
                 if "unexpected keyword argument" not in str(exc):
                     raise
                 raise RecipeError(f"stage {stage!r}: unknown setting in {settings}: {exc}") from None
             _stamp(out, stage, key)
             action = "ran"
-        summary = _summarize(stage, action, out, time.perf_counter() - t0)
+        summary = _summarize(stage, action, out, time.perf_counter() - t0, note)
         summaries.append(summary)
         if on_step:
             on_step(summary)
@@ -329,7 +357,7 @@ def _save_resolved(recipe: Recipe, path: Path) -> None:
     path.write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
 
 
-def _summarize(stage: str, action: str, out: Path, seconds: float) -> StepSummary:
+def _summarize(stage: str, action: str, out: Path, seconds: float, note: str = "") -> StepSummary:
     from svdcli.manifest.io import read_manifest
 
     table = read_manifest(out)
@@ -341,4 +369,4 @@ def _summarize(stage: str, action: str, out: Path, seconds: float) -> StepSummar
     else:
         errors = 0
     kept = sum(bool(k) for k in table.column("keep").to_pylist()) if stage == "filter" else None
-    return StepSummary(stage, action, table.num_rows, errors, seconds, kept, str(out))
+    return StepSummary(stage, action, table.num_rows, errors, seconds, kept, str(out), note)

@@ -46,4 +46,4 @@ def register(app: typer.Typer) -> None:
 def _line(s) -> str:
     kept = f", kept {s.kept}" if s.kept is not None else ""
     return (f"  {s.stage:<8} {s.action:<8} {s.rows:>7} rows, {s.errors} errors{kept}  "
-            f"{s.seconds:7.1f} s")
+            f"{s.seconds:7.1f} s" + (f"  ({s.note})" if s.note else ""))
