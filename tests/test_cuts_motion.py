@@ -98,3 +98,25 @@ def test_cli_motion_out_writes_both_manifests(pans, tmp_path):
     run_motion(out, tmp_path / "separate.parquet", progress=False)
     assert read_manifest(scored).equals(read_manifest(tmp_path / "separate.parquet"))
     assert read_manifest(scored).column("status").to_pylist() == ["ok"] * 3 + ["error"]
+
+
+def test_a_video_too_long_for_the_store_is_read_again_with_the_same_scores(pans, tmp_path, monkeypatch):
+    from svdcli.curate import motion
+    from svdcli.video import sparse
+
+    reads = []
+    counted = lambda *a, **k: reads.append(a) or read_gray_at(*a, **k)  # noqa: E731
+    monkeypatch.setattr(sparse, "read_gray_at", counted)
+    monkeypatch.setattr(motion, "read_gray_at", counted)
+    monkeypatch.setattr(cuts_motion, "STORE_BYTES", 40 * 320 * 180 // 4)  # 40 of the 90 analysis frames
+    separate, fused = both_ways(pans[:1], tmp_path)
+    assert len(reads) == 2  # the separate motion stage, and the fallback after the overflowing pass
+    assert fused["motion"].equals(separate["motion"])
+
+
+def test_store_gives_up_past_its_limit_and_frees_its_file(pans):
+    with GrayFrameStore(lambda w, h: (64, 36), max_bytes=64 * 36 * 10) as store:
+        decode_once(pans[0], [], frame_hooks=[store.feed])
+        assert store.overflowed and store.times == [] and store.file.closed
+        with pytest.raises(ValueError, match="gave up"):
+            store.frames_at([0.0])

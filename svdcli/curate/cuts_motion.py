@@ -10,7 +10,9 @@ differs. On the 60 s 720p benchmark clip the chain costs 1.6x a bare decode inst
 (docs/benchmarks.md).
 
 The price is the store: every frame at the analysis size (66 MB per minute of 30 fps video),
-in memory up to 256 MB and in a temporary file beyond, for one video per worker at a time.
+in memory up to 256 MB and in a temporary file beyond, for one video per worker at a time. A
+video too long for the store's 2 GB (about 30 minutes at 30 fps) gets its motion pairs from the
+sparse reader after the pass instead: the same scores, at the cost of a second (sparse) decode.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from svdcli.curate.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_thre
 from svdcli.curate.motion import MotionConfig, MotionStage, analysis_size, score_clips
 
 MOTION_COLUMNS = tuple(c for c in MotionStage.columns if c != "clip_id")
+STORE_BYTES = 2 << 30  # per worker; a longer video's motion pairs are read from the file again
 
 
 class CutsMotionStage(CutsStage):
@@ -43,10 +46,17 @@ class CutsMotionStage(CutsStage):
     def process(self, payload: str) -> list[dict]:
         from svdcli.video.gray import GrayFrameStore
 
-        with GrayFrameStore(lambda w, h: analysis_size(w, h, self.motion.long_side)) as store:
+        from svdcli.video.sparse import read_gray_at
+
+        size_for = lambda w, h: analysis_size(w, h, self.motion.long_side)  # noqa: E731
+        with GrayFrameStore(size_for, max_bytes=STORE_BYTES) as store:
             rows = super().process(payload, frame_hooks=[store.feed])
+            read = store.frames_at
+            if store.overflowed:  # a long video: read its pairs from the file, as `svd curate motion` does
+                size = analysis_size(rows[0]["width"], rows[0]["height"], self.motion.long_side)
+                read = lambda times: read_gray_at(payload, times, size, threads=1)  # noqa: E731
             try:
-                scored = score_clips(rows, store.frames_at, self.motion, self.pair_threads)
+                scored = score_clips(rows, read, self.motion, self.pair_threads)
             except Exception as exc:  # noqa: BLE001 - a motion failure leaves the cuts intact
                 scored = [{"clip_id": r["clip_id"], "motion_error": f"{type(exc).__name__}: {exc}"} for r in rows]
         by_clip = {r["clip_id"]: r for r in scored}

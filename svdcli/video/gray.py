@@ -9,7 +9,9 @@ sparse reader returns for the same time.
 hook), for a stage that only learns after the pass which times it needs (motion scoring inside
 the cut-detection pass: clip boundaries are known at the end). Frames go to a spooled temporary
 file: in memory up to `max_memory` bytes, on disk beyond (a minute of 30 fps video at 256x144 is
-66 MB), gone when the store is closed.
+66 MB; the file lives in $TMPDIR), gone when the store is closed. Past `max_bytes` (2 GB, about
+30 minutes of such video) the store gives up, frees its file and says so (`overflowed`): the
+caller then reads the frames it needs from the video instead.
 """
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ class GrayFrameStore:
     Use as a `decode_once` frame hook (`store.feed`), then `frames_at(times)` after the pass.
     """
 
-    def __init__(self, size_for: Callable[[int, int], tuple[int, int]], max_memory: int = 256 << 20):
+    def __init__(self, size_for: Callable[[int, int], tuple[int, int]], max_memory: int = 256 << 20,
+                 max_bytes: int = 2 << 30):
         self.size_for = size_for
         self.file = tempfile.SpooledTemporaryFile(max_size=max_memory)
+        self.max_bytes = max_bytes
+        self.overflowed = False  # True once more than max_bytes were fed: nothing is kept
         self.convert: GrayConverter | None = None
         self.times: list[float] = []  # seconds from the first frame, increasing
         self.origin: float | None = None  # PTS (s) of the first frame
@@ -53,6 +58,8 @@ class GrayFrameStore:
         """Keep `frame`, shown at `t` s from the first frame. Times are recomputed from the PTS
         with the readers' arithmetic (float(pts * time_base) - first), so pair gaps, and thus
         scores, are bit-identical to theirs; `t` is used for frames without a PTS."""
+        if self.overflowed:
+            return
         if frame.pts is not None and frame.time_base is not None:
             pts = float(frame.pts * frame.time_base)
             if self.origin is None:
@@ -62,6 +69,12 @@ class GrayFrameStore:
             self.convert = GrayConverter(self.size_for(frame.width, frame.height))
         if self.times and t <= self.times[-1]:
             raise ValueError(f"frame times must increase: {t} after {self.times[-1]}")
+        w, h = self.convert.size
+        if (len(self.times) + 1) * w * h > self.max_bytes:
+            self.overflowed = True
+            self.file.close()  # frees the memory or deletes the file now
+            self.times.clear()
+            return
         self.file.write(self.convert(frame).tobytes())
         self.times.append(t)
 
@@ -71,8 +84,9 @@ class GrayFrameStore:
         A time before the first frame gets the first frame, one after the last the last frame,
         as `svdcli.video.seek.read_frames_at` answers.
         """
-        if self.convert is None:
-            raise ValueError("no frames stored")
+        if self.convert is None or self.overflowed:
+            raise ValueError("no frames stored" if self.convert is None else
+                             f"the store gave up past {self.max_bytes} bytes; read the video instead")
         w, h = self.convert.size
         out = np.empty((len(times), h, w), np.uint8)
         shown = []
