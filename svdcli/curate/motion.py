@@ -30,6 +30,9 @@ slow pan far enough to stand above the noise floor at 256 px.
 Decoding: H.264 frames that no other frame references (most B-frames) and that no sample needs
 are never decoded, nor the tail of a GOP that no sample needs before the next IDR frame (see
 `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis size by swscale.
+When motion follows cuts in `svd curate run` (or `svd curate cuts --motion-out`), no second
+decode happens at all: the cuts pass keeps its frames and scores the pairs
+(`svdcli.curate.cuts_motion`), with the same frames and so the same scores.
 """
 from __future__ import annotations
 
