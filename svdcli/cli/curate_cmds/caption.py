@@ -1,11 +1,11 @@
 """`svd curate caption`: CoCa captions of each clip's middle frame (parse and dispatch only)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.curate_cmds.options import (
+    Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
 
 HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
 
@@ -18,11 +18,10 @@ def register(app: typer.Typer) -> None:
     @app.command("caption", help=HELP)
     @user_errors
     def caption(
-        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        manifest: Manifest,
+        out: Out = None,
         model: str = typer.Option("coca_ViT-L-14", help="open_clip CoCa model name, or a model-config .json."),
-        pretrained: str = typer.Option("mscoco_finetuned_laion2b_s13b_b90k",
-                                       help="open_clip pretrained tag, or a checkpoint file."),
+        pretrained: Pretrained = "mscoco_finetuned_laion2b_s13b_b90k",
         generation: str = typer.Option("beam_search", help="beam_search | top_k | top_p."),
         seq_len: int = typer.Option(30, min=2, help="Maximum caption length in tokens."),
         min_seq_len: int = typer.Option(5, min=1, help="Minimum caption length in tokens."),
@@ -33,12 +32,12 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (top_k, top_p)."),
         repetition_penalty: float = typer.Option(1.0, min=0.0, help="Penalty for repeated tokens."),
         seed: int = typer.Option(0, help="Seed for the sampling decoders."),
-        batch_size: int = typer.Option(8, min=1, help="Frames per model batch."),
-        device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
-        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
-        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        batch_size: ModelBatchSize = 8,
+        device: Device = "auto",
+        workers: Workers = 1,
+        rank: Rank = 0,
+        world_size: WorldSize = 1,
+        progress: Progress = True,
     ) -> None:
         from svdcli.curate.caption import run_caption, summarize
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.curate_cmds.options import (
+    Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
 
 HELP = """Embed the first, middle and last frame of every ok clip with an open_clip image tower and score them.
 
@@ -22,20 +24,20 @@ def register(app: typer.Typer) -> None:
     @app.command("clip", help=HELP)
     @user_errors
     def clip(
-        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        manifest: Manifest,
+        out: Out = None,
         model: str = typer.Option("ViT-L-14", help="open_clip model name, or a model-config .json."),
-        pretrained: str = typer.Option("openai", help="open_clip pretrained tag, or a checkpoint file."),
+        pretrained: Pretrained = "openai",
         aesthetic: str = typer.Option("laion-mlp", help="laion-mlp | laion-linear-l14 | laion-linear-b32 | "
                                                         "PATH | hf-hub:REPO/FILE | none."),
         weights_dir: Path = typer.Option(None, help="Folder with the aesthetic heads (else $SVD_WEIGHTS_DIR, "
                                                     "~/.cache/svdcli/weights)."),
-        batch_size: int = typer.Option(16, min=1, help="Frames per model batch."),
-        device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
-        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
-        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        batch_size: ModelBatchSize = 16,
+        device: Device = "auto",
+        workers: Workers = 1,
+        rank: Rank = 0,
+        world_size: WorldSize = 1,
+        progress: Progress = True,
     ) -> None:
         from svdcli.curate.clip import run_clip, summarize
 

@@ -1,11 +1,10 @@
 """`svd curate motion`: Farneback motion score per clip (parse and dispatch only)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.curate_cmds.options import Manifest, Out, Progress, Rank, Workers, WorldSize
 
 HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs (1/15 s apart) sampled at 2 fps inside the clip, at a fixed analysis size (long side 256 px, aspect kept), so scores compare across videos of any size.
 
@@ -18,13 +17,13 @@ def register(app: typer.Typer) -> None:
     @app.command("motion", help=HELP)
     @user_errors
     def motion(
-        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest (from `svd curate cuts`)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        manifest: Manifest,
+        out: Out = None,
         threshold: float = typer.Option(0.25, help="Only for the summary: how many clips score below it (static)."),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
-        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
-        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        workers: Workers = 1,
+        rank: Rank = 0,
+        world_size: WorldSize = 1,
+        progress: Progress = True,
     ) -> None:
         from svdcli.curate.motion import run_motion, summarize
 

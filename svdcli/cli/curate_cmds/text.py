@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.curate_cmds.options import Device, Manifest, Out, Progress, Rank, Workers, WorldSize
 
 HELP = """Score how much of every ok clip is covered by text (captions, titles, watermarks, slides).
 
@@ -20,8 +21,8 @@ def register(app: typer.Typer) -> None:
     @app.command("text", help=HELP)
     @user_errors
     def text(
-        manifest: Path = typer.Option(..., "--manifest", "-m", help="Input manifest (from `svd curate cuts`)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
+        manifest: Manifest,
+        out: Out = None,
         max_area: float = typer.Option(0.07, min=0.0, max=1.0, help="Only for the summary: count clips above it."),
         detector: str = typer.Option("auto", help="auto | craft | dbnet."),
         model_dir: Path = typer.Option(None, help="Folder with craft_mlt_25k.pth (else $SVD_EASYOCR_DIR, "
@@ -30,11 +31,11 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(640, min=64, help="Long side of the analysis frames, pixels."),
         batch_size: int = typer.Option(0, min=0, help="Frames per detector batch; 0 = 16 on GPU, 1 on CPU "
                                                       "(where batching is not faster)."),
-        device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda[:N]."),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes (one model each)."),
-        rank: int = typer.Option(0, min=0, help="This machine's share of a sharded run (0-based)."),
-        world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        device: Device = "auto",
+        workers: Workers = 1,
+        rank: Rank = 0,
+        world_size: WorldSize = 1,
+        progress: Progress = True,
     ) -> None:
         from svdcli.curate.text import resolve_detector, run_text, summarize
 

@@ -1,0 +1,32 @@
+"""Options shared by the per-clip scoring stages (`svd curate motion|text|clip|caption`), declared once.
+
+Each is a `typing.Annotated` alias: the parameter's own default (where it has one) stays in the command's
+signature, e.g. `workers: Workers = 1`. Keep this module light (typer and pathlib only): it is imported at
+CLI start-up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Manifest = Annotated[Path, typer.Option("--manifest", "-m",
+                                        help="Input manifest (from `svd curate cuts` or a later stage).")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output manifest (default: overwrite --manifest).")]
+
+# open_clip models (clip, caption); defaults differ per command.
+Pretrained = Annotated[str, typer.Option(help="open_clip pretrained tag, or a checkpoint file.")]
+ModelBatchSize = Annotated[int, typer.Option(min=1, help="Frames per model batch.")]
+Device = Annotated[str, typer.Option(help="auto (GPU when present) | cpu | cuda[:N].")]
+
+# Parallelism and sharding; the same for every scoring stage.
+Workers = Annotated[int, typer.Option("--workers", "-j", min=1,
+                                      help="Worker processes (one model each, in the stages that load one).")]
+Rank = Annotated[int, typer.Option(min=0, help="This machine's share of a sharded run (0-based).")]
+WorldSize = Annotated[int, typer.Option(min=1, help="Number of machines sharing the run.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+
+
+def register(app: typer.Typer) -> None:
+    """No command here: svdcli/cli/curate.py calls register(app) on every module of this package."""
