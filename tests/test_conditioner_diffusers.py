@@ -1,10 +1,9 @@
 """A diffusers SVD folder's CLIP image encoder and VAE convert into our conditioner."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from test_conditioner import tiny_clip  # noqa: F401  (fixture: the tiny open_clip config as a .json path)
 
 from svdcli.models.conditioner import Conditioner, ConditionerConfig, ImageEmbedder
 from svdcli.models.conditioner_diffusers import (
@@ -14,19 +13,6 @@ from svdcli.models.conditioner_diffusers import (
     missing_is_harmless,
 )
 from svdcli.models.vae import VAEConfig
-
-TINY_CLIP = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("clip") / "svd-test-tiny-clip-hf.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
