@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
     Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
 

@@ -27,6 +27,3 @@ Rank = Annotated[int, typer.Option(min=0, help="This machine's share of a sharde
 WorldSize = Annotated[int, typer.Option(min=1, help="Number of machines sharing the run.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
-
-def register(app: typer.Typer) -> None:
-    """No command here: svdcli/cli/curate.py calls register(app) on every module of this package."""
