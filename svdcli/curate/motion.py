@@ -82,8 +82,7 @@ def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = Motion
     return float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean())
 
 
-def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig(),
-                 threads: int = 1) -> tuple[float, list[float]]:
+def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig()) -> tuple[float, list[float]]:
     """Median over frame pairs of the mean flow magnitude, in analysis px per 1/15 s.
 
     `pairs` is (P, 2, H, W) uint8 gray at the analysis size, P >= 1; `gaps` are the P times (s)
@@ -91,7 +90,7 @@ def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = Motio
     """
     if pairs.ndim != 4 or pairs.shape[1] != 2 or len(pairs) < 1:
         raise ValueError(f"need gray frame pairs of shape (P, 2, H, W), got {pairs.shape}")
-    values = pair_values(pairs, gaps, cfg, threads)
+    values = pair_values(pairs, gaps, cfg)
     return float(np.median(values)), values
 
 
@@ -136,11 +135,9 @@ class MotionStage(ClipStage):
     name = "motion"
     columns = ("clip_id", "motion_score", "motion_pairs", "motion_pair_scores", "motion_error")
 
-    def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1, pair_threads: int = 1):
+    def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
         self.cfg = cfg
-        # speed only, not part of the settings: decoder threads (0 = automatic) and pairs
-        # scored at once
-        self.threads, self.pair_threads = threads, pair_threads
+        self.threads = threads  # decoder threads (0 = automatic); does not change the scores
 
     def settings(self) -> dict:
         return asdict(self.cfg)
@@ -150,7 +147,7 @@ class MotionStage(ClipStage):
         clips = payload["clips"]
         size = analysis_size(clips[0]["width"], clips[0]["height"], self.cfg.long_side)
         read = lambda times: read_gray_at(payload["video_path"], times, size, self.threads)  # noqa: E731
-        return score_clips(clips, read, self.cfg, self.pair_threads)
+        return score_clips(clips, read, self.cfg)
 
 
 def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), threads: int = 1) -> list[dict]:
