@@ -103,7 +103,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         ctx = stream.codec_context
         fps = nominal_rate(stream)
         size = size or analysis_size(ctx.width, ctx.height)
-        tb = float(stream.time_base)
+        tb = stream.time_base  # exact: times are float(pts * tb) - first, as the frame readers compute them
         first = last = None
         n, rotation = 0, stream_rotation(stream)
         try:
@@ -114,9 +114,9 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                     t = last + 1.0 / fps
                 else:
                     if first is None:
-                        first = frame.pts * tb
+                        first = float(frame.pts * tb)
                         rotation = rotation or frame_rotation(frame)
-                    t = frame.pts * tb - first
+                    t = float(frame.pts * tb) - first
                 if last is not None and t <= last:
                     continue  # duplicate or out-of-order PTS: keep times strictly increasing
                 for hook in hooks:

@@ -52,19 +52,12 @@ class GrayFrameStore:
         self.overflowed = False  # True once more than max_bytes were fed: nothing is kept
         self.convert: GrayConverter | None = None
         self.times: list[float] = []  # seconds from the first frame, increasing
-        self.origin: float | None = None  # PTS (s) of the first frame
 
     def feed(self, t: float, frame) -> None:
-        """Keep `frame`, shown at `t` s from the first frame. Times are recomputed from the PTS
-        with the readers' arithmetic (float(pts * time_base) - first), so pair gaps, and thus
-        scores, are bit-identical to theirs; `t` is used for frames without a PTS."""
+        """Keep `frame`, shown at `t` s from the first frame (`decode_once` computes `t` with the
+        readers' arithmetic, so pair gaps, and thus scores, are bit-identical to theirs)."""
         if self.overflowed:
             return
-        if frame.pts is not None and frame.time_base is not None:
-            pts = float(frame.pts * frame.time_base)
-            if self.origin is None:
-                self.origin = pts - t
-            t = pts - self.origin
         if self.convert is None:
             self.convert = GrayConverter(self.size_for(frame.width, frame.height))
         if self.times and t <= self.times[-1]:
