@@ -82,7 +82,8 @@ def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = Motion
     return float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean())
 
 
-def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig()) -> tuple[float, list[float]]:
+def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig(),
+                 threads: int = 1) -> tuple[float, list[float]]:
     """Median over frame pairs of the mean flow magnitude, in analysis px per 1/15 s.
 
     `pairs` is (P, 2, H, W) uint8 gray at the analysis size, P >= 1; `gaps` are the P times (s)
@@ -90,7 +91,7 @@ def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = Motio
     """
     if pairs.ndim != 4 or pairs.shape[1] != 2 or len(pairs) < 1:
         raise ValueError(f"need gray frame pairs of shape (P, 2, H, W), got {pairs.shape}")
-    values = pair_values(pairs, gaps, cfg)
+    values = pair_values(pairs, gaps, cfg, threads)
     return float(np.median(values)), values
 
 
@@ -164,20 +165,18 @@ def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), thr
     frames, shown = read(wanted)  # (N, h, w)
     when = dict(zip(wanted, shown))  # sample time -> time of the frame shown
     index = {t: i for i, t in enumerate(wanted)}
-    # the real gap between the frames shown (variable frame rate); a dropped frame can make
-    # both samples show the same frame, which measures nothing
-    plans = [[(a, b) for a, b in pairs if when[b] - when[a] > 1e-6] for pairs in plans]
-    flat = [pair for pairs in plans for pair in pairs]
-    stack = frames[[[index[a], index[b]] for a, b in flat]] if flat else None  # (P, 2, h, w)
-    values = pair_values(stack, [when[b] - when[a] for a, b in flat], cfg, threads) if flat else []
-    rows, k = [], 0
+    rows = []
     for clip, pairs in zip(clips, plans):
+        # the real gap between the frames shown (variable frame rate); a dropped frame can
+        # make both samples show the same frame, which measures nothing
+        pairs = [(a, b) for a, b in pairs if when[b] - when[a] > 1e-6]
         if not pairs:
             rows.append(_too_short(clip))
             continue
-        mine, k = values[k:k + len(pairs)], k + len(pairs)
-        rows.append({"clip_id": clip["clip_id"], "motion_score": float(np.median(mine)),
-                     "motion_pairs": len(mine), "motion_pair_scores": mine})
+        stack = frames[[[index[a], index[b]] for a, b in pairs]]  # (P, 2, h, w)
+        score, values = motion_score(stack, [when[b] - when[a] for a, b in pairs], cfg, threads)
+        rows.append({"clip_id": clip["clip_id"], "motion_score": score, "motion_pairs": len(values),
+                     "motion_pair_scores": values})
     return rows
 
 

@@ -138,7 +138,7 @@ class _SparseReader:
         from svdcli.video.gray import GrayConverter
 
         self.container, self.stream, self.length_size = container, stream, length_size
-        self.targets, self.origin, self.size, self.dead = targets, origin, size, dead
+        self.targets, self.origin, self.dead = targets, origin, dead
         self.tb = stream.time_base
         # a non-reference frame is decoded when a target lies within two nominal frames after it
         self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
