@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from svdcli.video.probe import VideoError, frame_rotation, open_container, stream_rotation
+from svdcli.video.probe import VideoError, use_decoder_threads, frame_rotation, open_container, stream_rotation
 
 ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
 OVERSAMPLE = 2  # bilinear to this many times the analysis size, then area-average down
@@ -97,9 +97,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
     convert = convert or yuv_analysis
     with open_container(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.thread_count = threads
+        use_decoder_threads(stream, threads)
         ctx = stream.codec_context
         fps = nominal_rate(stream)
         size = size or analysis_size(ctx.width, ctx.height)

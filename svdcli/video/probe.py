@@ -35,6 +35,14 @@ def video_id(path: str | os.PathLike) -> str:
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
 
 
+def use_decoder_threads(stream, threads: int = 0) -> None:
+    """Let FFmpeg decode `stream` with frame and slice threads: `threads` of them, or its own
+    choice for 0."""
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.thread_count = threads
+
+
 def open_container(path: str | os.PathLike):
     """Open with PyAV, turning every failure into a VideoError with a plain message."""
     import av

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from svdcli.video.probe import VideoError, open_container
+from svdcli.video.probe import VideoError, use_decoder_threads, open_container
 
 SEEK_GAP = 2.0  # seconds: decode forward through gaps shorter than this, seek across longer ones
 
@@ -43,9 +43,7 @@ def read_frames_at(path: str | os.PathLike, times: list[float], size: tuple[int,
     shown: list[float] = []
     with open_container(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.thread_count = threads
+        use_decoder_threads(stream, threads)
         tb = stream.time_base
         if origin is None:
             origin = first_frame_time(container, stream)

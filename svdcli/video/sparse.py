@@ -103,7 +103,7 @@ def read_gray_at(path, times: list[float], size: tuple[int, int],
 def _read_sparse(path, times: list[float], size: tuple[int, int],
                  threads: int = 0) -> tuple[np.ndarray, list[float]] | None:
     """(frames, their times), or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
-    from svdcli.video.probe import open_container
+    from svdcli.video.probe import use_decoder_threads, open_container
     from svdcli.video.seek import first_frame_time
 
     with open_container(path) as container:
@@ -111,9 +111,7 @@ def _read_sparse(path, times: list[float], size: tuple[int, int],
         length_size = _avcc_length_size(stream)
         if length_size is None:
             return None
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.thread_count = threads
+        use_decoder_threads(stream, threads)
         origin = first_frame_time(container, stream)
         targets = [origin + t for t in times]
         dead = _dead_packets(*_scan(container, stream, length_size), stream.time_base, targets)
