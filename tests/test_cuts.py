@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from svdcli.cli.main import app
 from svdcli.curate import cuts as cuts_mod
-from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, ScoreTrack, default_levels
+from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, _Sampler, default_levels
 from svdcli.curate.cuts import CutsConfig, run_cuts, segments
 from svdcli.manifest.io import manifest_history, read_manifest
 from svdcli.manifest.schema import MANIFEST_VERSION, VERSION_KEY
@@ -78,27 +78,28 @@ def test_static_shot_and_slow_pan_give_no_cuts(corpus):
 
 
 def test_levels_sample_by_timestamp_at_29_97_fps():
-    track = ScoreTrack(15.0)
-    frame = np.zeros((3, 4, 4), np.uint8)
+    sampler = _Sampler(15.0)
     times = [k * 1001 / 30000 for k in range(300)]  # 10 s at 29.97 fps
-    for t in times:
-        track.feed(t, frame)
+    kept = [t for t in times if sampler.wants(t)]
     # frame-skip arithmetic (int(29.97 // 15) - 1 = 0) would keep all 300 frames
-    assert len(track.times) == 150
-    assert min(np.diff(track.times)) >= 1 / 15 - 1001 / 30000
+    assert len(kept) == 150
+    assert min(np.diff(kept)) >= 1 / 15 - 1001 / 30000
 
 
 def _b(old: float, new: float) -> Boundary:
-    return Boundary(new, old, new, 50.0, ["native"])
+    return Boundary(new, old, new, {"native": 50.0})
 
 
 def test_segments_trim_min_length_and_split():
     frame_after = lambda t: round(t * 10 + 1) / 10  # a 10 fps grid  # noqa: E731
     bounds = [_b(0.9, 1.0), _b(1.2, 1.3), _b(9.9, 10.0)]
     plain = segments(bounds, 20.0, frame_after, CutsConfig(min_length=0.5))
-    assert [(s.start, s.end, s.cause) for s in plain] == [(0.0, 1.0, "video_start"), (1.3, 10.0, "cut"),
-                                                          (10.0, 20.0, "cut")]
+    # the 0.3 s piece between the cuts at 1.0 and 1.3 is kept as a short row, never merged away
+    assert [(s.start, s.end, s.cause, s.short) for s in plain] == [
+        (0.0, 1.0, "video_start", False), (1.0, 1.3, "cut", True), (1.3, 10.0, "cut", False), (10.0, 20.0, "cut", False)]
+    assert plain[1].scores == (("native", 50.0),)
     trimmed = segments(bounds, 20.0, frame_after, CutsConfig(trim=0.2, min_length=0.5))
+    # trimming 0.2 s from both ends of the 0.3 s piece leaves nothing: no row
     assert [x for s in trimmed for x in (s.start, s.end)] == pytest.approx([0.0, 0.8, 1.5, 9.8, 10.2, 20.0])
     split = segments(bounds, 20.0, frame_after, CutsConfig(min_length=0.5, max_length=4.0))
     last = [s for s in split if s.start >= 10.0]
@@ -144,7 +145,7 @@ def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, b
     res = CliRunner().invoke(app, ["curate", "cuts", str(root / "mixed.mp4"), str(bad_inputs), str(missing),
                                    "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "7 videos, 6 clips, 6 errors" in res.output
+    assert "7 videos, 6 clips, 0 short pieces, 6 errors" in res.output
     table = read_manifest(out)
     assert table.schema.metadata[VERSION_KEY] == str(MANIFEST_VERSION).encode()
     assert manifest_history(out)[-1]["stage"] == "cuts"

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from svdcli.curate.cascade import Cascade, CascadeConfig, default_levels
-from svdcli.curate.cuts import CutsConfig, run_cuts
+from svdcli.curate.cuts import CutsConfig, cuts_config, run_cuts
 from svdcli.manifest.io import read_manifest
 from svdcli.video.decode import decode_once
 from svdcli.video.seek import read_frames_at
 
-NAMES = ["testvideo.mp4", "goldeneye-vfr-drop3.mp4", "counter.mp4", "delayed_start.mp4", "issue-134-rotate.mp4"]
+NAMES = ["testvideo.mp4", "goldeneye-vfr-drop3.mp4", "counter.mp4", "issue-134-rotate.mp4"]
 # testvideo.mp4 (testdata README): fades and a dissolve, as (first, last) frame, +-3 frames
 GRADUAL = [(212, 242), (332, 360), (392, 425), (520, 560), (662, 700)]
 
@@ -23,6 +23,8 @@ def clips(testdata, tmp_path_factory):
     assert summary.complete and summary.errors == 0
     rows: dict[str, list[dict]] = {}
     for r in read_manifest(out).to_pylist():
+        if r["status"] != "ok":
+            continue
         rows.setdefault(r["video_path"].rsplit("/", 1)[-1], []).append(r)
     return rows
 
@@ -34,18 +36,22 @@ def test_testvideo_hard_cuts_are_frame_exact(clips):
     assert clips["testvideo.mp4"][-1]["end_frame"] == 720
 
 
-def test_testvideo_fades_and_dissolve_found_by_the_slow_levels_only(clips, testdata):
+def test_testvideo_fades_and_dissolve_found_by_the_slow_levels(clips, testdata):
     rows = clips["testvideo.mp4"]
     for first, last in GRADUAL:
         # the clip after a gradual transition starts inside it (its first clean frame)
         inside = [r for r in rows if first - 3 <= r["start_frame"] <= last + 3]
         assert len(inside) == 1, (first, last, [r["start_frame"] for r in rows])
-        assert "native" not in inside[0]["start_levels"] and inside[0]["start_levels"]
+        assert {"15fps", "8fps"} & set(inside[0]["start_levels"])
+        assert len(inside[0]["start_scores"]) == len(inside[0]["start_levels"])
     assert len(rows) == 2 + len(GRADUAL) + 1
-    # the native level alone misses every gradual transition
+    # the native level is PySceneDetect's AdaptiveDetector: alone it finds the hard cuts and no
+    # cut that detector does not find on this clip with its own decode (shared/testdata/README.md:
+    # [30, 180, 394, 691]), so the fades and the dissolve need the slow levels
     native = Cascade(CascadeConfig(default_levels((None,))))
     decode_once(testdata / "pyscenedetect/testvideo.mp4", native.consumers())
-    assert [round(b.first_new * 30000 / 1001) for b in native.boundaries()] == [30, 180]
+    found = {round(b.first_new * 30000 / 1001) for b in native.boundaries()}
+    assert {30, 180} <= found <= {30, 180, 394, 691}
 
 
 def test_vfr_cuts_land_on_the_nominal_grid(clips):
@@ -67,8 +73,12 @@ def test_counter_clip_edges_are_frame_accurate(clips, testdata):
     assert np.abs(colour[1] - colour[2]).max() > 20  # and it changes at the clip boundary
 
 
-def test_delayed_start_times_count_from_the_first_frame(clips):
-    [row] = clips["delayed_start.mp4"]
+def test_delayed_start_times_count_from_the_first_frame(testdata, tmp_path):
+    # the clip is one fade-in from black (a transition for the slow levels): the native level
+    # keeps it whole, and its times are what this checks
+    out = tmp_path / "delayed.parquet"
+    run_cuts([testdata / "pyscenedetect/delayed_start.mp4"], out, cuts_config("native"), progress=False)
+    [row] = read_manifest(out).to_pylist()
     assert (row["start_time"], row["start_frame"], row["end_frame"]) == (0.0, 0, 24)
     assert row["end_time"] == pytest.approx(0.96)
 
@@ -87,3 +97,71 @@ def test_low_contrast_slide_changes_are_found(testdata):
     for frame in (2096, 2698, 2785, 3015):
         assert any(abs(frame - f) <= 2 for f in found), sorted(found)
     assert len(found) <= 6  # a nearly static screen recording: no spurious cuts
+
+
+# --- labelled real footage: tests/data/cut_labels.json (how the labels were made is written there)
+LABELS = __import__("pathlib").Path(__file__).parent / "data" / "cut_labels.json"
+
+
+def labelled(name: str, shared_testdata):
+    from svdcli.curate.cut_eval import load_labels
+
+    [clip] = [c for c in load_labels(LABELS, shared_testdata) if c.name == name]
+    if clip.path is None:
+        pytest.skip(f"footage of {name} is not installed ({clip.name})")
+    return clip
+
+
+def detect_and_score(clip, cfg: CutsConfig):
+    """{split: Score} of the stage's boundaries and ok clips on one labelled video."""
+    from svdcli.curate.cut_eval import score_clip
+    from svdcli.curate.cuts import CutsStage
+
+    rows = CutsStage(cfg).process(str(clip.path))
+    bounds = [r["start_time"] for r in rows if r["start_cause"] == "cut"]
+    clips = [(r["start_time"], r["end_time"]) for r in rows if r["status"] == "ok"]
+    return {split: score_clip(bounds, clips, clip.truth, lo, hi) for split, lo, hi in clip.parts()}
+
+
+def shared_or_none():
+    from conftest import TESTDATA
+
+    return TESTDATA if TESTDATA.is_dir() else None
+
+
+@pytest.mark.parametrize("name", ["music_video", "bikes", "bigbuckbunny", "carphone", "testvideo", "goldeneye", "counter"])
+def test_labelled_footage_every_transition_found_no_clip_straddles(name):
+    """Real footage labelled by eye: tuned-on and held-out parts reported apart, same bar for both.
+
+    Every labelled cut and gradual transition is found within 0.5 s, no kept clip contains one,
+    and F1 >= 0.97 wherever there is something to find (one false cut allowed on short clips)."""
+    clip = labelled(name, shared_or_none())
+    for split, score in detect_and_score(clip, CutsConfig()).items():
+        assert score.fn == 0, (split, score)
+        assert score.straddling == 0, (split, score)
+        if score.tp >= 20:
+            assert score.f1 >= 0.97, (split, score)
+        else:
+            assert score.fp <= 1, (split, score)
+
+
+def test_fast_cut_music_video_gives_short_rows_not_straddling_clips():
+    """Cuts 0.28 s apart (frames 17 and 24) are both kept: the piece between is a 'short' row."""
+    clip = labelled("music_video", None)
+    rows = {r["start_frame"]: r for r in CutsStage_rows(clip)}
+    assert rows[17]["status"] == "short" and "--min-length" in rows[17]["error"]
+    assert rows[24]["status"] == "ok" and rows[17]["end_frame"] == 24
+    assert rows[24]["start_levels"][0] == "native" and rows[24]["start_scores"][0] >= 3.0
+
+
+def CutsStage_rows(clip):
+    from svdcli.curate.cuts import CutsStage
+
+    return CutsStage(CutsConfig()).process(str(clip.path))
+
+
+@pytest.mark.slow
+def test_labelled_slide_talk(testdata):
+    clip = labelled("slides", testdata)
+    [score] = detect_and_score(clip, CutsConfig()).values()
+    assert score.fn == 0 and score.fp <= 1 and score.straddling == 0

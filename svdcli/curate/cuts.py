@@ -18,13 +18,22 @@ from svdcli.errors import SvdError
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 
 
+DETECTORS = ("cascade", "transnetv2", "both")
+
+
 @dataclass(frozen=True)
 class CutsConfig:
-    """Detection (`cascade`) plus how boundaries become clips; all times in seconds."""
+    """Detection (`cascade`, and/or TransNetV2) plus how boundaries become clips; times in seconds.
+
+    detector: 'cascade' (the native / 15 / 8 fps levels), 'transnetv2' (the learned detector
+    alone) or 'both' (their union: a boundary either finds is a boundary).
+    """
 
     cascade: CascadeConfig = field(default_factory=lambda: CascadeConfig(default_levels()))
+    detector: str = "cascade"
+    transnet_threshold: float = 0.5  # transition probability of a TransNetV2 boundary frame
     trim: float = 0.0  # dropped after and before every detected boundary (not at splits)
-    min_length: float = 0.5  # shorter segments (flashes, transition remnants) are not clips
+    min_length: float = 0.5  # shorter pieces (flashes, transition remnants) get status 'short'
     max_length: float = 0.0  # longer shots are split into equal parts no longer than this; 0 = off
 
 
@@ -33,25 +42,31 @@ class Segment:
     start: float
     end: float
     cause: str  # video_start, cut or split
-    levels: tuple[str, ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()  # (level, score) of the boundary that starts it
+    short: bool = False  # shorter than min_length: a row with status 'short', not a clip
 
 
 def segments(bounds: list[Boundary], end_time: float, frame_after, cfg: CutsConfig) -> list[Segment]:
-    """Clips between boundaries: trimmed, shorter than `min_length` skipped, long ones split.
+    """Pieces between boundaries: trimmed, long ones split, short ones marked `short`.
 
-    A clip ends (exclusive) at the frame after the old shot's last clean frame and starts at
-    the new shot's first clean frame, so transition frames belong to no clip.
+    A piece ends (exclusive) at the frame after the old shot's last clean frame and starts at
+    the new shot's first clean frame, so transition frames belong to no clip. Every boundary
+    ends one piece and starts the next: nothing is merged away, so no clip spans a boundary.
     """
-    starts = [(0.0, "video_start", ())] + [(b.first_new + cfg.trim, "cut", tuple(b.levels)) for b in bounds]
+    starts = [(0.0, "video_start", ())] + [(b.first_new + cfg.trim, "cut", tuple(b.scores.items()))
+                                           for b in bounds]
     ends = [(frame_after(b.last_old) or b.first_new) - cfg.trim for b in bounds] + [end_time]
     out = []
-    for (start, cause, levels), end in zip(starts, ends):
+    for (start, cause, scores), end in zip(starts, ends):
         length = end - start
-        if length < max(cfg.min_length, 1e-9):
+        if length <= 1e-9:
+            continue  # a trim or a transition ate the whole piece: no frames to record
+        if length < cfg.min_length:
+            out.append(Segment(start, end, cause, scores, short=True))
             continue
         n = math.ceil(length / cfg.max_length - 1e-9) if cfg.max_length > 0 else 1
         edges = [start + i * length / n for i in range(n)] + [end]
-        out.extend(Segment(a, b, cause, levels) if i == 0 else Segment(a, b, "split")
+        out.extend(Segment(a, b, cause, scores) if i == 0 else Segment(a, b, "split")
                    for i, (a, b) in enumerate(zip(edges, edges[1:])))
     return out
 
@@ -63,29 +78,49 @@ class CutsStage(Stage):
     unit = "videos"
     row_unit = "clips"
 
-    def __init__(self, cfg: CutsConfig, threads: int = 0):
+    def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
         from svdcli.manifest.schema import stage_columns
 
         self.cfg = cfg
         self.threads = threads  # decoder threads; speed only, so not part of the settings
+        self.device = device  # where TransNetV2 runs; speed only
+        self._network = None
         self.columns = tuple(stage_columns("cuts"))
+
+    def __getstate__(self):  # workers load the network themselves
+        return {**self.__dict__, "_network": None}
 
     def settings(self) -> dict:
         return asdict(self.cfg)
+
+    def detector(self) -> Cascade:
+        """A fresh detector for one video, as `cfg.detector` says."""
+        cfg = self.cfg
+        extra = []
+        if cfg.detector in ("transnetv2", "both"):
+            from svdcli.curate.transnet import TransNetLevel
+
+            if self._network is None:  # loaded once per worker, not per video
+                from svdcli.curate.transnet import load_network
+
+                self._network = load_network(self.device)
+            extra.append(TransNetLevel(cfg.transnet_threshold, self.device, network=self._network))
+        levels = cfg.cascade if cfg.detector != "transnetv2" else CascadeConfig((), merge_tolerance=cfg.cascade.merge_tolerance)
+        return Cascade(levels, extra)
 
     def process(self, payload: str, frame_hooks=()) -> list[dict]:
         """Clip rows of one video; `frame_hooks` also get every decoded frame (see decode_once)."""
         from svdcli.video.decode import decode_once
         from svdcli.video.probe import VideoError, video_id
 
-        cascade = Cascade(self.cfg.cascade)
+        cascade = self.detector()
         info = decode_once(payload, cascade.consumers(), threads=self.threads, frame_hooks=frame_hooks)
         if info.header_duration > 1.0 and info.end_time < 0.9 * info.header_duration:
             # frames stop well before the header's end: a cut-off file, not a short video
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
                              f"{info.header_duration:.2f} s")
         segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
-        if not segs:  # a row is needed all the same: it records the video and marks it done
+        if not any(not s.short for s in segs):  # a row is needed all the same: it marks the video done
             raise VideoError(f"no clip of at least --min-length {self.cfg.min_length:g} s "
                              f"(video is {info.end_time:.2f} s)")
         vid = video_id(payload)
@@ -95,9 +130,14 @@ class CutsStage(Stage):
         rows = []
         for s in segs:
             f0, f1 = round(s.start * info.fps), round(s.end * info.fps)
-            rows.append({**base, "clip_id": f"{vid}_{f0}_{f1}", "start_time": s.start, "end_time": s.end,
-                         "start_frame": f0, "end_frame": f1, "num_frames": f1 - f0,
-                         "start_levels": list(s.levels), "start_cause": s.cause})
+            row = {**base, "clip_id": f"{vid}_{f0}_{f1}", "start_time": s.start, "end_time": s.end,
+                   "start_frame": f0, "end_frame": f1, "num_frames": f1 - f0,
+                   "start_levels": [k for k, _ in s.scores], "start_scores": [v for _, v in s.scores],
+                   "start_cause": s.cause}
+            if s.short:
+                row.update(status="short", error=f"{s.end - s.start:.2f} s is below --min-length "
+                                                 f"{self.cfg.min_length:g} s")
+            rows.append(row)
         return rows
 
     def error_rows(self, payload: str, message: str) -> list[dict]:
@@ -105,7 +145,7 @@ class CutsStage(Stage):
 
         vid = video_id(payload)
         return [{"clip_id": f"{vid}_error", "video_id": vid, "video_path": payload, "start_levels": [],
-                 "status": "error", "error": message}]
+                 "start_scores": [], "status": "error", "error": message}]
 
     def is_error(self, row: dict) -> bool:
         return row.get("status") == "error"
@@ -137,15 +177,16 @@ class CutsSummary:
     seconds: float
     complete: bool
     out: Path
+    short: int = 0  # pieces below min_length (rows with status 'short')
 
 
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
-             world_size: int = 1, progress: bool = True, threads: int = 0) -> CutsSummary:
+             world_size: int = 1, progress: bool = True, threads: int = 0, device: str = "cpu") -> CutsSummary:
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
     from svdcli.curate.stage import clean_parts
 
     videos = find_videos_or_fail(inputs)
-    stage = CutsStage(cfg, decoder_threads(threads, workers))
+    stage = CutsStage(cfg, decoder_threads(threads, workers), device)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress)
     if table is None:
@@ -188,7 +229,8 @@ def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs
     table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos))).drop_columns([TASK_COLUMN])
     table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
     errors = pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-    return table, CutsSummary(len(videos), table.num_rows - errors, errors, result.seconds, True, Path(out))
+    clips = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+    return table, CutsSummary(len(videos), clips, errors, result.seconds, True, Path(out), table.num_rows - clips - errors)
 
 
 def write_cuts_manifest(table, out: Path, cfg: CutsConfig, inputs: list[str | Path], videos: int) -> None:
@@ -203,8 +245,8 @@ def write_cuts_manifest(table, out: Path, cfg: CutsConfig, inputs: list[str | Pa
 
 
 def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
-    """`native,15,8` (+ optional `20,8,6`) -> level specs, finest first."""
-    from svdcli.curate.cascade import default_metric, default_threshold, level_name
+    """`native,15,8` (+ optional `3,3,3`) -> level specs, finest first."""
+    from svdcli.curate.cascade import default_span, default_threshold, level_name
 
     rates: list[float | None] = []
     for item in [x.strip() for x in levels.split(",") if x.strip()]:
@@ -212,9 +254,9 @@ def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
             rates.append(None if item == "native" else float(item.removesuffix("fps")))
         except ValueError:
             raise SvdError(f"--levels: {item!r} is not 'native' or a rate in fps") from None
-        if rates[-1] is not None and rates[-1] <= 0:
-            raise SvdError(f"--levels: rates must be positive, got {item!r}")
-    if not rates:
+        if rates[-1] is not None and not 0 < rates[-1] <= 120:
+            raise SvdError(f"--levels: rates must be in (0, 120] fps, got {item!r}")
+    if not rates and levels.strip():
         raise SvdError("--levels: give at least one level, e.g. native,15,8")
     if len(set(rates)) != len(rates):
         raise SvdError(f"--levels: {levels!r} names a level twice")
@@ -226,17 +268,36 @@ def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
             raise SvdError(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers") from None
         if len(values) != len(rates):
             raise SvdError(f"--thresholds: {len(values)} values for {len(rates)} levels")
-    specs = [LevelSpec(level_name(r), r, v, default_metric(r)) for r, v in zip(rates, values)]
+        if any(v <= 1.0 for v in values):
+            raise SvdError(f"--thresholds: {thresholds!r}: every ratio must be above 1")
+    specs = [LevelSpec(level_name(r), r, v, default_span(r)) for r, v in zip(rates, values)]
     return tuple(sorted(specs, key=lambda s: -(s.rate or math.inf)))
 
 
 def cuts_config(levels: str = "native,15,8", thresholds: str | None = None,
-                min_scene_len: float = CascadeConfig.min_scene_len,
+                detector: str = CutsConfig.detector, transnet_threshold: float = CutsConfig.transnet_threshold,
                 merge_tolerance: float = CascadeConfig.merge_tolerance, trim: float = CutsConfig.trim,
                 min_length: float = CutsConfig.min_length, max_length: float = CutsConfig.max_length) -> CutsConfig:
     """The stage's settings as `svd curate cuts` and recipes spell them -> a checked CutsConfig."""
-    if max_length and max_length < min_length:
+    if detector not in DETECTORS:
+        raise SvdError(f"--detector {detector!r}: choose one of {', '.join(DETECTORS)}")
+    numbers = {"--transnet-threshold": transnet_threshold, "--merge-tolerance": merge_tolerance,
+               "--trim": trim, "--min-length": min_length, "--max-length": max_length}
+    for name, value in numbers.items():
+        try:
+            numbers[name] = float(value)
+        except (TypeError, ValueError):
+            raise SvdError(f"{name} {value!r} is not a number") from None
+        if numbers[name] < 0:
+            raise SvdError(f"{name} {value!r} must not be negative")
+    if not 0 < numbers["--transnet-threshold"] < 1:
+        raise SvdError(f"--transnet-threshold {transnet_threshold!r} must be between 0 and 1")
+    if numbers["--max-length"] and numbers["--max-length"] < numbers["--min-length"]:
         raise SvdError(f"--max-length {max_length} is below --min-length {min_length}")
     cascade = CascadeConfig(parse_levels(str(levels), thresholds and str(thresholds)),
-                            min_scene_len=float(min_scene_len), merge_tolerance=float(merge_tolerance))
-    return CutsConfig(cascade, trim=float(trim), min_length=float(min_length), max_length=float(max_length))
+                            merge_tolerance=numbers["--merge-tolerance"])
+    if detector != "transnetv2" and not cascade.levels:
+        raise SvdError("--levels: give at least one level, e.g. native,15,8")
+    return CutsConfig(cascade, detector=detector, transnet_threshold=numbers["--transnet-threshold"],
+                      trim=numbers["--trim"], min_length=numbers["--min-length"],
+                      max_length=numbers["--max-length"])

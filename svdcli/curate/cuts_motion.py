@@ -55,12 +55,13 @@ class CutsMotionStage(CutsStage):
             if store.overflowed:  # a long video: read its pairs from the file, as `svd curate motion` does
                 size = analysis_size(rows[0]["width"], rows[0]["height"], self.motion.long_side)
                 read = lambda times: read_gray_at(payload, times, size, threads=1)  # noqa: E731
+            clips = [r for r in rows if r["status"] == "ok"]  # as `svd curate motion` scores them
             try:
-                scored = score_clips(rows, read, self.motion, self.pair_threads)
+                scored = score_clips(clips, read, self.motion, self.pair_threads)
             except Exception as exc:  # noqa: BLE001 - a motion failure leaves the cuts intact
-                scored = [{"clip_id": r["clip_id"], "motion_error": f"{type(exc).__name__}: {exc}"} for r in rows]
+                scored = [{"clip_id": r["clip_id"], "motion_error": f"{type(exc).__name__}: {exc}"} for r in clips]
         by_clip = {r["clip_id"]: r for r in scored}
-        return [{**row, **by_clip[row["clip_id"]]} for row in rows]
+        return [{**row, **by_clip.get(row["clip_id"], {})} for row in rows]
 
 
 def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion: MotionConfig, *,

