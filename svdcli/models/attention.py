@@ -28,16 +28,21 @@ class CrossAttention(nn.Module):
         if context is not None and context.shape[1] == 1:
             return self.single_key(x, context)
         b, n, _ = x.shape
-        if context is None:             # self-attention: one matmul for q, k and v
+        if context is None and self._plain_qkv():   # self-attention: one matmul for q, k and v
             w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
             q, k, v = F.linear(x, w).chunk(3, dim=-1)
-        else:
+        else:                           # cross-attention, or wrapped projections (LoRA) must run
+            context = x if context is None else context
             q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         # (b, n, heads*d) -> (b, heads, n, d)
         q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, -1)         # (b, heads, n, d) -> (b, n, heads*d)
         return self.to_out(out)
+
+    def _plain_qkv(self) -> bool:
+        """The fused q/k/v matmul reads only `.weight`: exact for plain Linears alone."""
+        return all(type(m) is nn.Linear for m in (self.to_q, self.to_k, self.to_v))
 
     def single_key(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Attention to one key: softmax over one logit is exactly 1, so every query gets v.
@@ -47,7 +52,8 @@ class CrossAttention(nn.Module):
         residual add. The zero term keeps the exact (zero) gradients of x, q and k that the full
         computation gives, so optimizers see the same parameters either way.
         """
-        zero = 0.0 * (x.sum() + self.to_q.weight.sum() + self.to_k.weight.sum())
+        qk = [*self.to_q.parameters(), *self.to_k.parameters()]   # LoRA matrices included
+        zero = 0.0 * (x.sum() + sum(p.sum() for p in qk))
         return self.to_out(self.to_v(context)) + zero
 
 
