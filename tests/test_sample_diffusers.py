@@ -2,11 +2,12 @@
 import pytest
 
 
-@pytest.mark.slow
 def test_diffusers_folder_matches_diffusers_pipeline():
+    """Random weights on every path (diffusers initialises no layer to zero), one untimed run each."""
     from benchmarks.bench_sample import Case, run_case
 
-    row = run_case(Case("tiny", frames=3, width=64, height=64, steps=2, repeats=1), "cpu", full=False)
+    row = run_case(Case("tiny", frames=3, width=64, height=64, steps=2, repeats=0), "cpu", full=False)
+    assert row["frame_std"] > 5  # a textured video, not a flat one both could agree on
     assert row["max_diff"] <= 2 and row["mean_diff"] < 0.05
 
 
