@@ -71,7 +71,7 @@ def _image(case: Case) -> np.ndarray:
 
 
 def _timed(fn, repeats: int, sync) -> tuple[float, object]:
-    """Median seconds of `repeats` runs after one warm-up, and the last result."""
+    """Median seconds of `repeats` runs after one warm-up (nan for none), and the last result."""
     out = fn()
     times = []
     for _ in range(repeats):
@@ -80,7 +80,7 @@ def _timed(fn, repeats: int, sync) -> tuple[float, object]:
         out = fn()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    return (statistics.median(times) if times else float("nan")), out
 
 
 def _load_theirs(folder: str, device: str, dtype):
@@ -136,8 +136,9 @@ def run_case(case: Case, device: str, full: bool) -> dict:
             del pipe
             if device == "cuda":
                 torch.cuda.empty_cache()
-    diff = np.abs(row.pop("ours_frames").astype(int) - row.pop("diffusers_frames").astype(int))
-    row.update(ratio=row["ours_s"] / row["diffusers_s"], max_diff=int(diff.max()), mean_diff=float(diff.mean()))
+    ours = row.pop("ours_frames").astype(int)
+    diff = np.abs(ours - row.pop("diffusers_frames").astype(int))
+    row.update(frame_std=float(ours.std()), ratio=row["ours_s"] / row["diffusers_s"], max_diff=int(diff.max()), mean_diff=float(diff.mean()))
     return row
 
 

@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -13,10 +12,10 @@ def test_help_lists_commands():
     assert "curate" in result.output
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t=time.perf_counter(); from svdcli.cli.main import app; "
-            "heavy=[m for m in ('torch','cv2','av','open_clip','deepspeed','pyarrow','easyocr') if m in sys.modules]; "
-            "print(heavy); print(time.perf_counter()-t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "[]", f"heavy modules imported at CLI start-up: {out[0]}"
-    assert float(out[1]) < 1.0
+def test_help_imports_nothing_heavy():
+    """What keeps `svd --help` instant; its start-up time is measured by benchmarks/bench_startup.py
+    (a wall-clock bound here would fail on any loaded machine)."""
+    code = ("import sys; from svdcli.cli.main import app; "
+            "print([m for m in ('torch','cv2','av','open_clip','deepspeed','pyarrow','easyocr') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"heavy modules imported at CLI start-up: {out}"

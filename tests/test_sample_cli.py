@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from random_weights import randomize_
 from svdcli.cli.main import app
 
 
@@ -134,6 +135,7 @@ def _training_export(folder, mode):
     cfg = config_from_dict({"model": "tiny", "cond": {"mode": mode}, "data": {"frames": 2, "height": 64, "width": 64}})
     torch.manual_seed(0)
     unet = VideoUNet(unet_config(cfg))
+    randomize_(unet, 0)  # a fresh UNet's zero output layer would make every video the same
     path = folder / "ema.safetensors"
     write_unet(path, unet.state_dict(), unet.cfg, cfg, step=10, ema=True)
     return path
@@ -161,6 +163,47 @@ def test_prompt_samples_a_text_conditioned_training_export(t2v_run, cond_png, tm
     assert out.stat().st_size > 0
     result = _run("--checkpoint", t2v_run, "--image", cond_png, "--steps", 1, "--no-progress")
     assert result.exit_code == 2 and "--prompt" in result.output
+
+
+def _gradient(flip: bool = False) -> np.ndarray:
+    yy, xx = np.mgrid[0:64, 0:64]
+    img = np.stack([xx * 4, yy * 4, (xx + yy) * 2], -1).clip(0, 255).astype(np.uint8)
+    return img[::-1].copy() if flip else img
+
+
+def _frames(pipe, image, **options) -> np.ndarray:
+    from svdcli.sample.pipeline import SampleOptions
+
+    opts = SampleOptions(steps=1, frames=2, seed=0, **options)
+    return pipe.generate(image, opts, warn=lambda m: None).frames.astype(int)
+
+
+@pytest.fixture(scope="module")
+def random_pipe(tiny_ckpt):
+    """The tiny checkpoint with random weights on every UNet path, so every condition matters."""
+    from svdcli.sample.pipeline import VideoPipeline
+
+    pipe = VideoPipeline.from_checkpoint(tiny_ckpt, device="cpu")
+    randomize_(pipe.unet, 0)
+    return pipe
+
+
+@pytest.mark.parametrize("change", [{"image": _gradient(flip=True)}, {"fps_id": 2}, {"motion_bucket_id": 30},
+                                    {"cond_aug": 0.5}], ids=lambda c: next(iter(c)))
+def test_each_condition_alone_changes_the_video(random_pipe, change):
+    base = _frames(random_pipe, _gradient())
+    other = _frames(random_pipe, change.pop("image", _gradient()), **change)
+    assert np.abs(other - base).mean() > 0.1  # uint8 levels; an ignored condition gives exactly 0
+
+
+def test_the_prompt_and_the_image_reach_training_exports(t2v_run, tmp_path):
+    from svdcli.sample.pipeline import VideoPipeline
+
+    t2v = VideoPipeline.from_checkpoint(t2v_run, device="cpu")
+    a, b = (_frames(t2v, None, prompt=p) for p in ("a red ball rolling", "a cat asleep on a sofa"))
+    assert np.abs(a - b).mean() > 0.1
+    i2v = VideoPipeline.from_checkpoint(_training_export(tmp_path, "i2v"), device="cpu")
+    assert np.abs(_frames(i2v, _gradient()) - _frames(i2v, _gradient(flip=True))).mean() > 0.1
 
 
 def test_a_training_run_folder_means_its_newest_ema_export(tmp_path):

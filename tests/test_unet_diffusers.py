@@ -15,25 +15,11 @@ from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
 from svdcli.models.unet_diffusers import (diffusers_unet_config, set_sgm_eps, unet_config_from_diffusers,
                                           unet_state_from_diffusers, unet_state_to_diffusers)
+from random_weights import randomize_
 
 # 16x24: at 8x16 the last level is 1x2 and its GroupNorm (2 channels x 2 pixels per group)
 # amplifies float32 rounding in both implementations alike; float64 agreement is checked too.
 B, T, H, W = 2, 3, 16, 24
-
-
-def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Random weights on every path (the default init zeroes output layers and hides bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("mix_factor"):
-                p.copy_(torch.rand(p.shape, generator=g) * 5 - 2.5)
-            elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 1:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
 
 
 def tiny_diffusers(cfg: UNetConfig):

@@ -15,6 +15,7 @@ from svdcli.models.vae import (
     vae_state_from_diffusers,
     vae_state_to_diffusers,
 )
+from random_weights import randomize_
 
 ATOL = 2e-5  # fixture README: legitimate differences <= 1.0e-5, eps bugs >= 4.3e-5
 
@@ -112,28 +113,13 @@ def test_config_round_trips_through_a_dict():
         VAEConfig.from_dict({"channels": 3})
 
 
-def _randomize(module: torch.nn.Module, seed: int) -> None:
-    """Fixture-style init so every path (mixers, shortcuts, quant_conv) contributes."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if "mix_factor" in name:
-                p.copy_(torch.rand(p.shape, generator=g) * 5 - 2.5)
-            elif p.dim() == 1 and ("norm" in name and name.endswith("weight")):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.dim() == 1:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-
-
 def _tiny_diffusers_vae():
     from diffusers import AutoencoderKLTemporalDecoder
 
     model = AutoencoderKLTemporalDecoder(
         block_out_channels=(32, 32, 32, 64), down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2
     ).eval()
-    _randomize(model, 7)
+    randomize_(model, 7)
     return model
 
 
@@ -177,7 +163,7 @@ def test_image_autoencoder_matches_diffusers_autoencoder_kl():
 
     ref = AutoencoderKL(block_out_channels=(32, 32, 32, 64), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2).eval()
-    _randomize(ref, 11)
+    randomize_(ref, 11)
     ours = ImageAutoencoder(VAEConfig.tiny()).eval()
     ours.load_state_dict(vae_state_from_diffusers(ref.state_dict(), keep_quant_conv=True), strict=True)
     g = torch.Generator().manual_seed(1)

@@ -28,10 +28,11 @@ class CrossAttention(nn.Module):
         if context is not None and context.shape[1] == 1:
             return self.single_key(x, context)
         b, n, _ = x.shape
-        if context is None:             # self-attention: one matmul for q, k and v
+        if context is None and self._fusable():     # self-attention: one matmul for q, k and v
             w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
             q, k, v = F.linear(x, w).chunk(3, dim=-1)
-        else:
+        else:                           # cross-attention, or wrapped projections (LoRA) must run
+            context = x if context is None else context
             q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         # (b, n, heads*d) -> (b, heads, n, d)
         q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
@@ -39,15 +40,25 @@ class CrossAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, n, -1)         # (b, heads, n, d) -> (b, n, heads*d)
         return self.to_out(out)
 
+    def _fusable(self) -> bool:
+        """The fused q/k/v matmul reads `.weight` itself, bypassing the projections' forward: exact
+        for plain Linears only (not LoRA-wrapped ones), and only with materialised weights (ZeRO-3
+        gathers a module's partitioned weights, marked `ds_id`, when its own forward runs)."""
+        return all(type(m) is nn.Linear and not hasattr(m.weight, "ds_id")
+                   for m in (self.to_q, self.to_k, self.to_v))
+
     def single_key(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Attention to one key: softmax over one logit is exactly 1, so every query gets v.
 
         SVD's cross-attention context is a single CLIP token, so this skips the q/k projections
         and the attention itself. Returns (N, 1, C), broadcast over the queries by the caller's
-        residual add. The zero term keeps the exact (zero) gradients of x, q and k that the full
-        computation gives, so optimizers see the same parameters either way.
+        residual add. The zero term keeps the exact (zero) gradients of x and of the q/k
+        projections (LoRA matrices included) that the full computation gives, so optimizers see
+        the same parameters either way; it calls the projections on one token, so ZeRO-3 gathers
+        their weights as it would for the full computation.
         """
-        zero = 0.0 * (x.sum() + self.to_q.weight.sum() + self.to_k.weight.sum())
+        q, k = self.to_q(x[:1, :1]), self.to_k(context[:1, :1])   # (1, 1, heads*d)
+        zero = 0.0 * (x.sum() + q.sum() + k.sum())
         return self.to_out(self.to_v(context)) + zero
 
 

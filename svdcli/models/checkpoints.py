@@ -163,14 +163,35 @@ def _load_ours(path: Path, sd: dict[str, torch.Tensor]) -> Checkpoint:
     return ckpt
 
 
+def read_json_config(path: Path) -> dict[str, Any]:
+    """A component's config.json as a dict; anything else is a user error naming the file."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SvdError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(d, dict):
+        raise SvdError(f"{path}: expected a JSON object of settings, found a {type(d).__name__}")
+    return d
+
+
+def _diffusers_unet_config(path: Path) -> UNetConfig:
+    from svdcli.models.unet_diffusers import unet_config_from_diffusers
+
+    try:
+        return unet_config_from_diffusers(read_json_config(path))
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as exc:  # values of the wrong kind
+        raise SvdError(f"{path}: not a UNetSpatioTemporalConditionModel config we can build "
+                       f"({type(exc).__name__}: {exc})") from None
+
+
 def _load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
     from safetensors.torch import load_file
 
-    from svdcli.models.unet_diffusers import unet_config_from_diffusers, unet_state_from_diffusers
+    from svdcli.models.unet_diffusers import unet_state_from_diffusers
 
     ckpt = Checkpoint("diffusers", {}, None)
     if (path / "unet" / "config.json").exists():
-        cfg = unet_config or unet_config_from_diffusers(json.loads((path / "unet" / "config.json").read_text()))
+        cfg = unet_config or _diffusers_unet_config(path / "unet" / "config.json")
         state, extra = unet_state_from_diffusers(load_file(str(_weights_file(path / "unet"))), cfg)
         ckpt.parts["unet"], ckpt.config = state, cfg
         ckpt.unexpected += [f"unet/{k}" for k in extra]
@@ -186,7 +207,7 @@ def _load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
         from svdcli.models.conditioner_diffusers import conditioner_state_from_diffusers
 
         ckpt.parts["conditioner"] = conditioner_state_from_diffusers(load_file(str(encoder)), vae_diffusers)
-        ckpt.clip_vision = json.loads((path / "image_encoder" / "config.json").read_text())
+        ckpt.clip_vision = read_json_config(path / "image_encoder" / "config.json")
         ckpt.notes.append("conditioner from image_encoder/ + vae/ (CLIP text leftovers and the "
                           "conditioning VAE's decoder are not in diffusers folders)")
     return ckpt

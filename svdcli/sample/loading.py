@@ -39,6 +39,9 @@ def materialize(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor]
     """Build `factory()` on the meta device and take `state`'s tensors (strict)."""
     with torch.device("meta"):
         module = factory()
+    problems = _misfit(module.state_dict(), state)
+    if problems:
+        raise SvdError(f"the checkpoint's {what} weights do not fit the model: {problems}")
     try:
         module.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
@@ -53,6 +56,21 @@ def materialize(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor]
             n = buf.shape[-1]
             owner.register_buffer(attr, torch.full((n, n), float("-inf")).triu_(1), persistent=False)
     return module.eval().requires_grad_(False)
+
+
+def _misfit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """One line on the tensors of `state` that `own` (a model's state dict) cannot take; "" if none."""
+    shapes = [k for k in state if k in own and own[k].shape != state[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    out = []
+    if shapes:
+        k = shapes[0]
+        out.append(f"{len(shapes)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} in the "
+                   f"checkpoint, {tuple(own[k].shape)} in the model its config describes)")
+    out += [f"{len(keys)} {kind} (e.g. {keys[0]})" for kind, keys in
+            (("missing", missing), ("unexpected", unexpected)) if keys]
+    return "; ".join(out)
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -109,8 +127,11 @@ def assemble(ckpt, path: Path, meta: dict, model: str | None = None) -> LoadedMo
     missing = [p for p in ("unet", "vae") if p not in ckpt.parts]
     if missing:
         raise SvdError(f"{path} has no {' and no '.join(missing)} weights; sampling needs a full model")
-    unet = _unet(ckpt.parts["unet"], ckpt.config)
-    vae = _vae(ckpt.parts["vae"], ckpt.vae_config)
+    try:
+        unet = _unet(ckpt.parts["unet"], ckpt.config)
+        vae = _vae(ckpt.parts["vae"], ckpt.vae_config)
+    except SvdError as exc:
+        raise SvdError(f"{path}: {exc}") from None
     if ckpt.kind == "diffusers":
         return _finish_diffusers(path, unet, vae, model, ckpt.notes)
     if "conditioner" not in ckpt.parts:
@@ -181,7 +202,9 @@ def _finish_diffusers(path: Path, unet, vae, model: str | None, notes: list[str]
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(encoder_dir)).eval()
     except OSError as exc:
         raise MissingWeightsError(f"cannot load {encoder_dir}: {str(exc)[:300]}") from None
-    frames = json.loads((path / "unet" / "config.json").read_text()).get("num_frames", 14)
+    from svdcli.models.checkpoints import read_json_config
+
+    frames = read_json_config(path / "unet" / "config.json").get("num_frames", 14)
     name = model or ("svd_xt" if frames == 25 else guess_official_model(path))
     notes = [n for n in notes if "image_encoder" not in n]
     return LoadedModel(unet, vae, DiffusersConditioning(image_encoder, vae, unet.cfg.adm_in_channels),

@@ -3,6 +3,10 @@
 The SVD paper trains rank-16 LoRA on the temporal attention layers to get camera-motion
 models (pan, zoom, static) from a video model. Only the LoRA matrices train; the exported
 EMA checkpoint has them merged into the base weights so it loads as a plain UNet.
+
+Every q/k/v/out projection of both temporal attentions is wrapped. With SVD's one-token image
+context, attn2's q and k have no effect (softmax over one key is 1), so their LoRA matrices get
+zero gradient and stay at zero; with a text context (t2v) they train like the others.
 """
 from __future__ import annotations
 
@@ -65,8 +69,8 @@ def merge_lora_state(state: dict[str, torch.Tensor], scale: float) -> dict[str, 
     for key, value in state.items():
         if key.endswith((".lora_A", ".lora_B")):
             continue
-        prefix, _, leaf = key.rpartition(".base.")
-        if not leaf:
+        prefix, sep, leaf = key.rpartition(".base.")
+        if not sep:                     # not inside a LoRA wrapper: kept as it is
             out[key] = value
             continue
         plain = f"{prefix}.{leaf}"

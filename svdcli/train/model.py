@@ -96,6 +96,7 @@ def load_init(unet: nn.Module, path: str | Path, cfg: TrainConfig) -> None:
 
 
 def trainable_summary(model: nn.Module) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"parameters": total, "trainable": trainable}
+    """Parameter counts of the full model; ZeRO-3 keeps only a shard on each rank (p.numel() is
+    then 0) and records the full size as `ds_numel`."""
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return {"parameters": sum(n for n, _ in sizes), "trainable": sum(n for n, t in sizes if t)}
