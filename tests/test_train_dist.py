@@ -25,7 +25,7 @@ def test_two_process_torchrun_ends_with_identical_weights_on_both_ranks(tmp_path
     assert summary["world_size"] == 2
     digests = summary["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1] and summary["ranks_agree"]
-    assert sorted(p.name for p in (out / "checkpoints" / "step_000003").glob("trainer_rank*.pt")) == \
-        ["trainer_rank0.pt", "trainer_rank1.pt"]
+    assert sorted(p.name for p in (out / "checkpoints" / "step_000003").glob("trainer_rank*.safetensors")) == \
+        ["trainer_rank0.safetensors", "trainer_rank1.safetensors"]
     logged = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if '"loss"' in l]
     assert [l["step"] for l in logged] == [1, 2, 3]

@@ -19,7 +19,7 @@ import torch
 
 from svdcli.errors import SvdError
 from svdcli.train import checkpoint as ckpt
-from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config
+from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config, read_yaml
 
 
 @dataclass
@@ -62,20 +62,18 @@ def resolve_config(opts: RunOptions) -> TrainConfig:
     train another model than the one the checkpoint holds.
     """
     saved = opts.out / "config.yaml"
-    if not (opts.resume and saved.is_file()):
+    if not (opts.resume and saved.exists()):
         if opts.config is None:
             raise SvdError("--config is required (e.g. pipelines/train/video.yaml)")
         return load_config(opts.config, list(opts.overrides), stage=opts.stage)
-    import yaml
-
-    saved_values = yaml.safe_load(saved.read_text())
-    cfg = config_from_dict(saved_values)
+    saved_values = read_yaml(saved)
+    cfg = config_from_dict(saved_values, source=saved)
     if opts.stage is not None and opts.stage != cfg.stage:
         raise SvdError(f"--resume: {opts.out} is a {cfg.stage!r} run, not --stage {opts.stage}")
     if opts.config is not None:
         asked = load_config(opts.config, list(opts.overrides), stage=opts.stage)
     else:
-        asked = config_from_dict(saved_values, list(opts.overrides))
+        asked = config_from_dict(saved_values, list(opts.overrides), source=saved)
     changed = _diff(cfg.to_dict(), asked.to_dict()) - set(RESUME_MAY_CHANGE)
     if changed:
         raise SvdError(f"--resume: the config differs from the run's saved config in "
@@ -115,11 +113,12 @@ def train(opts: RunOptions) -> dict:
     cfg = resolve_config(opts)  # user mistakes fail before any process group or model exists
     shards = check_shards(opts.data)
     info = setup_env(opts.local_rank)
+    resume_from = ckpt.resume_folder(opts.out, info.rank, cfg.ema.enabled) if opts.resume else None
     init_distributed(info)
-    return _train(opts, cfg, info, shards)
+    return _train(opts, cfg, info, shards, resume_from)
 
 
-def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
+def _train(opts: RunOptions, cfg: TrainConfig, info, shards, resume_from: Path | None) -> dict:
     from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
     from svdcli.train.encoders import build_encoders
@@ -138,7 +137,7 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
     ema = EMA(engine.module, cfg.ema.decay, zero3=zero3) if cfg.ema.enabled else None
     start, data_state = 0, DataState()
     if opts.resume:
-        state = ckpt.load(engine, ema, opts.out, info.rank)
+        state = ckpt.load(engine, ema, resume_from, info.rank)
         start, data_state = state["step"], DataState(**state["data"])
         _set_lr(scheduler, cfg)
     stream = TrainStream(shards.good, cfg, info.rank, info.world_size, data_state)
