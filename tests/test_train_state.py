@@ -101,3 +101,25 @@ def test_checksums_refuse_a_changed_added_or_removed_file(tmp_path, change, mess
     change(tmp_path / "ck")
     with pytest.raises(SvdError, match=message):
         verify_checksums(tmp_path / "ck")
+
+
+def test_the_stream_counts_skipped_samples_and_a_resume_does_not_count_them_twice(tmp_path):
+    from test_loader import without_fps
+    from test_train_helpers import REPO, make_shards, tiny_overrides
+
+    from svdcli.train.config import load_config
+    from svdcli.train.data import DataState, TrainStream
+
+    data = make_shards(tmp_path / "d")
+    (bad,) = without_fps(data / "000000.tar", tmp_path / "bad.tar")
+    (tmp_path / "bad.tar").replace(data / "000000.tar")
+    cfg = load_config(REPO / "pipelines/train/video.yaml", tiny_overrides(**{"data.shuffle_buffer": 0}))
+    urls = sorted(str(p) for p in data.glob("*.tar"))  # unshuffled: the bad sample comes first
+    full = TrainStream(urls, cfg, rank=0, world_size=1)
+    with pytest.warns(UserWarning, match=f"{bad}: its json has no fps"):
+        keys = [k for _ in range(3) for k in full.next()[1]["key"]]  # 7 good samples: 3 batches of 2
+    assert bad not in keys and full.state == DataState(epoch=0, batch_in_epoch=3, skipped_samples=1)
+    resumed = TrainStream(urls, cfg, rank=0, world_size=1, state=DataState(0, 1, 1))
+    with pytest.warns(UserWarning):
+        assert [k for _ in range(2) for k in resumed.next()[1]["key"]] == keys[2:]
+    assert resumed.state == full.state

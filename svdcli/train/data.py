@@ -2,7 +2,9 @@
 
 Every rank checks its shard list up front: a missing or corrupt shard (one that `tarfile` cannot
 read to the end) is skipped with a warning and counted, and all ranks drop the same shards, so
-the per-rank split stays consistent. The stream is a deterministic function of
+the per-rank split stays consistent. A bad sample (a json without `fps`, a video that does not
+decode) is skipped by the loader with a warning and counted in `DataState.skipped_samples`,
+which the run logs and sums over ranks in summary.json. The stream is a deterministic function of
 (seed, epoch, rank, num_workers), so resuming = rebuilding the epoch's loader and skipping the
 batches this rank already consumed (`DataState`).
 """
@@ -19,10 +21,12 @@ from svdcli.train.config import TrainConfig
 
 @dataclass
 class DataState:
-    """Where this rank's stream is: epoch and batches already taken from it."""
+    """Where this rank's stream is: epoch, batches already taken from it, and the bad samples
+    the loader skipped before them (a json without fps, an undecodable video)."""
 
     epoch: int = 0
     batch_in_epoch: int = 0
+    skipped_samples: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,7 +132,7 @@ class TrainStream:
                              shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
                              rank=self.rank, world_size=self.world_size, drop_last=True, latents=d.latents)
         it = iter(loader)
-        for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed
+        for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed (and counted)
             next(it)
         return it
 
@@ -142,6 +146,7 @@ class TrainStream:
             try:
                 batch = next(self._it)
                 self.state.batch_in_epoch += 1
+                self.state.skipped_samples += int(batch[1]["skipped"].sum())
                 return batch
             except StopIteration:
                 if self.state.batch_in_epoch == 0:

@@ -158,7 +158,7 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards, resume_from: Path |
         raise NonFiniteLoss(f"{exc}. Last good checkpoint: {where}", exc.step) from None
     finally:
         logger.close()
-    return _finish(engine, ema, cfg, opts, info, shards, zero3)
+    return _finish(engine, ema, cfg, opts, info, shards, zero3, stream.state.skipped_samples)
 
 
 def _set_lr(scheduler, cfg: TrainConfig) -> None:
@@ -192,6 +192,7 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
         if done % cfg.log_every == 0 or done == cfg.steps:
             record = meter.summary()
             record["loss"] = _mean_over_ranks(record["loss"], info)
+            record["skipped_samples"] = int(_sum_over_ranks(stream.state.skipped_samples, info))
             record["lr"] = scheduler.get_last_lr()[0]
             logger.log(done, record)
             meter.reset()
@@ -237,12 +238,16 @@ def _nan_guard(loss: torch.Tensor, sigma: torch.Tensor, step: int, info) -> None
             "checkpoint with --resume, e.g. with a lower optim.lr or optim.grad_clip", step + 1)
 
 
-def _mean_over_ranks(value: float, info) -> float:
+def _sum_over_ranks(value: float, info) -> float:
     if info.world_size == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     torch.distributed.all_reduce(t)
-    return float(t) / info.world_size
+    return float(t)
+
+
+def _mean_over_ranks(value: float, info) -> float:
+    return _sum_over_ranks(value, info) / info.world_size
 
 
 def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
@@ -255,12 +260,13 @@ def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
     return h.hexdigest()
 
 
-def _finish(engine, ema, cfg, opts, info, shards, zero3) -> dict:
+def _finish(engine, ema, cfg, opts, info, shards, zero3, skipped_samples: int) -> dict:
     digest = weights_digest(engine, cfg, zero3)
+    skipped_samples = int(_sum_over_ranks(skipped_samples, info))
     digests = [None] * info.world_size
     torch.distributed.all_gather_object(digests, digest)
     summary = {"steps": cfg.steps, "stage": cfg.stage, "world_size": info.world_size,
-               "skipped_shards": len(shards.skipped), "skipped": shards.skipped,
+               "skipped_shards": len(shards.skipped), "skipped": shards.skipped, "skipped_samples": skipped_samples,
                "rank_weight_digests": digests, "ranks_agree": len(set(digests)) == 1,
                "checkpoint": str(opts.out / "checkpoints" / (ckpt.latest_tag(opts.out / "checkpoints") or ""))}
     if info.is_main:
