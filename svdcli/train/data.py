@@ -41,13 +41,33 @@ class ShardCheck:
 def expected_shards(folder: Path) -> list[str]:
     """Shard names the pack's index lists (so a deleted shard is noticed), else those present."""
     index = folder / "index.parquet"
-    if index.is_file():
-        import pyarrow.parquet as pq
-
-        names = sorted(set(pq.read_table(index, columns=["shard"]).column("shard").to_pylist()))
+    if index.exists():
+        names = index_shards(index)
         if names:
             return [str(folder / n) for n in names]
     return sorted(str(p) for p in folder.glob("[0-9]" * 6 + ".tar"))
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard names an `svd pack` index.parquet lists: plain file names inside its folder."""
+    import pyarrow.parquet as pq
+
+    if not index.is_file():
+        raise SvdError(f"{index} is a folder, not the Parquet index `svd pack` writes")
+    try:
+        table = pq.read_table(index)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
+        raise SvdError(f"{index} is not a readable Parquet file ({type(exc).__name__}: empty, truncated or "
+                       "another format); rerun `svd pack` to rewrite it") from None
+    if "shard" not in table.column_names:
+        raise SvdError(f"{index} has no `shard` column (columns: {', '.join(table.column_names) or 'none'}); "
+                       "is it an `svd pack` index?")
+    names = sorted({str(n) for n in table.column("shard").to_pylist() if n is not None})
+    outside = [n for n in names if not n or Path(n).name != n or n in (".", "..")]
+    if outside:
+        raise SvdError(f"{index} names shard {outside[0]!r}, which is not a file in its folder; "
+                       "an `svd pack` index lists shards by file name only")
+    return names
 
 
 def check_shards(data: str | Path) -> ShardCheck:
@@ -79,7 +99,9 @@ def _unreadable(path: Path) -> str | None:
         if not members:
             return "empty"
     except (tarfile.TarError, OSError, EOFError) as exc:
-        return f"corrupt ({type(exc).__name__}: {exc})"
+        # tarfile's ReadError lists every compression it tried, one per line: the last is plain tar
+        detail = str(exc).strip().splitlines()[-1].strip(" -") if str(exc).strip() else ""
+        return f"corrupt ({type(exc).__name__}: {detail.removeprefix('method tar: ')})"
     return None
 
 

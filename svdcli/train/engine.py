@@ -89,11 +89,14 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise SvdError(f"DeepSpeed config not found: {path} (shipped: pipelines/deepspeed/zero{{1,2,3}}.json)")
+            what = "is a folder, not a JSON file" if path.is_dir() else "not found"
+            raise SvdError(f"DeepSpeed config {path} {what} (shipped: pipelines/deepspeed/zero{{1,2,3}}.json)")
         try:
             ds = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SvdError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(ds, dict) or not isinstance(ds.get("zero_optimization", {}), dict):
+            raise SvdError(f"{path}: expected a JSON object such as {{\"zero_optimization\": {{\"stage\": 2}}}}")
     ds.pop("train_batch_size", None)  # derived by DeepSpeed from the two values below
     ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
     ds["gradient_accumulation_steps"] = cfg.data.grad_accum

@@ -92,46 +92,50 @@ def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def prepare_run_dir(opts: RunOptions, cfg: TrainConfig, is_main: bool) -> None:
-    has_ckpt = ckpt.latest_tag(opts.out / "checkpoints") is not None
-    if has_ckpt and not opts.resume:
+def check_run_dir(opts: RunOptions, cfg: TrainConfig, rank: int) -> Path | None:
+    """The checkpoint folder --resume continues from (every file it reads checked), else None;
+    a new run must not write over one that has checkpoints."""
+    if opts.out.exists() and not opts.out.is_dir():
+        raise SvdError(f"--out {opts.out} is a file; pass a folder for the run")
+    if opts.resume:
+        return ckpt.resume_folder(opts.out, rank, cfg.ema.enabled)
+    if ckpt.latest_tag(opts.out / "checkpoints") is not None:
         raise SvdError(f"{opts.out} already holds checkpoints: pass --resume to continue, "
                        "or choose a new --out")
-    if opts.resume and not has_ckpt:
-        raise SvdError(f"--resume: {opts.out} has no checkpoint to resume from")
-    if is_main:
-        opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
+    return None
 
 
 def train(opts: RunOptions) -> dict:
     """Run one training stage; returns the run summary (also written to RUN_DIR/summary.json)."""
-    from svdcli.train.engine import init_distributed, setup_env
-
     from svdcli.train.data import check_shards
+    from svdcli.train.engine import init_distributed, load_ds_config, setup_env
 
     cfg = resolve_config(opts)  # user mistakes fail before any process group or model exists
     shards = check_shards(opts.data)
+    if opts.init is not None and not opts.resume and not opts.init.exists():
+        raise SvdError(f"--init checkpoint not found: {opts.init}")
     info = setup_env(opts.local_rank)
-    resume_from = ckpt.resume_folder(opts.out, info.rank, cfg.ema.enabled) if opts.resume else None
+    ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
+    resume_from = check_run_dir(opts, cfg, info.rank)
     init_distributed(info)
-    return _train(opts, cfg, info, shards, resume_from)
+    return _train(opts, cfg, info, shards, ds_config, resume_from)
 
 
-def _train(opts: RunOptions, cfg: TrainConfig, info, shards, resume_from: Path | None) -> dict:
+def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, resume_from: Path | None) -> dict:
     from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
     from svdcli.train.encoders import build_encoders
-    from svdcli.train.engine import build_engine, load_ds_config, zero_stage
+    from svdcli.train.engine import build_engine, zero_stage
     from svdcli.train.model import build_denoiser, trainable_summary, unet_config
     from svdcli.train.runlog import RunLogger
 
-    prepare_run_dir(opts, cfg, info.is_main)
+    if info.is_main:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
     encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
     if cfg.data.latents:
         check_latents(shards.good, encoders.vae)
     denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
-    ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
     engine, _, scheduler = build_engine(denoiser, cfg, ds_config)
     zero3 = zero_stage(ds_config) == 3
     ema = EMA(engine.module, cfg.ema.decay, zero3=zero3) if cfg.ema.enabled else None
