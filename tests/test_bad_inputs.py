@@ -212,6 +212,8 @@ TRAIN_FILE_CASES = {  # id: (option, make the path, names, words)
     "deepspeed a folder": ("--deepspeed", lambda f: _mkdir(f / "ds.json"), "ds.json", "is a folder"),
     "deepspeed binary": ("--deepspeed", lambda f: _write(f / "ds.json", b"\xff\xfe\x00"), "ds.json", "not valid JSON"),
     "init missing": ("--init", lambda f: f / "none.safetensors", "none.safetensors", "not found"),
+    "init not safetensors": ("--init", lambda f: _write(f / "w.safetensors", b"{}"), "w.safetensors", "not a readable"),
+    "init a plain folder": ("--init", lambda f: _mkdir(f / "w"), "w", "not a diffusers model folder"),
     "out is a file": ("--out", lambda f: _write(f / "run", b"x"), "run", "is a file"),
 }
 
@@ -311,3 +313,18 @@ def test_sample_bad_run_folder(case, finished_run, tmp_path):
                     "--out", tmp_path / "v.mp4", "--no-progress")
     assert_clean_error(result, name, words)
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_train_on_stored_latents_names_a_shard_whose_json_is_not_json(data, tmp_path):
+    import io
+    import tarfile
+
+    folder = shutil.copytree(data, tmp_path / "s")
+    with tarfile.open(data / "000000.tar") as tin, tarfile.open(folder / "000000.tar", "w") as tout:
+        for member in tin:
+            body = tin.extractfile(member).read()
+            body = b"{not json" if member.name.endswith(".json") else body
+            member.size = len(body)
+            tout.addfile(member, io.BytesIO(body))
+    result = invoke(*_train_args(folder, tmp_path / "run", "--set", "data.latents=true"))
+    assert_clean_error(result, "000000.tar", ".json is not readable JSON")

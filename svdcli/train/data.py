@@ -131,7 +131,10 @@ def _first_sample_meta(path: Path) -> dict | None:
     with tarfile.open(path) as tar:
         for member in tar:
             if member.name.endswith(".json"):
-                return json.loads(tar.extractfile(member).read())
+                try:
+                    return json.loads(tar.extractfile(member).read())
+                except ValueError:  # not UTF-8 or not JSON
+                    raise SvdError(f"{path}: {member.name} is not readable JSON; repack the shard") from None
     return None
 
 
