@@ -151,7 +151,9 @@ def record_checksums(folder: Path, rank: int, world_size: int) -> None:
     import torch.distributed as dist
 
     dist.barrier()  # every rank's files are written
-    mine = {name: file_sha256(folder / name) for name in _files(folder)[rank::world_size]}
+    names = [_files(folder) if rank == 0 else None]
+    dist.broadcast_object_list(names, src=0)  # one listing: another node's view of the folder may lag
+    mine = {name: file_sha256(folder / name) for name in names[0][rank::world_size]}
     parts = [None] * world_size
     dist.all_gather_object(parts, mine)
     if rank == 0:
