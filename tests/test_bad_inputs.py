@@ -121,6 +121,33 @@ def test_pack_bad_out_folder(case, data, tmp_path):
     assert not list((tmp_path / "out").glob("*.tar")) if (tmp_path / "out").is_dir() else True
 
 
+LATENT_CASES = {  # id: (make the --latents source, names, words)
+    "latents file missing": (lambda f: f / "vae.safetensors", "vae.safetensors", "no such file"),
+    "latents file not safetensors": (lambda f: _write(f / "vae.safetensors", b"PK\x03\x04"), "vae.safetensors",
+                                     "not a readable"),
+    "latents run dir config bad yaml": (lambda f: _run_dir(f, b"model: [tiny"), "config.yaml", "not valid YAML"),
+    "latents run dir config empty": (lambda f: _run_dir(f, b""), "config.yaml", "is empty"),
+    "latents run dir config unknown key": (lambda f: _run_dir(f, b"vae: x\n"), "config.yaml",
+                                           "unknown config key 'vae'"),
+}
+
+
+def _run_dir(folder: Path, config: bytes) -> Path:
+    """A folder that looks like a `svd train` run dir, with `config` as its config.yaml."""
+    _write(_mkdir(folder / "run") / "config.yaml", config)
+    return folder / "run"
+
+
+@pytest.mark.parametrize("case", LATENT_CASES)
+def test_pack_bad_latents_source(case, data, tmp_path):
+    make, name, words = LATENT_CASES[case]
+    source = make(tmp_path)
+    result = invoke("pack", "--manifest", data.parent / "clips.parquet", "--out", tmp_path / "out",
+                    "--workers", 1, "--size", "64x64", "--frames", 4, "--latents", source)
+    assert_clean_error(result, name, words)
+    assert not (tmp_path / "out").exists()
+
+
 def test_pack_rewrites_a_shard_whose_marker_is_corrupt_and_overwrite_replaces_a_corrupt_record(data, tmp_path):
     args = ["pack", "--manifest", data.parent / "clips.parquet", "--out", tmp_path / "out", "--workers", 1,
             "--size", "64x64", "--frames", 4, "--format", "npy", "--shard-size", 4]
