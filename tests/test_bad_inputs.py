@@ -60,6 +60,7 @@ PACK_CASES = {  # id: (what to do to the folder, the file the message must name,
     "manifest is a folder": (lambda f, m: _mkdir(f / "m.parquet"), "m.parquet", ""),
     "manifest not ours": (lambda f, m: _plain(f / "m.parquet", {"clip_id": ["a"]}), "m.parquet", "version"),
     "manifest wrong columns": (lambda f, m: _no_fps_column(m, f / "m.parquet"), "m.parquet", "lacks columns"),
+    "manifest keeps nothing": (lambda f, m: _keep_none(m, f / "m.parquet"), "m.parquet", "no clips to pack"),
 }
 
 
@@ -81,6 +82,14 @@ def _plain(path: Path, columns: dict) -> Path:
 def _cut_copy(src: Path, dst: Path) -> Path:
     shutil.copy(src, dst)
     truncate(dst)
+    return dst
+
+
+def _keep_none(src: Path, dst: Path) -> Path:
+    from svdcli.manifest.io import read_manifest, write_manifest
+
+    table = read_manifest(src)
+    write_manifest(table.set_column(table.column_names.index("keep"), "keep", pa.array([False] * len(table))), dst)
     return dst
 
 
@@ -203,6 +212,8 @@ TRAIN_DATA_CASES = {  # id: (make the --data path from the good shards, names, w
                             "no `shard` column"),
     "index names ../": (lambda d, f: _index(d, f / "s", pa.table({"shard": ["../bad.tar"]})), "index.parquet",
                         "'../bad.tar', which is not a file in its folder"),
+    "index lists only missing shards": (lambda d, f: _index(d, f / "s", pa.table({"shard": ["000099.tar"]})),
+                                        "000099.tar", "missing"),
     "index names /abs": (lambda d, f: _index(d, f / "s", pa.table({"shard": ["000000.tar", "/etc/passwd"]})),
                          "index.parquet", "'/etc/passwd'"),
 }

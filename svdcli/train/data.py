@@ -85,8 +85,9 @@ def check_shards(data: str | Path) -> ShardCheck:
         else:
             out.good.append(url)
     if not out.good:
-        raise SvdError(f"no readable shards in {data} ({len(out.skipped)} skipped: "
-                       f"{out.skipped[0]['reason'] if out.skipped else 'none found'}); run `svd pack` first")
+        first = out.skipped[0] if out.skipped else None
+        why = f"{len(out.skipped)} skipped, e.g. {first['shard']}: {first['reason']}" if first else "none found"
+        raise SvdError(f"no readable shards in {data} ({why}); run `svd pack` first")
     return out
 
 
