@@ -247,6 +247,8 @@ TRAIN_FILE_CASES = {  # id: (option, make the path, names, words)
     "deepspeed missing": ("--deepspeed", lambda f: f / "none.json", "none.json", "not found"),
     "deepspeed empty": ("--deepspeed", lambda f: _write(f / "ds.json", b""), "ds.json", "not valid JSON"),
     "deepspeed a list": ("--deepspeed", lambda f: _write(f / "ds.json", b"[2]"), "ds.json", "expected a JSON object"),
+    "deepspeed bad stage": ("--deepspeed", lambda f: _write(f / "ds.json", b'{"zero_optimization": {"stage": "two"}}'),
+                            "ds.json", "zero_optimization.stage must be 0, 1, 2 or 3, not 'two'"),
     "deepspeed a folder": ("--deepspeed", lambda f: _mkdir(f / "ds.json"), "ds.json", "is a folder"),
     "deepspeed binary": ("--deepspeed", lambda f: _write(f / "ds.json", b"\xff\xfe\x00"), "ds.json", "not valid JSON"),
     "init missing": ("--init", lambda f: f / "none.safetensors", "none.safetensors", "not found"),

@@ -14,8 +14,9 @@ order, and neighbouring clips of one video are decoded in one pass (the loader's
 and shuffle buffer mix videos again). Each shard is written to `<name>.tar.tmp` and renamed,
 then its marker is written: a shard without a readable marker is rewritten by the next run, a
 shard with one is skipped. An unreadable pack.json stops the run (the shards beside it cannot be
-checked) unless --overwrite replaces them. A clip that cannot be decoded (or is shorter than --min-frames) is left out of
-its shard and listed in stats.json with the reason. The frame rule is in samples.py.
+checked) unless --overwrite replaces them. A clip that cannot be decoded (or is shorter than
+--min-frames) is left out of its shard and listed in stats.json with the reason. The frame rule
+is in samples.py.
 """
 from __future__ import annotations
 

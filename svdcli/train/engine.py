@@ -113,9 +113,9 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     # A torch optimizer is passed in (no JIT-built fused/CPU Adam); ZeRO accepts AdamW as tested.
     ds.pop("optimizer", None)
     ds.pop("scheduler", None)
-    stage = int(ds["zero_optimization"].get("stage", 0))
-    if stage not in (0, 1, 2, 3):
-        raise SvdError(f"zero_optimization.stage must be 0-3, got {stage}")
+    stage = ds["zero_optimization"].get("stage", 0)
+    if str(stage) not in ("0", "1", "2", "3"):  # only a file sets it (the default is 0)
+        raise SvdError(f"{path}: zero_optimization.stage must be 0, 1, 2 or 3, not {stage!r}")
     return ds
 
 
