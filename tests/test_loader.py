@@ -115,3 +115,36 @@ def test_a_truncated_shard_is_skipped_with_a_warning(shards, tmp_path):
 def test_missing_shards_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="svd pack"):
         make_loader(tmp_path, batch_size=1)
+
+
+def without_fps(src, dst, drop: int = 1):
+    """A copy of shard `src` whose first `drop` samples' json has no `fps`."""
+    import io
+    import tarfile
+
+    keys = []
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin:
+            data = tin.extractfile(member).read()
+            key = member.name.split(".", 1)[0]  # one json per sample key
+            if member.name.endswith(".json") and len(keys) < drop:
+                keys.append(key)
+                meta = json.loads(data)
+                del meta["fps"]
+                data = json.dumps(meta).encode()
+            member.size = len(data)
+            tout.addfile(member, io.BytesIO(data))
+    return keys
+
+
+def test_a_sample_without_fps_is_skipped_and_counted(shards, tmp_path):
+    out, keys = shards
+    paths = sorted(out.glob("*.tar"))
+    bad = without_fps(paths[0], tmp_path / "000000.tar")
+    urls = [str(tmp_path / "000000.tar")] + [str(p) for p in paths[1:]]
+    ds = ShardDataset(urls, LoaderConfig(num_frames=4, shuffle=0))
+    with pytest.warns(UserWarning, match=f"skipping sample {bad[0]}: its json has no fps"):
+        items = list(ds)
+    assert sorted(c["key"] for _, c in items) == sorted(set(keys) - set(bad))
+    assert sum(c["skipped"] for _, c in items) == 1
+    assert [c["skipped"] for _, c in items][0] == 1  # counted with the next sample of the stream

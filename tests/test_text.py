@@ -175,3 +175,38 @@ def flat(text: str) -> str:
 def test_unknown_recipe_setting_is_a_clear_error(text_manifest, tmp_path):
     with pytest.raises(SvdError, match="unknown text setting.*max_area.*known: detector"):
         run_text(text_manifest, tmp_path / "o.parquet", progress=False, max_area=0.07)
+
+
+class _Payload:
+    """Unpickling this runs code: what a tampered weights file would do."""
+
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+def test_craft_weights_are_read_as_tensors_only(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from easyocr.craft import CRAFT
+
+    from svdcli.curate.text import load_craft
+
+    with torch.device("meta"):
+        layout = CRAFT().state_dict()
+    gen = torch.Generator().manual_seed(0)
+    weights = {k: torch.rand(v.shape, generator=gen) if v.is_floating_point() else torch.zeros(v.shape, dtype=v.dtype)
+               for k, v in layout.items()}
+    # saved as easyocr's DataParallel file is: "module."-prefixed keys
+    torch.save({f"module.{k}": v for k, v in weights.items()}, tmp_path / "craft.pth")
+    loaded = load_craft(tmp_path / "craft.pth").state_dict()
+    assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+    torch.save({**weights, "extra": _Payload()}, tmp_path / "tampered.pth")
+    with pytest.raises(SvdError, match=r"tampered\.pth: not a CRAFT state dict of plain tensors"):
+        load_craft(tmp_path / "tampered.pth")
+    assert "payload ran" not in capsys.readouterr().out
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(SvdError, match=r"other\.pth: not the weights of easyocr's CRAFT"):
+        load_craft(tmp_path / "other.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "craft.pth").read_bytes()[:1000])
+    with pytest.raises(SvdError, match=r"cut\.pth"):
+        load_craft(tmp_path / "cut.pth")

@@ -70,4 +70,6 @@ def register(app: typer.Typer) -> None:
             from svdcli.cli.common import console
 
             console().print(f"done: {summary['steps']} steps; checkpoint {summary['checkpoint']}"
-                            + (f"; {summary['skipped_shards']} shard(s) skipped" if summary["skipped_shards"] else ""))
+                            + (f"; {summary['skipped_shards']} shard(s) skipped" if summary["skipped_shards"] else "")
+                            + (f"; {summary['skipped_samples']} bad sample(s) skipped (see the warnings)"
+                               if summary["skipped_samples"] else ""))

@@ -95,10 +95,8 @@ class CraftDetector:
     name = "craft"
 
     def __init__(self, weights: Path, device: str = "cpu", batch_size: int = 16):
-        from easyocr.detection import get_detector
-
         self.device = device
-        self.net = get_detector(str(weights), device=device)
+        self.net = load_craft(weights, device)
         self.batch_size = batch_size
 
     def detect(self, frames: np.ndarray) -> list[list[np.ndarray]]:
@@ -113,6 +111,36 @@ class CraftDetector:
                                 device=self.device)
             out.extend([[np.asarray(p, np.float32).reshape(-1, 2) for p in frame_polys] for frame_polys in polys])
         return out
+
+
+def load_craft(weights: Path, device: str = "cpu"):
+    """easyocr's CRAFT with its weights read as tensors only (`weights_only=True`).
+
+    easyocr's own `get_detector` unpickles the file with `weights_only=False`, which runs any
+    code a tampered file holds; this builds the same network from tensors alone.
+    """
+    import pickle
+
+    import torch
+    from easyocr.craft import CRAFT
+
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SvdError(f"{weights}: not a CRAFT state dict of plain tensors ({first}); "
+                       "download craft_mlt_25k.pth again") from None
+    if not isinstance(state, dict):
+        raise SvdError(f"{weights}: holds a {type(state).__name__}, not a CRAFT state dict")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    with torch.device("meta"):  # no random init of 20M weights that the file replaces
+        net = CRAFT()
+    try:
+        net.load_state_dict(state, assign=True)
+    except RuntimeError as exc:
+        raise SvdError(f"{weights}: not the weights of easyocr's CRAFT ({str(exc).splitlines()[0]})") from None
+    # easyocr also applies int8 dynamic quantization on CPU, a no-op here: CRAFT has no Linear layer
+    return net.to(device).eval()
 
 
 def resolve_detector(detector: str, model_dir: str | None = None) -> str:

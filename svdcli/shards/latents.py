@@ -77,14 +77,12 @@ def _tiny_vae(seed: int):
 
 
 def _run_dir_vae(folder: Path):
-    import yaml
-
-    from svdcli.train.config import config_from_dict
+    from svdcli.train.config import config_from_dict, read_yaml
 
     config = folder / "config.yaml"
     if not config.is_file():
         raise SvdError(f"--latents {folder}: a folder must be a `svd train` run dir (no config.yaml in it)")
-    cfg = config_from_dict(yaml.safe_load(config.read_text()) or {})
+    cfg = config_from_dict(read_yaml(config), source=config)
     if cfg.model == "tiny":
         return _tiny_vae(cfg.seed)
     if not cfg.weights:

@@ -26,7 +26,9 @@ gives the epoch size), so no rank waits forever for another.
 `fps_id` is recomputed for the stride: frames stored at F fps and taken every s-th are shown at
 F/s fps, so fps_id = round(F/s) - 1 (see svdcli/shards/conditioning.py). A clip shorter than
 (T - 1) * stride + 1 frames uses the largest stride that fits; a clip with fewer than T frames
-is skipped with a warning. Shards are read with webdataset, so anything it opens works: local
+is skipped with a warning, as is a sample that fails to decode or whose json lacks one of
+META_KEYS (e.g. `fps`). Each item's cond["skipped"] is the number of bad samples its worker
+passed over since its previous item, so a trainer can count them (TrainStream does). Shards are read with webdataset, so anything it opens works: local
 paths, brace patterns ("shards/{000000..000009}.tar"), "pipe:" commands, http(s) URLs.
 """
 from __future__ import annotations
@@ -49,6 +51,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from svdcli.errors import SvdError
 from svdcli.shards.conditioning import fps_id_for
 from svdcli.shards.frames import decode_mp4, decode_npy, resize_crop
+
+
+META_KEYS = ("num_frames", "fps", "motion_bucket_id", "clip_id")  # a sample's json without one is skipped
 
 
 @dataclass
@@ -143,10 +148,15 @@ class ShardDataset(IterableDataset):
         samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards)
         if self.cfg.shuffle > 0:
             samples = shuffle_buffer(samples, self.cfg.shuffle, random.Random(stream_seed))
+        skipped = 0
         for sample in samples:
             item = self.decode(sample, epoch)
-            if item is not None:
-                yield item
+            if item is None:
+                skipped += 1
+                continue
+            item[1]["skipped"] = skipped  # bad samples this worker passed over since its previous item
+            skipped = 0
+            yield item
 
     def decode(self, sample: dict, epoch: int = 0) -> tuple[torch.Tensor, dict] | None:
         """Raw sample (bytes by extension) -> (video (T, C, H, W) uint8, cond), or None to skip it."""
@@ -157,6 +167,10 @@ class ShardDataset(IterableDataset):
                            "or train with data.latents=false")
         try:
             meta = json.loads(sample["json"])
+            missing = [k for k in META_KEYS if k not in meta]
+            if missing:
+                warnings.warn(f"skipping sample {key}: its json has no {', '.join(missing)}")
+                return None
             n = int(meta["num_frames"])
             rng = random.Random(hashlib.sha1(f"{self.cfg.seed}:{epoch}:{key}".encode()).digest())
             window = choose_window(n, self.cfg.num_frames, self.cfg.stride, rng)
@@ -180,20 +194,23 @@ class ShardDataset(IterableDataset):
                                    f"asks for {self.cfg.size[0]}x{self.cfg.size[1]}: stored latents cannot be "
                                    "resized; train at the packed size or repack")
                 frames = resize_crop(frames, *self.cfg.size)
+            cond = _conditioning(meta, key, start, stride)
         except SvdError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad sample must not stop training
             warnings.warn(f"skipping sample {key}: {type(exc).__name__}: {exc}")
             return None
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, C, H, W)
-        cond = {
-            "fps_id": fps_id_for(meta["fps"] / stride), "motion_bucket_id": int(meta["motion_bucket_id"]),
-            "caption": meta.get("caption", ""), "clip_id": meta["clip_id"], "key": key,
-            "frame_start": start, "frame_stride": stride,
-        }
         if latents is not None:
             cond["latents"] = torch.from_numpy(np.ascontiguousarray(latents))  # same frames as `video`
         return video, cond
+
+
+def _conditioning(meta: dict, key: str, start: int, stride: int) -> dict:
+    """A sample's conditioning from its json; frames shown every `stride`-th are at fps / stride."""
+    return {"fps_id": fps_id_for(float(meta["fps"]) / stride), "motion_bucket_id": int(meta["motion_bucket_id"]),
+            "caption": str(meta.get("caption") or ""), "clip_id": str(meta["clip_id"]), "key": key,
+            "frame_start": start, "frame_stride": stride}
 
 
 def _resample(urls: list[str], rng: random.Random):
@@ -250,7 +267,7 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
                 multiprocessing_context: str | None = "spawn", latents: bool = False) -> VideoLoader:
     """Batches (video (B, T, C, H, W) float32 in [-1, 1], cond) over shards; see the module docstring.
 
-    cond: fps_id, motion_bucket_id, frame_start, frame_stride as LongTensors (B,) (on `device`);
+    cond: fps_id, motion_bucket_id, frame_start, frame_stride, skipped as LongTensors (B,) (on `device`);
     caption, clip_id, key as lists of str; with `latents`, cond["latents"] (B, T, 4, H/8, W/8)
     float16, the stored latents of exactly the frames in `video`. cond_aug is not stored: sample
     it in the training step. With a CUDA `device`, batches are pinned and copied without blocking. Workers are

@@ -12,9 +12,11 @@ Clips are ordered by sha1(video path), then start time, and shard k holds clips 
 of that order: the assignment is stable across reruns and does not depend on the manifest's row
 order, and neighbouring clips of one video are decoded in one pass (the loader's shard shuffle
 and shuffle buffer mix videos again). Each shard is written to `<name>.tar.tmp` and renamed,
-then its marker is written: a shard without a marker is rewritten by the next run, a shard with
-one is skipped. A clip that cannot be decoded (or is shorter than --min-frames) is left out of
-its shard and listed in stats.json with the reason. The frame rule is in samples.py.
+then its marker is written: a shard without a readable marker is rewritten by the next run, a
+shard with one is skipped. An unreadable pack.json stops the run (the shards beside it cannot be
+checked) unless --overwrite replaces them. A clip that cannot be decoded (or is shorter than
+--min-frames) is left out of its shard and listed in stats.json with the reason. The frame rule
+is in samples.py.
 """
 from __future__ import annotations
 
@@ -182,15 +184,15 @@ class PackSummary:
         return self.stats is not None
 
 
-def select_clips(table, all_ok: bool = False) -> tuple[list[dict], dict]:
+def select_clips(table, all_ok: bool = False, source: str | Path = "manifest") -> tuple[list[dict], dict]:
     """Rows to pack (status ok and keep true, or every ok row with `all_ok`) and the counts."""
     names = set(table.column_names)
     missing = [c for c in ("clip_id", "video_path", "start_time", "end_time", "fps", "width", "height")
                if c not in names]
     if missing:
-        raise SvdError(f"manifest lacks columns {missing}; is it a `svd curate` manifest?")
+        raise SvdError(f"{source} lacks columns {missing}; is it a `svd curate` manifest?")
     if not all_ok and "keep" not in names:
-        raise SvdError("manifest has no `keep` column: run `svd curate filter` first, or pass --all "
+        raise SvdError(f"{source} has no `keep` column: run `svd curate filter` first, or pass --all "
                        "to pack every ok clip")
     rows = table.select([c for c in CLIP_COLUMNS + ("status", "keep") if c in names]).to_pylist()
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
@@ -222,16 +224,30 @@ def pack_fingerprint(cfg: PackConfig, plan: list[tuple[str, list[dict]]], latent
 
 def prepare_out(out: Path, fingerprint: str, info: dict, overwrite: bool) -> None:
     """Create `out`, or check that its shards were made from the same input and settings."""
+    if out.exists() and not out.is_dir():
+        raise SvdError(f"--out {out} is a file; pass a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
     pack_json = out / "pack.json"
     if pack_json.exists():
-        old = json.loads(pack_json.read_text()).get("fingerprint")
+        old = _read_pack_json(pack_json, overwrite)
         if old != fingerprint and not overwrite:
             raise SvdError(f"{out} holds shards packed from another manifest or other settings; "
                            "use a new --out folder, or --overwrite to replace them")
         if old != fingerprint:
             remove_pack(out)
     _write_json_atomic(pack_json, {**info, "fingerprint": fingerprint})
+
+
+def _read_pack_json(path: Path, overwrite: bool) -> str | None:
+    """The fingerprint pack.json records; an unreadable one is an error (None with --overwrite)."""
+    try:
+        return str(json.loads(path.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # missing key, not JSON, not a dict
+        if overwrite:
+            return None
+        raise SvdError(f"{path} is not a readable pack record ({type(exc).__name__}), so the shards beside it "
+                       "cannot be checked against this manifest and settings; pass --overwrite to replace "
+                       "them, or use a new --out folder") from None
 
 
 def remove_pack(out: Path) -> None:
@@ -244,7 +260,14 @@ def remove_pack(out: Path) -> None:
 
 
 def shard_done(out: Path, name: str) -> bool:
-    return (out / MARKERS / f"{name}.json").exists() and (out / f"{name}.tar").exists()
+    """A shard with its completion marker; an unreadable marker (a crash mid-write) means redo it."""
+    if not (out / f"{name}.tar").is_file():
+        return False
+    try:
+        marker = json.loads((out / MARKERS / f"{name}.json").read_text())
+    except (OSError, ValueError):  # missing, not text, not JSON
+        return False
+    return isinstance(marker, dict) and all(k in marker for k in ("name", "rows", "skipped", "bytes"))
 
 
 def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers: int = 2,
@@ -256,7 +279,7 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
     t0 = time.perf_counter()
     cfg.validate()
     out = Path(out)
-    clips, selection = select_clips(read_manifest(manifest), all_ok)
+    clips, selection = select_clips(read_manifest(manifest), all_ok, source=manifest)
     if not clips:
         raise SvdError(f"no clips to pack in {manifest} ({selection['ok_rows']} ok rows, none kept); "
                        "check the filter step or pass --all")

@@ -7,24 +7,31 @@ as safetensors with its config, and per-rank trainer state for an exact resume.
         ema.safetensors        EMA UNet weights (LoRA merged) in our format (`unet.*`, save_ours),
                                metadata: unet_config, train_config, step
         ema_state.safetensors  the raw EMA shadows (only with LoRA, where ema.safetensors is merged)
-        trainer_rank{r}.pt     step, data position, RNG states of rank r
+        trainer_rank{r}.safetensors   step, data position, RNG states of rank r (trainer_state.py)
         config.yaml            the resolved training config
+        sha256.json            the sha256 of every file above, recorded once all were written
 
-`latest` is written by DeepSpeed after all files of the tag exist, so a run killed mid-save
-(or stopped by a NaN) resumes from the previous complete checkpoint.
+`latest` is written after sha256.json, so a run killed mid-save (or stopped by a NaN) resumes
+from the previous complete checkpoint. DeepSpeed's files are pickles and its loader unpickles
+them: `--resume` first checks every file against sha256.json and refuses a checkpoint whose
+files were changed, added or removed since they were written (docs/training.md, "Trust").
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import random
+import os
+import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from svdcli.errors import SvdError
 from svdcli.train.config import TrainConfig, dump_yaml
+from svdcli.train.trainer_state import load_state, save_state, set_rng_state, state_file
+
+CHECKSUMS = "sha256.json"
 
 
 def tag_for(step: int) -> str:
@@ -32,8 +39,14 @@ def tag_for(step: int) -> str:
 
 
 def latest_tag(ckpt_dir: Path) -> str | None:
+    """The tag `latest` names (None without one); a `latest` that names no tag of ours is an error."""
     f = ckpt_dir / "latest"
-    return f.read_text().strip() if f.is_file() else None
+    if not f.is_file():
+        return None
+    tag = f.read_text(errors="replace").strip()
+    if not re.fullmatch(r"step_\d{6,}", tag):
+        raise SvdError(f"{f} should name a checkpoint such as step_000500, not {tag[:60]!r}")
+    return tag
 
 
 def latest_ema_file(run_dir: Path) -> Path:
@@ -41,17 +54,10 @@ def latest_ema_file(run_dir: Path) -> Path:
     tag = latest_tag(run_dir / "checkpoints")
     if tag is None:
         raise SvdError(f"{run_dir} has no checkpoint yet (no checkpoints/latest)")
-    return run_dir / "checkpoints" / tag / "ema.safetensors"
-
-
-def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    path = run_dir / "checkpoints" / tag / "ema.safetensors"
+    if not path.is_file():
+        raise SvdError(f"{path} is missing: the run's checkpoints/latest names {tag}, which has no EMA export")
+    return path
 
 
 def unet_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str, torch.Tensor]:
@@ -90,7 +96,7 @@ def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state:
     tag = tag_for(step)
     out = ckpt_dir / tag
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({**trainer_state, "rng": rng_state()}, out / f"trainer_rank{rank}.pt")
+    save_state(state_file(out, rank), trainer_state)
     if rank == 0 or zero3:
         state = unet_state(ema, engine.module, cfg, zero3)
     if rank == 0:
@@ -101,12 +107,20 @@ def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state:
 
             save_file(ema.state_dict(), str(out / "ema_state.safetensors"))
     dist.barrier()
-    # DeepSpeed writes `latest` last, after its own files (all ranks take part).
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "config": cfg.to_dict()})
-    dist.barrier()
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "config": cfg.to_dict()},
+                           save_latest=False)
+    record_checksums(out, rank, dist.get_world_size())
     if rank == 0:
+        _write_atomic(ckpt_dir / "latest", tag)  # last: the checkpoint is complete
         prune(ckpt_dir, keep)
+    dist.barrier()
     return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:
@@ -118,30 +132,115 @@ def prune(ckpt_dir: Path, keep: int) -> None:
             shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
 
 
-def load(engine, ema, run_dir: Path, rank: int) -> dict:
-    """Restore engine, EMA and RNG from the latest checkpoint; return this rank's trainer state."""
+# --- checksums -----------------------------------------------------------------------------
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_checksums(folder: Path, rank: int, world_size: int) -> None:
+    """Once every rank's files of a checkpoint exist: hash them (split over the ranks) and let
+    rank 0 write sha256.json. A collective: every rank must call it."""
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank's files are written
+    names = [_files(folder) if rank == 0 else None]
+    dist.broadcast_object_list(names, src=0)  # one listing: another node's view of the folder may lag
+    mine = {name: file_sha256(folder / name) for name in names[0][rank::world_size]}
+    parts = [None] * world_size
+    dist.all_gather_object(parts, mine)
+    if rank == 0:
+        digests = {name: d for part in parts for name, d in part.items()}
+        _write_atomic(folder / CHECKSUMS, json.dumps({"sha256": digests}, indent=1, sort_keys=True))
+
+
+def verify_checksums(folder: Path) -> None:
+    """Refuse a checkpoint whose files differ from the ones written (before anything is unpickled)."""
+    record = folder / CHECKSUMS
+    if not record.is_file():
+        raise SvdError(f"--resume: {record} is missing, so the pickled DeepSpeed files of {folder.name} "
+                       "cannot be checked; not loading them (an older svdcli wrote no checksums)")
+    try:
+        digests = json.loads(record.read_text())["sha256"]
+        digests = {str(k): str(v) for k, v in digests.items()}
+    except Exception as exc:  # noqa: BLE001 - unreadable, not JSON, wrong layout: all a bad file
+        raise SvdError(f"--resume: {record} is not a readable checksum record ({type(exc).__name__})") from None
+    present = set(_files(folder))
+    added, missing = sorted(present - set(digests)), sorted(set(digests) - present)
+    if added:
+        raise SvdError(f"--resume: {folder / added[0]} was not written with the checkpoint ({record.name} "
+                       "does not list it); not loading a checkpoint with unknown files")
+    if missing:
+        raise SvdError(f"--resume: {folder / missing[0]} is missing from the checkpoint")
+    for name in sorted(digests):
+        if file_sha256(folder / name) != digests[name]:
+            raise SvdError(f"--resume: {folder / name} differs from the file written at save time "
+                           f"(sha256 mismatch with {record.name}): corrupt or replaced; not loading it")
+
+
+# --- resume --------------------------------------------------------------------------------
+def resume_folder(run_dir: Path, rank: int, ema: bool) -> Path:
+    """The checkpoint --resume continues from, with every file it reads checked: called before
+    any model or process group exists, so a bad run folder fails at once."""
     ckpt_dir = run_dir / "checkpoints"
     tag = latest_tag(ckpt_dir)
     if tag is None:
-        raise SvdError(f"--resume: no checkpoint in {ckpt_dir}")
-    path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        raise SvdError(f"--resume: {run_dir} has no checkpoint to resume from")
+    folder = ckpt_dir / tag
+    if not folder.is_dir():
+        raise SvdError(f"--resume: {ckpt_dir / 'latest'} names {tag}, but {folder} does not exist")
+    verify_checksums(folder)
+    load_state(state_file(folder, rank))
+    if ema:
+        _ema_file(folder)
+    return folder
+
+
+def load(engine, ema, folder: Path, rank: int) -> dict:
+    """Restore engine, EMA and RNG from checkpoint `folder` (checked by `resume_folder`); return
+    this rank's trainer state."""
+    trainer, rng_tensors, rng_scalars = load_state(state_file(folder, rank))
+    shadows = _ema_shadows(folder, ema) if ema is not None else None
+    path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name)
     if path is None:
-        raise SvdError(f"--resume: DeepSpeed could not load {ckpt_dir / tag}")
-    state_file = ckpt_dir / tag / f"trainer_rank{rank}.pt"
-    if not state_file.is_file():
-        raise SvdError(f"--resume: {state_file} is missing (was the run started with another number of processes?)")
-    state = torch.load(state_file, weights_only=False)
-    if ema is not None:
-        ema.load_state_dict(_ema_shadows(ckpt_dir / tag, ema))
-    set_rng_state(state.pop("rng"))
-    return state
+        raise SvdError(f"--resume: DeepSpeed could not load {folder}")
+    if shadows is not None:
+        ema.load_state_dict(shadows)
+    set_rng_state(rng_tensors, rng_scalars)
+    return trainer
+
+
+def _ema_file(folder: Path) -> Path:
+    """The raw shadows (LoRA runs) or the export, checked to be a readable safetensors file."""
+    from safetensors import safe_open
+
+    path = folder / "ema_state.safetensors"
+    path = path if path.is_file() else folder / "ema.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # noqa: BLE001 - missing, truncated, not safetensors
+        raise SvdError(f"--resume: {path} is not a readable EMA file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return path
 
 
 def _ema_shadows(folder: Path, ema) -> dict[str, torch.Tensor]:
+    """EMA shadows by module name ("net.<name>"); the export stores them as "unet.<name>"."""
     from safetensors.torch import load_file
 
-    raw = folder / "ema_state.safetensors"
-    if raw.is_file():
-        return load_file(str(raw))
-    exported = load_file(str(folder / "ema.safetensors"))  # "unet.<name>"; the module has "net.<name>"
-    return {name: exported["unet." + name[len("net."):]] for name in ema.shadow}
+    path = _ema_file(folder)
+    state = load_file(str(path))
+    if path.name == "ema.safetensors":
+        state = {name: state.get("unet." + name[len("net."):]) for name in ema.shadow}
+    bad = [n for n in ema.shadow if state.get(n) is None or state[n].shape != ema.shadow[n].shape]
+    if bad:
+        raise SvdError(f"--resume: {path} does not hold this model's EMA weights ({len(bad)} missing or "
+                       f"of another shape, e.g. {bad[0]})")
+    return state

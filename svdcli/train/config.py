@@ -171,36 +171,48 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), stage: str | None = None) -> TrainConfig:
-    """Read a stage YAML, apply overrides (and `stage`, which must agree with the YAML), validate."""
+def read_yaml(path: Path) -> dict:
+    """The top-level mapping of a YAML config file, or ConfigError naming the file."""
     import yaml
 
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"training config not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if values is None:
+        raise ConfigError(f"{path} is empty: expected a mapping of config keys")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, "
+                          f"not a {type(values).__name__}")
+    return values
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), stage: str | None = None) -> TrainConfig:
+    """Read a stage YAML, apply overrides (and `stage`, which must agree with the YAML), validate."""
+    values = read_yaml(Path(path)) if path is not None else {}
     if stage is not None:
         if "stage" in values and values["stage"] != stage:
             raise ConfigError(f"--stage {stage} but {path} is a {values['stage']!r} config")
         values["stage"] = stage
-    values = _merge(values, parse_overrides(list(overrides)))
-    cfg = TrainConfig()
-    _fill(cfg, values)
-    validate(cfg)
-    return cfg
+    return config_from_dict(values, overrides, source=path)
 
 
-def config_from_dict(values: dict, overrides: list[str] = ()) -> TrainConfig:
-    """Rebuild a config saved in a run dir or checkpoint (with `key=value` overrides applied)."""
+def config_from_dict(values: dict, overrides: list[str] = (), source: str | Path | None = None) -> TrainConfig:
+    """A validated config from `values` (a recipe, or one saved in a run dir) and `key=value`
+    overrides; an error in `values` names `source`, the file they came from."""
     cfg = TrainConfig()
-    _fill(cfg, _merge(values, parse_overrides(list(overrides))))
+    try:
+        _fill(cfg, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    _fill(cfg, parse_overrides(list(overrides)))
     validate(cfg)
     return cfg
 

@@ -2,7 +2,9 @@
 
 Every rank checks its shard list up front: a missing or corrupt shard (one that `tarfile` cannot
 read to the end) is skipped with a warning and counted, and all ranks drop the same shards, so
-the per-rank split stays consistent. The stream is a deterministic function of
+the per-rank split stays consistent. A bad sample (a json without `fps`, a video that does not
+decode) is skipped by the loader with a warning and counted in `DataState.skipped_samples`,
+which the run logs and sums over ranks in summary.json. The stream is a deterministic function of
 (seed, epoch, rank, num_workers), so resuming = rebuilding the epoch's loader and skipping the
 batches this rank already consumed (`DataState`).
 """
@@ -19,10 +21,12 @@ from svdcli.train.config import TrainConfig
 
 @dataclass
 class DataState:
-    """Where this rank's stream is: epoch and batches already taken from it."""
+    """Where this rank's stream is: epoch, batches already taken from it, and the bad samples
+    the loader skipped before them (a json without fps, an undecodable video)."""
 
     epoch: int = 0
     batch_in_epoch: int = 0
+    skipped_samples: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,13 +41,33 @@ class ShardCheck:
 def expected_shards(folder: Path) -> list[str]:
     """Shard names the pack's index lists (so a deleted shard is noticed), else those present."""
     index = folder / "index.parquet"
-    if index.is_file():
-        import pyarrow.parquet as pq
-
-        names = sorted(set(pq.read_table(index, columns=["shard"]).column("shard").to_pylist()))
+    if index.exists():
+        names = index_shards(index)
         if names:
             return [str(folder / n) for n in names]
     return sorted(str(p) for p in folder.glob("[0-9]" * 6 + ".tar"))
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard names an `svd pack` index.parquet lists: plain file names inside its folder."""
+    import pyarrow.parquet as pq
+
+    if not index.is_file():
+        raise SvdError(f"{index} is a folder, not the Parquet index `svd pack` writes")
+    try:
+        table = pq.read_table(index)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
+        raise SvdError(f"{index} is not a readable Parquet file ({type(exc).__name__}: empty, truncated or "
+                       "another format); rerun `svd pack` to rewrite it") from None
+    if "shard" not in table.column_names:
+        raise SvdError(f"{index} has no `shard` column (columns: {', '.join(table.column_names) or 'none'}); "
+                       "is it an `svd pack` index?")
+    names = sorted({str(n) for n in table.column("shard").to_pylist() if n is not None})
+    outside = [n for n in names if not n or Path(n).name != n or n in (".", "..")]
+    if outside:
+        raise SvdError(f"{index} names shard {outside[0]!r}, which is not a file in its folder; "
+                       "an `svd pack` index lists shards by file name only")
+    return names
 
 
 def check_shards(data: str | Path) -> ShardCheck:
@@ -61,8 +85,9 @@ def check_shards(data: str | Path) -> ShardCheck:
         else:
             out.good.append(url)
     if not out.good:
-        raise SvdError(f"no readable shards in {data} ({len(out.skipped)} skipped: "
-                       f"{out.skipped[0]['reason'] if out.skipped else 'none found'}); run `svd pack` first")
+        first = out.skipped[0] if out.skipped else None
+        why = f"{len(out.skipped)} skipped, e.g. {first['shard']}: {first['reason']}" if first else "none found"
+        raise SvdError(f"no readable shards in {data} ({why}); run `svd pack` first")
     return out
 
 
@@ -75,7 +100,9 @@ def _unreadable(path: Path) -> str | None:
         if not members:
             return "empty"
     except (tarfile.TarError, OSError, EOFError) as exc:
-        return f"corrupt ({type(exc).__name__}: {exc})"
+        # tarfile's ReadError lists every compression it tried, one per line: the last is plain tar
+        detail = str(exc).strip().splitlines()[-1].strip(" -") if str(exc).strip() else ""
+        return f"corrupt ({type(exc).__name__}: {detail.removeprefix('method tar: ')})"
     return None
 
 
@@ -105,7 +132,10 @@ def _first_sample_meta(path: Path) -> dict | None:
     with tarfile.open(path) as tar:
         for member in tar:
             if member.name.endswith(".json"):
-                return json.loads(tar.extractfile(member).read())
+                try:
+                    return json.loads(tar.extractfile(member).read())
+                except ValueError:  # not UTF-8 or not JSON
+                    raise SvdError(f"{path}: {member.name} is not readable JSON; repack the shard") from None
     return None
 
 
@@ -128,7 +158,7 @@ class TrainStream:
                              shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
                              rank=self.rank, world_size=self.world_size, drop_last=True, latents=d.latents)
         it = iter(loader)
-        for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed
+        for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed (and counted)
             next(it)
         return it
 
@@ -142,6 +172,7 @@ class TrainStream:
             try:
                 batch = next(self._it)
                 self.state.batch_in_epoch += 1
+                self.state.skipped_samples += int(batch[1]["skipped"].sum())
                 return batch
             except StopIteration:
                 if self.state.batch_in_epoch == 0:

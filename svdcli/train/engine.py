@@ -89,11 +89,14 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise SvdError(f"DeepSpeed config not found: {path} (shipped: pipelines/deepspeed/zero{{1,2,3}}.json)")
+            what = "is a folder, not a JSON file" if path.is_dir() else "not found"
+            raise SvdError(f"DeepSpeed config {path} {what} (shipped: pipelines/deepspeed/zero{{1,2,3}}.json)")
         try:
             ds = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SvdError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(ds, dict) or not isinstance(ds.get("zero_optimization", {}), dict):
+            raise SvdError(f"{path}: expected a JSON object such as {{\"zero_optimization\": {{\"stage\": 2}}}}")
     ds.pop("train_batch_size", None)  # derived by DeepSpeed from the two values below
     ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
     ds["gradient_accumulation_steps"] = cfg.data.grad_accum
@@ -110,9 +113,9 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     # A torch optimizer is passed in (no JIT-built fused/CPU Adam); ZeRO accepts AdamW as tested.
     ds.pop("optimizer", None)
     ds.pop("scheduler", None)
-    stage = int(ds["zero_optimization"].get("stage", 0))
-    if stage not in (0, 1, 2, 3):
-        raise SvdError(f"zero_optimization.stage must be 0-3, got {stage}")
+    stage = ds["zero_optimization"].get("stage", 0)
+    if str(stage) not in ("0", "1", "2", "3"):  # only a file sets it (the default is 0)
+        raise SvdError(f"{path}: zero_optimization.stage must be 0, 1, 2 or 3, not {stage!r}")
     return ds
 
 

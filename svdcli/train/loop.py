@@ -19,7 +19,7 @@ import torch
 
 from svdcli.errors import SvdError
 from svdcli.train import checkpoint as ckpt
-from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config
+from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config, read_yaml
 
 
 @dataclass
@@ -62,20 +62,18 @@ def resolve_config(opts: RunOptions) -> TrainConfig:
     train another model than the one the checkpoint holds.
     """
     saved = opts.out / "config.yaml"
-    if not (opts.resume and saved.is_file()):
+    if not (opts.resume and saved.exists()):
         if opts.config is None:
             raise SvdError("--config is required (e.g. pipelines/train/video.yaml)")
         return load_config(opts.config, list(opts.overrides), stage=opts.stage)
-    import yaml
-
-    saved_values = yaml.safe_load(saved.read_text())
-    cfg = config_from_dict(saved_values)
+    saved_values = read_yaml(saved)
+    cfg = config_from_dict(saved_values, source=saved)
     if opts.stage is not None and opts.stage != cfg.stage:
         raise SvdError(f"--resume: {opts.out} is a {cfg.stage!r} run, not --stage {opts.stage}")
     if opts.config is not None:
         asked = load_config(opts.config, list(opts.overrides), stage=opts.stage)
     else:
-        asked = config_from_dict(saved_values, list(opts.overrides))
+        asked = config_from_dict(saved_values, list(opts.overrides), source=saved)
     changed = _diff(cfg.to_dict(), asked.to_dict()) - set(RESUME_MAY_CHANGE)
     if changed:
         raise SvdError(f"--resume: the config differs from the run's saved config in "
@@ -94,51 +92,56 @@ def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def prepare_run_dir(opts: RunOptions, cfg: TrainConfig, is_main: bool) -> None:
-    has_ckpt = ckpt.latest_tag(opts.out / "checkpoints") is not None
-    if has_ckpt and not opts.resume:
+def check_run_dir(opts: RunOptions, cfg: TrainConfig, rank: int) -> Path | None:
+    """The checkpoint folder --resume continues from (every file it reads checked), else None;
+    a new run must not write over one that has checkpoints."""
+    if opts.out.exists() and not opts.out.is_dir():
+        raise SvdError(f"--out {opts.out} is a file; pass a folder for the run")
+    if opts.resume:
+        return ckpt.resume_folder(opts.out, rank, cfg.ema.enabled)
+    if ckpt.latest_tag(opts.out / "checkpoints") is not None:
         raise SvdError(f"{opts.out} already holds checkpoints: pass --resume to continue, "
                        "or choose a new --out")
-    if opts.resume and not has_ckpt:
-        raise SvdError(f"--resume: {opts.out} has no checkpoint to resume from")
-    if is_main:
-        opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
+    return None
 
 
 def train(opts: RunOptions) -> dict:
     """Run one training stage; returns the run summary (also written to RUN_DIR/summary.json)."""
-    from svdcli.train.engine import init_distributed, setup_env
-
     from svdcli.train.data import check_shards
+    from svdcli.train.engine import init_distributed, load_ds_config, setup_env
 
     cfg = resolve_config(opts)  # user mistakes fail before any process group or model exists
     shards = check_shards(opts.data)
+    if opts.init is not None and not opts.resume and not opts.init.exists():
+        raise SvdError(f"--init checkpoint not found: {opts.init}")
     info = setup_env(opts.local_rank)
+    ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
+    resume_from = check_run_dir(opts, cfg, info.rank)
     init_distributed(info)
-    return _train(opts, cfg, info, shards)
+    return _train(opts, cfg, info, shards, ds_config, resume_from)
 
 
-def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
+def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, resume_from: Path | None) -> dict:
     from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
     from svdcli.train.encoders import build_encoders
-    from svdcli.train.engine import build_engine, load_ds_config, zero_stage
+    from svdcli.train.engine import build_engine, zero_stage
     from svdcli.train.model import build_denoiser, trainable_summary, unet_config
     from svdcli.train.runlog import RunLogger
 
-    prepare_run_dir(opts, cfg, info.is_main)
+    if info.is_main:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
     encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
     if cfg.data.latents:
         check_latents(shards.good, encoders.vae)
     denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
-    ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
     engine, _, scheduler = build_engine(denoiser, cfg, ds_config)
     zero3 = zero_stage(ds_config) == 3
     ema = EMA(engine.module, cfg.ema.decay, zero3=zero3) if cfg.ema.enabled else None
     start, data_state = 0, DataState()
     if opts.resume:
-        state = ckpt.load(engine, ema, opts.out, info.rank)
+        state = ckpt.load(engine, ema, resume_from, info.rank)
         start, data_state = state["step"], DataState(**state["data"])
         _set_lr(scheduler, cfg)
     stream = TrainStream(shards.good, cfg, info.rank, info.world_size, data_state)
@@ -159,7 +162,7 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards) -> dict:
         raise NonFiniteLoss(f"{exc}. Last good checkpoint: {where}", exc.step) from None
     finally:
         logger.close()
-    return _finish(engine, ema, cfg, opts, info, shards, zero3)
+    return _finish(engine, ema, cfg, opts, info, shards, zero3, stream.state.skipped_samples)
 
 
 def _set_lr(scheduler, cfg: TrainConfig) -> None:
@@ -193,6 +196,7 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
         if done % cfg.log_every == 0 or done == cfg.steps:
             record = meter.summary()
             record["loss"] = _mean_over_ranks(record["loss"], info)
+            record["skipped_samples"] = int(_sum_over_ranks(stream.state.skipped_samples, info))
             record["lr"] = scheduler.get_last_lr()[0]
             logger.log(done, record)
             meter.reset()
@@ -238,12 +242,16 @@ def _nan_guard(loss: torch.Tensor, sigma: torch.Tensor, step: int, info) -> None
             "checkpoint with --resume, e.g. with a lower optim.lr or optim.grad_clip", step + 1)
 
 
-def _mean_over_ranks(value: float, info) -> float:
+def _sum_over_ranks(value: float, info) -> float:
     if info.world_size == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     torch.distributed.all_reduce(t)
-    return float(t) / info.world_size
+    return float(t)
+
+
+def _mean_over_ranks(value: float, info) -> float:
+    return _sum_over_ranks(value, info) / info.world_size
 
 
 def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
@@ -256,12 +264,13 @@ def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
     return h.hexdigest()
 
 
-def _finish(engine, ema, cfg, opts, info, shards, zero3) -> dict:
+def _finish(engine, ema, cfg, opts, info, shards, zero3, skipped_samples: int) -> dict:
     digest = weights_digest(engine, cfg, zero3)
+    skipped_samples = int(_sum_over_ranks(skipped_samples, info))
     digests = [None] * info.world_size
     torch.distributed.all_gather_object(digests, digest)
     summary = {"steps": cfg.steps, "stage": cfg.stage, "world_size": info.world_size,
-               "skipped_shards": len(shards.skipped), "skipped": shards.skipped,
+               "skipped_shards": len(shards.skipped), "skipped": shards.skipped, "skipped_samples": skipped_samples,
                "rank_weight_digests": digests, "ranks_agree": len(set(digests)) == 1,
                "checkpoint": str(opts.out / "checkpoints" / (ckpt.latest_tag(opts.out / "checkpoints") or ""))}
     if info.is_main:
