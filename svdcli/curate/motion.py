@@ -48,6 +48,8 @@ from svdcli.video.sparse import read_gray_at
 ANALYSIS_LONG_SIDE = 256
 SAMPLE_INTERVAL = 0.5  # seconds between sample pairs (2 fps)
 PAIR_GAP = 1 / 15  # seconds between the two frames of a pair; flow is expressed per PAIR_GAP
+# the unit of motion_score, as the module docstring defines it; other modules refer to this one
+MOTION_UNITS = "analysis pixels per 1/15 s; analysis size = long side 256 px"
 
 
 @dataclass(frozen=True)
