@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.clips import NEEDS, ClipStage, run_clip_stage
 from svdcli.curate.stage import RunResult
 from svdcli.video.sparse import read_gray_at
 
@@ -137,6 +137,7 @@ class MotionStage(ClipStage):
 
     name = "motion"
     columns = ("clip_id", "motion_score", "motion_pairs", "motion_pair_scores", "motion_error")
+    needs = NEEDS + ("fps",)  # the pairs are placed on the frame grid
 
     def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
         self.cfg = cfg

@@ -43,9 +43,21 @@ def pick_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        index = torch.device(device).index
+    except RuntimeError:
+        raise SvdError(f"--device {device!r} is not a device; use auto, cpu or cuda[:N]") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SvdError(f"--device {device} asked for, but no CUDA GPU is visible (use --device cpu)")
+    if device.startswith("cuda") and index is not None and index >= torch.cuda.device_count():
+        raise SvdError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return device
+
+
+def check_device(device: str) -> None:
+    """Refuse a bad --device in the parent, before any worker starts (torch is imported only to check one)."""
+    if device not in ("auto", "cpu"):
+        pick_device(device)
 
 
 # --- text detectors ---------------------------------------------------------------------------
