@@ -7,7 +7,8 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from svdcli.curate.stage import TASK_COLUMN, PartStore
+from svdcli.curate.stage import TASK_COLUMN, PartStore, Stage, Task, parts_folder, run_stage
+from svdcli.errors import SvdError
 
 COLUMNS = ("clip_id", "motion_score", "motion_error")
 PARTS_PER_WRITER = 60
@@ -25,12 +26,12 @@ def write_parts(folder: str, rank: int, tag: str, start) -> None:
         store.write(rows_of(f"{tag}{i}", float(i)))
 
 
-@pytest.mark.parametrize("ranks", [(0, 1), (0, 0)], ids=["two-ranks", "same-rank-twice"])
-def test_two_processes_writing_one_folder_lose_and_duplicate_nothing(tmp_path, ranks):
+def test_two_processes_writing_one_folder_lose_and_duplicate_nothing(tmp_path):
+    """Both writers say rank 0 (a rank started twice): the harder case, as the rank alone cannot
+    keep their names apart; two ranks sharing the folder is the common one."""
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(2)
-    writers = [context.Process(target=write_parts, args=(str(tmp_path), rank, tag, start))
-               for rank, tag in zip(ranks, "ab")]
+    writers = [context.Process(target=write_parts, args=(str(tmp_path), 0, tag, start)) for tag in "ab"]
     for w in writers:
         w.start()
     for w in writers:
@@ -64,3 +65,24 @@ def test_parts_of_the_numbered_layout_resume_and_count_as_older(tmp_path):
     store.write(rows_of("old", 5.0))  # rewritten by the new layout: the new rows win
     assert {r["motion_score"] for r in store.read_all().to_pylist()} == {5.0}
     assert pq.read_table(tmp_path / "part-000000.parquet").num_rows == 2  # nothing rewritten in place
+
+
+class RefusingSetup(Stage):
+    """A stage whose model cannot be loaded: setup() raises the user's error."""
+
+    name = "refusing"
+    columns = ("clip_id", "motion_error")
+
+    def setup(self) -> None:
+        raise SvdError("cannot load /models/x.pt into open_clip tiny: size mismatch")
+
+    def process(self, payload):
+        return [{"clip_id": payload}]
+
+
+def test_a_setup_error_in_worker_processes_reaches_the_user_as_is(tmp_path):
+    tasks = [Task(str(k), str(k)) for k in range(4)]
+    with pytest.raises(SvdError, match="cannot load /models/x.pt"):
+        run_stage(RefusingSetup(), tasks, tmp_path / "out.parquet", workers=2, progress=False)
+    folder = parts_folder(tmp_path / "out.parquet", RefusingSetup())
+    assert PartStore(folder, RefusingSetup.columns).done_keys() == set()

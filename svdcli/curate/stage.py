@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svdcli.errors import SvdError
 from svdcli.manifest.io import write_parquet_atomic
 from svdcli.manifest.schema import schema_for
 
@@ -95,15 +96,19 @@ class RunResult:
 
 # --- worker side -------------------------------------------------------------------------
 _WORKER_STAGE: Stage | None = None
+_WORKER_SETUP_ERROR: SvdError | None = None
 
 
 def _init_worker(stage: Stage, threads: int) -> None:
     """Runs first in each (spawned) worker: thread limits before any library starts its pool."""
-    global _WORKER_STAGE
+    global _WORKER_STAGE, _WORKER_SETUP_ERROR
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     _limit_threads(threads)
-    stage.setup()
+    try:
+        stage.setup()
+    except SvdError as exc:  # e.g. weights that do not fit the model: the parent reports it as is
+        _WORKER_SETUP_ERROR = exc
     _WORKER_STAGE = stage
 
 
@@ -134,6 +139,8 @@ def _run_task(stage: Stage | None, task: Task) -> tuple[str, list[dict]]:
 
 
 def _run_task_in_worker(task: Task) -> tuple[str, list[dict]]:
+    if _WORKER_SETUP_ERROR is not None:  # raised again in the parent by the task's future
+        raise _WORKER_SETUP_ERROR
     return _run_task(None, task)
 
 
