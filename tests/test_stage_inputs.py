@@ -2,6 +2,8 @@
 work with one line naming the file and what is wrong, exit code 2 and no traceback."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -78,11 +80,11 @@ BAD_MANIFESTS = [
     ("foreign-parquet", lambda p: write_raw(good_table(), p, version=None), "no svdcli manifest version"),
     ("newer-version", lambda p: write_raw(good_table(), p, version=b"99"), "manifest version 99"),
     ("no-video_path", lambda p: write_manifest(good_table().drop_columns(["video_path"]), p),
-     "has no column video_path"),
+     "lacks column(s) video_path"),
     ("no-start_time", lambda p: write_manifest(good_table().drop_columns(["start_time"]), p),
-     "has no column start_time"),
+     "lacks column(s) start_time"),
     ("no-columns-at-all", lambda p: write_manifest(good_table().select(["clip_id"]), p),
-     "has no column video_path, start_time, end_time, width, height"),
+     "lacks column(s) video_path, start_time, end_time, width, height"),
     ("start_time-as-text", lambda p: write_raw(good_table().set_column(
         3, "start_time", pa.array(["0", "0.5", "1"])), p), "column start_time is string"),
     ("damaged-body", damaged_body, "cannot be read"),
@@ -114,7 +116,7 @@ def test_bad_manifest_is_refused_naming_the_file(stage, case, make, says, stage_
 
 def test_missing_columns_name_the_stage_that_reads_them(stage_args, tmp_path):
     manifest = write_manifest(good_table().drop_columns(["fps"]), tmp_path / "clips.parquet")
-    refused(["curate", "motion", "-m", str(manifest), "--no-progress"], "has no column fps", "svd curate motion")
+    refused(["curate", "motion", "-m", str(manifest), "--no-progress"], "lacks column(s) fps", "svd curate motion")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -150,3 +152,67 @@ def test_a_manifest_without_clips_gives_a_manifest_with_the_stage_columns(stage,
     assert result.exit_code == 0, result.output
     written = read_manifest(out)
     assert written.num_rows == 0 and set(columns) <= set(written.column_names)
+
+
+def half_of(source):
+    return lambda p: with_bytes(p, source.read_bytes()[: source.stat().st_size // 2])
+
+
+def truncated_safetensors(path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(256)}, str(path))
+    return with_bytes(path, path.read_bytes()[:-100])
+
+
+# (case, file name, how to make the --pretrained file from the stage's good one, what the error says)
+BAD_PRETRAINED = [
+    ("empty", "w.pt", lambda good: lambda p: with_bytes(p, b""), "cannot be read as open_clip weights"),
+    ("truncated", "w.pt", half_of, "cannot be read as open_clip weights"),
+    ("a-json-file", "w.json", lambda good: lambda p: with_bytes(p, b'{"embed_dim": 64}'),
+     "cannot be read as open_clip weights"),
+    ("truncated-safetensors", "w.safetensors", lambda good: truncated_safetensors, "SafetensorError"),
+    ("random-bytes-in-a-zip", "w.pt", lambda good: zip_of_garbage, "cannot load"),
+]
+
+
+def zip_of_garbage(path):
+    """A well-formed zip that is no torch checkpoint: passes the cheap check, fails the load, by name."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w/data.pkl", b"\x00" * 64)
+    return path
+
+
+@pytest.mark.parametrize("case, name, make, says", BAD_PRETRAINED, ids=[c[0] for c in BAD_PRETRAINED])
+@pytest.mark.parametrize("stage", ["caption", "clip"])
+def test_a_bad_pretrained_file_is_refused_naming_it(stage, case, name, make, says, stage_args, tmp_path):
+    args = list(stage_args[stage])
+    where = args.index("--pretrained") + 1
+    bad = make(Path(args[where]))(tmp_path / name)
+    args[where] = str(bad)
+    manifest = write_manifest(good_table(), tmp_path / "clips.parquet")
+    refused(["curate", stage, "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args],
+            str(bad), says)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_weights_of_another_model_are_refused_naming_the_file_and_model(stage_args, tmp_path):
+    args = list(stage_args["clip"])
+    coca = stage_args["caption"][stage_args["caption"].index("--pretrained") + 1]
+    args[args.index("--pretrained") + 1] = coca
+    manifest = write_manifest(good_table(), tmp_path / "clips.parquet")
+    refused(["curate", "clip", "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args],
+            f"cannot load {coca} into open_clip tiny-clip", "state_dict")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file"], ids=["empty", "text"])
+def test_a_bad_aesthetic_head_is_refused_naming_it(content, stage_args, tmp_path):
+    args = list(stage_args["clip"])
+    head = with_bytes(tmp_path / "head.pth", content)
+    args[args.index("--aesthetic") + 1] = str(head)
+    manifest = write_manifest(good_table(), tmp_path / "clips.parquet")
+    refused(["curate", "clip", "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args],
+            f"cannot read aesthetic head {head}")

@@ -45,8 +45,12 @@ def load_open_clip(weights: OpenClipWeights, model: str, device: str):
         net = open_clip.create_model(name, pretrained=weights.checkpoint, device=device,
                                      force_quick_gelu=weights.quick_gelu,
                                      force_preprocess_cfg=weights.preprocess or None)
-    except RuntimeError as exc:  # a checkpoint for another architecture fails the strict load
-        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {str(exc)[:300]}") from exc
+    except SvdError:
+        raise
+    except Exception as exc:  # another architecture fails the strict load; a damaged file fails to unpickle
+        detail = " ".join(str(exc).split())[:300]  # one line: a strict load lists keys over many
+        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {type(exc).__name__}: "
+                       f"{detail}") from exc
     return net.eval()
 
 

@@ -3,7 +3,8 @@
 Used by motion, text, clip and caption. A task is the ok clips of one video (at most
 `clips_per_task`), so a worker opens each video once and can batch its clips. The stage's
 `process(payload)` gets `{"video_path": str, "clips": [row dicts]}` and returns one dict per
-clip with `clip_id` and the stage's columns.
+clip with `clip_id` and the stage's columns. Before any work, `check_inputs` refuses a manifest
+without the columns the stage reads (`ClipStage.needs`).
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def check_inputs(stage: ClipStage | type[ClipStage], manifest_path: Path, out_pa
     schema = _schema(manifest_path)
     missing = [c for c in stage.needs if c not in schema.names]
     if missing:
-        raise ManifestError(f"{manifest_path} has no column {', '.join(missing)}, which `svd curate {stage.name}` "
+        raise ManifestError(f"{manifest_path} lacks column(s) {', '.join(missing)}, which `svd curate {stage.name}` "
                             f"reads (a manifest from `svd curate cuts` has them)")
     for name in stage.needs:
         have, want = schema.field(name).type, COLUMNS[name].type

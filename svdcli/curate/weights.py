@@ -137,6 +137,7 @@ def open_clip_weights(model: str, pretrained: str) -> OpenClipWeights:
                        f"(or pass a model-config .json file)")
     if Path(pretrained).expanduser().is_file():
         path = Path(pretrained).expanduser()
+        check_checkpoint(path)
         return OpenClipWeights(str(path), f"{name}:{path.name}")
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
     if not cfg:
@@ -146,6 +147,36 @@ def open_clip_weights(model: str, pretrained: str) -> OpenClipWeights:
     preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     checkpoint = _hub_checkpoint(cfg, name, pretrained) if cfg.get("hf_hub") else _url_checkpoint(cfg, name, pretrained)
     return OpenClipWeights(checkpoint, f"{name}:{pretrained}", bool(cfg.get("quick_gelu")), preprocess)
+
+
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # how a pre-zip torch.save file starts
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse, before any work, a --pretrained file that is empty, truncated or no checkpoint at all.
+
+    Cheap: a .safetensors header, the directory at the end of a torch zip file, or the legacy
+    torch prefix; a file that passes can still fail to load, and then says so by name.
+    """
+    import zipfile
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt"):
+                return
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+            return
+        with open(path, "rb") as f:
+            if f.read(len(TORCH_LEGACY_MAGIC)) == TORCH_LEGACY_MAGIC:
+                return
+        reason = "neither a torch checkpoint (.pt, .bin) nor .safetensors, or it is truncated"
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means the same to the user
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    raise SvdError(f"--pretrained {path} cannot be read as open_clip weights: {reason}")
 
 
 def _hub_checkpoint(cfg: dict, name: str, tag: str) -> str:
