@@ -119,6 +119,18 @@ def test_missing_columns_name_the_stage_that_reads_them(stage_args, tmp_path):
     refused(["curate", "motion", "-m", str(manifest), "--no-progress"], "lacks column(s) fps", "svd curate motion")
 
 
+@pytest.mark.parametrize("stage, column, values", [
+    ("motion", "status", [1, 1, 1]),
+    ("clip", "caption", [1.0, 2.0, None]),
+])
+def test_an_optional_column_of_the_wrong_type_is_refused(stage, column, values, stage_args, tmp_path):
+    table = good_table()
+    table = table.drop_columns([column]) if column in table.column_names else table
+    manifest = write_raw(table.append_column(column, pa.array(values)), tmp_path / "clips.parquet")
+    refused(["curate", stage, "-m", str(manifest), "--no-progress", *stage_args[stage]], str(manifest),
+            f"column {column} is")
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_an_output_that_is_a_folder_is_refused_before_work(stage, stage_args, tmp_path):
     manifest = write_manifest(good_table(), tmp_path / "clips.parquet")

@@ -141,6 +141,7 @@ class ClipConfig:
 class ClipEmbedStage(ClipStage):
     name = "clip"
     columns = ("clip_id", "aesthetic_score", "clip_score", "clip_model", "clip_error")
+    reads_if_present = ("status", "caption")
 
     def __init__(self, config: ClipConfig, captions: dict[str, str] | None = None):
         self.config = config

@@ -30,6 +30,7 @@ class ClipStage(Stage):
 
     unit = "videos"
     needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
+    reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
 
     def error_rows(self, payload: dict, message: str) -> list[dict]:
         return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]
@@ -96,7 +97,7 @@ def check_inputs(stage: ClipStage | type[ClipStage], manifest_path: Path, out_pa
     if missing:
         raise ManifestError(f"{manifest_path} lacks column(s) {', '.join(missing)}, which `svd curate {stage.name}` "
                             f"reads (a manifest from `svd curate cuts` has them)")
-    for name in stage.needs:
+    for name in [*stage.needs, *(c for c in stage.reads_if_present if c in schema.names)]:
         have, want = schema.field(name).type, COLUMNS[name].type
         if _kind(have) != _kind(want):
             raise ManifestError(f"{manifest_path}: column {name} is {have}, `svd curate {stage.name}` needs {want}")
