@@ -79,7 +79,8 @@ def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None 
     try:
         manifest = read_manifest(manifest_path)
     except (pa.ArrowException, OSError) as exc:  # a damaged body behind a readable footer
-        raise ManifestError(f"{manifest_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ManifestError(f"{manifest_path} cannot be read: {first}") from exc
     tasks = clip_tasks(manifest, clips_per_task)
     result = run_stage(stage, tasks, out_path, **run_kwargs)
     if not result.complete:
