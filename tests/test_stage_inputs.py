@@ -211,6 +211,26 @@ def test_a_bad_pretrained_file_is_refused_naming_it(stage, case, name, make, say
     assert not (tmp_path / "o.parquet").exists()
 
 
+@pytest.mark.parametrize("content, says", [
+    ('{"embed_dim": 64,', "is not valid JSON"),
+    ("[1, 2]", "is not an open_clip model config: no embed_dim, vision_cfg, text_cfg"),
+    ('{"embed_dim": 64, "vision_cfg": {}}', "is not an open_clip model config: no text_cfg"),
+], ids=["truncated-json", "a-list", "no-text_cfg"])
+@pytest.mark.parametrize("stage", ["caption", "clip"])
+def test_a_bad_model_config_is_refused_and_does_not_break_later_runs(stage, content, says, stage_args, tmp_path):
+    args = list(stage_args[stage])
+    config = with_bytes(tmp_path / "bad-model.json", content.encode())
+    good = args[args.index("--model") + 1]
+    args[args.index("--model") + 1] = str(config)
+    manifest = write_manifest(good_table(0), tmp_path / "clips.parquet")
+    refused(["curate", stage, "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args],
+            f"--model {config}", says)
+    args[args.index("--model") + 1] = good  # open_clip rescans every config it was given: still fine
+    result = CliRunner().invoke(app, ["curate", stage, "-m", str(manifest), "-o", str(tmp_path / "o.parquet"),
+                                      "--no-progress", *args])
+    assert result.exit_code == 0, result.output
+
+
 def test_weights_of_another_model_are_refused_naming_the_file_and_model(stage_args, tmp_path):
     args = list(stage_args["clip"])
     coca = stage_args["caption"][stage_args["caption"].index("--pretrained") + 1]

@@ -117,11 +117,27 @@ class OpenClipWeights:
     preprocess: dict = field(default_factory=dict)
 
 
+MODEL_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what open_clip needs to register a config
+
+
 def register_model_config(model: str) -> str:
-    """Accept an open_clip model name or a path to a model-config JSON (registered under its stem)."""
+    """Accept an open_clip model name or a path to a model-config JSON (registered under its stem).
+
+    The file is checked first: open_clip rereads every registered file on each registration, so
+    one broken file would break every later one.
+    """
     if model.endswith(".json") and Path(model).is_file():
+        import json
+
         import open_clip
 
+        try:
+            cfg = json.loads(Path(model).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SvdError(f"--model {model} is not valid JSON: {exc}") from None
+        missing = [k for k in MODEL_CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
+        if missing:
+            raise SvdError(f"--model {model} is not an open_clip model config: no {', '.join(missing)}")
         open_clip.add_model_config(Path(model))
         return Path(model).stem
     return model
