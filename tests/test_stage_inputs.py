@@ -248,3 +248,32 @@ def test_a_bad_aesthetic_head_is_refused_naming_it(content, stage_args, tmp_path
     manifest = write_manifest(good_table(), tmp_path / "clips.parquet")
     refused(["curate", "clip", "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args],
             f"cannot read aesthetic head {head}")
+
+
+# (stage, settings that replace or add to the working ones, what the error says)
+BAD_SETTINGS = [
+    ("text", ["--frames", "0fps"], "--frames must be 'fml'"),
+    ("text", ["--detector", "tesseract"], "--detector must be one of auto, craft, dbnet"),
+    ("caption", ["--generation", "greedy"], "--generation must be one of"),
+    ("caption", ["--num-beams", "4", "--num-beam-groups", "3"], "multiple of --num-beam-groups"),
+    ("caption", ["--seq-len", "5", "--min-seq-len", "5"], "must be larger than --min-seq-len"),
+    ("caption", ["--pretrained", "{tmp}"], "is neither a file nor a known tag"),
+    ("clip", ["--model", "ViT-Nope-14"], "unknown open_clip model 'ViT-Nope-14'"),
+    ("clip", ["--pretrained", "{tmp}"], "is neither a file nor a known tag"),
+    ("clip", ["--aesthetic", "{tmp}"], "is not a file, an hf-hub: name or one of laion-mlp"),
+]
+
+
+@pytest.mark.parametrize("stage, settings, says", BAD_SETTINGS,
+                         ids=[f"{s}{'-'.join(a[::2])}" for s, a, _ in BAD_SETTINGS])
+def test_a_bad_setting_is_refused_before_work(stage, settings, says, stage_args, tmp_path):
+    args = list(stage_args[stage])
+    for flag, value in zip(settings[::2], settings[1::2]):
+        value = value.format(tmp=tmp_path)  # a folder where a file is wanted
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    manifest = write_manifest(good_table(), tmp_path / "clips.parquet")
+    refused(["curate", stage, "-m", str(manifest), "-o", str(tmp_path / "o.parquet"), "--no-progress", *args], says)
+    assert not list(tmp_path.glob("*.parts"))
