@@ -11,10 +11,12 @@ open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
+from svdcli.curate.clip import clip_read_size  # noqa: E402
 from svdcli.demo.tiny_models import TINY_COCA  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
 from svdcli.video.probe import video_id  # noqa: E402
+from svdcli.video.seek import read_frames_at  # noqa: E402
 from svdcli.video.synth import Shot, write_video  # noqa: E402
 
 FPS = 12.0
@@ -45,7 +47,8 @@ def tiny(tmp_path_factory):
 def manifest(tmp_path_factory):
     d = tmp_path_factory.mktemp("caption_videos")
     video = d / "v.mp4"
-    write_video(video, [Shot(12, seed=s) for s in range(4)], size=(96, 64), fps=FPS)
+    # moving shots: a clip's middle frame is not its first
+    write_video(video, [Shot(12, seed=s, speed=(3.0, 2.0)) for s in range(4)], size=(96, 64), fps=FPS)
     vid = video_id(video)
     rows = [dict(clip_id=f"{vid}_{a}_{a + 12}", video_id=vid, video_path=str(video), start_time=a / FPS,
                  end_time=(a + 12) / FPS, start_frame=a, end_frame=a + 12, num_frames=12, fps=FPS, width=96,
@@ -77,11 +80,36 @@ def test_greedy_captions_repeat_and_do_not_depend_on_batching(tiny, manifest, tm
     assert len(set(ca[:4])) > 1  # different frames, different captions
 
 
-def test_beam_search_runs_with_the_pinned_transformers(tiny, manifest, tmp_path):
-    _, out = run_caption(manifest, tmp_path / "beam.parquet", progress=False, generation="beam_search",
-                         num_beams=2, num_beam_groups=1, seq_len=7, min_seq_len=2, **tiny)
-    captions = read_manifest(out).column("caption").to_pylist()[:4]
-    assert all(isinstance(c, str) for c in captions)
+BEAM = {"generation": "beam_search", "num_beams": 2, "num_beam_groups": 1, "seq_len": 7, "min_seq_len": 2}
+
+
+def direct_captions(tiny, rows, settings):
+    """open_clip's CoCa `generate` called directly on each clip's middle frame, decoded to text."""
+    net = open_clip.create_model("tiny-coca", pretrained=tiny["pretrained"]).eval()
+    cfg = net.visual.preprocess_cfg
+    side = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    out = []
+    for row in rows:
+        size = clip_read_size(row["width"], row["height"], side)
+        frame = read_frames_at(row["video_path"], [(row["start_time"] + row["end_time"]) / 2], size=size)
+        top, left = (frame.shape[1] - side) // 2, (frame.shape[2] - side) // 2  # centre crop
+        x = torch.from_numpy(frame[:, top:top + side, left:left + side].copy()).permute(0, 3, 1, 2).float() / 255
+        x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        kw = {k: v for k, v in settings.items() if k != "generation"}
+        with torch.no_grad():
+            tokens = net.generate(x, generation_type=settings["generation"], **kw)[0]
+        text = open_clip.decode(tokens).split("<end_of_text>")[0].replace("<start_of_text>", "")
+        out.append(" ".join(text.split()).removesuffix(" ."))
+    return out
+
+
+@pytest.mark.parametrize("settings", [BEAM, GREEDY], ids=["beam_search", "greedy"])
+def test_captions_are_what_the_model_generates_for_each_clips_middle_frame(tiny, manifest, tmp_path, settings):
+    _, out = run_caption(manifest, tmp_path / "out.parquet", progress=False, batch_size=4, **tiny, **settings)
+    rows = read_manifest(out).to_pylist()[:4]
+    expected = direct_captions(tiny, rows, settings)
+    assert [r["caption"] for r in rows] == expected
+    assert len(set(expected)) > 1  # the model tells these frames apart, so a wrong frame would show
 
 
 def test_bad_settings_and_missing_weights_are_clear(tiny, manifest, tmp_path, monkeypatch):

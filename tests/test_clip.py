@@ -13,14 +13,17 @@ open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
-from svdcli.curate.clip import embeddings_path, run_clip  # noqa: E402
+from svdcli.curate.clip import clip_read_size, embeddings_path, run_clip  # noqa: E402
+from svdcli.curate.text import frame_times  # noqa: E402
 from svdcli.demo.tiny_models import TINY_CLIP  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
 from svdcli.video.probe import video_id  # noqa: E402
+from svdcli.video.seek import read_frames_at  # noqa: E402
 from svdcli.video.synth import Shot, write_video  # noqa: E402
 
 FPS = 12.0
+CAPTIONS = ["a red car on a road", "two dogs playing on a beach"]  # one per video, on its first clip
 COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
            "num_frames", "fps", "width", "height", "status", "caption"]
 
@@ -51,8 +54,10 @@ def manifest(tmp_path_factory):
     rows = []
     for k in range(2):
         video = d / f"v{k}.mp4"
-        write_video(video, [Shot(12, seed=k), Shot(12, seed=k + 5, speed=(1.0, 0.0))], size=(96, 64), fps=FPS)
-        rows += rows_for(video, [(0, 12), (12, 24)], ["a red car on a road", None])
+        # both shots move, so a clip's first, middle and last frames differ
+        write_video(video, [Shot(12, seed=k, speed=(0.0, 1.5)), Shot(12, seed=k + 5, speed=(1.0, 0.0))],
+                    size=(96, 64), fps=FPS)
+        rows += rows_for(video, [(0, 12), (12, 24)], [CAPTIONS[k], None])
     return write_manifest(table_from_rows(rows, COLUMNS), d / "clips.parquet")
 
 
@@ -64,32 +69,72 @@ def test_laion_heads_load_from_their_file_layout(tmp_path):
     torch.save(laion_linear(512).state_dict(), tmp_path / "linear.pth")
     e = torch.randn(5, 768)
     loaded = load_aesthetic(tmp_path / "mlp.pth")
-    assert torch.allclose(aesthetic(e, loaded), aesthetic(e, mlp.eval()))
-    assert torch.allclose(aesthetic(3 * e, loaded), aesthetic(e, loaded), atol=1e-6)  # on normalised embeddings
-    assert aesthetic(torch.randn(2, 512), load_aesthetic(tmp_path / "linear.pth")).shape == (2,)
+    expect = mlp_head_formula(tmp_path / "mlp.pth", e.numpy())  # on normalised embeddings
+    assert np.allclose(aesthetic(e, loaded).numpy(), expect, atol=1e-5)
+    assert np.allclose(aesthetic(3 * e, loaded).numpy(), expect, atol=1e-5)
+    state = torch.load(tmp_path / "linear.pth", weights_only=True)
+    e = torch.randn(2, 512)
+    unit = (e / e.norm(dim=1, keepdim=True)).numpy()
+    linear = unit @ state["weight"].numpy()[0] + state["bias"].numpy()[0]  # w . e/|e| + b
+    assert np.allclose(aesthetic(e, load_aesthetic(tmp_path / "linear.pth")).numpy(), linear, atol=1e-6)
     torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(SvdError, match="not a LAION aesthetic head"):
         load_aesthetic(tmp_path / "other.pth")
+
+
+def direct_embeddings(tiny, row):
+    """The tiny model's own towers called directly on the clip's first, middle and last frame:
+    (3, D) unit image embeddings, (2, D) unit embeddings of CAPTIONS, and the frame times."""
+    net = open_clip.create_model("tiny-clip", pretrained=tiny["pretrained"]).eval()
+    cfg = net.visual.preprocess_cfg
+    side = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    times = frame_times(row, "fml")
+    frames = read_frames_at(row["video_path"], times, size=clip_read_size(row["width"], row["height"], side))
+    top, left = (frames.shape[1] - side) // 2, (frames.shape[2] - side) // 2  # centre crop, as open_clip's
+    x = torch.from_numpy(frames[:, top:top + side, left:left + side].copy()).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image = net.encode_image(x)
+        text = net.encode_text(open_clip.get_tokenizer("tiny-clip")(CAPTIONS))
+    unit = lambda v: (v / v.norm(dim=-1, keepdim=True)).numpy()  # noqa: E731
+    return unit(image), unit(text), times
+
+
+def mlp_head_formula(head_file, e):
+    """The LAION MLP by hand: five affine maps (dropout is off at inference), on unit embeddings."""
+    state = torch.load(head_file, weights_only=True)
+    h = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    for k in (0, 2, 4, 6, 7):
+        h = h @ state[f"layers.{k}.weight"].numpy().T + state[f"layers.{k}.bias"].numpy()
+    return h[..., 0]
 
 
 def test_stage_writes_scores_and_one_embedding_per_clip_frame(tiny, manifest, tmp_path):
     result, out = run_clip(manifest, tmp_path / "out.parquet", progress=False, **tiny)
     table = read_manifest(out).to_pylist()
     assert result.errors == 0 and all(r["clip_model"] == "tiny-clip:tiny-clip.pt" for r in table)
-    assert all(r["aesthetic_score"] is not None for r in table)
     assert [r["clip_score"] is not None for r in table] == [True, False, True, False]  # only captioned clips
     side = pq.read_table(embeddings_path(out))
     assert embeddings_path(out).name == "out.clip_embeddings.parquet"
     assert side.num_rows == 3 * len(table)
-    assert sorted(set(side.column("clip_id").to_pylist())) == sorted(r["clip_id"] for r in table)
-    emb = np.stack(side.column("embedding").to_numpy(zero_copy_only=False))
-    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
-    # the stored embeddings reproduce the stored scores
-    head = load_aesthetic(tiny["aesthetic"])
-    first = [i for i, c in enumerate(side.column("clip_id").to_pylist()) if c == table[0]["clip_id"]]
-    expect = aesthetic(torch.from_numpy(emb[first]), head).mean().item()
-    assert table[0]["aesthetic_score"] == pytest.approx(expect, abs=1e-4)
     assert not (tmp_path / "out.parquet.parts").exists()
+    stored = {}
+    for r in side.to_pylist():
+        stored.setdefault(r["clip_id"], []).append((r["frame"], r["time"], np.asarray(r["embedding"])))
+    for row in table:
+        image, text, times = direct_embeddings(tiny, row)
+        frames = stored[row["clip_id"]]
+        assert [(f, t) for f, t, _ in frames] == list(zip(["first", "middle", "last"], times))
+        assert np.allclose(np.stack([e for _, _, e in frames]), image, atol=1e-5)
+        # aesthetic: the head's formula on each frame's embedding, mean over the three frames
+        assert row["aesthetic_score"] == pytest.approx(mlp_head_formula(tiny["aesthetic"], image).mean(), abs=1e-5)
+        if row["caption"] is not None:
+            # clip_score: mean over frames of the cosine with the clip's own caption, not another's
+            own = image @ text[CAPTIONS.index(row["caption"])]
+            other = image @ text[1 - CAPTIONS.index(row["caption"])]
+            assert row["clip_score"] == pytest.approx(own.mean(), abs=1e-5)
+            assert abs(own.mean() - other.mean()) > 10 * 1e-5  # the tolerance tells the captions apart
+            assert np.ptp(own) > 10 * 1e-5  # and the frames: a mean over the wrong frames would fail
 
 
 def test_scores_do_not_depend_on_batch_size_and_repeat_exactly(tiny, manifest, tmp_path):

@@ -209,3 +209,15 @@ def test_dropped_frames_do_not_change_the_score(tmp_path):
     cfr, vfr = read_manifest(manifest).column("motion_score").to_pylist()
     assert cfr == pytest.approx(expected(2.0, 160), rel=0.1)
     assert vfr == pytest.approx(cfr, rel=0.1)
+
+
+def test_motion_units_are_defined_once_and_referenced_elsewhere():
+    from svdcli.curate.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
+    from svdcli.manifest.schema import COLUMNS
+    from svdcli.shards import conditioning
+
+    assert f"long side {ANALYSIS_LONG_SIDE} px" in MOTION_UNITS and "1/15 s" in MOTION_UNITS
+    assert MOTION_UNITS in COLUMNS["motion_score"].doc  # the manifest column says the same
+    # the conditioning docs point at the stage's definition instead of restating another one
+    assert "MOTION_UNITS" in conditioning.__doc__
+    assert "1/30" not in conditioning.__doc__ and "512" not in conditioning.__doc__

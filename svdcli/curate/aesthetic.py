@@ -69,8 +69,9 @@ def load_aesthetic(path: str | Path):
     """Load an aesthetic head from a file, telling a wrong file apart from a missing one."""
     try:
         state = read_state_dict(path)
-    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: say which
-        raise SvdError(f"cannot read aesthetic head {path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: say which, in one line
+        raise SvdError(f"cannot read aesthetic head {path}: not a whole .pth/.pt/.bin or .safetensors file "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from exc
     return head_from_state_dict(state)
 
 

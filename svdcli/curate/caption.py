@@ -16,7 +16,7 @@ import numpy as np
 from svdcli.curate.clip import autocast, clip_read_size, load_open_clip, to_model_input
 from svdcli.curate.clips import ClipStage, run_clip_stage
 from svdcli.curate.text import config_from, middle_time, read_clip_frames
-from svdcli.curate.weights import OpenClipWeights, open_clip_weights, pick_device
+from svdcli.curate.weights import OpenClipWeights, check_device, open_clip_weights, pick_device
 from svdcli.errors import SvdError
 
 GENERATION_TYPES = ("beam_search", "top_k", "top_p")
@@ -94,6 +94,7 @@ class CaptionStage(ClipStage):
 
     def __init__(self, config: CaptionConfig):
         config.check()
+        check_device(config.device)
         self.config = config
         self.weights = open_clip_weights(config.model, config.pretrained)  # fail early, in the parent
         self.captioner = None

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.clips import ClipStage, check_inputs, run_clip_stage
 from svdcli.curate.stage import parts_folder
 from svdcli.curate.text import config_from, frame_times, read_clip_frames
-from svdcli.curate.weights import (OpenClipWeights, aesthetic_weights, open_clip_weights, pick_device,
-                                   register_model_config)
+from svdcli.curate.weights import (OpenClipWeights, aesthetic_weights, check_device, open_clip_weights,
+                                   pick_device, register_model_config)
 from svdcli.errors import SvdError
 
 FRAME_NAMES = ("first", "middle", "last")
@@ -45,8 +45,12 @@ def load_open_clip(weights: OpenClipWeights, model: str, device: str):
         net = open_clip.create_model(name, pretrained=weights.checkpoint, device=device,
                                      force_quick_gelu=weights.quick_gelu,
                                      force_preprocess_cfg=weights.preprocess or None)
-    except RuntimeError as exc:  # a checkpoint for another architecture fails the strict load
-        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {str(exc)[:300]}") from exc
+    except SvdError:
+        raise
+    except Exception as exc:  # another architecture fails the strict load; a damaged file fails to unpickle
+        detail = " ".join(str(exc).split())[:300]  # one line: a strict load lists keys over many
+        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {type(exc).__name__}: "
+                       f"{detail}") from exc
     return net.eval()
 
 
@@ -137,9 +141,11 @@ class ClipConfig:
 class ClipEmbedStage(ClipStage):
     name = "clip"
     columns = ("clip_id", "aesthetic_score", "clip_score", "clip_model", "clip_error")
+    reads_if_present = ("status", "caption")
 
     def __init__(self, config: ClipConfig, captions: dict[str, str] | None = None):
         self.config = config
+        check_device(config.device)
         # resolve in the parent so a missing file stops the run before any worker starts
         self.weights = open_clip_weights(config.model, config.pretrained)
         self.head_path = None if config.aesthetic == "none" else aesthetic_weights(config.aesthetic, config.weights_dir)
@@ -287,22 +293,18 @@ def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool =
     Returns run_clip_stage's (RunResult, written path or None); the embeddings side file is
     written next to the output when the run is complete.
     """
-    from svdcli.manifest.io import read_manifest
-
     manifest_path = Path(manifest_path)
-    read_manifest(manifest_path, columns=["clip_id"])  # a clear error for a missing/foreign file
     out = Path(out_path or manifest_path)
+    check_inputs(ClipEmbedStage, manifest_path, out)  # before the captions are read and folders made
     stage = ClipEmbedStage(config_from(ClipConfig, settings, "clip"), read_captions(manifest_path))
     folder = parts_folder(out, stage)
-    stage.embeddings_dir = folder.with_name(folder.name + ".embeddings")
-    stage.embeddings_dir.mkdir(parents=True, exist_ok=True)
+    stage.embeddings_dir = folder.with_name(folder.name + ".embeddings")  # made by the first write
     result, written = run_clip_stage(stage, manifest_path, out, workers=workers, progress=progress,
                                      rank=rank, world_size=world_size, clips_per_task=32,
                                      describe=f"clip ({stage.weights.label})")
     if written is not None:
         merge_embeddings(stage.embeddings_dir, embeddings_path(written), stage.weights.label)
     return result, written
-
 
 
 def summarize(path: Path) -> str:

@@ -3,7 +3,8 @@
 Used by motion, text, clip and caption. A task is the ok clips of one video (at most
 `clips_per_task`), so a worker opens each video once and can batch its clips. The stage's
 `process(payload)` gets `{"video_path": str, "clips": [row dicts]}` and returns one dict per
-clip with `clip_id` and the stage's columns.
+clip with `clip_id` and the stage's columns. Before any work, `check_inputs` refuses a manifest
+without the columns the stage reads (`ClipStage.needs`).
 """
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from svdcli.curate.stage import TASK_COLUMN, RunResult, Stage, Task, clean_parts, run_stage
-from svdcli.manifest.io import manifest_history, read_manifest, write_manifest
+from svdcli.errors import SvdError
+from svdcli.manifest.io import ManifestError, manifest_history, read_manifest, write_manifest
+from svdcli.manifest.schema import COLUMNS
 
 CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
                "num_frames", "fps", "width", "height", "rotation"]
+NEEDS = ("clip_id", "video_path", "start_time", "end_time", "width", "height")
 
 
 class ClipStage(Stage):
     """A stage whose task is a group of clips of one video; errors are per clip."""
 
     unit = "videos"
+    needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
+    reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
 
     def error_rows(self, payload: dict, message: str) -> list[dict]:
         return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]
@@ -68,7 +75,12 @@ def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None 
     """
     manifest_path = Path(manifest_path)
     out_path = Path(out_path or manifest_path)
-    manifest = read_manifest(manifest_path)
+    check_inputs(stage, manifest_path, out_path)
+    try:
+        manifest = read_manifest(manifest_path)
+    except (pa.ArrowException, OSError) as exc:  # a damaged body behind a readable footer
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ManifestError(f"{manifest_path} cannot be read: {first}") from exc
     tasks = clip_tasks(manifest, clips_per_task)
     result = run_stage(stage, tasks, out_path, **run_kwargs)
     if not result.complete:
@@ -76,6 +88,36 @@ def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None 
     write_scored_manifest(stage, manifest, manifest_path, result.tables[0].drop_columns([TASK_COLUMN]), out_path)
     clean_parts(out_path, stage)
     return result, out_path
+
+
+def check_inputs(stage: ClipStage | type[ClipStage], manifest_path: Path, out_path: Path) -> None:
+    """Refuse, before any work, a manifest without the columns `stage` reads (or holding them in
+    another type) and an output path that is a folder; one line naming the file and the fault."""
+    schema = _schema(manifest_path)
+    missing = [c for c in stage.needs if c not in schema.names]
+    if missing:
+        raise ManifestError(f"{manifest_path} lacks column(s) {', '.join(missing)}, which `svd curate {stage.name}` "
+                            f"reads (a manifest from `svd curate cuts` has them)")
+    for name in [*stage.needs, *(c for c in stage.reads_if_present if c in schema.names)]:
+        have, want = schema.field(name).type, COLUMNS[name].type
+        if _kind(have) != _kind(want):
+            raise ManifestError(f"{manifest_path}: column {name} is {have}, `svd curate {stage.name}` needs {want}")
+    if Path(out_path).is_dir():
+        raise SvdError(f"--out {out_path} is a folder; give the path of the manifest to write")
+
+
+def _schema(path: Path) -> pa.Schema:
+    read_manifest(path, columns=[])  # exists, is Parquet, is a manifest this version reads
+    return pq.read_schema(path)
+
+
+def _kind(t: pa.DataType) -> str:
+    """What a stage can use a column as: text, a number (any int or float width), or the type itself."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    return str(t)
 
 
 def write_scored_manifest(stage: ClipStage, manifest: pa.Table, manifest_path: Path, results: pa.Table,

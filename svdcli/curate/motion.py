@@ -41,13 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.clips import NEEDS, ClipStage, run_clip_stage
 from svdcli.curate.stage import RunResult
 from svdcli.video.sparse import read_gray_at
 
 ANALYSIS_LONG_SIDE = 256
 SAMPLE_INTERVAL = 0.5  # seconds between sample pairs (2 fps)
 PAIR_GAP = 1 / 15  # seconds between the two frames of a pair; flow is expressed per PAIR_GAP
+# the unit of motion_score, as the module docstring defines it; other modules refer to this one
+MOTION_UNITS = "analysis pixels per 1/15 s; analysis size = long side 256 px"
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class MotionStage(ClipStage):
 
     name = "motion"
     columns = ("clip_id", "motion_score", "motion_pairs", "motion_pair_scores", "motion_error")
+    needs = NEEDS + ("fps",)  # the pairs are placed on the frame grid
 
     def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
         self.cfg = cfg

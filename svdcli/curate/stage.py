@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import traceback
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svdcli.errors import SvdError
 from svdcli.manifest.io import write_parquet_atomic
 from svdcli.manifest.schema import schema_for
 
@@ -94,15 +96,19 @@ class RunResult:
 
 # --- worker side -------------------------------------------------------------------------
 _WORKER_STAGE: Stage | None = None
+_WORKER_SETUP_ERROR: SvdError | None = None
 
 
 def _init_worker(stage: Stage, threads: int) -> None:
     """Runs first in each (spawned) worker: thread limits before any library starts its pool."""
-    global _WORKER_STAGE
+    global _WORKER_STAGE, _WORKER_SETUP_ERROR
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     _limit_threads(threads)
-    stage.setup()
+    try:
+        stage.setup()
+    except SvdError as exc:  # e.g. weights that do not fit the model: the parent reports it as is
+        _WORKER_SETUP_ERROR = exc
     _WORKER_STAGE = stage
 
 
@@ -133,22 +139,36 @@ def _run_task(stage: Stage | None, task: Task) -> tuple[str, list[dict]]:
 
 
 def _run_task_in_worker(task: Task) -> tuple[str, list[dict]]:
+    if _WORKER_SETUP_ERROR is not None:  # raised again in the parent by the task's future
+        raise _WORKER_SETUP_ERROR
     return _run_task(None, task)
 
 
 # --- parent side -------------------------------------------------------------------------
 class PartStore:
-    """Atomic Parquet part files of one stage run, and the task keys they already cover."""
+    """Atomic Parquet part files of one stage run, and the task keys they already cover.
 
-    def __init__(self, folder: Path, columns: Iterable[str]):
+    Every write gets a new name, `part-<time ns>-r<rank>-<random>.parquet`, written to a temp
+    file and renamed: ranks (or machines) sharing the folder never write onto each other's
+    parts. Names sort in the order they were written (by the clock; one writer's names always
+    increase; parts of the earlier numbered layout, `part-000000.parquet`, sort first), and
+    `read_all` relies on that order to keep the latest rows of a task written twice.
+    """
+
+    def __init__(self, folder: Path, columns: Iterable[str], rank: int = 0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.schema = schema_for(list(columns)).append(pa.field(TASK_COLUMN, pa.string()))
-        self._count = len(list(self.folder.glob("part-*.parquet")))
+        self.rank = rank
+        self._last_ns = 0
+
+    def parts(self) -> list[Path]:
+        """The written parts, oldest first."""
+        return sorted(self.folder.glob("part-*.parquet"))
 
     def done_keys(self) -> set[str]:
         keys: set[str] = set()
-        for part in sorted(self.folder.glob("part-*.parquet")):
+        for part in self.parts():
             keys.update(pq.read_table(part, columns=[TASK_COLUMN]).column(TASK_COLUMN).to_pylist())
         return keys
 
@@ -157,43 +177,28 @@ class PartStore:
             return
         arrays = [pa.array([r.get(f.name) for r in rows], type=f.type) for f in self.schema]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        while (path := self.folder / f"part-{self._count:06d}.parquet").exists():
-            self._count += 1
-        write_parquet_atomic(table, path)
-        self._count += 1
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        name = f"part-{self._last_ns:020d}-r{self.rank:03d}-{uuid.uuid4().hex[:12]}.parquet"
+        write_parquet_atomic(table, self.folder / name)
 
     def read_all(self) -> pa.Table:
-        parts = sorted(self.folder.glob("part-*.parquet"))
-        if not parts:
+        tables = [pq.read_table(p, schema=self.schema) for p in self.parts()]
+        if not tables:
             return self.schema.empty_table()
-        table = pa.concat_tables([pq.read_table(p, schema=self.schema) for p in parts])
-        return _dedupe_tasks(table)
+        part_of_row = [k for k, t in enumerate(tables) for _ in range(t.num_rows)]
+        return _dedupe_tasks(pa.concat_tables(tables), part_of_row)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _dedupe_tasks(table: pa.Table) -> pa.Table:
-    """Keep the rows of the last part that wrote each task (a task is never split over parts)."""
+def _dedupe_tasks(table: pa.Table, part_of_row: list[int]) -> pa.Table:
+    """Keep the rows of the last part that wrote each task (a task is never split over parts);
+    parts are numbered in the order they were written."""
     keys = table.column(TASK_COLUMN).to_pylist()
-    last_part_row: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        last_part_row[k] = i
-    if len(last_part_row) == len(keys):
-        return table
-    # rows of one task are contiguous within a part; keep the final contiguous run of each key
-    keep, i = [], len(keys) - 1
-    seen: set[str] = set()
-    while i >= 0:
-        k = keys[i]
-        j = i
-        while j >= 0 and keys[j] == k:
-            j -= 1
-        if k not in seen:
-            keep.extend(range(j + 1, i + 1))
-            seen.add(k)
-        i = j
-    return table.take(sorted(keep))
+    last_part = dict(zip(keys, part_of_row))  # ascending part numbers: the last one stays
+    keep = [i for i, (k, part) in enumerate(zip(keys, part_of_row)) if last_part[k] == part]
+    return table if len(keep) == len(keys) else table.take(keep)
 
 
 def parts_folder(out: Path, stage: Stage) -> Path:
@@ -210,7 +215,7 @@ def run_stage(stage: Stage, tasks: list[Task], out: Path, *, workers: int = 1, r
     otherwise `tables` is empty and the caller should not merge yet.
     """
     t0 = time.perf_counter()
-    store = PartStore(parts_folder(out, stage), list(stage.columns))
+    store = PartStore(parts_folder(out, stage), list(stage.columns), rank)
     _write_run_info(store.folder, stage)
     done = store.done_keys()
     mine = [t for i, t in enumerate(tasks) if i % world_size == rank and t.key not in done]
@@ -285,8 +290,10 @@ def _run_pool(stage, tasks, workers, threads, collect, on_progress) -> None:
 
 def _write_run_info(folder: Path, stage: Stage) -> None:
     info = folder / "stage.json"
-    if not info.exists():
-        info.write_text(json.dumps({"stage": stage.name, "settings": stage.settings()}, indent=1, default=str))
+    if not info.exists():  # written aside and renamed: ranks starting together each write a whole file
+        tmp = folder / f".stage.json.{uuid.uuid4().hex[:12]}.tmp"
+        tmp.write_text(json.dumps({"stage": stage.name, "settings": stage.settings()}, indent=1, default=str))
+        os.replace(tmp, info)
 
 
 def clean_parts(out: Path, stage: Stage) -> None:

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.curate.weights import craft_weights, dbnet_weights, find_craft, pick_device
+from svdcli.curate.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 from svdcli.errors import SvdError
 
 DETECTORS = ("auto", "craft", "dbnet")
@@ -177,6 +177,7 @@ class TextStage(ClipStage):
 
     def __init__(self, config: TextConfig):
         parse_frames(config.frames)
+        check_device(config.device)
         self.config = config
         self.detector_name = resolve_detector(config.detector, config.model_dir)
         self.detector = None

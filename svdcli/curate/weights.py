@@ -43,9 +43,21 @@ def pick_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        index = torch.device(device).index
+    except RuntimeError:
+        raise SvdError(f"--device {device!r} is not a device; use auto, cpu or cuda[:N]") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SvdError(f"--device {device} asked for, but no CUDA GPU is visible (use --device cpu)")
+    if device.startswith("cuda") and index is not None and index >= torch.cuda.device_count():
+        raise SvdError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return device
+
+
+def check_device(device: str) -> None:
+    """Refuse a bad --device in the parent, before any worker starts (torch is imported only to check one)."""
+    if device not in ("auto", "cpu"):
+        pick_device(device)
 
 
 # --- text detectors ---------------------------------------------------------------------------
@@ -105,11 +117,27 @@ class OpenClipWeights:
     preprocess: dict = field(default_factory=dict)
 
 
+MODEL_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what open_clip needs to register a config
+
+
 def register_model_config(model: str) -> str:
-    """Accept an open_clip model name or a path to a model-config JSON (registered under its stem)."""
+    """Accept an open_clip model name or a path to a model-config JSON (registered under its stem).
+
+    The file is checked first: open_clip rereads every registered file on each registration, so
+    one broken file would break every later one.
+    """
     if model.endswith(".json") and Path(model).is_file():
+        import json
+
         import open_clip
 
+        try:
+            cfg = json.loads(Path(model).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SvdError(f"--model {model} is not valid JSON: {exc}") from None
+        missing = [k for k in MODEL_CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
+        if missing:
+            raise SvdError(f"--model {model} is not an open_clip model config: no {', '.join(missing)}")
         open_clip.add_model_config(Path(model))
         return Path(model).stem
     return model
@@ -125,6 +153,7 @@ def open_clip_weights(model: str, pretrained: str) -> OpenClipWeights:
                        f"(or pass a model-config .json file)")
     if Path(pretrained).expanduser().is_file():
         path = Path(pretrained).expanduser()
+        check_checkpoint(path)
         return OpenClipWeights(str(path), f"{name}:{path.name}")
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
     if not cfg:
@@ -134,6 +163,36 @@ def open_clip_weights(model: str, pretrained: str) -> OpenClipWeights:
     preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     checkpoint = _hub_checkpoint(cfg, name, pretrained) if cfg.get("hf_hub") else _url_checkpoint(cfg, name, pretrained)
     return OpenClipWeights(checkpoint, f"{name}:{pretrained}", bool(cfg.get("quick_gelu")), preprocess)
+
+
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # how a pre-zip torch.save file starts
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse, before any work, a --pretrained file that is empty, truncated or no checkpoint at all.
+
+    Cheap: a .safetensors header, the directory at the end of a torch zip file, or the legacy
+    torch prefix; a file that passes can still fail to load, and then says so by name.
+    """
+    import zipfile
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt"):
+                return
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+            return
+        with open(path, "rb") as f:
+            if f.read(len(TORCH_LEGACY_MAGIC)) == TORCH_LEGACY_MAGIC:
+                return
+        reason = "neither a torch checkpoint (.pt, .bin) nor .safetensors, or it is truncated"
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means the same to the user
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    raise SvdError(f"--pretrained {path} cannot be read as open_clip weights: {reason}")
 
 
 def _hub_checkpoint(cfg: dict, name: str, tag: str) -> str:

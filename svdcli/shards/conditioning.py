@@ -5,9 +5,9 @@
   pipeline subtracts 1 from the fps it is given), so a sample shown at F fps stores
   `fps_id = round(F) - 1`. A loader that keeps every s-th frame shows F/s fps and must use
   `fps_id_for(F / s)`; `svdcli.shards.loader` does.
-- `motion_bucket_id` is a monotone map of the clip's `motion_score` into 0..255. The score is
-  the motion stage's Farneback flow in analysis pixels (long side 512) per 1/30 s: static shots
-  score ~0-0.1, a 1 px/frame pan of 720p30 video 0.4, fast pans 5-20 (svdcli/curate/motion.py).
+- `motion_bucket_id` is a monotone map of the clip's `motion_score` into 0..255. The score and
+  its unit are defined once, by the motion stage (`svdcli.curate.motion`, `MOTION_UNITS`):
+  static shots score ~0-0.1, a 1 px/frame pan of 720p30 video 0.4, fast pans 5-20.
     * `linear` (default): `round(scale * motion_score)`, clipped to 0..255. With the default
       scale 32, a score of 4 lands on 128, close to SVD's default 127, and 8 or more
       saturates at 255. The mapping does not depend on which clips are packed, so two
