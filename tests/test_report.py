@@ -9,6 +9,8 @@ import pytest
 from test_motion import clip_rows, write_rows
 from typer.testing import CliRunner
 
+from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
+
 from svdcli.cli.main import app
 from svdcli.curate.filter import run_filter
 from svdcli.curate.motion import run_motion
@@ -76,9 +78,29 @@ def test_thumbnail_caps_and_unfiltered_manifest(tmp_path, filtered):
     assert len(re.findall(r'src="thumbs/', text)) == 1
 
 
-def test_cli_writes_the_page_and_refuses_a_missing_manifest(tmp_path, filtered):
+def test_cli_writes_the_page(tmp_path, filtered):
     ok = CliRunner().invoke(app, ["curate", "report", "-m", str(filtered), "-o", str(tmp_path / "r")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "r" / "index.html").exists()
-    bad = CliRunner().invoke(app, ["curate", "report", "-m", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "manifest not found" in bad.output
+
+
+@pytest.mark.parametrize("kind", [*BAD_MANIFESTS, "no start_time", "no clip_id"])
+def test_cli_refuses_a_manifest_it_cannot_report_on(tmp_path, filtered, kind):
+    from svdcli.manifest.io import write_manifest
+
+    if kind.startswith("no "):
+        column = kind.removeprefix("no ")
+        path = write_manifest(read_manifest(filtered).drop_columns([column]), tmp_path / "cut.parquet")
+        words = [path.name, f"has no column(s) {column}"]
+    else:
+        path = bad_manifest(kind, filtered, tmp_path)
+        words = [path.name, BAD_MANIFESTS[kind]]
+    result = CliRunner().invoke(app, ["curate", "report", "-m", str(path), "-o", str(tmp_path / "r")])
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_cli_refuses_a_file_as_the_report_folder(tmp_path, filtered):
+    (tmp_path / "r").write_text("not a folder")
+    result = CliRunner().invoke(app, ["curate", "report", "-m", str(filtered), "-o", str(tmp_path / "r")])
+    assert_one_line_error(result, "is a file", "needs a folder")
