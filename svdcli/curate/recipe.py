@@ -29,12 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from svdcli.errors import SvdError
+from svdcli.curate.recipe_settings import RecipeError, check_settings, check_values
 from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
-
-
-class RecipeError(SvdError):
-    """A recipe that cannot be read or run as written; the message says what to change."""
 
 
 @dataclass
@@ -67,99 +63,143 @@ class StepSummary:
 
 
 # --- loading ------------------------------------------------------------------------------
-def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe file and apply `--set stage.key=value` overrides (values parsed as YAML)."""
-    import yaml
+TOP_LEVEL = {"name": "a name", "workers": "an integer >= 1", "report": "true or false", "stages": "a mapping"}
 
+
+def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file and apply `--set stage.key=value` overrides (values parsed as YAML).
+
+    Every setting is checked here (names, types, ranges, each stage's own checks), so a bad
+    recipe or override fails before any stage runs.
+    """
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe not found: {path} (see pipelines/lvd-f.yaml for an example)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path} is not valid YAML: {exc}") from None
-    unknown = set(raw) - {"name", "stages", "workers", "report"}
-    if unknown:
-        raise RecipeError(f"{path}: unknown top-level keys {sorted(unknown)}; "
-                          "expected name, stages, workers, report")
-    stages = raw.get("stages") or {}
-    if not isinstance(stages, dict) or not stages:
-        raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
-    recipe = Recipe(str(raw.get("name", path.stem)), {k: dict(v or {}) for k, v in stages.items()},
-                    int(raw.get("workers", 1)), bool(raw.get("report", True)), str(path))
+    recipe = _parse(_read(path), path)
+    for stage, settings in recipe.stages.items():
+        if available(stage):
+            check_settings(stage, settings, str(path))
     for item in overrides:
         _override(recipe, item)
     _check_order(recipe)
+    where = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
+    for stage, settings in recipe.stages.items():
+        if available(stage):
+            check_values(stage, settings, where)
     return recipe
 
 
-def _override(recipe: Recipe, item: str) -> None:
+def _read(path: Path) -> dict:
     import yaml
 
-    key, sep, value = item.partition("=")
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path} (see pipelines/lvd-f.yaml for an example)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        found = "it is empty" if raw is None else f"not a {type(raw).__name__}"
+        raise RecipeError(f"{path}: a recipe maps {', '.join(TOP_LEVEL)} to their values "
+                          f"(see docs/recipes.md); {found}")
+    unknown = set(raw) - set(TOP_LEVEL)
+    if unknown:
+        raise RecipeError(f"{path}: unknown top-level keys {sorted(unknown)}; expected {', '.join(TOP_LEVEL)}")
+    return raw
+
+
+def _parse(raw: dict, path: Path) -> Recipe:
+    """The recipe a file's mapping describes, with its top-level values and stage names checked."""
+    stages = raw.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
+    for stage, settings in stages.items():
+        if stage not in STAGE_ORDER:
+            raise RecipeError(f"{path}: unknown stage {stage!r}; stages are {', '.join(STAGE_ORDER)}")
+        if not isinstance(settings, (dict, type(None))):
+            raise RecipeError(f"{path}: stage {stage!r} must map its settings to values "
+                              f"(e.g. '{stage}: {{}}' for the defaults), not {settings!r}")
+    recipe = Recipe(path.stem, {k: dict(v or {}) for k, v in stages.items()}, source=str(path))
+    for key in ("name", "workers", "report"):
+        if key in raw:
+            _set_top_level(recipe, key, raw[key], str(path))
+    return recipe
+
+
+def _set_top_level(recipe: Recipe, key: str, value: Any, where: str) -> None:
+    ok = {"name": isinstance(value, (str, int, float)) and not isinstance(value, bool),
+          "workers": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+          "report": isinstance(value, bool)}[key]
+    if not ok:
+        raise RecipeError(f"{where}: {key!r} must be {TOP_LEVEL[key]}, not {value!r}")
+    setattr(recipe, key, str(value) if key == "name" else value)
+
+
+def _override(recipe: Recipe, item: str) -> None:
+    """Apply one `--set STAGE.SETTING=VALUE` (or `workers=N`, `report=false`), checked."""
+    import yaml
+
+    key, sep, text = item.partition("=")
     stage, dot, setting = key.strip().partition(".")
-    if not sep or not dot or not setting:
-        raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE, e.g. motion.margin_frames=3")
+    top_level = sep and not dot and stage in ("workers", "report")
+    if not top_level and not (sep and dot and setting):
+        raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE (e.g. motion.margin_frames=3), "
+                          "or workers=N, report=false")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise RecipeError(f"--set {item!r}: {text!r} is not a YAML value ({problem}); "
+                          "quote strings and lists, e.g. --set \"filter.rules=['motion_score >= 0.5']\"") from None
+    if top_level:
+        return _set_top_level(recipe, stage, value, f"--set {item!r}")
     if stage not in recipe.stages:
         raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
-    recipe.stages[stage][setting] = yaml.safe_load(value)
+    if available(stage):
+        check_settings(stage, {setting: value}, f"--set {item!r}")
+    recipe.stages[stage][setting] = value
 
 
 def _check_order(recipe: Recipe) -> None:
-    names = list(recipe.stages)
-    unknown = [n for n in names if n not in STAGE_ORDER]
-    if unknown:
-        raise RecipeError(f"unknown stage(s) {unknown}; stages are {STAGE_ORDER}")
+    names, where = list(recipe.stages), recipe.source or "the recipe"
     if "cuts" in names and names[0] != "cuts":
-        raise RecipeError("'cuts' makes the clips, so it must be the first stage")
+        raise RecipeError(f"{where}: 'cuts' makes the clips, so it must be the first stage")
     if "filter" in names and names[-1] != "filter":
-        raise RecipeError("'filter' must be the last stage: it needs every score")
+        raise RecipeError(f"{where}: 'filter' must be the last stage: it needs every score")
     if "clip" in names and "caption" in names and names.index("caption") > names.index("clip"):
-        raise RecipeError("'caption' must come before 'clip': clip_score compares frames with the caption")
+        raise RecipeError(f"{where}: 'caption' must come before 'clip': clip_score compares frames with the caption")
 
 
 # --- the stage registry -------------------------------------------------------------------
-# the settings of `svd curate cuts`, with its defaults
-def _cuts_config(settings: dict):
-    import inspect
-
-    from svdcli.curate.cuts import cuts_config
-
-    known = set(inspect.signature(cuts_config).parameters)
-    unknown = set(settings) - known
-    if unknown:
-        raise RecipeError(f"stage 'cuts': unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cuts_config(**settings)
-
-
+# (settings are checked by load_recipe; these only call the stages)
 def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.cuts import run_cuts
 
-    run_cuts([src], out, _cuts_config(settings), workers=opts.workers, progress=opts.progress)
+    from svdcli.curate.cuts import cuts_config
+
+    run_cuts([src], out, cuts_config(**settings), workers=opts.workers, progress=opts.progress)
 
 
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
     """Cuts, scoring motion in the same decode: the motion rows for `_write_motion` (None when
     the run is incomplete)."""
+    from svdcli.curate.cuts import cuts_config
     from svdcli.curate.cuts_motion import run_cuts_motion
     from svdcli.curate.motion import MotionConfig
 
-    motion = _config(MotionConfig, "motion", motion_settings)
-    return run_cuts_motion([src], out, _cuts_config(settings), motion, workers=opts.workers,
-                           progress=opts.progress)[1]
+    return run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
+                           workers=opts.workers, progress=opts.progress)[1]
 
 
 def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
     from svdcli.curate.cuts_motion import write_motion_manifest
     from svdcli.curate.motion import MotionConfig
 
-    write_motion_manifest(src, out, rows, _config(MotionConfig, "motion", settings))
+    write_motion_manifest(src, out, rows, MotionConfig(**settings))
 
 
 def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.motion import MotionConfig, run_motion
 
-    run_motion(src, out, _config(MotionConfig, "motion", settings), workers=opts.workers, progress=opts.progress)
+    run_motion(src, out, MotionConfig(**settings), workers=opts.workers, progress=opts.progress)
 
 
 def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
@@ -183,7 +223,7 @@ def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
 def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.filter import run_filter
 
-    run_filter(src, settings.get("rules") or [], out)
+    run_filter(src, settings["rules"], out)
 
 
 # stage -> (module this version must ship, function running it: (input, out, settings, options))
@@ -195,14 +235,6 @@ REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] 
     "caption": ("svdcli.curate.caption", _caption),
     "filter": ("svdcli.curate.filter", _filter),
 }
-
-
-def _config(cls, stage: str, settings: dict):
-    known = set(cls.__dataclass_fields__)
-    unknown = set(settings) - known
-    if unknown:
-        raise RecipeError(f"stage {stage!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**settings)
 
 
 def available(stage: str) -> bool:
@@ -225,21 +257,17 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
     if "filter" in run:
         from svdcli.curate.filter import parse_rule
 
-        rules = recipe.stages["filter"].get("rules") or []
-        if not rules or set(recipe.stages["filter"]) != {"rules"}:
-            raise RecipeError("stage 'filter' takes one setting, 'rules': a non-empty list of rule strings")
-        for rule in map(parse_rule, rules):
+        for rule in map(parse_rule, recipe.stages["filter"]["rules"]):
             owner = COLUMNS[rule.column].stage if rule.column in COLUMNS else None
             if owner not in (*run, "cuts", None):
                 raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
                                   f"{owner!r}, which this run does not include; run that stage or "
                                   f"change the rules (--set \"filter.rules=[...]\")")
-    if "motion" in run:
-        from svdcli.curate.motion import MotionConfig
+    if "text" in run:  # CRAFT weights: missing ones stop the run now, not after cuts and motion
+        from svdcli.curate.text import resolve_detector
 
-        _config(MotionConfig, "motion", recipe.stages["motion"])
-    if "cuts" in run:
-        _cuts_config(recipe.stages["cuts"])
+        settings = recipe.stages["text"]
+        resolve_detector(settings.get("detector", "auto"), settings.get("model_dir"))
     return run
 
 
@@ -311,20 +339,15 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
         t0 = time.perf_counter()
         action, note = "skipped", ""
         if _recorded_key(out) != key:
-            try:
-                if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
-                    # motion must rerun on new cuts anyway: score it in the same decode
-                    motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
-                    note = "motion scored in the same decode"
-                elif stage == "motion" and motion_rows is not None:
-                    _write_motion(src, out, settings, motion_rows)
-                    note = "scored in the cuts pass"
-                else:
-                    REGISTRY[stage][1](src, out, settings, opts)
-            except TypeError as exc:
-                if "unexpected keyword argument" not in str(exc):
-                    raise
-                raise RecipeError(f"stage {stage!r}: unknown setting in {settings}: {exc}") from None
+            if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
+                # motion must rerun on new cuts anyway: score it in the same decode
+                motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
+                note = "motion scored in the same decode"
+            elif stage == "motion" and motion_rows is not None:
+                _write_motion(src, out, settings, motion_rows)
+                note = "scored in the cuts pass"
+            else:
+                REGISTRY[stage][1](src, out, settings, opts)
             _stamp(out, stage, key)
             action = "ran"
         summary = _summarize(stage, action, out, time.perf_counter() - t0, note)
