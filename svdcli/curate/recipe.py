@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,12 +48,18 @@ class Recipe:
 class RunOptions:
     workers: int = 1
     progress: bool = True
+    rank: int = 0  # this machine's share of every stage's tasks
+    world_size: int = 1
+
+    def stage_kwargs(self) -> dict:
+        return {"workers": self.workers, "progress": self.progress, "rank": self.rank,
+                "world_size": self.world_size}
 
 
 @dataclass
 class StepSummary:
     stage: str
-    action: str  # 'ran' or 'skipped'
+    action: str  # 'ran', 'skipped' or 'partial' (this rank's share done, other ranks' not yet)
     rows: int
     errors: int
     seconds: float
@@ -169,24 +175,25 @@ def _check_order(recipe: Recipe) -> None:
 
 
 # --- the stage registry -------------------------------------------------------------------
-# (settings are checked by load_recipe; these only call the stages)
-def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
-    from svdcli.curate.cuts import run_cuts
+# Each runs this rank's share of a stage (settings are checked by load_recipe) and returns None
+# when the stage is complete (its manifest written), else how far all ranks together are.
+def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
+    from svdcli.curate.cuts import cuts_config, run_cuts
 
-    from svdcli.curate.cuts import cuts_config
-
-    run_cuts([src], out, cuts_config(**settings), workers=opts.workers, progress=opts.progress)
+    summary = run_cuts([src], out, cuts_config(**settings), **opts.stage_kwargs())
+    return None if summary.complete else f"{summary.videos} videos"
 
 
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
-    """Cuts, scoring motion in the same decode: the motion rows for `_write_motion` (None when
-    the run is incomplete)."""
+    """Cuts, scoring motion in the same decode: (how far, as the runners say; the motion rows for
+    `_write_motion`, None while the stage is incomplete)."""
     from svdcli.curate.cuts import cuts_config
     from svdcli.curate.cuts_motion import run_cuts_motion
     from svdcli.curate.motion import MotionConfig
 
-    return run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
-                           workers=opts.workers, progress=opts.progress)[1]
+    summary, rows = run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
+                                    **opts.stage_kwargs())
+    return (None if summary.complete else f"{summary.videos} videos"), rows
 
 
 def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
@@ -196,38 +203,44 @@ def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
     write_motion_manifest(src, out, rows, MotionConfig(**settings))
 
 
-def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _scored(ran) -> str | None:
+    """How far a per-clip stage is, from its runner's (RunResult, written path or None)."""
+    result, written = ran
+    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"
+
+
+def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.motion import MotionConfig, run_motion
 
-    run_motion(src, out, MotionConfig(**settings), workers=opts.workers, progress=opts.progress)
+    return _scored(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
 
 
-def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.text import run_text
 
-    run_text(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_text(src, out, **opts.stage_kwargs(), **settings))
 
 
-def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.clip import run_clip
 
-    run_clip(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_clip(src, out, **opts.stage_kwargs(), **settings))
 
 
-def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.caption import run_caption
 
-    run_caption(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_caption(src, out, **opts.stage_kwargs(), **settings))
 
 
 def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.filter import run_filter
 
-    run_filter(src, settings["rules"], out)
+    run_filter(src, settings["rules"], out)  # one pass over the merged manifest: not shared
 
 
 # stage -> (module this version must ship, function running it: (input, out, settings, options))
-REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] = {
+REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], str | None]]] = {
     "cuts": ("svdcli.curate.cuts", _cuts),
     "motion": ("svdcli.curate.motion", _motion),
     "text": ("svdcli.curate.text", _text),
@@ -324,7 +337,13 @@ def _stamp(out: Path, stage: str, key: str) -> None:
 def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, manifest: Path | None = None,
                skip: list[str] = (), opts: RunOptions = RunOptions(),
                on_step: Callable[[StepSummary], None] | None = None) -> list[StepSummary]:
-    """Run the recipe's stages in order under `workdir`, skipping unchanged steps."""
+    """Run the recipe's stages in order under `workdir`, skipping unchanged steps.
+
+    With `opts.world_size` > 1 this rank runs its share of the first stage not done yet; when
+    other ranks' tasks remain, it stops there (the last summary's action is 'partial'): nothing
+    is merged and no later stage runs on a partial manifest. The rank that completes the stage
+    merges it and runs the remaining stages whole, as a rerun without a rank would.
+    """
     stages = check_runnable(recipe, skip)
     src = _first_input(stages, videos, manifest)
     workdir = Path(workdir)
@@ -341,15 +360,23 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
         if _recorded_key(out) != key:
             if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
                 # motion must rerun on new cuts anyway: score it in the same decode
-                motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
+                pending, motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
                 note = "motion scored in the same decode"
             elif stage == "motion" and motion_rows is not None:
-                _write_motion(src, out, settings, motion_rows)
+                pending = _write_motion(src, out, settings, motion_rows)
                 note = "scored in the cuts pass"
             else:
-                REGISTRY[stage][1](src, out, settings, opts)
+                pending = REGISTRY[stage][1](src, out, settings, opts)
+            if pending:  # other ranks still work on this stage: later stages must wait for it
+                summaries.append(StepSummary(stage, "partial", 0, 0, time.perf_counter() - t0,
+                                             note=f"{pending} done over all ranks"))
+                if on_step:
+                    on_step(summaries[-1])
+                return summaries
             _stamp(out, stage, key)
             action = "ran"
+            # this rank finished the stage last: the others have stopped, so it runs the rest alone
+            opts = replace(opts, rank=0, world_size=1)
         summary = _summarize(stage, action, out, time.perf_counter() - t0, note)
         summaries.append(summary)
         if on_step:
