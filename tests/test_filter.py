@@ -157,3 +157,12 @@ def test_thresholds_compare_at_the_columns_precision():
     assert table.column("text_area").to_pylist()[0] != 0.07  # stored as float32
     out, _ = apply_rules(table, [parse_rule("text_area <= 0.07"), parse_rule("motion_score == 0.3")])
     assert reasons(out) == {"a": None}
+
+
+def test_cli_refuses_a_folder_as_out(tmp_path):
+    path = write_manifest(table_from_rows(corpus(), COLUMNS), tmp_path / "m.parquet")
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["curate", "filter", "-m", str(path), "-o", str(tmp_path / "out"),
+                                      "--rule", "motion_score >= 0.25"])
+    assert_one_line_error(result, "--out", "is a folder")
+    assert list((tmp_path / "out").iterdir()) == []

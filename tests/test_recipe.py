@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 from test_motion import clip_rows, write_rows
 from typer.testing import CliRunner
 
@@ -236,4 +237,29 @@ def test_missing_craft_weights_stop_the_run_before_cuts(tmp_path, videos, monkey
     result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--input", str(videos),
                                       "--workdir", str(tmp_path / "w"), "--no-progress"])
     assert result.exit_code == 2 and "craft_mlt_25k.pth" in result.output
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("kind", [*BAD_MANIFESTS, "no clip_id", "no video_path", "no start_time", "no fps"])
+def test_a_broken_starting_manifest_fails_before_anything_runs(tmp_path, corpus, kind):
+    if kind.startswith("no "):
+        column = kind.removeprefix("no ")
+        from svdcli.manifest.io import write_manifest
+
+        path = write_manifest(read_manifest(corpus).drop_columns([column]), tmp_path / "cut.parquet")
+        words = [f"--manifest {path} has no column(s) {column}"]
+    else:
+        path = bad_manifest(kind, corpus, tmp_path)
+        words = [path.name, BAD_MANIFESTS[kind]]
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path)), "--manifest", str(path),
+                                      "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_videos_fail_before_anything_runs(tmp_path):
+    text = RECIPE.replace("stages:", "stages:\n  cuts: {}")
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--input",
+                                      str(tmp_path / "none"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert_one_line_error(result, f"--input {tmp_path / 'none'} does not exist")
     assert not (tmp_path / "w").exists()

@@ -166,11 +166,13 @@ def run_filter(manifest: Path, rules: list[str], out: Path | None = None) -> tup
     parsed = [parse_rule(r) for r in rules]
     if not parsed:
         raise FilterError("no rules given: pass at least one --rule (e.g. --rule 'motion_score >= 0.25')")
+    out = Path(out or manifest)
+    if out.is_dir():
+        raise FilterError(f"--out {out} is a folder; name the manifest file to write, e.g. {out / 'filtered.parquet'}")
     table = read_manifest(manifest)
     filtered, cutoffs = apply_rules(table, parsed, str(manifest))
     resolved = {str(r): cutoffs.get(r, r.value) for r in parsed}
     record = {"stage": "filter", "settings": {"rules": [str(r) for r in parsed]},
               "cutoffs": resolved, "input": str(manifest)}
-    out = Path(out or manifest)
     write_manifest(filtered, out, record=record, history=manifest_history(table))
     return out, reason_counts(filtered), resolved

@@ -385,6 +385,10 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
     return summaries
 
 
+# what the scoring stages read of every clip (a manifest from `svd curate cuts` has them all)
+CLIP_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "fps", "width", "height"]
+
+
 def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
     if stages[0] == "cuts":
         if videos is None:
@@ -395,9 +399,16 @@ def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) 
         return Path(videos)
     if manifest is None:
         raise RecipeError(f"the run starts at {stages[0]!r}: pass --manifest M (a manifest from `svd curate cuts`)")
+    import pyarrow.parquet as pq
+
     from svdcli.manifest.io import read_manifest
 
-    read_manifest(manifest, columns=["clip_id"])  # a clear error now rather than inside a stage
+    read_manifest(manifest, columns=[])  # a clear error now rather than inside a stage
+    needed = ["clip_id"] if stages[0] == "filter" else CLIP_COLUMNS
+    missing = [c for c in needed if c not in pq.read_schema(manifest).names]
+    if missing:  # else every clip would become an error row
+        raise RecipeError(f"--manifest {manifest} has no column(s) {', '.join(missing)}; the {stages[0]} "
+                          "stage reads the clip columns `svd curate cuts` writes")
     return Path(manifest)
 
 
