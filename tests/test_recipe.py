@@ -257,9 +257,21 @@ def test_a_broken_starting_manifest_fails_before_anything_runs(tmp_path, corpus,
     assert not (tmp_path / "w").exists()
 
 
-def test_missing_videos_fail_before_anything_runs(tmp_path):
-    text = RECIPE.replace("stages:", "stages:\n  cuts: {}")
-    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--input",
-                                      str(tmp_path / "none"), "--workdir", str(tmp_path / "w"), "--no-progress"])
-    assert_one_line_error(result, f"--input {tmp_path / 'none'} does not exist")
+@pytest.mark.parametrize("with_cuts,args,words", [
+    (True, ["--input", "{tmp}/none"], ["--input {tmp}/none does not exist"]),
+    (True, [], ["the recipe starts with 'cuts': pass --input VIDEOS"]),
+    (True, ["--input", "{videos}", "--manifest", "{corpus}"], ["--manifest {corpus} would be unused"]),
+    (False, [], ["the run starts at 'motion': pass --manifest M"]),
+    (False, ["--manifest", "{corpus}", "--input", "{videos}"], ["--input {videos} would be unused"]),
+    (False, ["--manifest", "{corpus}", "--skip", "motion", "--skip", "filter"], ["leaves no stage", "to run"]),
+    (False, ["--manifest", "{corpus}", "--skip", "cuts"], ["--skip cuts: the recipe has no stage 'cuts'"]),
+    (False, ["--manifest", "{corpus}", "--workdir", "{tmp}/recipe.yaml"], ["--workdir {tmp}/recipe.yaml is a file"]),
+    (False, ["--manifest", "{corpus}", "--workers", "0"], ["Invalid value for '--workers'"]),
+])
+def test_bad_run_arguments_fail_before_anything_runs(tmp_path, corpus, videos, with_cuts, args, words):
+    text = RECIPE.replace("stages:", "stages:\n  cuts: {}") if with_cuts else RECIPE
+    fill = lambda a: a.format(tmp=tmp_path, videos=videos, corpus=corpus)  # noqa: E731
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--workdir",
+                                      str(tmp_path / "w"), "--no-progress", *map(fill, args)])
+    assert_one_line_error(result, *map(fill, words))
     assert not (tmp_path / "w").exists()

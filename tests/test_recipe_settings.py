@@ -83,12 +83,13 @@ def test_bad_overrides_fail_before_anything_runs(tmp_path, override, words):
     (RECIPE.replace("motion: {}", "motion: {poly_sigma: fast}"), ["motion.poly_sigma must be a number"]),
     (RECIPE.replace("{detector: dbnet}", "{detector: tesseract}"), ["detector must be one of auto, craft, dbnet"]),
     (RECIPE.replace("{detector: dbnet}", "{size: 32}"), ["text.size = 32 is out of range: it must be >= 64"]),
-    (RECIPE.replace("{detector: dbnet}", "{model_dir: 3}"), ["text.model_dir must be a string or null, not 3"]),
+    (RECIPE.replace("{detector: dbnet}", "{model_dir: [a]}"), ["text.model_dir must be a string or null"]),
     (RECIPE.replace("stages:", "stages:\n  caption: {seq_len: 5, min_seq_len: 5}"),
      ["stage 'caption'", "--seq-len (5) must be larger than --min-seq-len (5)"]),
     (RECIPE.replace("stages:", "stages:\n  caption: {top_p: 1.5}"), ["caption.top_p = 1.5", "<= 1"]),
     (RECIPE.replace("stages:", "stages:\n  clip: {batch_size: 0}"), ["clip.batch_size = 0", ">= 1"]),
-    (RECIPE.replace("stages:", "stages:\n  cuts: {levels: 8}"), ["cuts.levels must be a string, not 8"]),
+    (RECIPE.replace("stages:", "stages:\n  cuts: {levels: [8]}"), ["cuts.levels must be a string, not [8]"]),
+    (RECIPE.replace("motion: {}", "motion: {interval: 1e-x}"), ["motion.interval must be a number, not '1e-x'"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {levels: 'native,fast'}"), ["'fast' is not 'native' or a rate"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {trim: -1}"), ["cuts.trim = -1 is out of range"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {thresholds: [20, 8]}"), ["cuts.thresholds must be a string or null"]),
@@ -122,6 +123,9 @@ def test_every_default_is_accepted_and_overrides_apply(tmp_path):
     path.write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     recipe = load_recipe(path, ["motion.margin_frames=3", "workers=4", "report=false", "caption.top_p=1"])
     assert recipe.stages["motion"]["margin_frames"] == 3 and recipe.workers == 4 and recipe.report is False
+    # what YAML 1.1 reads otherwise than meant: '1e-1' is a string to PyYAML, 8 is no string
+    assert load_recipe(path, ["motion.interval=1e-1"]).stages["motion"]["interval"] == 0.1
+    assert load_recipe(path, ["cuts.levels=8"]).stages["cuts"]["levels"] == "8"
     for name in ("lvd-f.yaml", "demo/curate.yaml"):  # the shipped recipes load as written
         load_recipe(REPO / "pipelines" / name)
 

@@ -82,7 +82,7 @@ def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
     recipe = _parse(_read(path), path)
     for stage, settings in recipe.stages.items():
         if available(stage):
-            check_settings(stage, settings, str(path))
+            recipe.stages[stage] = check_settings(stage, settings, str(path))
     for item in overrides:
         _override(recipe, item)
     _check_order(recipe)
@@ -160,7 +160,7 @@ def _override(recipe: Recipe, item: str) -> None:
     if stage not in recipe.stages:
         raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
     if available(stage):
-        check_settings(stage, {setting: value}, f"--set {item!r}")
+        value = check_settings(stage, {setting: value}, f"--set {item!r}")[setting]
     recipe.stages[stage][setting] = value
 
 
@@ -263,6 +263,8 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
         if name not in recipe.stages:
             raise RecipeError(f"--skip {name}: the recipe has no stage {name!r}")
     run = [s for s in recipe.stages if s not in skip]
+    if not run:
+        raise RecipeError(f"--skip {' --skip '.join(skip)} leaves no stage of {recipe.source or 'the recipe'} to run")
     missing = [s for s in run if not available(s)]
     if missing:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
@@ -347,6 +349,8 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
     stages = check_runnable(recipe, skip)
     src = _first_input(stages, videos, manifest)
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise RecipeError(f"--workdir {workdir} is a file; it must be a folder (made if missing)")
     (workdir / "manifests").mkdir(parents=True, exist_ok=True)
     _save_resolved(recipe, workdir / "recipe.resolved.yaml")
     summaries = []
@@ -394,11 +398,17 @@ def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) 
         if videos is None:
             hint = " (or --skip cuts to start from --manifest)" if manifest is not None else ""
             raise RecipeError(f"the recipe starts with 'cuts': pass --input VIDEOS (a folder or a video file){hint}")
+        if manifest is not None:
+            raise RecipeError(f"--manifest {manifest} would be unused: the run starts with cuts, from --input "
+                              "(pass --skip cuts to start from the manifest)")
         if not Path(videos).exists():
             raise RecipeError(f"--input {videos} does not exist")
         return Path(videos)
     if manifest is None:
         raise RecipeError(f"the run starts at {stages[0]!r}: pass --manifest M (a manifest from `svd curate cuts`)")
+    if videos is not None:
+        raise RecipeError(f"--input {videos} would be unused: only the cuts stage reads videos, and this run "
+                          f"starts at {stages[0]!r} from --manifest")
     import pyarrow.parquet as pq
 
     from svdcli.manifest.io import read_manifest

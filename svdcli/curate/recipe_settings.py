@@ -54,38 +54,60 @@ def setting_types(stage: str) -> dict[str, Any]:
     return typing.get_type_hints(getattr(importlib.import_module(REGISTRY[stage][0]), CONFIGS[stage]))
 
 
-def check_settings(stage: str, settings: dict, where: str) -> None:
-    """Refuse unknown names, wrong types and values out of bounds; `where` starts the message."""
+def check_settings(stage: str, settings: dict, where: str) -> dict:
+    """`settings` as the stage takes them; unknown names, wrong types and values out of bounds
+    are refused with a message starting with `where`."""
     from svdcli.curate.filter import parse_rule
 
     known = setting_types(stage)
     bounds = [parse_rule(b) for b in BOUNDS.get(stage, [])]
+    checked = {}
     for name, value in settings.items():
         if name not in known:
             raise RecipeError(f"{where}: stage {stage!r}: unknown setting {name!r}; "
                               f"its settings: {', '.join(known)}")
         if stage == "filter":
             _check_rules(value, where)
+            checked[name] = value
             continue
-        wanted = _kind_mismatch(known[name], value)
-        if wanted:
+        options = _options(known[name])
+        value = _as_kind(options, value)
+        if not any(_is_kind(kind, value) for kind in options):
+            wanted = " or ".join(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in options)
             raise RecipeError(f"{where}: {stage}.{name} must be {wanted}, not {value!r}")
         for bound in [b for b in bounds if b.column == name and value is not None]:
             if not bound.holds(value):
                 raise RecipeError(f"{where}: {stage}.{name} = {value!r} is out of range: it must be "
                                   f"{bound.op} {bound.value:g}")
+        checked[name] = value
+    return checked
 
 
-def _kind_mismatch(hint: Any, value: Any) -> str | None:
-    """None when `value` is of type `hint`, else what it should be ('an integer')."""
+def _options(hint: Any) -> tuple:
+    """The types a setting takes: (int,), (str, NoneType), ..."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
-    for kind in options:
-        if isinstance(value, bool) and kind is not bool:
-            continue  # YAML `true` is no number
-        if isinstance(value, kind) or (kind is float and isinstance(value, int)):
-            return None
-    return " or ".join(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in options)
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _is_kind(kind: type, value: Any) -> bool:
+    if isinstance(value, bool) and kind is not bool:
+        return False  # YAML `true` is no number
+    return isinstance(value, kind) or (kind is float and isinstance(value, int))
+
+
+def _as_kind(options: tuple, value: Any) -> Any:
+    """What YAML reads differently from how a number or a string is meant: '1e-3' (PyYAML's
+    YAML 1.1 reads it as a string) for a number, 8 for a string such as cuts' levels."""
+    if any(_is_kind(k, value) for k in options) or isinstance(value, bool):
+        return value
+    if float in options and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if str in options and isinstance(value, (int, float)):
+        return str(value)
+    return value
 
 
 def _check_rules(rules: Any, where: str) -> None:
