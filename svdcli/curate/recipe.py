@@ -11,6 +11,7 @@ A recipe names the stages to run, in order, with their settings (see docs/recipe
       filter:
         rules: ["motion_score >= 0.25", "aesthetic_score pct>= 25"]
 
+Reading the file and checking every setting is `recipe_load.py`; this module runs the stages.
 The run lays out `WORKDIR/manifests/<stage>.parquet` (each stage reads the previous one),
 `WORKDIR/recipe.resolved.yaml` (the recipe after overrides) and `WORKDIR/report/`.
 
@@ -27,21 +28,10 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from svdcli.curate.recipe_settings import RecipeError, check_settings, check_values
-from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
-
-
-@dataclass
-class Recipe:
-    """A parsed recipe: stage name -> settings, in run order, plus run-wide options."""
-
-    name: str
-    stages: dict[str, dict[str, Any]]
-    workers: int = 1
-    report: bool = True
-    source: str = ""
+from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
+from svdcli.manifest.schema import COLUMNS
 
 
 @dataclass
@@ -66,112 +56,6 @@ class StepSummary:
     kept: int | None = None
     output: str = ""
     note: str = ""
-
-
-# --- loading ------------------------------------------------------------------------------
-TOP_LEVEL = {"name": "a name", "workers": "an integer >= 1", "report": "true or false", "stages": "a mapping"}
-
-
-def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe file and apply `--set stage.key=value` overrides (values parsed as YAML).
-
-    Every setting is checked here (names, types, ranges, each stage's own checks), so a bad
-    recipe or override fails before any stage runs.
-    """
-    path = Path(path)
-    recipe = _parse(_read(path), path)
-    for stage, settings in recipe.stages.items():
-        if available(stage):
-            recipe.stages[stage] = check_settings(stage, settings, str(path))
-    for item in overrides:
-        _override(recipe, item)
-    _check_order(recipe)
-    where = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
-    for stage, settings in recipe.stages.items():
-        if available(stage):
-            check_values(stage, settings, where)
-    return recipe
-
-
-def _read(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise RecipeError(f"recipe not found: {path} (see pipelines/lvd-f.yaml for an example)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        found = "it is empty" if raw is None else f"not a {type(raw).__name__}"
-        raise RecipeError(f"{path}: a recipe maps {', '.join(TOP_LEVEL)} to their values "
-                          f"(see docs/recipes.md); {found}")
-    unknown = set(raw) - set(TOP_LEVEL)
-    if unknown:
-        raise RecipeError(f"{path}: unknown top-level keys {sorted(unknown)}; expected {', '.join(TOP_LEVEL)}")
-    return raw
-
-
-def _parse(raw: dict, path: Path) -> Recipe:
-    """The recipe a file's mapping describes, with its top-level values and stage names checked."""
-    stages = raw.get("stages")
-    if not isinstance(stages, dict) or not stages:
-        raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
-    for stage, settings in stages.items():
-        if stage not in STAGE_ORDER:
-            raise RecipeError(f"{path}: unknown stage {stage!r}; stages are {', '.join(STAGE_ORDER)}")
-        if not isinstance(settings, (dict, type(None))):
-            raise RecipeError(f"{path}: stage {stage!r} must map its settings to values "
-                              f"(e.g. '{stage}: {{}}' for the defaults), not {settings!r}")
-    recipe = Recipe(path.stem, {k: dict(v or {}) for k, v in stages.items()}, source=str(path))
-    for key in ("name", "workers", "report"):
-        if key in raw:
-            _set_top_level(recipe, key, raw[key], str(path))
-    return recipe
-
-
-def _set_top_level(recipe: Recipe, key: str, value: Any, where: str) -> None:
-    ok = {"name": isinstance(value, (str, int, float)) and not isinstance(value, bool),
-          "workers": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-          "report": isinstance(value, bool)}[key]
-    if not ok:
-        raise RecipeError(f"{where}: {key!r} must be {TOP_LEVEL[key]}, not {value!r}")
-    setattr(recipe, key, str(value) if key == "name" else value)
-
-
-def _override(recipe: Recipe, item: str) -> None:
-    """Apply one `--set STAGE.SETTING=VALUE` (or `workers=N`, `report=false`), checked."""
-    import yaml
-
-    key, sep, text = item.partition("=")
-    stage, dot, setting = key.strip().partition(".")
-    top_level = sep and not dot and stage in ("workers", "report")
-    if not top_level and not (sep and dot and setting):
-        raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE (e.g. motion.margin_frames=3), "
-                          "or workers=N, report=false")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0]
-        raise RecipeError(f"--set {item!r}: {text!r} is not a YAML value ({problem}); "
-                          "quote strings and lists, e.g. --set \"filter.rules=['motion_score >= 0.5']\"") from None
-    if top_level:
-        return _set_top_level(recipe, stage, value, f"--set {item!r}")
-    if stage not in recipe.stages:
-        raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
-    if available(stage):
-        value = check_settings(stage, {setting: value}, f"--set {item!r}")[setting]
-    recipe.stages[stage][setting] = value
-
-
-def _check_order(recipe: Recipe) -> None:
-    names, where = list(recipe.stages), recipe.source or "the recipe"
-    if "cuts" in names and names[0] != "cuts":
-        raise RecipeError(f"{where}: 'cuts' makes the clips, so it must be the first stage")
-    if "filter" in names and names[-1] != "filter":
-        raise RecipeError(f"{where}: 'filter' must be the last stage: it needs every score")
-    if "clip" in names and "caption" in names and names.index("caption") > names.index("clip"):
-        raise RecipeError(f"{where}: 'caption' must come before 'clip': clip_score compares frames with the caption")
 
 
 # --- the stage registry -------------------------------------------------------------------
@@ -264,7 +148,8 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
             raise RecipeError(f"--skip {name}: the recipe has no stage {name!r}")
     run = [s for s in recipe.stages if s not in skip]
     if not run:
-        raise RecipeError(f"--skip {' --skip '.join(skip)} leaves no stage of {recipe.source or 'the recipe'} to run")
+        raise RecipeError(f"--skip {' --skip '.join(skip)} leaves no stage of {recipe.source or 'the recipe'} "
+                          "to run")
     missing = [s for s in run if not available(s)]
     if missing:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "

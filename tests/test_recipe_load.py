@@ -1,4 +1,4 @@
-"""Recipe settings are checked before any stage runs: names, types, ranges, top-level keys, --set."""
+"""Recipe loading checks every setting before any stage runs: names, types, ranges, top-level keys, --set."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from svdcli.cli.main import app
 from svdcli.curate import caption, clip, cuts, motion, text
 from svdcli.curate.filter import parse_rule
 from svdcli.curate.recipe import RecipeError, load_recipe
-from svdcli.curate.recipe_settings import BOUNDS, UNBOUNDED, setting_types
+from svdcli.curate.recipe_load import BOUNDS, UNBOUNDED, setting_types
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = """\
