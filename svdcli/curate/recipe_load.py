@@ -173,8 +173,6 @@ def setting_types(stage: str) -> dict[str, Any]:
     """Setting name -> type (a type or a union of types) of a recipe stage."""
     import importlib
 
-    from svdcli.curate.recipe import REGISTRY
-
     if stage == "filter":
         return {"rules": list}
     if stage == "cuts":
@@ -183,6 +181,8 @@ def setting_types(stage: str) -> dict[str, Any]:
         hints = typing.get_type_hints(cuts_config)
         hints.pop("return", None)
         return hints
+    from svdcli.curate.recipe import REGISTRY
+
     return typing.get_type_hints(getattr(importlib.import_module(REGISTRY[stage][0]), CONFIGS[stage]))
 
 
@@ -221,7 +221,8 @@ def _options(hint: Any) -> tuple:
     return typing.get_args(hint) if union else (hint,)
 
 
-def _is_kind(kind: type, value: Any) -> bool:
+def _is_kind(kind: Any, value: Any) -> bool:
+    kind = typing.get_origin(kind) or kind  # list[str] -> list
     if isinstance(value, bool) and kind is not bool:
         return False  # YAML `true` is no number
     return isinstance(value, kind) or (kind is float and isinstance(value, int))
@@ -247,7 +248,7 @@ def _check_rules(rules: Any, where: str) -> None:
 
     if not rules or not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
         raise RecipeError(f"{where}: filter.rules must be a non-empty list of rule strings, "
-                           f"e.g. ['motion_score >= 0.25'], not {rules!r}")
+                          f"e.g. ['motion_score >= 0.25'], not {rules!r}")
     for rule in rules:
         try:
             parse_rule(rule)
