@@ -151,6 +151,7 @@ def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeyp
     (RECIPE.replace("  motion: {}\n", "") + "  motion: {}\n", "'filter' must be the last stage"),
     ("stages: [motion]", "'stages' must map"),
     (RECIPE.replace("stages:", "stages:\n  cuts: {min_len: 2}"), "stage 'cuts': unknown setting"),
+    (RECIPE.replace("motion_score >= 0.25", "video_path >= 1"), "video_path holds string values, not numbers"),
 ])
 def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
     with pytest.raises(RecipeError, match=message):

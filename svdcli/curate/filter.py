@@ -81,11 +81,16 @@ def parse_rule(text: str) -> Rule:
     return Rule(column, op, value)
 
 
+def is_numeric(kind: pa.DataType) -> bool:
+    """Whether rules can compare a column of this type (scores, lengths; not text or lists)."""
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
 def _check_columns(table: pa.Table, rules: list[Rule], where: str = "the manifest") -> None:
     for rule in rules:
         if rule.column in table.column_names:
             kind = table.schema.field(rule.column).type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            if not is_numeric(kind):
                 raise FilterError(f"rule '{rule}': {rule.column} in {where} holds {kind} values, not numbers; "
                                   "rules compare numeric columns (scores, lengths)")
             continue

@@ -155,9 +155,12 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
                           f"{recipe.source or 'the recipe'} or pass --skip {missing[0]}")
     if "filter" in run:
-        from svdcli.curate.filter import parse_rule
+        from svdcli.curate.filter import is_numeric, parse_rule
 
         for rule in map(parse_rule, recipe.stages["filter"]["rules"]):
+            if rule.column in COLUMNS and not is_numeric(COLUMNS[rule.column].type):
+                raise RecipeError(f"{recipe.source or 'the recipe'}: filter rule '{rule}': {rule.column} holds "
+                                  f"{COLUMNS[rule.column].type} values, not numbers; rules compare numeric columns")
             owner = COLUMNS[rule.column].stage if rule.column in COLUMNS else None
             if owner not in (*run, "cuts", None):
                 raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
