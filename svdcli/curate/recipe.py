@@ -69,8 +69,8 @@ def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
 
 
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
-    """Cuts, scoring motion in the same decode: (how far, as the runners say; the motion rows for
-    `_write_motion`, None while the stage is incomplete)."""
+    """Cuts, scoring motion in the same decode: (None or how far, as the other runners return;
+    the motion rows for `_write_motion`, None while the stage is incomplete)."""
     from svdcli.curate.cuts import cuts_config
     from svdcli.curate.cuts_motion import run_cuts_motion
     from svdcli.curate.motion import MotionConfig
