@@ -52,6 +52,7 @@ def run_cli(tmp_path: Path, recipe: str = RECIPE, *overrides: str, manifest: Pat
     ("text.size=[1, 2", ["--set 'text.size=[1, 2'", "is not a YAML value"]),
     ("motion.margin=2", ["stage 'motion': unknown setting 'margin'", "margin_frames"]),
     ("text.frames=2fpx", ["'fml'", "'2fpx'"]),
+    ("text.device=gpu", ["text.device must be auto, cpu, cuda or cuda:N, not 'gpu'"]),
     ("filter.rules=motion_score >= 0.25", ["filter.rules must be a non-empty list of rule strings"]),
     ("filter.rules=['motion_score >> 1']", ["cannot parse rule"]),
     ("workers=two", ["'workers' must be an integer >= 1, not 'two'"]),
@@ -88,6 +89,7 @@ def test_bad_overrides_fail_before_anything_runs(tmp_path, override, words):
      ["stage 'caption'", "--seq-len (5) must be larger than --min-seq-len (5)"]),
     (RECIPE.replace("stages:", "stages:\n  caption: {top_p: 1.5}"), ["caption.top_p = 1.5", "<= 1"]),
     (RECIPE.replace("stages:", "stages:\n  clip: {batch_size: 0}"), ["clip.batch_size = 0", ">= 1"]),
+    (RECIPE.replace("stages:", "stages:\n  caption: {device: 'cuda:x'}"), ["caption.device must be auto, cpu"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {levels: [8]}"), ["cuts.levels must be a string, not [8]"]),
     (RECIPE.replace("motion: {}", "motion: {interval: 1e-x}"), ["motion.interval must be a number, not '1e-x'"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {levels: 'native,fast'}"), ["'fast' is not 'native' or a rate"]),
@@ -121,7 +123,8 @@ def test_every_default_is_accepted_and_overrides_apply(tmp_path):
     stages["filter"] = {"rules": ["motion_score >= 0.25"]}
     path = tmp_path / "all.yaml"
     path.write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    recipe = load_recipe(path, ["motion.margin_frames=3", "workers=4", "report=false", "caption.top_p=1"])
+    recipe = load_recipe(path, ["motion.margin_frames=3", "workers=4", "report=false", "caption.top_p=1",
+                                "clip.device=cuda:1", "text.device=cpu"])
     assert recipe.stages["motion"]["margin_frames"] == 3 and recipe.workers == 4 and recipe.report is False
     # what YAML 1.1 reads otherwise than meant: '1e-1' is a string to PyYAML, 8 is no string
     assert load_recipe(path, ["motion.interval=1e-1"]).stages["motion"]["interval"] == 0.1

@@ -4,7 +4,7 @@
 file (or the --set) and the key: a file that is no mapping, unknown or mistyped top-level keys,
 unknown stages, a stage value that is no mapping, and for every stage unknown setting names,
 wrong types, values out of range, then the stage's own checks (cuts levels, caption lengths,
-text frames). A recipe that loads is one every stage accepts.
+text frames, devices). A recipe that loads is one every stage accepts.
 
 Names and types come from each stage's own settings: the config dataclass of the scoring
 stages (`MotionConfig`, `TextConfig`, `ClipConfig`, `CaptionConfig`), the parameters of
@@ -16,6 +16,7 @@ listed in `UNBOUNDED`) and that they agree with the commands' options.
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -260,6 +261,9 @@ def check_values(stage: str, settings: dict, where: str) -> None:
     """The stage's own checks of a complete set of settings (combinations, formats)."""
     if stage == "filter":
         _check_rules(settings.get("rules"), where)
+    device = settings.get("device", "auto")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(device)):  # else every clip's model load fails
+        raise RecipeError(f"{where}: {stage}.device must be auto, cpu, cuda or cuda:N, not {device!r}")
     try:
         if stage == "cuts":
             from svdcli.curate.cuts import cuts_config
