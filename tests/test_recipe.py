@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 from test_motion import clip_rows, write_rows
 from typer.testing import CliRunner
 
@@ -150,6 +151,7 @@ def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeyp
     (RECIPE.replace("  motion: {}\n", "") + "  motion: {}\n", "'filter' must be the last stage"),
     ("stages: [motion]", "'stages' must map"),
     (RECIPE.replace("stages:", "stages:\n  cuts: {min_len: 2}"), "stage 'cuts': unknown setting"),
+    (RECIPE.replace("motion_score >= 0.25", "video_path >= 1"), "video_path holds string values, not numbers"),
 ])
 def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
     with pytest.raises(RecipeError, match=message):
@@ -174,3 +176,103 @@ def test_cli_prints_a_line_per_stage_and_writes_the_report(tmp_path, corpus):
     assert (tmp_path / "w" / "report" / "index.html").exists()
     second = CliRunner().invoke(app, args)
     assert "motion   skipped" in second.output and "filter   skipped" in second.output
+
+
+def counting(monkeypatch, cls) -> list:
+    """Record every payload `cls.process` is called with (the stage still runs)."""
+    original, calls = cls.process, []
+
+    def process(self, payload):
+        calls.append(payload)
+        return original(self, payload)
+
+    monkeypatch.setattr(cls, "process", process)
+    return calls
+
+
+@pytest.mark.parametrize("with_cuts", [False, True])
+def test_two_ranks_one_after_the_other_equal_a_single_rank_run(tmp_path, corpus, videos, monkeypatch, with_cuts):
+    text = RECIPE.replace("report: false", "report: true")
+    if with_cuts:  # cuts then motion: the fused pass, shared by video
+        text = text.replace("stages:", "stages:\n  cuts: {}")
+    start = ["--input", str(videos)] if with_cuts else ["--manifest", str(corpus)]
+    args = ["curate", "run", str(recipe_file(tmp_path, text)), *start, "--no-progress", "--world-size", "2"]
+    calls = counting(monkeypatch, CutsMotionStage if with_cuts else MotionStage)
+    work = tmp_path / "shared" / "manifests"
+    first = CliRunner().invoke(app, args + ["--workdir", str(tmp_path / "shared"), "--rank", "0"])
+    assert first.exit_code == 0, first.output
+    share = "2 videos" if with_cuts else "2/3 tasks"  # rank 0 of 2 has videos 0 and 2
+    assert f"partial  {share} done over all ranks" in first.output, first.output
+    assert not list(work.glob("*.parquet")), "a rank must not merge or go on while others still work"
+    assert not (tmp_path / "shared" / "report").exists()
+    rank0 = len(calls)
+    second = CliRunner().invoke(app, args + ["--workdir", str(tmp_path / "shared"), "--rank", "1"])
+    assert second.exit_code == 0, second.output
+    assert (tmp_path / "shared" / "report" / "index.html").exists()
+    assert rank0 == 2 and len(calls) == 3 and len({str(c) for c in calls}) == 3  # 3 videos, each once
+    monkeypatch.undo()
+    single = args[:-2] + ["--workdir", str(tmp_path / "single")]  # without --world-size
+    assert CliRunner().invoke(app, single).exit_code == 0
+    shared = read_manifest(work / "filter.parquet")
+    alone = read_manifest(tmp_path / "single" / "manifests" / "filter.parquet")
+    assert shared.num_rows == 6
+    for column in ("clip_id", "motion_score", "keep", "drop_reason"):
+        assert shared.column(column).to_pylist() == alone.column(column).to_pylist(), column
+
+
+def test_rank_must_be_below_world_size(tmp_path, corpus):
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path)), "--manifest", str(corpus),
+                                      "--workdir", str(tmp_path / "w"), "--rank", "2", "--world-size", "2"])
+    assert result.exit_code == 2 and "--rank 2 must be below --world-size 2" in " ".join(result.output.split())
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_craft_weights_stop_the_run_before_cuts(tmp_path, videos, monkeypatch):
+    from svdcli.curate.weights import find_craft
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.EasyOCR/model here
+    monkeypatch.delenv("SVD_EASYOCR_DIR", raising=False)
+    if find_craft(None) is not None:
+        pytest.skip("CRAFT weights are installed on this machine")
+    text = RECIPE.replace("stages:", "stages:\n  cuts: {}").replace("  filter:", "  text: {detector: craft}\n  filter:")
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--input", str(videos),
+                                      "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert result.exit_code == 2 and "craft_mlt_25k.pth" in result.output
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("kind", [*BAD_MANIFESTS, "no clip_id", "no video_path", "no start_time", "no fps"])
+def test_a_broken_starting_manifest_fails_before_anything_runs(tmp_path, corpus, kind):
+    if kind.startswith("no "):
+        column = kind.removeprefix("no ")
+        from svdcli.manifest.io import write_manifest
+
+        path = write_manifest(read_manifest(corpus).drop_columns([column]), tmp_path / "cut.parquet")
+        words = [f"--manifest {path} has no column(s) {column}"]
+    else:
+        path = bad_manifest(kind, corpus, tmp_path)
+        words = [path.name, BAD_MANIFESTS[kind]]
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path)), "--manifest", str(path),
+                                      "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("with_cuts,args,words", [
+    (True, ["--input", "{tmp}/none"], ["--input {tmp}/none does not exist"]),
+    (True, [], ["the recipe starts with 'cuts': pass --input VIDEOS"]),
+    (True, ["--input", "{videos}", "--manifest", "{corpus}"], ["--manifest {corpus} would be unused"]),
+    (False, [], ["the run starts at 'motion': pass --manifest M"]),
+    (False, ["--manifest", "{corpus}", "--input", "{videos}"], ["--input {videos} would be unused"]),
+    (False, ["--manifest", "{corpus}", "--skip", "motion", "--skip", "filter"], ["leaves no stage", "to run"]),
+    (False, ["--manifest", "{corpus}", "--skip", "cuts"], ["--skip cuts: the recipe has no stage 'cuts'"]),
+    (False, ["--manifest", "{corpus}", "--workdir", "{tmp}/recipe.yaml"], ["--workdir {tmp}/recipe.yaml is a file"]),
+    (False, ["--manifest", "{corpus}", "--workers", "0"], ["Invalid value for '--workers'"]),
+])
+def test_bad_run_arguments_fail_before_anything_runs(tmp_path, corpus, videos, with_cuts, args, words):
+    text = RECIPE.replace("stages:", "stages:\n  cuts: {}") if with_cuts else RECIPE
+    fill = lambda a: a.format(tmp=tmp_path, videos=videos, corpus=corpus)  # noqa: E731
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--workdir",
+                                      str(tmp_path / "w"), "--no-progress", *map(fill, args)])
+    assert_one_line_error(result, *map(fill, words))
+    assert not (tmp_path / "w").exists()

@@ -4,15 +4,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_motion import clip_rows, write_rows
 from typer.testing import CliRunner
+
+from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 
 from svdcli.cli.main import app
 from svdcli.curate.filter import run_filter
 from svdcli.curate.motion import run_motion
 from svdcli.curate.report import thresholds, write_report
-from svdcli.manifest.io import manifest_history
+from svdcli.manifest.io import manifest_history, read_manifest
 
 FPS = 24.0
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +49,7 @@ def test_report_has_plots_thumbnails_and_groups(tmp_path, filtered):
     for plot in ("length", "motion_score", "reasons"):
         png = tmp_path / "r" / "plots" / f"{plot}.png"
         assert f'src="plots/{plot}.png"' in text and png.read_bytes().startswith(PNG)
-    for group in ("kept (2 clips", "motion_score &gt;= 0.25 (2 clips", "motion_error (1 clips"):
+    for group in ("kept (2 clips", "motion_score &lt; 0.25 (2 clips", "motion_error (1 clips"):
         assert group in text
     thumbs = re.findall(r'src="(thumbs/[^"]+)"', text)
     assert len(thumbs) == 4 and all((tmp_path / "r" / t).stat().st_size > 0 for t in thumbs)
@@ -58,11 +61,15 @@ def test_thresholds_come_from_the_filter_record(filtered):
     lines = thresholds(manifest_history(filtered))
     rules = dict(lines["motion_score"])
     assert rules["motion_score >= 0.25"] == 0.25
-    assert rules["motion_score pct>= 25"] >= 0  # the value the percentile resolved to, drawn as a line
+    # the percentile is drawn at the value it resolved to: the 25th percentile of the scored clips
+    table = read_manifest(filtered, columns=["motion_score", "motion_error"]).to_pydict()
+    scores = [s for s, e in zip(table["motion_score"], table["motion_error"]) if e is None]
+    assert len(scores) == 4
+    assert rules["motion_score pct>= 25"] == pytest.approx(np.percentile(np.float64(scores), 25))
 
 
 def test_thumbnail_caps_and_unfiltered_manifest(tmp_path, filtered):
-    from svdcli.manifest.io import read_manifest, write_manifest
+    from svdcli.manifest.io import write_manifest
 
     unfiltered = write_manifest(read_manifest(filtered).drop_columns(["keep", "drop_reason"]), tmp_path / "u.parquet")
     page = write_report(unfiltered, tmp_path / "r", per_group=1)
@@ -71,9 +78,29 @@ def test_thumbnail_caps_and_unfiltered_manifest(tmp_path, filtered):
     assert len(re.findall(r'src="thumbs/', text)) == 1
 
 
-def test_cli_writes_the_page_and_refuses_a_missing_manifest(tmp_path, filtered):
+def test_cli_writes_the_page(tmp_path, filtered):
     ok = CliRunner().invoke(app, ["curate", "report", "-m", str(filtered), "-o", str(tmp_path / "r")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "r" / "index.html").exists()
-    bad = CliRunner().invoke(app, ["curate", "report", "-m", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "manifest not found" in bad.output
+
+
+@pytest.mark.parametrize("kind", [*BAD_MANIFESTS, "no start_time", "no clip_id"])
+def test_cli_refuses_a_manifest_it_cannot_report_on(tmp_path, filtered, kind):
+    from svdcli.manifest.io import write_manifest
+
+    if kind.startswith("no "):
+        column = kind.removeprefix("no ")
+        path = write_manifest(read_manifest(filtered).drop_columns([column]), tmp_path / "cut.parquet")
+        words = [path.name, f"has no column(s) {column}"]
+    else:
+        path = bad_manifest(kind, filtered, tmp_path)
+        words = [path.name, BAD_MANIFESTS[kind]]
+    result = CliRunner().invoke(app, ["curate", "report", "-m", str(path), "-o", str(tmp_path / "r")])
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_cli_refuses_a_file_as_the_report_folder(tmp_path, filtered):
+    (tmp_path / "r").write_text("not a folder")
+    result = CliRunner().invoke(app, ["curate", "report", "-m", str(filtered), "-o", str(tmp_path / "r")])
+    assert_one_line_error(result, "is a file", "needs a folder")

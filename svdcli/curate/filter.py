@@ -14,7 +14,9 @@ a value in COLUMN), independently of the other rules, with linear interpolation.
 
 A row's `drop_reason` is the first reason that applies, in this order: 'error' (the video could
 not be cut), '<stage>_error' (a scoring stage failed on the clip, e.g. 'motion_error'),
-'missing <column>' (no value for a rule's column), then the text of the first failing rule.
+'missing <column>' (no value for a rule's column), then what the clip failed, the first failing
+rule negated: 'motion_score < 0.25' for the rule 'motion_score >= 0.25', and for a percentile
+rule with pP the P-th percentile: 'aesthetic_score < p25' for 'aesthetic_score pct>= 25'.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
         "==": operator.eq, "!=": operator.ne}
+_NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!=", "!=": "=="}
 _RULE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(pct>=|pct<=|>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 ERROR_COLUMNS = [f"{s}_error" for s in STAGE_ORDER if f"{s}_error" in COLUMNS]
 
@@ -52,6 +55,15 @@ class Rule:
     def __str__(self) -> str:
         return f"{self.column} {self.op} {self.value:g}"
 
+    def holds(self, value: float, threshold: float | None = None) -> bool:
+        """Whether `value` passes; a percentile rule compares with its resolved `threshold`."""
+        return _OPS[self.op.removeprefix("pct")](value, self.value if threshold is None else threshold)
+
+    def failed(self) -> str:
+        """What a clip that fails the rule did: 'motion_score < 0.25', 'aesthetic_score < p25'."""
+        bound = f"p{self.value:g}" if self.is_percentile else f"{self.value:g}"
+        return f"{self.column} {_NEGATED[self.op.removeprefix('pct')]} {bound}"
+
 
 def parse_rule(text: str) -> Rule:
     """Parse one rule string (see the module docstring for the grammar)."""
@@ -69,14 +81,23 @@ def parse_rule(text: str) -> Rule:
     return Rule(column, op, value)
 
 
-def _check_columns(table: pa.Table, rules: list[Rule]) -> None:
+def is_numeric(kind: pa.DataType) -> bool:
+    """Whether rules can compare a column of this type (scores, lengths; not text or lists)."""
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _check_columns(table: pa.Table, rules: list[Rule], where: str = "the manifest") -> None:
     for rule in rules:
         if rule.column in table.column_names:
+            kind = table.schema.field(rule.column).type
+            if not is_numeric(kind):
+                raise FilterError(f"rule '{rule}': {rule.column} in {where} holds {kind} values, not numbers; "
+                                  "rules compare numeric columns (scores, lengths)")
             continue
         known = COLUMNS.get(rule.column)
         hint = (f"run `svd curate {known.stage}` first" if known
                 else "it is not a manifest column (see manifests/README.md)")
-        raise FilterError(f"rule '{rule}': the manifest has no column {rule.column!r}; {hint}")
+        raise FilterError(f"rule '{rule}': {where} has no column {rule.column!r}; {hint}")
 
 
 def error_reasons(table: pa.Table) -> list[str | None]:
@@ -104,21 +125,21 @@ def percentile_cutoffs(table: pa.Table, rules: list[Rule], healthy: np.ndarray) 
     return cutoffs
 
 
-def apply_rules(table: pa.Table, rules: list[Rule]) -> tuple[pa.Table, dict[Rule, float]]:
+def apply_rules(table: pa.Table, rules: list[Rule],
+                where: str = "the manifest") -> tuple[pa.Table, dict[Rule, float]]:
     """Return `table` with `keep` and `drop_reason` set, and the percentile cut-offs used."""
-    _check_columns(table, rules)
+    _check_columns(table, rules, where)
     reasons = error_reasons(table)
     cutoffs = percentile_cutoffs(table, rules, np.array([r is None for r in reasons], bool))
     for rule in rules:
-        compare = _OPS[rule.op.removeprefix("pct")]
-        threshold = cutoffs.get(rule, rule.value)
+        threshold = cutoffs.get(rule, _in_column_precision(rule.value, table.schema.field(rule.column).type))
         for i, value in enumerate(table.column(rule.column).to_pylist()):
             if reasons[i] is not None:
                 continue
             if value is None:
                 reasons[i] = f"missing {rule.column}"
-            elif not compare(value, threshold):
-                reasons[i] = str(rule)
+            elif not rule.holds(value, threshold):
+                reasons[i] = rule.failed()
     keep = pa.array([r is None for r in reasons], pa.bool_())
     out = table
     for name, values in (("keep", keep), ("drop_reason", pa.array(reasons, pa.string()))):
@@ -127,6 +148,12 @@ def apply_rules(table: pa.Table, rules: list[Rule]) -> tuple[pa.Table, dict[Rule
         else:
             out = out.append_column(name, values)
     return out, cutoffs
+
+
+def _in_column_precision(value: float, kind: pa.DataType) -> float:
+    """A rule's number as the column stores it: 0.07 in a float32 column is float32(0.07), so
+    'text_area <= 0.07' keeps a clip whose stored text_area is 0.07."""
+    return float(pa.scalar(value, pa.float64()).cast(kind).as_py()) if pa.types.is_floating(kind) else value
 
 
 def reason_counts(table: pa.Table) -> dict[str, int]:
@@ -144,11 +171,13 @@ def run_filter(manifest: Path, rules: list[str], out: Path | None = None) -> tup
     parsed = [parse_rule(r) for r in rules]
     if not parsed:
         raise FilterError("no rules given: pass at least one --rule (e.g. --rule 'motion_score >= 0.25')")
+    out = Path(out or manifest)
+    if out.is_dir():
+        raise FilterError(f"--out {out} is a folder; name the manifest file to write, e.g. {out / 'filtered.parquet'}")
     table = read_manifest(manifest)
-    filtered, cutoffs = apply_rules(table, parsed)
+    filtered, cutoffs = apply_rules(table, parsed, str(manifest))
     resolved = {str(r): cutoffs.get(r, r.value) for r in parsed}
     record = {"stage": "filter", "settings": {"rules": [str(r) for r in parsed]},
               "cutoffs": resolved, "input": str(manifest)}
-    out = Path(out or manifest)
     write_manifest(filtered, out, record=record, history=manifest_history(table))
     return out, reason_counts(filtered), resolved

@@ -11,6 +11,7 @@ A recipe names the stages to run, in order, with their settings (see docs/recipe
       filter:
         rules: ["motion_score >= 0.25", "aesthetic_score pct>= 25"]
 
+Reading the file and checking every setting is `recipe_load.py`; this module runs the stages.
 The run lays out `WORKDIR/manifests/<stage>.parquet` (each stage reads the previous one),
 `WORKDIR/recipe.resolved.yaml` (the recipe after overrides) and `WORKDIR/report/`.
 
@@ -25,39 +26,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from svdcli.errors import SvdError
-from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
-
-
-class RecipeError(SvdError):
-    """A recipe that cannot be read or run as written; the message says what to change."""
-
-
-@dataclass
-class Recipe:
-    """A parsed recipe: stage name -> settings, in run order, plus run-wide options."""
-
-    name: str
-    stages: dict[str, dict[str, Any]]
-    workers: int = 1
-    report: bool = True
-    source: str = ""
+from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
+from svdcli.manifest.schema import COLUMNS
 
 
 @dataclass
 class RunOptions:
     workers: int = 1
     progress: bool = True
+    rank: int = 0  # this machine's share of every stage's tasks
+    world_size: int = 1
+
+    def stage_kwargs(self) -> dict:
+        return {"workers": self.workers, "progress": self.progress, "rank": self.rank,
+                "world_size": self.world_size}
 
 
 @dataclass
 class StepSummary:
     stage: str
-    action: str  # 'ran' or 'skipped'
+    action: str  # 'ran', 'skipped' or 'partial' (this rank's share done, other ranks' not yet)
     rows: int
     errors: int
     seconds: float
@@ -66,128 +58,73 @@ class StepSummary:
     note: str = ""
 
 
-# --- loading ------------------------------------------------------------------------------
-def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe file and apply `--set stage.key=value` overrides (values parsed as YAML)."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe not found: {path} (see pipelines/lvd-f.yaml for an example)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path} is not valid YAML: {exc}") from None
-    unknown = set(raw) - {"name", "stages", "workers", "report"}
-    if unknown:
-        raise RecipeError(f"{path}: unknown top-level keys {sorted(unknown)}; "
-                          "expected name, stages, workers, report")
-    stages = raw.get("stages") or {}
-    if not isinstance(stages, dict) or not stages:
-        raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
-    recipe = Recipe(str(raw.get("name", path.stem)), {k: dict(v or {}) for k, v in stages.items()},
-                    int(raw.get("workers", 1)), bool(raw.get("report", True)), str(path))
-    for item in overrides:
-        _override(recipe, item)
-    _check_order(recipe)
-    return recipe
-
-
-def _override(recipe: Recipe, item: str) -> None:
-    import yaml
-
-    key, sep, value = item.partition("=")
-    stage, dot, setting = key.strip().partition(".")
-    if not sep or not dot or not setting:
-        raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE, e.g. motion.margin_frames=3")
-    if stage not in recipe.stages:
-        raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
-    recipe.stages[stage][setting] = yaml.safe_load(value)
-
-
-def _check_order(recipe: Recipe) -> None:
-    names = list(recipe.stages)
-    unknown = [n for n in names if n not in STAGE_ORDER]
-    if unknown:
-        raise RecipeError(f"unknown stage(s) {unknown}; stages are {STAGE_ORDER}")
-    if "cuts" in names and names[0] != "cuts":
-        raise RecipeError("'cuts' makes the clips, so it must be the first stage")
-    if "filter" in names and names[-1] != "filter":
-        raise RecipeError("'filter' must be the last stage: it needs every score")
-    if "clip" in names and "caption" in names and names.index("caption") > names.index("clip"):
-        raise RecipeError("'caption' must come before 'clip': clip_score compares frames with the caption")
-
-
 # --- the stage registry -------------------------------------------------------------------
-# the settings of `svd curate cuts`, with its defaults
-def _cuts_config(settings: dict):
-    import inspect
+# Each runs this rank's share of a stage (settings are checked by load_recipe) and returns None
+# when the stage is complete (its manifest written), else how far all ranks together are.
+def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
+    from svdcli.curate.cuts import cuts_config, run_cuts
 
-    from svdcli.curate.cuts import cuts_config
-
-    known = set(inspect.signature(cuts_config).parameters)
-    unknown = set(settings) - known
-    if unknown:
-        raise RecipeError(f"stage 'cuts': unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cuts_config(**settings)
-
-
-def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
-    from svdcli.curate.cuts import run_cuts
-
-    run_cuts([src], out, _cuts_config(settings), workers=opts.workers, progress=opts.progress)
+    summary = run_cuts([src], out, cuts_config(**settings), **opts.stage_kwargs())
+    return None if summary.complete else f"{summary.videos} videos"
 
 
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
-    """Cuts, scoring motion in the same decode: the motion rows for `_write_motion` (None when
-    the run is incomplete)."""
+    """Cuts, scoring motion in the same decode: (None or how far, as the other runners return;
+    the motion rows for `_write_motion`, None while the stage is incomplete)."""
+    from svdcli.curate.cuts import cuts_config
     from svdcli.curate.cuts_motion import run_cuts_motion
     from svdcli.curate.motion import MotionConfig
 
-    motion = _config(MotionConfig, "motion", motion_settings)
-    return run_cuts_motion([src], out, _cuts_config(settings), motion, workers=opts.workers,
-                           progress=opts.progress)[1]
+    summary, rows = run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
+                                    **opts.stage_kwargs())
+    return (None if summary.complete else f"{summary.videos} videos"), rows
 
 
 def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
     from svdcli.curate.cuts_motion import write_motion_manifest
     from svdcli.curate.motion import MotionConfig
 
-    write_motion_manifest(src, out, rows, _config(MotionConfig, "motion", settings))
+    write_motion_manifest(src, out, rows, MotionConfig(**settings))
 
 
-def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _scored(ran) -> str | None:
+    """How far a per-clip stage is, from its runner's (RunResult, written path or None)."""
+    result, written = ran
+    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"
+
+
+def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.motion import MotionConfig, run_motion
 
-    run_motion(src, out, _config(MotionConfig, "motion", settings), workers=opts.workers, progress=opts.progress)
+    return _scored(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
 
 
-def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.text import run_text
 
-    run_text(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_text(src, out, **opts.stage_kwargs(), **settings))
 
 
-def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.clip import run_clip
 
-    run_clip(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_clip(src, out, **opts.stage_kwargs(), **settings))
 
 
-def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
+def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
     from svdcli.curate.caption import run_caption
 
-    run_caption(src, out, workers=opts.workers, progress=opts.progress, **settings)
+    return _scored(run_caption(src, out, **opts.stage_kwargs(), **settings))
 
 
 def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
     from svdcli.curate.filter import run_filter
 
-    run_filter(src, settings.get("rules") or [], out)
+    run_filter(src, settings["rules"], out)  # one pass over the merged manifest: not shared
 
 
 # stage -> (module this version must ship, function running it: (input, out, settings, options))
-REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] = {
+REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], str | None]]] = {
     "cuts": ("svdcli.curate.cuts", _cuts),
     "motion": ("svdcli.curate.motion", _motion),
     "text": ("svdcli.curate.text", _text),
@@ -195,14 +132,6 @@ REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], None]]] 
     "caption": ("svdcli.curate.caption", _caption),
     "filter": ("svdcli.curate.filter", _filter),
 }
-
-
-def _config(cls, stage: str, settings: dict):
-    known = set(cls.__dataclass_fields__)
-    unknown = set(settings) - known
-    if unknown:
-        raise RecipeError(f"stage {stage!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**settings)
 
 
 def available(stage: str) -> bool:
@@ -218,28 +147,30 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
         if name not in recipe.stages:
             raise RecipeError(f"--skip {name}: the recipe has no stage {name!r}")
     run = [s for s in recipe.stages if s not in skip]
+    if not run:
+        raise RecipeError(f"--skip {' --skip '.join(skip)} leaves no stage of {recipe.source or 'the recipe'} "
+                          "to run")
     missing = [s for s in run if not available(s)]
     if missing:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
                           f"{recipe.source or 'the recipe'} or pass --skip {missing[0]}")
     if "filter" in run:
-        from svdcli.curate.filter import parse_rule
+        from svdcli.curate.filter import is_numeric, parse_rule
 
-        rules = recipe.stages["filter"].get("rules") or []
-        if not rules or set(recipe.stages["filter"]) != {"rules"}:
-            raise RecipeError("stage 'filter' takes one setting, 'rules': a non-empty list of rule strings")
-        for rule in map(parse_rule, rules):
+        for rule in map(parse_rule, recipe.stages["filter"]["rules"]):
+            if rule.column in COLUMNS and not is_numeric(COLUMNS[rule.column].type):
+                raise RecipeError(f"{recipe.source or 'the recipe'}: filter rule '{rule}': {rule.column} holds "
+                                  f"{COLUMNS[rule.column].type} values, not numbers; rules compare numeric columns")
             owner = COLUMNS[rule.column].stage if rule.column in COLUMNS else None
             if owner not in (*run, "cuts", None):
                 raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
                                   f"{owner!r}, which this run does not include; run that stage or "
                                   f"change the rules (--set \"filter.rules=[...]\")")
-    if "motion" in run:
-        from svdcli.curate.motion import MotionConfig
+    if "text" in run:  # CRAFT weights: missing ones stop the run now, not after cuts and motion
+        from svdcli.curate.text import resolve_detector
 
-        _config(MotionConfig, "motion", recipe.stages["motion"])
-    if "cuts" in run:
-        _cuts_config(recipe.stages["cuts"])
+        settings = recipe.stages["text"]
+        resolve_detector(settings.get("detector", "auto"), settings.get("model_dir"))
     return run
 
 
@@ -296,10 +227,18 @@ def _stamp(out: Path, stage: str, key: str) -> None:
 def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, manifest: Path | None = None,
                skip: list[str] = (), opts: RunOptions = RunOptions(),
                on_step: Callable[[StepSummary], None] | None = None) -> list[StepSummary]:
-    """Run the recipe's stages in order under `workdir`, skipping unchanged steps."""
+    """Run the recipe's stages in order under `workdir`, skipping unchanged steps.
+
+    With `opts.world_size` > 1 this rank runs its share of the first stage not done yet; when
+    other ranks' tasks remain, it stops there (the last summary's action is 'partial'): nothing
+    is merged and no later stage runs on a partial manifest. The rank that completes the stage
+    merges it and runs the remaining stages whole, as a rerun without a rank would.
+    """
     stages = check_runnable(recipe, skip)
     src = _first_input(stages, videos, manifest)
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise RecipeError(f"--workdir {workdir} is a file; it must be a folder (made if missing)")
     (workdir / "manifests").mkdir(parents=True, exist_ok=True)
     _save_resolved(recipe, workdir / "recipe.resolved.yaml")
     summaries = []
@@ -311,22 +250,25 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
         t0 = time.perf_counter()
         action, note = "skipped", ""
         if _recorded_key(out) != key:
-            try:
-                if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
-                    # motion must rerun on new cuts anyway: score it in the same decode
-                    motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
-                    note = "motion scored in the same decode"
-                elif stage == "motion" and motion_rows is not None:
-                    _write_motion(src, out, settings, motion_rows)
-                    note = "scored in the cuts pass"
-                else:
-                    REGISTRY[stage][1](src, out, settings, opts)
-            except TypeError as exc:
-                if "unexpected keyword argument" not in str(exc):
-                    raise
-                raise RecipeError(f"stage {stage!r}: unknown setting in {settings}: {exc}") from None
+            if stage == "cuts" and stages[i + 1:i + 2] == ["motion"]:
+                # motion must rerun on new cuts anyway: score it in the same decode
+                pending, motion_rows = _cuts_with_motion(src, out, settings, recipe.stages["motion"], opts)
+                note = "motion scored in the same decode"
+            elif stage == "motion" and motion_rows is not None:
+                pending = _write_motion(src, out, settings, motion_rows)
+                note = "scored in the cuts pass"
+            else:
+                pending = REGISTRY[stage][1](src, out, settings, opts)
+            if pending:  # other ranks still work on this stage: later stages must wait for it
+                summaries.append(StepSummary(stage, "partial", 0, 0, time.perf_counter() - t0,
+                                             note=f"{pending} done over all ranks"))
+                if on_step:
+                    on_step(summaries[-1])
+                return summaries
             _stamp(out, stage, key)
             action = "ran"
+            # this rank finished the stage last: the others have stopped, so it runs the rest alone
+            opts = replace(opts, rank=0, world_size=1)
         summary = _summarize(stage, action, out, time.perf_counter() - t0, note)
         summaries.append(summary)
         if on_step:
@@ -335,19 +277,36 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
     return summaries
 
 
+# what the scoring stages read of every clip (a manifest from `svd curate cuts` has them all)
+CLIP_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "fps", "width", "height"]
+
+
 def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
     if stages[0] == "cuts":
         if videos is None:
             hint = " (or --skip cuts to start from --manifest)" if manifest is not None else ""
             raise RecipeError(f"the recipe starts with 'cuts': pass --input VIDEOS (a folder or a video file){hint}")
+        if manifest is not None:
+            raise RecipeError(f"--manifest {manifest} would be unused: the run starts with cuts, from --input "
+                              "(pass --skip cuts to start from the manifest)")
         if not Path(videos).exists():
             raise RecipeError(f"--input {videos} does not exist")
         return Path(videos)
     if manifest is None:
         raise RecipeError(f"the run starts at {stages[0]!r}: pass --manifest M (a manifest from `svd curate cuts`)")
+    if videos is not None:
+        raise RecipeError(f"--input {videos} would be unused: only the cuts stage reads videos, and this run "
+                          f"starts at {stages[0]!r} from --manifest")
+    import pyarrow.parquet as pq
+
     from svdcli.manifest.io import read_manifest
 
-    read_manifest(manifest, columns=["clip_id"])  # a clear error now rather than inside a stage
+    read_manifest(manifest, columns=[])  # a clear error now rather than inside a stage
+    needed = ["clip_id"] if stages[0] == "filter" else CLIP_COLUMNS
+    missing = [c for c in needed if c not in pq.read_schema(manifest).names]
+    if missing:  # else every clip would become an error row
+        raise RecipeError(f"--manifest {manifest} has no column(s) {', '.join(missing)}; the {stages[0]} "
+                          "stage reads the clip columns `svd curate cuts` writes")
     return Path(manifest)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from svdcli.errors import SvdError
+
 HISTOGRAMS = [  # column, axis label
     ("length", "clip length (s)"),
     ("motion_score", "motion score (analysis px per 1/15 s)"),
@@ -126,8 +128,12 @@ def group_counts(names: np.ndarray) -> dict[str, int]:
     return dict(sorted(zip(values.tolist(), counts.tolist()), key=lambda kv: (kv[0] != "kept", -kv[1])))
 
 
-REPORT_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "width", "height", "status", "keep",
-                  "drop_reason", "motion_score"]
+NEEDED_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "width", "height"]  # what cuts writes
+REPORT_COLUMNS = NEEDED_COLUMNS + ["status", "keep", "drop_reason", "motion_score"]
+
+
+class ReportError(SvdError):
+    """A manifest the report cannot be drawn from; the message names the file and what is missing."""
 
 
 def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int = 96) -> Path:
@@ -138,10 +144,17 @@ def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int
     matplotlib.use("Agg")  # files only, no display needed
     from svdcli.manifest.io import manifest_history, read_manifest
 
-    present = set(pq.read_schema(manifest).names) if Path(manifest).exists() else set()
+    read_manifest(manifest, columns=[])  # a missing or foreign file: the manifest reader's one-line errors
+    present = set(pq.read_schema(manifest).names)
+    missing = [c for c in NEEDED_COLUMNS if c not in present]
+    if missing:
+        raise ReportError(f"{manifest} has no column(s) {', '.join(missing)}: a report needs the clip "
+                          "columns `svd curate cuts` writes")
     wanted = [c for c in REPORT_COLUMNS + [c for c, _ in HISTOGRAMS] if c in present]
     table = read_manifest(manifest, columns=list(dict.fromkeys(wanted)))  # only what the page shows
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; the report needs a folder (for index.html, plots/, thumbs/)")
     (out / "plots").mkdir(parents=True, exist_ok=True)
     lines = thresholds(manifest_history(manifest))
     plots = []

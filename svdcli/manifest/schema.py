@@ -90,7 +90,7 @@ _COLUMN_LIST = [
     _c("caption_error", pa.string(), "caption", "error message when captioning failed"),
     # --- filter
     _c("keep", pa.bool_(), "filter", "true when the clip passed every rule"),
-    _c("drop_reason", pa.string(), "filter", "the first rule the clip failed (null when kept)"),
+    _c("drop_reason", pa.string(), "filter", "what the clip failed, e.g. `motion_score < 0.25` (null when kept)"),
 ]
 
 COLUMNS: dict[str, Column] = {c.name: c for c in _COLUMN_LIST}

@@ -11,7 +11,7 @@ HELP = """Mark clips to keep or drop with rules; rows are never deleted: every r
 
 Rule grammar, one --rule per rule: 'COLUMN OP NUMBER' with OP one of >= > <= < == != (e.g. 'motion_score >= 0.25', 'text_area <= 0.07'), or a percentile over the whole manifest: 'COLUMN pct>= P' keeps values at or above the P-th percentile (drops the bottom P%), 'COLUMN pct<= P' keeps values at or below it (e.g. 'aesthetic_score pct>= 25', 'text_area pct<= 75').
 
-Drop reasons, first that applies: 'error' (video failed in cuts), '<stage>_error' (e.g. motion_error), 'missing COLUMN', then the text of the first failing rule."""
+Drop reasons, first that applies: 'error' (video failed in cuts), '<stage>_error' (e.g. motion_error), 'missing COLUMN', then what the clip failed: the first failing rule negated, e.g. 'motion_score < 0.25' for 'motion_score >= 0.25', 'aesthetic_score < p25' (below the 25th percentile) for 'aesthetic_score pct>= 25'."""
 
 
 def register(app: typer.Typer) -> None:

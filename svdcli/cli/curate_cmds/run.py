@@ -5,11 +5,14 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import check_rank, console, user_errors
+from svdcli.cli.curate_cmds.options import Rank, WorldSize
 
 HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> caption -> clip -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
 
-Rerunning is cheap: a stage whose input and settings are unchanged is skipped, and an interrupted stage resumes where it stopped. Change a setting without editing the file with --set STAGE.SETTING=VALUE (e.g. --set motion.margin_frames=3, --set "filter.rules=['motion_score >= 0.5']"). The recipe format is described in docs/recipes.md."""
+Rerunning is cheap: a stage whose input and settings are unchanged is skipped, and an interrupted stage resumes where it stopped. Change a setting without editing the file with --set STAGE.SETTING=VALUE (e.g. --set motion.margin_frames=3, --set "filter.rules=['motion_score >= 0.5']"). The recipe format is described in docs/recipes.md.
+
+Share a run over machines that see one WORKDIR with --rank R --world-size W: each runs its share of every stage's tasks. A rank that finishes its share while others still work stops there (nothing merged, no later stage started); the rank that finishes last merges the stage and runs the rest of the recipe, as a rerun without --rank does. Relaunch the ranks to share a later stage too."""
 
 
 def register(app: typer.Typer) -> None:
@@ -26,14 +29,21 @@ def register(app: typer.Typer) -> None:
         skip: list[str] = typer.Option([], "--skip", help="Leave out a stage of the recipe; repeat for more."),
         workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: the recipe's)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        rank: Rank = 0,
+        world_size: WorldSize = 1,
     ) -> None:
         from svdcli.curate.recipe import RunOptions, load_recipe, run_recipe
 
+        check_rank(rank, world_size)
         plan = load_recipe(recipe, overrides)
         con = console()
-        opts = RunOptions(workers=workers or plan.workers, progress=progress)
+        opts = RunOptions(workers=workers or plan.workers, progress=progress, rank=rank, world_size=world_size)
         summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
                                on_step=lambda s: con.print(_line(s)))
+        if summaries[-1].action == "partial":
+            con.print(f"rank {rank}: its share of {summaries[-1].stage} is done; the rank that finishes "
+                      "last merges it and runs the rest (or rerun without --rank)")
+            return
         if plan.report:
             from svdcli.curate.report import write_report
 
@@ -44,6 +54,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _line(s) -> str:
+    if s.action == "partial":
+        return f"  {s.stage:<8} {s.action:<8} {s.note}  {s.seconds:7.1f} s"
     kept = f", kept {s.kept}" if s.kept is not None else ""
     return (f"  {s.stage:<8} {s.action:<8} {s.rows:>7} rows, {s.errors} errors{kept}  "
             f"{s.seconds:7.1f} s" + (f"  ({s.note})" if s.note else ""))
