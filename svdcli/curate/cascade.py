@@ -258,8 +258,12 @@ class SlowLevel:
                 continue
             # where the change is: the new shot's first frame after a hard cut, else the middle
             steps = int(np.searchsorted(self.times, first_new - 1e-6) - np.searchsorted(self.times, last_old + 1e-6))
-            snapped = native.cut_within(last_old, first_new) if steps <= 3 else None
-            if snapped:  # a change over a few samples with a native cut in it: that cut (motion blurs the rest)
+            # a change over a few samples with a native cut in it, or one that starts at a native
+            # cut, is that cut: the motion after it spread the change (a fade ending in a jump
+            # to black is still a fade)
+            step = 1.5 / self.spec.rate
+            snapped = native.cut_within(last_old, first_new if steps <= 3 else min(first_new, last_old + step))
+            if snapped:
                 last_old, first_new = snapped
             cut = native.is_adjacent(last_old, first_new)
             at = first_new if cut else (last_old + first_new) / 2

@@ -101,11 +101,13 @@ def _check_columns(table: pa.Table, rules: list[Rule], where: str = "the manifes
 
 
 def error_reasons(table: pa.Table) -> list[str | None]:
-    """'error' for failed videos, '<stage>_error' for the first failed stage, else None."""
+    """'error' for failed videos, 'short' for pieces below the cuts stage's min_length,
+    '<stage>_error' for the first failed stage, else None."""
     n = table.num_rows
     reasons: list[str | None] = [None] * n
     if "status" in table.column_names:
-        reasons = ["error" if s not in (None, "ok") else None for s in table.column("status").to_pylist()]
+        reasons = [None if s in (None, "ok") else "short" if s == "short" else "error"
+                   for s in table.column("status").to_pylist()]
     for name in [c for c in ERROR_COLUMNS if c in table.column_names]:
         for i, message in enumerate(table.column(name).to_pylist()):
             if reasons[i] is None and message is not None:

@@ -158,7 +158,7 @@ def _available(stage: str) -> bool:
 CONFIGS = {"motion": "MotionConfig", "text": "TextConfig", "clip": "ClipConfig", "caption": "CaptionConfig"}
 
 BOUNDS: dict[str, list[str]] = {
-    "cuts": ["min_scene_len >= 0", "merge_tolerance >= 0", "trim >= 0", "min_length >= 0", "max_length >= 0"],
+    "cuts": ["transnet_threshold > 0", "transnet_threshold < 1", "merge_tolerance >= 0", "trim >= 0", "min_length >= 0", "max_length >= 0"],
     "motion": ["long_side >= 16", "interval > 0", "margin_frames >= 0", "pyr_scale > 0", "pyr_scale < 1",
                "levels >= 1", "winsize >= 1", "iterations >= 1", "poly_n >= 1", "poly_sigma > 0"],
     "text": ["size >= 64", "batch_size >= 0"],
