@@ -24,7 +24,8 @@ def cuts(
     levels: str = typer.Option("native,15,8", help="Cascade levels: 'native' and/or rates in fps, comma-separated."),
     thresholds: str = typer.Option(None, help="One ratio per level, same order as --levels. Default 3 each: "
                                    "native = PySceneDetect AdaptiveDetector ratio, slow levels = span ratio."),
-    transnet_threshold: float = typer.Option(0.5, help="TransNetV2: transition probability of a boundary frame."),
+    transnet_threshold: float = typer.Option(0.5, min=0.0, max=1.0,
+                                             help="TransNetV2: transition probability of a boundary frame."),
     device: str = typer.Option("cpu", help="Where TransNetV2 runs (cpu, cuda, cuda:1)."),
     merge_tolerance: float = typer.Option(0.5, min=0.0, help="Seconds: cuts of different levels closer "
                                           "than this are one boundary."),
