@@ -95,11 +95,11 @@ SHIFT = 6  # pixels of that grid: the largest camera move between two compared s
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """(27, 48, 3) float32 Y/U/V thumbnail of a (3, h, w) analysis frame, for `aligned_distance`."""
+    """(27, 48, 3) uint8 Y/U/V thumbnail of a (3, h, w) analysis frame, for `aligned_distance`
+    (3.9 KB a sample: a level at 15 fps keeps ~210 MB per hour of video)."""
     import cv2
 
-    small = cv2.resize(np.ascontiguousarray(frame.transpose(1, 2, 0)), SPAN_SIZE, interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32)
+    return cv2.resize(np.ascontiguousarray(frame.transpose(1, 2, 0)), SPAN_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,7 +110,8 @@ def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
     import cv2
 
     h, w = a.shape[:2]
-    centre = b[SHIFT:h - SHIFT, SHIFT:w - SHIFT]
+    a = a.astype(np.float32)
+    centre = b[SHIFT:h - SHIFT, SHIFT:w - SHIFT].astype(np.float32)
     best = float(cv2.matchTemplate(a, centre, cv2.TM_SQDIFF).min())
     return float(np.sqrt(max(best, 0.0) / centre.size))
 
