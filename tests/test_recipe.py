@@ -228,7 +228,7 @@ def test_rank_must_be_below_world_size(tmp_path, corpus):
 
 
 def test_missing_craft_weights_stop_the_run_before_cuts(tmp_path, videos, monkeypatch):
-    from svdcli.curate.weights import find_craft
+    from svdcli.weights import find_craft
 
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.EasyOCR/model here
     monkeypatch.delenv("SVD_EASYOCR_DIR", raising=False)

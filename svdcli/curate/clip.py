@@ -28,7 +28,7 @@ import numpy as np
 from svdcli.curate.clips import ClipStage, check_inputs, run_clip_stage
 from svdcli.curate.stage import parts_folder
 from svdcli.curate.text import config_from, frame_times, read_clip_frames
-from svdcli.curate.weights import (OpenClipWeights, aesthetic_weights, check_device, open_clip_weights,
+from svdcli.weights import (OpenClipWeights, aesthetic_weights, check_device, open_clip_weights,
                                    pick_device, register_model_config)
 from svdcli.errors import SvdError
 

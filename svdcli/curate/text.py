@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.curate.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
+from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 from svdcli.errors import SvdError
 
 DETECTORS = ("auto", "craft", "dbnet")

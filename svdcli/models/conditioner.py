@@ -75,7 +75,7 @@ def build_open_clip(arch: str, pretrained: str | None = None) -> nn.Module:
     from open_clip.factory import load_state_dict
     from open_clip.model import CLIP
 
-    from svdcli.curate.weights import register_model_config
+    from svdcli.weights import register_model_config
 
     cfg = open_clip.get_model_config(register_model_config(arch))
     if cfg is None:
@@ -94,7 +94,7 @@ def build_open_clip(arch: str, pretrained: str | None = None) -> nn.Module:
 
 def resolve_open_clip_weights(arch: str, pretrained: str) -> str:
     """A local file for `pretrained` (file path, `$SVD_WEIGHTS_DIR/<arch>-<tag>.*`, HF cache/hub)."""
-    from svdcli.curate.weights import open_clip_weights, weights_dir
+    from svdcli.weights import open_clip_weights, weights_dir
 
     if Path(pretrained).expanduser().is_file():
         return str(Path(pretrained).expanduser())
@@ -184,7 +184,7 @@ class TextEmbedder(nn.Module):
         super().__init__()
         import open_clip
 
-        from svdcli.curate.weights import register_model_config
+        from svdcli.weights import register_model_config
 
         model = build_open_clip(arch, pretrained)
         del model.visual

@@ -107,7 +107,7 @@ def clip_vision_config(visual: dict[str, torch.Tensor], clip_arch: str | None) -
     head count and activation from the open_clip model config (`clip_arch`, ViT-H-14 if None)."""
     import open_clip
 
-    from svdcli.curate.weights import register_model_config
+    from svdcli.weights import register_model_config
     from svdcli.models.conditioner import CLIP_ARCH
 
     arch = clip_arch or CLIP_ARCH

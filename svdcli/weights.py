@@ -1,4 +1,4 @@
-"""Where the text, CLIP and caption stages find their weights, and what to say when they are missing.
+"""Where model weights are found on disk (text, CLIP, caption stages; training encoders), and what to say when they are missing.
 
 Nothing here downloads silently on an offline machine: every lookup checks the local places
 first (an explicit path, a folder given by a flag or an environment variable, the Hugging Face
