@@ -3,37 +3,43 @@
 (EDM), Table 1 and eq. 7-8; sigma_data = 1 throughout, as in SVD.
 
 The denoiser is D(x, sigma, cond) = c_skip x + c_out F(c_in x (+) concat, c_noise); samplers
-and the loss see only D. The UNet F knows nothing of EDM.
+and the loss see only D. The UNet F knows nothing of EDM. The factors are a `Scaling` object
+(`scalings.py`); SVD's is the default, and a VP network is wrapped the same way with
+`EpsScaling` / `VScaling` of its schedule.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from svdcli.diffusion.scalings import Scaling, VScalingWithEDMcNoise
+
+_SVD_SCALING = VScalingWithEDMcNoise()
+
 
 def c_skip(sigma: torch.Tensor) -> torch.Tensor:
     """EDM Table 1 with sigma_data = 1: c_skip = 1 / (sigma^2 + 1)."""
-    return 1.0 / (sigma**2 + 1.0)
+    return _SVD_SCALING.c_skip(sigma)
 
 
 def c_out(sigma: torch.Tensor) -> torch.Tensor:
     """v-scaling output factor: c_out = -sigma / sqrt(sigma^2 + 1) (sign of v-prediction)."""
-    return -sigma / (sigma**2 + 1.0) ** 0.5
+    return _SVD_SCALING.c_out(sigma)
 
 
 def c_in(sigma: torch.Tensor) -> torch.Tensor:
     """EDM Table 1 with sigma_data = 1: c_in = 1 / sqrt(sigma^2 + 1)."""
-    return 1.0 / (sigma**2 + 1.0) ** 0.5
+    return _SVD_SCALING.c_in(sigma)
 
 
 def c_noise(sigma: torch.Tensor) -> torch.Tensor:
     """EDM Table 1: c_noise = ln(sigma) / 4."""
-    return 0.25 * sigma.log()
+    return _SVD_SCALING.c_noise(sigma)
 
 
 def scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, c_in, c_noise) of EDM Table 1 with v-scaling and sigma_data = 1."""
-    return c_skip(sigma), c_out(sigma), c_in(sigma), c_noise(sigma)
+    return _SVD_SCALING(sigma)
 
 
 def loss_weight(sigma: torch.Tensor) -> torch.Tensor:
@@ -59,24 +65,33 @@ class Denoiser(nn.Module):
 
     `cond` holds `crossattn` (N, L, D), `vector` (N, adm) and, for image-to-video, `concat`
     (N, 4, H, W): the conditioning-frame latent, appended as channels and NOT scaled by c_in.
-    N = B*T frames in video-major order; sigma is (N,) or a scalar.
+    N = B*T frames in video-major order; sigma is (N,) or a scalar. `scaling` defaults to
+    SVD's (`VScalingWithEDMcNoise`); it is not part of the state dict. `noise_sigma` (same
+    shapes as sigma) replaces the sigma whose c_noise the network sees (see `ddim.invert_ddim`).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, scaling: Scaling | None = None):
         super().__init__()
         self.net = net
+        self.scaling = scaling if scaling is not None else _SVD_SCALING
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, torch.Tensor],
-                num_video_frames: int, image_only_indicator: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def _per_frame(self, sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
         if sigma.numel() == 1:
             sigma = sigma.reshape(()).expand(x.shape[0])
         if sigma.shape != (x.shape[0],):
             raise ValueError(f"sigma must be a scalar or one value per frame ({x.shape[0]}), "
                              f"got shape {tuple(sigma.shape)}")
+        return sigma
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, torch.Tensor],
+                num_video_frames: int, image_only_indicator: torch.Tensor | None = None, *,
+                noise_sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        sigma = self._per_frame(sigma, x)
         s = _bcast(sigma, x)
-        skip, out, inp, noise = scalings(s)
+        skip, out, inp, noise = self.scaling(s)
+        if noise_sigma is not None:
+            noise = self.scaling.c_noise(_bcast(self._per_frame(noise_sigma, x), x))
         net_in = x * inp
         if cond.get("concat") is not None:
             net_in = torch.cat([net_in, cond["concat"].to(net_in.dtype)], dim=1)
