@@ -1,12 +1,16 @@
-"""EDM samplers as pure functions, k-diffusion style.
+"""Samplers as pure functions, k-diffusion style.
 
 Every sampler has the signature `sample_x(denoiser, x, sigmas, *, extra_args, callback)`:
 `denoiser(x, sigma, **extra_args)` returns D(x; sigma), `x` is already at noise level
-`sigmas[0]` (see `prior_sample`), and `sigmas` ends with 0. Samplers draw no random numbers
-and do no I/O; a progress bar is the caller's `callback`.
+`sigmas[0]` (see `prior_sample`), and `sigmas` ends with 0 (or with a VP schedule's last
+level, see `schedules.DiscreteVPSchedule.ddim_sigmas`). A progress bar is the caller's
+`callback`; nothing here does I/O.
 
-Noise is drawn per sample from its own seed (`per_sample_noise`), so a video does not change
-when it is generated in a bigger batch or on another device.
+Euler and Heun are deterministic. The stochastic ones (`sample_ancestral` here, DDIM with
+eta > 0 in `ddim.py`) take a `generator`: one torch.Generator, or one per sample so that a
+sample's noise does not depend on what is sampled beside it (`step_noise`). Initial noise
+is drawn per sample from its own seed (`per_sample_noise`), so a video does not change when
+it is generated in a bigger batch or on another device.
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ def prior_sample(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     return noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
 
 
-def _sigma_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def sigma_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar sigma to one value per batch row, as the denoiser expects."""
     return x.new_ones([x.shape[0]]) * sigma
 
@@ -58,10 +62,10 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Deterministic Euler steps of the probability-flow ODE (EDM, Karras et al. 2022, Alg. 1 without the Heun correction)."""
     extra_args = extra_args or {}
     for i in range(len(sigmas) - 1):
-        sigma = _sigma_batch(x, sigmas[i])
+        sigma = sigma_batch(x, sigmas[i])
         denoised = denoiser(x, sigma, **extra_args)
         d = to_d(x, sigma, denoised)
-        dt = append_dims(_sigma_batch(x, sigmas[i + 1]) - sigma, x.ndim)
+        dt = append_dims(sigma_batch(x, sigmas[i + 1]) - sigma, x.ndim)
         x = x + dt * d
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigmas[i], "sigma_next": sigmas[i + 1], "denoised": denoised})
@@ -74,8 +78,8 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Heun's second-order method, Euler on the last step to sigma = 0 (EDM, Karras et al. 2022, Alg. 1)."""
     extra_args = extra_args or {}
     for i in range(len(sigmas) - 1):
-        sigma = _sigma_batch(x, sigmas[i])
-        sigma_next = _sigma_batch(x, sigmas[i + 1])
+        sigma = sigma_batch(x, sigmas[i])
+        sigma_next = sigma_batch(x, sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra_args)
         d = to_d(x, sigma, denoised)
         dt = append_dims(sigma_next - sigma, x.ndim)
@@ -88,6 +92,60 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             x = x_euler
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigmas[i], "sigma_next": sigmas[i + 1], "denoised": denoised})
+    return x
+
+
+def step_noise(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+               ) -> torch.Tensor:
+    """N(0, I) like x, drawn on each generator's device in x's dtype, then moved to x.
+
+    One generator draws the whole batch at once (what diffusers' `randn_tensor` does); a list
+    of k generators splits the rows into k equal consecutive groups (samples, or the frames of
+    one video each), group i drawn from generator i.
+    """
+    if generator is None:
+        return torch.randn_like(x)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    if x.shape[0] % len(generator):
+        raise ValueError(f"{x.shape[0]} rows do not split into {len(generator)} equal groups, one per generator")
+    rows = x.shape[0] // len(generator)
+    parts = [torch.randn((rows, *x.shape[1:]), generator=g, device=g.device, dtype=x.dtype).to(x.device)
+             for g in generator]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def sample_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, gamma: float = 0.0,
+                     extra_args: dict | None = None, callback: Callback | None = None,
+                     generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    """Ancestral sampling from q(z_s | z_t, x = D) (Ho et al. 2020, eq. 6-7; VDM, Ho et al. 2022, sec. 2).
+
+    With r = SNR(t) / SNR(s) = sigma_s^2 / sigma_t^2 the VP posterior of VDM,
+    mean = r alpha_s / alpha_t z_t + (1 - r) alpha_s x and variance
+    (sigma~^2_{s|t})^(1 - gamma) (sigma^2_{t|s})^gamma with sigma~^2_{s|t} = (1 - r) s_s^2 and
+    sigma^2_{t|s} = (1 - r) s_t^2 (s = VP noise std), reads in the sigma parametrisation
+    (divide by alpha_s): mean = r x_t + (1 - r) D, posterior variance (1 - r) sigma_s^2 and
+    forward variance (1 - r) sigma_t^2 (1 + sigma_s^2) / (1 + sigma_t^2). gamma = 0 is DDPM's
+    "fixed_small" variance (= DDIM with eta = 1), gamma = 1 its "fixed_large" beta_t. The
+    step to sigma = 0 returns D and draws nothing, like DDPM's step from t = 0.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma interpolates two variances and must be in [0, 1], got {gamma}")
+    extra_args = extra_args or {}
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma_batch(x, s), **extra_args)
+        if float(s_next) == 0:
+            x = denoised
+        else:
+            r = s_next**2 / s**2
+            var_small = (1 - r) * s_next**2
+            var_large = (1 - r) * s**2 * (1 + s_next**2) / (1 + s**2)
+            std = (var_small ** (1 - gamma) * var_large**gamma).sqrt()
+            x = r * x + (1 - r) * denoised + std * step_noise(x, generator)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
     return x
 
 
