@@ -81,8 +81,8 @@ def invert_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, la
     if not float(sigmas[0]) > 0:
         raise ValueError("DDIM inversion must start at a positive noise level: at sigma = 0 the "
                          "denoiser does not determine eps (use alpha_bar_0, set_alpha_to_one=False)")
-    if not bool((sigmas[1:] > sigmas[:-1]).all()):
-        raise ValueError("DDIM inversion needs strictly ascending sigmas")
+    if not bool((sigmas[1:] >= sigmas[:-1]).all()):
+        raise ValueError("DDIM inversion needs ascending sigmas")
     extra_args = extra_args or {}
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
