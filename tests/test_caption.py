@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
-from svdcli.curate.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
-from svdcli.curate.clip import clip_read_size  # noqa: E402
+from svdcli.curate.stages.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
+from svdcli.curate.stages.clip import clip_read_size  # noqa: E402
 from svdcli.demo.tiny_models import TINY_COCA  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
-from svdcli.curate.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
-from svdcli.curate.clip import clip_read_size, embeddings_path, run_clip  # noqa: E402
-from svdcli.curate.text import frame_times  # noqa: E402
+from svdcli.curate.scorers.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
+from svdcli.curate.stages.clip import clip_read_size, embeddings_path, run_clip  # noqa: E402
+from svdcli.curate.stages.text import frame_times  # noqa: E402
 from svdcli.demo.tiny_models import TINY_CLIP  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402

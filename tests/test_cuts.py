@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate import cuts as cuts_mod
-from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, _Sampler, default_levels
-from svdcli.curate.cuts import CutsConfig, run_cuts, segments
+from svdcli.curate.stages import cuts as cuts_mod
+from svdcli.curate.scorers.cascade import Boundary, Cascade, CascadeConfig, _Sampler, default_levels
+from svdcli.curate.stages.cuts import CutsConfig, run_cuts, segments
 from svdcli.manifest.io import manifest_history, read_manifest
 from svdcli.manifest.schema import MANIFEST_VERSION, VERSION_KEY
 from svdcli.video.decode import decode_once

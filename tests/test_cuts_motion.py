@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svdcli.curate import cuts_motion
-from svdcli.curate.cuts import cuts_config, run_cuts
-from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
-from svdcli.curate.motion import MotionConfig, run_motion
+from svdcli.curate.stages import cuts_motion
+from svdcli.curate.stages.cuts import cuts_config, run_cuts
+from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
+from svdcli.curate.stages.motion import MotionConfig, run_motion
 from svdcli.manifest.io import read_manifest
 from svdcli.video.decode import decode_once
 from svdcli.video.gray import GrayFrameStore
@@ -105,7 +105,7 @@ def test_cli_motion_out_writes_both_manifests(pans, tmp_path):
 
 
 def test_a_video_too_long_for_the_store_is_read_again_with_the_same_scores(pans, tmp_path, monkeypatch):
-    from svdcli.curate import motion
+    from svdcli.curate.stages import motion
     from svdcli.video import sparse
 
     reads = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdcli.curate.cascade import Cascade, CascadeConfig, default_levels
-from svdcli.curate.cuts import CutsConfig, cuts_config, run_cuts
+from svdcli.curate.scorers.cascade import Cascade, CascadeConfig, default_levels
+from svdcli.curate.stages.cuts import CutsConfig, cuts_config, run_cuts
 from svdcli.manifest.io import read_manifest
 from svdcli.video.decode import decode_once
 from svdcli.video.seek import read_frames_at
@@ -104,7 +104,7 @@ LABELS = __import__("pathlib").Path(__file__).parent / "data" / "cut_labels.json
 
 
 def labelled(name: str, shared_testdata):
-    from svdcli.curate.cut_eval import load_labels
+    from svdcli.curate.scorers.cut_eval import load_labels
 
     [clip] = [c for c in load_labels(LABELS, shared_testdata) if c.name == name]
     if clip.path is None:
@@ -114,8 +114,8 @@ def labelled(name: str, shared_testdata):
 
 def detect_and_score(clip, cfg: CutsConfig):
     """{split: Score} of the stage's boundaries and ok clips on one labelled video."""
-    from svdcli.curate.cut_eval import score_clip
-    from svdcli.curate.cuts import CutsStage
+    from svdcli.curate.scorers.cut_eval import score_clip
+    from svdcli.curate.stages.cuts import CutsStage
 
     rows = CutsStage(cfg).process(str(clip.path))
     bounds = [r["start_time"] for r in rows if r["start_cause"] == "cut"]
@@ -155,7 +155,7 @@ def test_fast_cut_music_video_gives_short_rows_not_straddling_clips():
 
 
 def CutsStage_rows(clip):
-    from svdcli.curate.cuts import CutsStage
+    from svdcli.curate.stages.cuts import CutsStage
 
     return CutsStage(CutsConfig()).process(str(clip.path))
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.motion import (PAIR_GAP, MotionConfig, analysis_size, motion_score, read_gray_at, run_motion,
+from svdcli.curate.stages.motion import (PAIR_GAP, MotionConfig, analysis_size, motion_score, read_gray_at, run_motion,
                                   sample_pairs)
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
 from svdcli.video.synth import Shot, write_video
@@ -212,7 +212,7 @@ def test_dropped_frames_do_not_change_the_score(tmp_path):
 
 
 def test_motion_units_are_defined_once_and_referenced_elsewhere():
-    from svdcli.curate.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
+    from svdcli.curate.stages.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
     from svdcli.manifest.schema import COLUMNS
     from svdcli.shards import conditioning
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from svdcli.cli.main import app
 from svdcli.curate import recipe as recipe_mod
-from svdcli.curate.cuts_motion import CutsMotionStage
-from svdcli.curate.motion import MotionStage, run_motion
+from svdcli.curate.stages.cuts_motion import CutsMotionStage
+from svdcli.curate.stages.motion import MotionStage, run_motion
 from svdcli.curate.recipe import RecipeError, RunOptions, load_recipe, run_recipe
 from svdcli.errors import SvdError
 from svdcli.manifest.io import manifest_history, read_manifest

@@ -11,8 +11,8 @@ from bad_inputs import assert_one_line_error
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate import caption, clip, cuts, motion, text
-from svdcli.curate.filter import parse_rule
+from svdcli.curate.stages import caption, clip, cuts, motion, text
+from svdcli.curate.stages.filter import parse_rule
 from svdcli.curate.recipe import RecipeError, load_recipe
 from svdcli.curate.recipe_load import BOUNDS, UNBOUNDED, setting_types
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 
 from svdcli.cli.main import app
-from svdcli.curate.filter import run_filter
-from svdcli.curate.motion import run_motion
+from svdcli.curate.stages.filter import run_filter
+from svdcli.curate.stages.motion import run_motion
 from svdcli.curate.report import thresholds, write_report
 from svdcli.manifest.io import manifest_history, read_manifest
 

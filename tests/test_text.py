@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.text import DBNetDetector, analysis_size, frame_times, resolve_detector, run_text, text_area
+from svdcli.curate.stages.text import DBNetDetector, analysis_size, frame_times, resolve_detector, run_text, text_area
 from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
 from svdcli.video.probe import video_id
@@ -188,7 +188,7 @@ def test_craft_weights_are_read_as_tensors_only(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     from easyocr.craft import CRAFT
 
-    from svdcli.curate.text import load_craft
+    from svdcli.curate.stages.text import load_craft
 
     with torch.device("meta"):
         layout = CRAFT().state_dict()

@@ -62,7 +62,7 @@ class StepSummary:
 # Each runs this rank's share of a stage (settings are checked by load_recipe) and returns None
 # when the stage is complete (its manifest written), else how far all ranks together are.
 def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.cuts import cuts_config, run_cuts
+    from svdcli.curate.stages.cuts import cuts_config, run_cuts
 
     summary = run_cuts([src], out, cuts_config(**settings), **opts.stage_kwargs())
     return None if summary.complete else f"{summary.videos} videos"
@@ -71,9 +71,9 @@ def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
     """Cuts, scoring motion in the same decode: (None or how far, as the other runners return;
     the motion rows for `_write_motion`, None while the stage is incomplete)."""
-    from svdcli.curate.cuts import cuts_config
-    from svdcli.curate.cuts_motion import run_cuts_motion
-    from svdcli.curate.motion import MotionConfig
+    from svdcli.curate.stages.cuts import cuts_config
+    from svdcli.curate.stages.cuts_motion import run_cuts_motion
+    from svdcli.curate.stages.motion import MotionConfig
 
     summary, rows = run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
                                     **opts.stage_kwargs())
@@ -81,8 +81,8 @@ def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dic
 
 
 def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
-    from svdcli.curate.cuts_motion import write_motion_manifest
-    from svdcli.curate.motion import MotionConfig
+    from svdcli.curate.stages.cuts_motion import write_motion_manifest
+    from svdcli.curate.stages.motion import MotionConfig
 
     write_motion_manifest(src, out, rows, MotionConfig(**settings))
 
@@ -94,43 +94,43 @@ def _scored(ran) -> str | None:
 
 
 def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.motion import MotionConfig, run_motion
+    from svdcli.curate.stages.motion import MotionConfig, run_motion
 
     return _scored(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
 
 
 def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.text import run_text
+    from svdcli.curate.stages.text import run_text
 
     return _scored(run_text(src, out, **opts.stage_kwargs(), **settings))
 
 
 def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.clip import run_clip
+    from svdcli.curate.stages.clip import run_clip
 
     return _scored(run_clip(src, out, **opts.stage_kwargs(), **settings))
 
 
 def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.caption import run_caption
+    from svdcli.curate.stages.caption import run_caption
 
     return _scored(run_caption(src, out, **opts.stage_kwargs(), **settings))
 
 
 def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
-    from svdcli.curate.filter import run_filter
+    from svdcli.curate.stages.filter import run_filter
 
     run_filter(src, settings["rules"], out)  # one pass over the merged manifest: not shared
 
 
 # stage -> (module this version must ship, function running it: (input, out, settings, options))
 REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], str | None]]] = {
-    "cuts": ("svdcli.curate.cuts", _cuts),
-    "motion": ("svdcli.curate.motion", _motion),
-    "text": ("svdcli.curate.text", _text),
-    "clip": ("svdcli.curate.clip", _clip),
-    "caption": ("svdcli.curate.caption", _caption),
-    "filter": ("svdcli.curate.filter", _filter),
+    "cuts": ("svdcli.curate.stages.cuts", _cuts),
+    "motion": ("svdcli.curate.stages.motion", _motion),
+    "text": ("svdcli.curate.stages.text", _text),
+    "clip": ("svdcli.curate.stages.clip", _clip),
+    "caption": ("svdcli.curate.stages.caption", _caption),
+    "filter": ("svdcli.curate.stages.filter", _filter),
 }
 
 
@@ -155,7 +155,7 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
                           f"{recipe.source or 'the recipe'} or pass --skip {missing[0]}")
     if "filter" in run:
-        from svdcli.curate.filter import is_numeric, parse_rule
+        from svdcli.curate.stages.filter import is_numeric, parse_rule
 
         for rule in map(parse_rule, recipe.stages["filter"]["rules"]):
             if rule.column in COLUMNS and not is_numeric(COLUMNS[rule.column].type):
@@ -167,7 +167,7 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
                                   f"{owner!r}, which this run does not include; run that stage or "
                                   f"change the rules (--set \"filter.rules=[...]\")")
     if "text" in run:  # CRAFT weights: missing ones stop the run now, not after cuts and motion
-        from svdcli.curate.text import resolve_detector
+        from svdcli.curate.stages.text import resolve_detector
 
         settings = recipe.stages["text"]
         resolve_detector(settings.get("detector", "auto"), settings.get("model_dir"))
@@ -185,7 +185,7 @@ def _file_digest(path: Path) -> str:
 
 def _videos_digest(src: Path) -> str:
     """Paths, sizes and modification times of the videos cuts would read (no content read)."""
-    from svdcli.curate.cuts import find_videos
+    from svdcli.curate.stages.cuts import find_videos
 
     h = hashlib.sha1()
     for video in sorted(find_videos([src])):

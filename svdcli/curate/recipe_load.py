@@ -177,7 +177,7 @@ def setting_types(stage: str) -> dict[str, Any]:
     if stage == "filter":
         return {"rules": list}
     if stage == "cuts":
-        from svdcli.curate.cuts import cuts_config
+        from svdcli.curate.stages.cuts import cuts_config
 
         hints = typing.get_type_hints(cuts_config)
         hints.pop("return", None)
@@ -190,7 +190,7 @@ def setting_types(stage: str) -> dict[str, Any]:
 def check_settings(stage: str, settings: dict, where: str) -> dict:
     """`settings` as the stage takes them; unknown names, wrong types and values out of bounds
     are refused with a message starting with `where`."""
-    from svdcli.curate.filter import parse_rule
+    from svdcli.curate.stages.filter import parse_rule
 
     known = setting_types(stage)
     bounds = [parse_rule(b) for b in BOUNDS.get(stage, [])]
@@ -245,7 +245,7 @@ def _as_kind(options: tuple, value: Any) -> Any:
 
 
 def _check_rules(rules: Any, where: str) -> None:
-    from svdcli.curate.filter import parse_rule
+    from svdcli.curate.stages.filter import parse_rule
 
     if not rules or not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
         raise RecipeError(f"{where}: filter.rules must be a non-empty list of rule strings, "
@@ -266,15 +266,15 @@ def check_values(stage: str, settings: dict, where: str) -> None:
         raise RecipeError(f"{where}: {stage}.device must be auto, cpu, cuda or cuda:N, not {device!r}")
     try:
         if stage == "cuts":
-            from svdcli.curate.cuts import cuts_config
+            from svdcli.curate.stages.cuts import cuts_config
 
             cuts_config(**settings)
         elif stage == "caption":
-            from svdcli.curate.caption import CaptionConfig
+            from svdcli.curate.stages.caption import CaptionConfig
 
             CaptionConfig(**settings).check()
         elif stage == "text":
-            from svdcli.curate.text import DETECTORS, TextConfig, parse_frames
+            from svdcli.curate.stages.text import DETECTORS, TextConfig, parse_frames
 
             config = TextConfig(**settings)
             parse_frames(config.frames)

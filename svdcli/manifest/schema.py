@@ -62,7 +62,7 @@ _COLUMN_LIST = [
     _c("motion_score", pa.float32(), "motion",
        "median over frame pairs (1/15 s apart, sampled at 2 fps) of the mean Farneback flow "
        "magnitude, in analysis pixels per 1/15 s; analysis size = long side 256 px, aspect kept "
-       "(see svdcli/curate/motion.py); the recipe drops clips below 0.25 as static"),
+       "(see svdcli/curate/stages/motion.py); the recipe drops clips below 0.25 as static"),
     _c("motion_pairs", pa.int32(), "motion", "number of frame pairs scored"),
     _c("motion_pair_scores", pa.list_(pa.float32()), "motion",
        "per-pair mean flow magnitudes (same units), in time order; a spike is a leftover cut"),

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.caption import run_caption, summarize
+        from svdcli.curate.stages.caption import run_caption, summarize
 
         check_rank(rank, world_size)
         result, written = run_caption(

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.clip import run_clip, summarize
+        from svdcli.curate.stages.clip import run_clip, summarize
 
         check_rank(rank, world_size)
         result, written = run_clip(manifest, out, workers=workers, rank=rank, world_size=world_size,

@@ -53,7 +53,7 @@ def cuts(
     """
     import time
 
-    from svdcli.curate.cuts import cuts_config, run_cuts
+    from svdcli.curate.stages.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
 
     if rank >= world_size:
@@ -64,8 +64,8 @@ def cuts(
         summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size, progress=progress,
                            device=device)
     else:
-        from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
-        from svdcli.curate.motion import MotionConfig
+        from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
+        from svdcli.curate.stages.motion import MotionConfig
 
         summary, rows = run_cuts_motion(inputs, out, cfg, MotionConfig(), workers=workers, rank=rank,
                                         world_size=world_size, progress=progress)
@@ -76,7 +76,7 @@ def cuts(
     if summary.complete:
         console().print(f"cuts: {line} -> {summary.out}")
         if motion_out is not None:
-            from svdcli.curate.motion import summarize
+            from svdcli.curate.stages.motion import summarize
 
             console().print(summarize(motion_out, 0.25))
     else:

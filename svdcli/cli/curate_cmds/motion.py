@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.motion import run_motion, summarize
+        from svdcli.curate.stages.motion import run_motion, summarize
 
         check_rank(rank, world_size)
         result, written = run_motion(manifest, out, workers=workers, rank=rank, world_size=world_size,

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.text import resolve_detector, run_text, summarize
+        from svdcli.curate.stages.text import resolve_detector, run_text, summarize
 
         check_rank(rank, world_size)
         model_dir = str(model_dir) if model_dir else None

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clips import ClipStage, check_inputs, run_clip_stage
+from svdcli.curate.per_clip import ClipStage, check_inputs, run_clip_stage
 from svdcli.curate.stage import parts_folder
-from svdcli.curate.text import config_from, frame_times, read_clip_frames
+from svdcli.curate.stages.text import config_from, frame_times, read_clip_frames
 from svdcli.weights import (OpenClipWeights, aesthetic_weights, check_device, open_clip_weights,
                                    pick_device, register_model_config)
 from svdcli.errors import SvdError
@@ -161,7 +161,7 @@ class ClipEmbedStage(ClipStage):
                 "frames": FRAME_NAMES, "captions": digest if self.captions else None}
 
     def setup(self) -> None:
-        from svdcli.curate.aesthetic import load_aesthetic
+        from svdcli.curate.scorers.aesthetic import load_aesthetic
 
         device = pick_device(self.config.device)
         self.embedder = ClipEmbedder.load(self.weights, self.config.model, device, self.config.batch_size)
@@ -188,7 +188,7 @@ class ClipEmbedStage(ClipStage):
         return rows
 
     def aesthetic(self, emb) -> list[float | None]:
-        from svdcli.curate.aesthetic import aesthetic
+        from svdcli.curate.scorers.aesthetic import aesthetic
 
         if self.head is None:
             return [None] * len(emb)
@@ -221,7 +221,7 @@ def check_head_width(head_path: Path, model: str, label: str) -> None:
     """Refuse, before any work, an aesthetic head whose input width is not the model's embedding width."""
     import open_clip
 
-    from svdcli.curate.aesthetic import head_dim, load_aesthetic
+    from svdcli.curate.scorers.aesthetic import head_dim, load_aesthetic
 
     dim = open_clip.get_model_config(register_model_config(model))["embed_dim"]
     want = head_dim(load_aesthetic(head_path))

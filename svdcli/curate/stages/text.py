@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from svdcli.curate.clips import ClipStage, run_clip_stage
+from svdcli.curate.per_clip import ClipStage, run_clip_stage
 from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 from svdcli.errors import SvdError
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clip import autocast, clip_read_size, load_open_clip, to_model_input
-from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.curate.text import config_from, middle_time, read_clip_frames
+from svdcli.curate.stages.clip import autocast, clip_read_size, load_open_clip, to_model_input
+from svdcli.curate.per_clip import ClipStage, run_clip_stage
+from svdcli.curate.stages.text import config_from, middle_time, read_clip_frames
 from svdcli.weights import OpenClipWeights, check_device, open_clip_weights, pick_device
 from svdcli.errors import SvdError
 

@@ -32,7 +32,7 @@ are never decoded, nor the tail of a GOP that no sample needs before the next ID
 `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis size by swscale.
 When motion follows cuts in `svd curate run` (or `svd curate cuts --motion-out`), no second
 decode happens at all: the cuts pass keeps its frames and scores the pairs
-(`svdcli.curate.cuts_motion`), with the same frames and so the same scores.
+(`svdcli.curate.stages.cuts_motion`), with the same frames and so the same scores.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clips import NEEDS, ClipStage, run_clip_stage
+from svdcli.curate.per_clip import NEEDS, ClipStage, run_clip_stage
 from svdcli.curate.stage import RunResult
 from svdcli.video.sparse import read_gray_at
 

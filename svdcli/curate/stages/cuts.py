@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
+from svdcli.curate.scorers.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
 from svdcli.curate.stage import Stage, Task
 from svdcli.errors import SvdError
 
@@ -98,10 +98,10 @@ class CutsStage(Stage):
         cfg = self.cfg
         extra = []
         if cfg.detector in ("transnetv2", "both"):
-            from svdcli.curate.transnet import TransNetLevel
+            from svdcli.curate.scorers.transnet import TransNetLevel
 
             if self._network is None:  # loaded once per worker, not per video
-                from svdcli.curate.transnet import load_network
+                from svdcli.curate.scorers.transnet import load_network
 
                 self._network = load_network(self.device)
             extra.append(TransNetLevel(cfg.transnet_threshold, self.device, network=self._network))
@@ -246,7 +246,7 @@ def write_cuts_manifest(table, out: Path, cfg: CutsConfig, inputs: list[str | Pa
 
 def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
     """`native,15,8` (+ optional `3,3,3`) -> level specs, finest first."""
-    from svdcli.curate.cascade import default_span, default_threshold, level_name
+    from svdcli.curate.scorers.cascade import default_span, default_threshold, level_name
 
     rates: list[float | None] = []
     for item in [x.strip() for x in levels.split(",") if x.strip()]:

@@ -22,9 +22,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svdcli.curate.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
+from svdcli.curate.stages.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
                                 run_video_stage, write_cuts_manifest)
-from svdcli.curate.motion import MotionConfig, MotionStage, analysis_size, score_clips
+from svdcli.curate.stages.motion import MotionConfig, MotionStage, analysis_size, score_clips
 
 MOTION_COLUMNS = tuple(c for c in MotionStage.columns if c != "clip_id")
 STORE_BYTES = 2 << 30  # per worker; a longer video's motion pairs are read from the file again
@@ -88,7 +88,7 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
 
 def write_motion_manifest(cuts_manifest: Path, out: Path, rows: pa.Table, motion: MotionConfig) -> Path:
     """The motion manifest `svd curate motion` would write from `cuts_manifest`, from `rows`."""
-    from svdcli.curate.clips import write_scored_manifest
+    from svdcli.curate.per_clip import write_scored_manifest
     from svdcli.manifest.io import read_manifest
 
     manifest = read_manifest(cuts_manifest)

@@ -1,0 +1,1 @@
+"""The curation stages, one module per stage."""
