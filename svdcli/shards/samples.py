@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,9 +17,7 @@ from svdcli.shards.conditioning import MotionBuckets, fps_id_for
 from svdcli.shards.frames import (
     center_crop, cover_size, encode_mp4, encode_npy, rotate_display, sample_rate, sample_times,
 )
-
-if TYPE_CHECKING:
-    from svdcli.shards.pack import PackConfig
+from svdcli.shards.pack_config import PackConfig
 
 SCORE_COLUMNS = ("motion_score", "aesthetic_score", "clip_score", "text_area")
 MAX_GROUP = 16  # most clips of one video decoded in one pass
