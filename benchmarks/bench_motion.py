@@ -73,10 +73,10 @@ def opencv_loop(video: Path, convert_all: bool) -> list[float]:
     """The straightforward baseline: read every frame, gray, same pairs and analysis size."""
     import cv2
 
-    from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+    from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, flow_size, pair_flow_magnitude, sample_pairs
 
     cfg = MotionConfig()
-    size = analysis_size(*SIZE)
+    size = flow_size(*SIZE)
     wanted = {}  # frame index -> (shot, pair, slot)
     gap = 0.0
     for s in range(len(SPEEDS)):
@@ -123,13 +123,13 @@ def run_ours(manifest: Path, out: Path) -> list[float]:
 
 def phases(video: Path) -> None:
     """Where the stage's CPU goes: the sparse read (1 decoder thread vs automatic) and Farneback."""
-    from svdcli.curate.stages.motion import MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+    from svdcli.curate.stages.motion import MotionConfig, flow_size, pair_flow_magnitude, sample_pairs
     from svdcli.video.sparse import read_gray_at
 
     times = sorted({t for s in range(len(SPEEDS)) for pair in sample_pairs(
         s * SHOT_FRAMES / FPS, (s + 1) * SHOT_FRAMES / FPS, FPS, MotionConfig()) for t in pair})
     for threads in (1, 0):
-        (frames, _), wall, cpu = timed(lambda: read_gray_at(video, times, analysis_size(*SIZE), threads))
+        (frames, _), wall, cpu = timed(lambda: read_gray_at(video, times, flow_size(*SIZE), threads))
         print(f"  sparse read + gray, {len(times)} frames, threads={threads or 'auto'}: {wall:.2f} s wall, {cpu:.2f} s cpu")
     pairs = frames.reshape(-1, 2, *frames.shape[1:])  # (N, h, w) -> (P, 2, h, w): times come in pairs
     _, wall, cpu = timed(lambda: [pair_flow_magnitude(a, b) for a, b in pairs])

@@ -74,7 +74,7 @@ def bench_clip(model: str, device: str, n: int, batch: int, repeats: int = 1) ->
     import open_clip
     import torch
 
-    from svdcli.curate.stages.clip import ClipEmbedder
+    from svdcli.curate.scorers.open_clip_models import ClipEmbedder
 
     net = open_clip.create_model(model, device=device).eval()  # random weights: timing only
     embedder = ClipEmbedder(net, open_clip.get_tokenizer(model), device, batch_size=batch)

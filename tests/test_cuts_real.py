@@ -19,7 +19,7 @@ GRADUAL = [(212, 242), (332, 360), (392, 425), (520, 560), (662, 700)]
 def clips(testdata, tmp_path_factory):
     """One manifest over the real clips: {file name: ok rows sorted by start}."""
     out = tmp_path_factory.mktemp("real") / "clips.parquet"
-    summary = run_cuts([testdata / "pyscenedetect" / n for n in NAMES], out, CutsConfig(), progress=False)
+    summary = run_cuts([testdata / "pyscenedetect" / n for n in NAMES], out, CutsConfig())
     assert summary.complete and summary.errors == 0
     rows: dict[str, list[dict]] = {}
     for r in read_manifest(out).to_pylist():
@@ -77,7 +77,7 @@ def test_delayed_start_times_count_from_the_first_frame(testdata, tmp_path):
     # the clip is one fade-in from black (a transition for the slow levels): the native level
     # keeps it whole, and its times are what this checks
     out = tmp_path / "delayed.parquet"
-    run_cuts([testdata / "pyscenedetect/delayed_start.mp4"], out, cuts_config("native"), progress=False)
+    run_cuts([testdata / "pyscenedetect/delayed_start.mp4"], out, cuts_config("native"))
     [row] = read_manifest(out).to_pylist()
     assert (row["start_time"], row["start_frame"], row["end_frame"]) == (0.0, 0, 24)
     assert row["end_time"] == pytest.approx(0.96)

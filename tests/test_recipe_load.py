@@ -14,7 +14,8 @@ from svdcli.cli.main import app
 from svdcli.curate.stages import caption, clip, cuts, motion, text
 from svdcli.curate.stages.filter import parse_rule
 from svdcli.curate.recipe import RecipeError, load_recipe
-from svdcli.curate.recipe_load import BOUNDS, UNBOUNDED, setting_types
+from svdcli.curate import stages
+from svdcli.curate.recipe_load import setting_types
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = """\
@@ -140,7 +141,8 @@ def test_settings_are_the_stages_own():
 
 def test_every_numeric_setting_has_a_bound_and_every_bound_a_setting():
     for stage, defaults in DEFAULTS.items():
-        bounded = {parse_rule(b).column for b in BOUNDS[stage]} | set(UNBOUNDED.get(stage, []))
+        spec = stages.spec(stage)
+        bounded = {parse_rule(b).column for b in spec.bounds} | set(spec.unbounded)
         numeric = {k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         assert numeric == bounded, stage
 
@@ -148,8 +150,8 @@ def test_every_numeric_setting_has_a_bound_and_every_bound_a_setting():
 def test_bounds_agree_with_the_stage_commands_options():
     commands = typer.main.get_command(app).commands["curate"].commands
     compared = 0
-    for stage, rules in BOUNDS.items():
-        parsed = [parse_rule(r) for r in rules]
+    for spec in stages.specs():
+        stage, parsed = spec.name, [parse_rule(r) for r in spec.bounds]
         for option in commands[stage].params:
             if option.name not in setting_types(stage):
                 continue

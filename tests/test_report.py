@@ -32,7 +32,7 @@ def filtered(tmp_path_factory) -> Path:
         rows += clip_rows(video, [0, 24, 48], FPS, (160, 96), tag=f"v{i}")
     rows += clip_rows(folder / "deleted.mp4", [0, 24], FPS, (160, 96), tag="gone")
     manifest = write_rows(rows, folder / "m.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     run_filter(manifest, ["motion_score >= 0.25", "motion_score pct>= 25"])
     return manifest
 
