@@ -143,9 +143,3 @@ class StageSpec:
         strangers = [c.name for c in self.columns if c.stage != self.name]
         if strangers:
             raise ValueError(f"stage {self.name!r} declares columns of another stage: {strangers}")
-
-    @property
-    def error_column(self) -> str | None:
-        """The `<stage>_error` column of a stage that records failed clips there."""
-        name = f"{self.name}_error"
-        return name if any(c.name == name for c in self.columns) else None

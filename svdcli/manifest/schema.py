@@ -62,18 +62,28 @@ class Catalogue(Mapping[str, Column]):
     def __init__(self, base: Callable[[], Iterable[Column]]):
         self._columns: dict[str, Column] = {}
         self._sources: list[Callable[[], Iterable[Column]]] = [base]
+        self._loading = False
 
     def add_source(self, source: Callable[[], Iterable[Column]]) -> None:
         if source not in self._sources:
             self._sources.append(source)
 
     def _load(self) -> None:
-        while self._sources:
-            for column in self._sources.pop(0)():
-                known = self._columns.setdefault(column.name, column)
-                if known != column:
-                    raise ValueError(f"column {column.name!r} is declared by stage {known.stage!r} and "
-                                     f"again by stage {column.stage!r}")
+        if self._loading:  # a source's columns are not all known before it returns
+            raise RuntimeError("a manifest column was looked up while the column declarations load "
+                               "(at the import of a stage module?)")
+        self._loading = True
+        try:
+            while self._sources:
+                columns = list(self._sources[0]())
+                self._sources.pop(0)  # only once loaded: a source that failed is tried again
+                for column in columns:
+                    known = self._columns.setdefault(column.name, column)
+                    if known != column:
+                        raise ValueError(f"column {column.name!r} is declared by stage {known.stage!r} "
+                                         f"and again by stage {column.stage!r}")
+        finally:
+            self._loading = False
 
     def __getitem__(self, name: str) -> Column:
         if name not in self._columns:
