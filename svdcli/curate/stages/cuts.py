@@ -1,9 +1,9 @@
 """`svd curate cuts`: videos -> one manifest row per clip, from one decode per video.
 
-The stage wraps the pure detector in `cascade.py`: a task is one video (key: its resolved path);
-`process` decodes it once, feeding every level, turns the merged boundaries into clips (trim,
-minimum length, max-length splits) and returns the rows. The shared runner does workers, part
-files, resume and the progress bar; `run_cuts` merges the parts into the manifest.
+The stage wraps the pure detector in `scorers/cascade.py`: a task is one video (key: its
+resolved path); `process` decodes it once, feeding every level, turns the merged boundaries into
+clips (trim, minimum length, max-length splits) and returns the rows. The runner does workers,
+part files, resume and progress reports; `run_cuts` merges the parts into the manifest.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from svdcli.curate.parts import TASK_COLUMN, clean_parts
+from svdcli.curate.runner import run_stage
 from svdcli.curate.scorers.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
 from svdcli.curate.stage import Resources, Stage, StageSpec, Task, gpus_for
 from svdcli.errors import SvdError
-from svdcli.manifest.schema import Column
+from svdcli.manifest.schema import Column, stage_columns
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 
@@ -99,8 +101,6 @@ class CutsStage(Stage):
     row_unit = "clips"
 
     def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
-        from svdcli.manifest.schema import stage_columns
-
         self.cfg = cfg
         self.threads = threads  # decoder threads; speed only, so not part of the settings
         self.device = device  # where TransNetV2 runs; speed only
@@ -208,8 +208,6 @@ def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: i
              world_size: int = 1, progress=None, executor=None, threads: int = 0,
              device: str = "cpu") -> CutsSummary:
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
-    from svdcli.curate.parts import clean_parts
-
     videos = find_videos_or_fail(inputs)
     stage = CutsStage(cfg, decoder_threads(threads, workers), device)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
@@ -240,9 +238,6 @@ def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs
     """Run a stage with one task per video: (rows of this run's videos sorted, summary); the
     table is None while the run is incomplete (interrupted, or other ranks still working)."""
     import pyarrow.compute as pc
-
-    from svdcli.curate.parts import TASK_COLUMN
-    from svdcli.curate.runner import run_stage
 
     result = run_stage(stage, [Task(v, v) for v in videos], out, flush_rows=512, flush_seconds=5.0,
                        describe=stage.name, **run_kwargs)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from svdcli.curate.parts import clean_parts
 from svdcli.curate.stages.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
                                        run_video_stage, write_cuts_manifest)
 from svdcli.curate.stages.motion import MotionConfig, MotionStage, flow_size, score_clips
@@ -70,8 +71,6 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
     """Write the cuts manifest `out` as `run_cuts` does; also return the motion rows of its clips
     (clip_id + motion columns) for `write_motion_manifest`, or None while the run is incomplete."""
     import os
-
-    from svdcli.curate.parts import clean_parts
 
     videos = find_videos_or_fail(inputs)
     pair_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
