@@ -78,6 +78,16 @@ def test_a_run_killed_on_one_executor_resumes_on_the_local_one(corpus, tmp_path,
     assert read_manifest(written).equals(read_manifest(tmp_path / "fresh.parquet"))
 
 
+def test_a_set_up_model_stage_ships_as_its_settings():
+    from svdcli.curate.stages.text import TextConfig, TextStage
+
+    stage = TextStage(TextConfig(detector="dbnet", device="cpu"))
+    stage.setup()
+    shipped = pickle.loads(pickle.dumps(stage))
+    assert stage.detector is not None and shipped.detector is None  # the worker loads its own
+    assert shipped.fingerprint() == stage.fingerprint() and shipped.resources().loads_model
+
+
 class Flaky(Stage):
     """Fails on odd payloads; its error rows name the payload."""
 

@@ -11,7 +11,9 @@ A recipe names the stages to run, in order, with their settings (see docs/recipe
       filter:
         rules: ["motion_score >= 0.25", "aesthetic_score pct>= 25"]
 
-Reading the file and checking every setting is `recipe_load.py`; this module runs the stages.
+Reading the file and checking every setting is `recipe_load.py`; this module runs the stages,
+each as its spec says (`SPEC.run`, see svdcli/curate/stages/), except cuts followed by motion,
+which run as one decode.
 The run lays out `WORKDIR/manifests/<stage>.parquet` (each stage reads the previous one),
 `WORKDIR/recipe.resolved.yaml` (the recipe after overrides) and `WORKDIR/report/`.
 

@@ -4,8 +4,8 @@ A stage (`Stage`) turns one *task* (a video for cuts, the clips of one video for
 stages) into rows, dicts keyed by its `columns`. It says what changes its output (`settings()`,
 which feeds the fingerprint of its part folder), loads what it needs once per worker
 (`setup()`), and how a task that raised is recorded (`error_rows`). A stage object pickles as
-its settings (stages drop loaded models from their state), so an executor can ship it to each
-worker and call `setup()` there; `resources()` says what one worker needs, for executors that
+its settings (the attributes it names in `loaded`, its models, are left out), so an executor can
+ship it to each worker and call `setup()` there; `resources()` says what one worker needs, for executors that
 place workers on a cluster. `ClipStage` is the base of the per-clip scoring stages
 (`per_clip.py` runs them over a manifest).
 
@@ -54,6 +54,11 @@ class Stage:
     columns: tuple[str, ...] = ()  # the keys of its rows; their types are the manifest schema's
     unit: str = "videos"  # what a task is, for the progress bar
     row_unit: str = "rows"  # what a row is, for the progress bar
+    loaded: tuple[str, ...] = ()  # attributes setup() fills (models): left out when the stage pickles
+
+    def __getstate__(self) -> dict:
+        """The stage as an executor ships it to a worker: its settings, not its loaded models."""
+        return {**self.__dict__, **{name: None for name in self.loaded}}
 
     def settings(self) -> dict:
         """Everything that changes the stage's output; it feeds the fingerprint."""

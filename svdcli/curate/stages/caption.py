@@ -103,6 +103,7 @@ COLUMNS = (
 class CaptionStage(ClipStage):
     name = "caption"
     columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("captioner",)
 
     def __init__(self, config: CaptionConfig):
         config.check()

@@ -67,6 +67,7 @@ COLUMNS = (
 class ClipEmbedStage(ClipStage):
     name = "clip"
     columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("embedder", "head")
     reads_if_present = ("status", "caption")
 
     def __init__(self, config: ClipConfig, captions: dict[str, str] | None = None):

@@ -99,6 +99,7 @@ class CutsStage(Stage):
     name = "cuts"
     unit = "videos"
     row_unit = "clips"
+    loaded = ("_network",)  # TransNetV2, loaded on a worker's first video
 
     def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
         self.cfg = cfg
@@ -106,9 +107,6 @@ class CutsStage(Stage):
         self.device = device  # where TransNetV2 runs; speed only
         self._network = None
         self.columns = tuple(stage_columns("cuts"))
-
-    def __getstate__(self):  # workers load the network themselves
-        return {**self.__dict__, "_network": None}
 
     def settings(self) -> dict:
         return asdict(self.cfg)

@@ -185,6 +185,7 @@ COLUMNS = (
 class TextStage(ClipStage):
     name = "text"
     columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("detector",)
 
     def __init__(self, config: TextConfig):
         parse_frames(config.frames)
