@@ -112,7 +112,7 @@ def three_scenedetect_passes(path: Path) -> list[int]:
 
 
 def ours(paths: list[Path], workers: int = 1, detector: str = "cascade", device: str = "cpu") -> tuple[int, int]:
-    from svdcli.curate.cuts import CutsConfig, run_cuts
+    from svdcli.curate.stages.cuts import CutsConfig, run_cuts
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_cuts(paths, Path(tmp) / "clips.parquet", CutsConfig(detector=detector), workers=workers,

@@ -60,8 +60,8 @@ def fetch_megamind() -> Path | None:
 
 def svdcli_modes(path: Path) -> dict[str, tuple[list[float], list[tuple[float, float]]]]:
     """{mode: (boundary times, ok clips)} for cascade, transnetv2 and both from one decode."""
-    from svdcli.curate.cascade import merge_boundaries
-    from svdcli.curate.cuts import CutsConfig, CutsStage, segments
+    from svdcli.curate.scorers.cascade import merge_boundaries
+    from svdcli.curate.stages.cuts import CutsConfig, CutsStage, segments
     from svdcli.video.decode import decode_once
 
     cfg = CutsConfig(detector="both")
@@ -79,7 +79,7 @@ def svdcli_modes(path: Path) -> dict[str, tuple[list[float], list[tuple[float, f
 
 
 def _copy(b):
-    from svdcli.curate.cascade import Boundary
+    from svdcli.curate.scorers.cascade import Boundary
 
     return Boundary(b.time, b.last_old, b.first_new, dict(b.scores), b.gradual)
 
@@ -131,8 +131,8 @@ def transnet_alone(path: Path, network) -> tuple[list[float], list[tuple[float, 
 
 
 def accuracy_table() -> None:
-    from svdcli.curate.cut_eval import LabelledClip, Score, load_labels, score_clip
-    from svdcli.curate.transnet import load_network
+    from svdcli.curate.scorers.cut_eval import LabelledClip, Score, load_labels, score_clip
+    from svdcli.curate.scorers.transnet import load_network
 
     clips = load_labels(LABELS, SHARED if SHARED.is_dir() else None)
     megamind = fetch_megamind()

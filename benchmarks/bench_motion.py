@@ -9,7 +9,7 @@ hard cuts), rendered once with svdcli.video.synth and cached under bench-out/.
    per CPU second (process CPU time, all threads) and wall time; the target is >= 2x.
 2. cuts + motion (the CPU stages a recipe runs first) vs a bare PyAV decode of every frame
    (no conversion); target <= 2x the bare decode's wall time. `svd curate run` scores motion
-   inside the cuts decode (svdcli.curate.cuts_motion); the two stages run one after the other
+   inside the cuts decode (svdcli.curate.stages.cuts_motion); the two stages run one after the other
    (`svd curate cuts` then `svd curate motion`) are shown too.
 
 Motion is a CPU stage (OpenCV Farneback), so there is no GPU variant.
@@ -73,10 +73,10 @@ def opencv_loop(video: Path, convert_all: bool) -> list[float]:
     """The straightforward baseline: read every frame, gray, same pairs and analysis size."""
     import cv2
 
-    from svdcli.curate.motion import PAIR_GAP, MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+    from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, flow_size, pair_flow_magnitude, sample_pairs
 
     cfg = MotionConfig()
-    size = analysis_size(*SIZE)
+    size = flow_size(*SIZE)
     wanted = {}  # frame index -> (shot, pair, slot)
     gap = 0.0
     for s in range(len(SPEEDS)):
@@ -114,7 +114,7 @@ def bare_decode(video: Path) -> int:
 
 
 def run_ours(manifest: Path, out: Path) -> list[float]:
-    from svdcli.curate.motion import run_motion
+    from svdcli.curate.stages.motion import run_motion
     from svdcli.manifest.io import read_manifest
 
     run_motion(manifest, out, progress=False)
@@ -123,13 +123,13 @@ def run_ours(manifest: Path, out: Path) -> list[float]:
 
 def phases(video: Path) -> None:
     """Where the stage's CPU goes: the sparse read (1 decoder thread vs automatic) and Farneback."""
-    from svdcli.curate.motion import MotionConfig, analysis_size, pair_flow_magnitude, sample_pairs
+    from svdcli.curate.stages.motion import MotionConfig, flow_size, pair_flow_magnitude, sample_pairs
     from svdcli.video.sparse import read_gray_at
 
     times = sorted({t for s in range(len(SPEEDS)) for pair in sample_pairs(
         s * SHOT_FRAMES / FPS, (s + 1) * SHOT_FRAMES / FPS, FPS, MotionConfig()) for t in pair})
     for threads in (1, 0):
-        (frames, _), wall, cpu = timed(lambda: read_gray_at(video, times, analysis_size(*SIZE), threads))
+        (frames, _), wall, cpu = timed(lambda: read_gray_at(video, times, flow_size(*SIZE), threads))
         print(f"  sparse read + gray, {len(times)} frames, threads={threads or 'auto'}: {wall:.2f} s wall, {cpu:.2f} s cpu")
     pairs = frames.reshape(-1, 2, *frames.shape[1:])  # (N, h, w) -> (P, 2, h, w): times come in pairs
     _, wall, cpu = timed(lambda: [pair_flow_magnitude(a, b) for a, b in pairs])
@@ -138,8 +138,8 @@ def phases(video: Path) -> None:
 
 def run_chain(video: Path, folder: Path) -> list[float]:
     """cuts then motion, two stages: two decodes."""
-    from svdcli.curate.cuts import cuts_config, run_cuts
-    from svdcli.curate.motion import run_motion
+    from svdcli.curate.stages.cuts import cuts_config, run_cuts
+    from svdcli.curate.stages.motion import run_motion
     from svdcli.manifest.io import read_manifest
 
     clips = folder / "chain_cuts.parquet"
@@ -150,9 +150,9 @@ def run_chain(video: Path, folder: Path) -> list[float]:
 
 def run_one_pass(video: Path, folder: Path) -> list[float]:
     """cuts + motion as `svd curate run` does it: one decode."""
-    from svdcli.curate.cuts import cuts_config
-    from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
-    from svdcli.curate.motion import MotionConfig
+    from svdcli.curate.stages.cuts import cuts_config
+    from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
+    from svdcli.curate.stages.motion import MotionConfig
     from svdcli.manifest.io import read_manifest
 
     clips, scored = folder / "pass_cuts.parquet", folder / "pass_motion.parquet"
@@ -167,7 +167,7 @@ def main(rounds: int = 3) -> None:
     import av  # noqa: F401
     import cv2
 
-    import svdcli.curate.motion  # noqa: F401  libraries of both sides load before any timing
+    import svdcli.curate.stages.motion  # noqa: F401  libraries of both sides load before any timing
 
     cv2.setNumThreads(1)  # the stage runs Farneback on one thread per worker; same for the baseline
     video = clip_60s_720p()

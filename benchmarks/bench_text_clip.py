@@ -57,7 +57,7 @@ def bench_text(device: str) -> None:
     import torch
     from easyocr.craft import CRAFT
 
-    from svdcli.curate.text import CraftDetector, DBNetDetector
+    from svdcli.curate.stages.text import CraftDetector, DBNetDetector
 
     frames = test_frames(16, 640, 384)  # the stage's default analysis size for 16:9 video (long side 640)
     dbnet = DBNetDetector(device, threads=THREADS, batch_size=16)
@@ -74,7 +74,7 @@ def bench_clip(model: str, device: str, n: int, batch: int, repeats: int = 1) ->
     import open_clip
     import torch
 
-    from svdcli.curate.clip import ClipEmbedder
+    from svdcli.curate.scorers.open_clip_models import ClipEmbedder
 
     net = open_clip.create_model(model, device=device).eval()  # random weights: timing only
     embedder = ClipEmbedder(net, open_clip.get_tokenizer(model), device, batch_size=batch)

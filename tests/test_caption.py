@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
-from svdcli.curate.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
-from svdcli.curate.clip import clip_read_size  # noqa: E402
+from svdcli.curate.stages.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
+from svdcli.curate.scorers.open_clip_models import clip_read_size  # noqa: E402
 from svdcli.demo.tiny_models import TINY_COCA  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
@@ -63,7 +63,7 @@ def test_clean_caption_strips_special_tokens():
 
 
 def test_stage_writes_captions_and_model_and_error_rows(tiny, manifest, tmp_path):
-    result, out = run_caption(manifest, tmp_path / "out.parquet", progress=False, **tiny, **GREEDY)
+    result, out = run_caption(manifest, tmp_path / "out.parquet", **tiny, **GREEDY)
     rows = read_manifest(out).to_pylist()
     good, broken = rows[:4], rows[4]
     assert all(r["caption"] and "<" not in r["caption"] for r in good)
@@ -73,8 +73,8 @@ def test_stage_writes_captions_and_model_and_error_rows(tiny, manifest, tmp_path
 
 
 def test_greedy_captions_repeat_and_do_not_depend_on_batching(tiny, manifest, tmp_path):
-    _, a = run_caption(manifest, tmp_path / "a.parquet", progress=False, batch_size=1, **tiny, **GREEDY)
-    _, b = run_caption(manifest, tmp_path / "b.parquet", progress=False, batch_size=4, **tiny, **GREEDY)
+    _, a = run_caption(manifest, tmp_path / "a.parquet", batch_size=1, **tiny, **GREEDY)
+    _, b = run_caption(manifest, tmp_path / "b.parquet", batch_size=4, **tiny, **GREEDY)
     ca, cb = (read_manifest(p).column("caption").to_pylist() for p in (a, b))
     assert ca == cb
     assert len(set(ca[:4])) > 1  # different frames, different captions
@@ -105,7 +105,7 @@ def direct_captions(tiny, rows, settings):
 
 @pytest.mark.parametrize("settings", [BEAM, GREEDY], ids=["beam_search", "greedy"])
 def test_captions_are_what_the_model_generates_for_each_clips_middle_frame(tiny, manifest, tmp_path, settings):
-    _, out = run_caption(manifest, tmp_path / "out.parquet", progress=False, batch_size=4, **tiny, **settings)
+    _, out = run_caption(manifest, tmp_path / "out.parquet", batch_size=4, **tiny, **settings)
     rows = read_manifest(out).to_pylist()[:4]
     expected = direct_captions(tiny, rows, settings)
     assert [r["caption"] for r in rows] == expected
@@ -120,7 +120,7 @@ def test_bad_settings_and_missing_weights_are_clear(tiny, manifest, tmp_path, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match="laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k"):
-        run_caption(manifest, tmp_path / "o.parquet", progress=False)
+        run_caption(manifest, tmp_path / "o.parquet")
     result = CliRunner().invoke(app, ["curate", "caption", "-m", str(manifest), "-o", str(tmp_path / "o.parquet")])
     assert result.exit_code == 2 and "--pretrained" in flat(result.output) and "Traceback" not in result.output
 

@@ -12,9 +12,10 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
-from svdcli.curate.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
-from svdcli.curate.clip import clip_read_size, embeddings_path, run_clip  # noqa: E402
-from svdcli.curate.text import frame_times  # noqa: E402
+from svdcli.curate.scorers.aesthetic import aesthetic, laion_linear, laion_mlp, load_aesthetic  # noqa: E402
+from svdcli.curate.frames import frame_times  # noqa: E402
+from svdcli.curate.scorers.open_clip_models import clip_read_size  # noqa: E402
+from svdcli.curate.stages.clip import embeddings_path, run_clip  # noqa: E402
 from svdcli.demo.tiny_models import TINY_CLIP  # noqa: E402  (the demo's stand-in, same config)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
@@ -110,7 +111,7 @@ def mlp_head_formula(head_file, e):
 
 
 def test_stage_writes_scores_and_one_embedding_per_clip_frame(tiny, manifest, tmp_path):
-    result, out = run_clip(manifest, tmp_path / "out.parquet", progress=False, **tiny)
+    result, out = run_clip(manifest, tmp_path / "out.parquet", **tiny)
     table = read_manifest(out).to_pylist()
     assert result.errors == 0 and all(r["clip_model"] == "tiny-clip:tiny-clip.pt" for r in table)
     assert [r["clip_score"] is not None for r in table] == [True, False, True, False]  # only captioned clips
@@ -138,9 +139,9 @@ def test_stage_writes_scores_and_one_embedding_per_clip_frame(tiny, manifest, tm
 
 
 def test_scores_do_not_depend_on_batch_size_and_repeat_exactly(tiny, manifest, tmp_path):
-    _, a = run_clip(manifest, tmp_path / "a.parquet", progress=False, batch_size=1, **tiny)
-    _, b = run_clip(manifest, tmp_path / "b.parquet", progress=False, batch_size=16, **tiny)
-    _, c = run_clip(manifest, tmp_path / "c.parquet", progress=False, batch_size=16, **tiny)
+    _, a = run_clip(manifest, tmp_path / "a.parquet", batch_size=1, **tiny)
+    _, b = run_clip(manifest, tmp_path / "b.parquet", batch_size=16, **tiny)
+    _, c = run_clip(manifest, tmp_path / "c.parquet", batch_size=16, **tiny)
     sa, sb, sc = (read_manifest(p).column("aesthetic_score").to_pylist() for p in (a, b, c))
     assert sa == pytest.approx(sb, abs=1e-4)
     assert sb == sc
@@ -149,11 +150,11 @@ def test_scores_do_not_depend_on_batch_size_and_repeat_exactly(tiny, manifest, t
 
 def test_sharded_and_resumed_runs_keep_each_embedding_once(tiny, manifest, tmp_path):
     out = tmp_path / "out.parquet"
-    first, written = run_clip(manifest, out, progress=False, rank=0, world_size=2, **tiny)
+    first, written = run_clip(manifest, out, rank=0, world_size=2, **tiny)
     assert written is None and first.tasks_done == 1
-    again, _ = run_clip(manifest, out, progress=False, rank=0, world_size=2, **tiny)  # resumed: nothing to do
+    again, _ = run_clip(manifest, out, rank=0, world_size=2, **tiny)  # resumed: nothing to do
     assert again.rows == 0
-    _, written = run_clip(manifest, out, progress=False, rank=1, world_size=2, **tiny)
+    _, written = run_clip(manifest, out, rank=1, world_size=2, **tiny)
     side = pq.read_table(embeddings_path(written))
     keys = list(zip(side.column("clip_id").to_pylist(), side.column("frame").to_pylist()))
     assert len(keys) == len(set(keys)) == 3 * read_manifest(written).num_rows
@@ -163,10 +164,10 @@ def test_missing_weights_say_what_to_fetch(tiny, manifest, tmp_path, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match="timm/vit_large_patch14_clip_224.openai.*--pretrained"):
-        run_clip(manifest, tmp_path / "o.parquet", progress=False, aesthetic="none")
+        run_clip(manifest, tmp_path / "o.parquet", aesthetic="none")
     monkeypatch.setenv("SVD_WEIGHTS_DIR", str(tmp_path / "heads"))
     with pytest.raises(MissingWeightsError, match=r"sac\+logos\+ava1-l14-linearMSE.pth.*github"):
-        run_clip(manifest, tmp_path / "o.parquet", progress=False, model=tiny["model"],
+        run_clip(manifest, tmp_path / "o.parquet", model=tiny["model"],
                  pretrained=tiny["pretrained"])
     result = CliRunner().invoke(app, ["curate", "clip", "-m", str(manifest), "-o", str(tmp_path / "o.parquet")])
     assert result.exit_code == 2 and "huggingface-cli download" in flat(result.output)
@@ -176,7 +177,7 @@ def test_missing_weights_say_what_to_fetch(tiny, manifest, tmp_path, monkeypatch
 def test_head_of_the_wrong_width_is_refused(tiny, manifest, tmp_path):
     torch.save(laion_linear(512).state_dict(), tmp_path / "b32.pth")
     with pytest.raises(SvdError, match="expects 512-d embeddings but tiny-clip.* gives 768-d"):
-        run_clip(manifest, tmp_path / "o.parquet", progress=False, **{**tiny, "aesthetic": str(tmp_path / "b32.pth")})
+        run_clip(manifest, tmp_path / "o.parquet", **{**tiny, "aesthetic": str(tmp_path / "b32.pth")})
     assert not (tmp_path / "o.parquet.parts").exists()  # refused before any work
 
 

@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate import cuts as cuts_mod
-from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, _Sampler, default_levels
-from svdcli.curate.cuts import CutsConfig, run_cuts, segments
+from svdcli.curate.stages import cuts as cuts_mod
+from svdcli.curate.scorers.cascade import Boundary, Cascade, CascadeConfig, _Sampler, default_levels
+from svdcli.curate.stages.cuts import CutsConfig, run_cuts, segments
 from svdcli.manifest.io import manifest_history, read_manifest
 from svdcli.manifest.schema import MANIFEST_VERSION, VERSION_KEY
 from svdcli.video.decode import decode_once
@@ -169,7 +169,7 @@ def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, b
 def test_a_video_without_any_clip_still_gets_a_row(tmp_path):
     write_video(tmp_path / "tiny.mp4", [Shot(8, seed=11)], size=(160, 96), fps=FPS)
     out = tmp_path / "tiny.parquet"
-    summary = run_cuts([tmp_path / "tiny.mp4"], out, CutsConfig(min_length=0.5), progress=False)
+    summary = run_cuts([tmp_path / "tiny.mp4"], out, CutsConfig(min_length=0.5))
     [row] = read_manifest(out).to_pylist()
     assert summary.complete and summary.errors == 1
     assert row["status"] == "error" and "--min-length 0.5" in row["error"]
@@ -178,11 +178,11 @@ def test_a_video_without_any_clip_still_gets_a_row(tmp_path):
 def test_workers_and_ranks_give_the_same_manifest(tmp_path, corpus):
     root, _ = corpus
     one, two, shared = tmp_path / "one.parquet", tmp_path / "two.parquet", tmp_path / "ranks.parquet"
-    run_cuts([root], one, CutsConfig(), progress=False)
-    run_cuts([root], two, CutsConfig(), workers=2, progress=False)
-    first = run_cuts([root], shared, CutsConfig(), rank=0, world_size=2, progress=False)
+    run_cuts([root], one, CutsConfig())
+    run_cuts([root], two, CutsConfig(), workers=2)
+    first = run_cuts([root], shared, CutsConfig(), rank=0, world_size=2)
     assert not first.complete and not shared.exists()
-    second = run_cuts([root], shared, CutsConfig(), rank=1, world_size=2, progress=False)
+    second = run_cuts([root], shared, CutsConfig(), rank=1, world_size=2)
     assert second.complete
     expected = pq.read_table(one).to_pylist()
     assert pq.read_table(two).to_pylist() == expected == pq.read_table(shared).to_pylist()
@@ -193,7 +193,7 @@ def test_manifest_reads_with_pandas_and_duckdb(tmp_path, corpus):
     import pandas as pd
 
     out = tmp_path / "m.parquet"
-    run_cuts([corpus[0] / "short.mp4"], out, CutsConfig(), progress=False)
+    run_cuts([corpus[0] / "short.mp4"], out, CutsConfig())
     df = pd.read_parquet(out)
     assert list(df["start_frame"]) == [0, 30] and list(df["start_levels"].iloc[1]) == ["native", "15fps", "8fps"]
     [(n, frames)] = duckdb.sql(f"select count(*), sum(num_frames) from '{out}' where status = 'ok'").fetchall()
@@ -227,7 +227,7 @@ def test_interrupted_run_resumes_to_the_same_manifest(tmp_path, corpus, bad_inpu
     root, _ = corpus
     inputs = [root, bad_inputs / "empty.mp4"]
     reference = tmp_path / "ref.parquet"
-    run_cuts(inputs, reference, CutsConfig(), progress=False)
+    run_cuts(inputs, reference, CutsConfig())
 
     real = cuts_mod.CutsStage.process
     calls: list[str] = []
@@ -241,12 +241,12 @@ def test_interrupted_run_resumes_to_the_same_manifest(tmp_path, corpus, bad_inpu
     out = tmp_path / "run.parquet"
     monkeypatch.setattr(cuts_mod.CutsStage, "process", stop_at_third)
     with pytest.raises(KeyboardInterrupt):
-        run_cuts(inputs, out, CutsConfig(), progress=False)
+        run_cuts(inputs, out, CutsConfig())
     assert not out.exists() and (tmp_path / "run.parquet.parts").is_dir()
 
     calls.clear()
     monkeypatch.setattr(cuts_mod.CutsStage, "process", lambda self, p: (calls.append(p), real(self, p))[1])
-    summary = run_cuts(inputs, out, CutsConfig(), progress=False)
+    summary = run_cuts(inputs, out, CutsConfig())
     assert summary.complete and len(calls) == 3  # 5 videos, 2 finished before the interruption
     assert pq.read_table(out).to_pylist() == pq.read_table(reference).to_pylist()
     assert not (tmp_path / "run.parquet.parts").exists()
@@ -264,7 +264,7 @@ def test_leftover_parts_of_other_inputs_stay_out(tmp_path, corpus, monkeypatch):
 
     monkeypatch.setattr(cuts_mod.CutsStage, "process", stop_after_static)
     with pytest.raises(KeyboardInterrupt):  # mixed.mp4 is written to a part, then the run stops
-        run_cuts([root / "mixed.mp4", root / "static.mp4"], out, CutsConfig(), progress=False)
+        run_cuts([root / "mixed.mp4", root / "static.mp4"], out, CutsConfig())
     monkeypatch.setattr(cuts_mod.CutsStage, "process", real)
-    run_cuts([root / "slowpan.mp4"], out, CutsConfig(), progress=False)
+    run_cuts([root / "slowpan.mp4"], out, CutsConfig())
     assert {r["video_path"].rsplit("/", 1)[-1] for r in read_manifest(out).to_pylist()} == {"slowpan.mp4"}

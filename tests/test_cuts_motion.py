@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svdcli.curate import cuts_motion
-from svdcli.curate.cuts import cuts_config, run_cuts
-from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
-from svdcli.curate.motion import MotionConfig, run_motion
+from svdcli.curate.stages import cuts_motion
+from svdcli.curate.stages.cuts import cuts_config, run_cuts
+from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
+from svdcli.curate.stages.motion import MotionConfig, run_motion
 from svdcli.manifest.io import read_manifest
 from svdcli.video.decode import decode_once
 from svdcli.video.gray import GrayFrameStore
@@ -20,9 +20,9 @@ from svdcli.video.synth import Shot, write_video
 def both_ways(videos: list[Path], folder: Path, workers: int = 1, levels: str = "native,15,8") -> tuple[dict, dict]:
     """(separate, fused) -> {"cuts": table, "motion": table}."""
     cfg, motion = cuts_config(levels), MotionConfig()
-    run_cuts(videos, folder / "cuts_a.parquet", cfg, progress=False)
-    run_motion(folder / "cuts_a.parquet", folder / "motion_a.parquet", motion, progress=False)
-    summary, rows = run_cuts_motion(videos, folder / "cuts_b.parquet", cfg, motion, workers=workers, progress=False)
+    run_cuts(videos, folder / "cuts_a.parquet", cfg)
+    run_motion(folder / "cuts_a.parquet", folder / "motion_a.parquet", motion)
+    summary, rows = run_cuts_motion(videos, folder / "cuts_b.parquet", cfg, motion, workers=workers)
     assert summary.complete
     write_motion_manifest(folder / "cuts_b.parquet", folder / "motion_b.parquet", rows, motion)
     return ({k: read_manifest(folder / f"{k}_{s}.parquet") for k in ("cuts", "motion")} for s in "ab")
@@ -66,7 +66,7 @@ def test_a_motion_failure_keeps_the_cuts(pans, tmp_path, monkeypatch):
         raise RuntimeError("flow exploded")
 
     monkeypatch.setattr(cuts_motion, "score_clips", fail)
-    _, rows = run_cuts_motion(pans[:1], tmp_path / "cuts.parquet", cuts_config(), MotionConfig(), progress=False)
+    _, rows = run_cuts_motion(pans[:1], tmp_path / "cuts.parquet", cuts_config(), MotionConfig())
     cuts = read_manifest(tmp_path / "cuts.parquet")
     assert cuts.num_rows == 3 and set(cuts.column("status").to_pylist()) == {"ok"}
     assert rows.column("motion_error").to_pylist() == ["RuntimeError: flow exploded"] * 3
@@ -99,13 +99,13 @@ def test_cli_motion_out_writes_both_manifests(pans, tmp_path):
                                       "--motion-out", str(scored), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "motion: 3 clips scored" in result.output and "1 below 0.25" in result.output
-    run_motion(out, tmp_path / "separate.parquet", progress=False)
+    run_motion(out, tmp_path / "separate.parquet")
     assert read_manifest(scored).equals(read_manifest(tmp_path / "separate.parquet"))
     assert read_manifest(scored).column("status").to_pylist() == ["ok"] * 3 + ["error"]
 
 
 def test_a_video_too_long_for_the_store_is_read_again_with_the_same_scores(pans, tmp_path, monkeypatch):
-    from svdcli.curate import motion
+    from svdcli.curate.stages import motion
     from svdcli.video import sparse
 
     reads = []

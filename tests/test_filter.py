@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 
 from svdcli.cli.main import app
-from svdcli.curate.filter import FilterError, apply_rules, parse_rule, run_filter
+from svdcli.curate.stages.filter import FilterError, apply_rules, parse_rule, run_filter
 from svdcli.manifest.io import manifest_history, read_manifest, table_from_rows, write_manifest
 
 COLUMNS = ["clip_id", "status", "error", "motion_score", "motion_error", "text_area", "aesthetic_score"]

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.motion import (PAIR_GAP, MotionConfig, analysis_size, motion_score, read_gray_at, run_motion,
-                                  sample_pairs)
+from svdcli.curate.stages.motion import (PAIR_GAP, MotionConfig, flow_size, motion_score, read_gray_at, run_motion,
+                                         sample_pairs)
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
 from svdcli.video.synth import Shot, write_video
 
@@ -31,7 +31,7 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 def expected(px_per_frame: float, width: int, fps: float = FPS) -> float:
     """The score a pan of `px_per_frame` source pixels should get: analysis px per 1/15 s."""
-    return px_per_frame * analysis_size(width, 1)[0] / width * fps * PAIR_GAP
+    return px_per_frame * flow_size(width, 1)[0] / width * fps * PAIR_GAP
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def pans(tmp_path_factory) -> tuple[Path, dict[str, float]]:
     for row, name in zip(rows, speeds):
         row["clip_id"] = name
     manifest = write_rows(rows, folder / "clips.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     table = read_manifest(manifest)
     return table, speeds
 
@@ -74,11 +74,11 @@ def test_same_motion_scores_the_same_at_any_resolution(tmp_path):
         write_video(video, [Shot(24, seed=7, speed=(speed, 0.0))], size=(width, height), fps=FPS)
         rows += clip_rows(video, [0, 24], FPS, (width, height), tag=str(width))
     manifest = write_rows(rows, tmp_path / "m.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     small, large = read_manifest(manifest).column("motion_score").to_pylist()
     assert small == pytest.approx(large, rel=0.1)
     assert large > 0.25  # 2 px/frame at 1280x720 is a slow pan, but a moving one
-    run_motion(manifest, tmp_path / "pool.parquet", workers=2, progress=False)  # one video per worker
+    run_motion(manifest, tmp_path / "pool.parquet", workers=2)  # one video per worker
     assert read_manifest(tmp_path / "pool.parquet").column("motion_score").to_pylist() == [small, large]
 
 
@@ -88,11 +88,11 @@ def test_clip_starting_on_the_previous_shot_is_still_static(tmp_path):
     write_video(video, [Shot(30, seed=1), Shot(48, seed=2)], size=(320, 180), fps=FPS)
     manifest = write_rows(clip_rows(video, [29, 78], FPS, (320, 180)), tmp_path / "m.parquet")
     no_margin = MotionConfig(margin_frames=0)  # the margin alone would hide the boundary frame
-    run_motion(manifest, cfg=no_margin, progress=False)
+    run_motion(manifest, cfg=no_margin)
     row = read_manifest(manifest).to_pylist()[0]
     assert max(row["motion_pair_scores"]) > 0.25, "the boundary pair should look like motion"
     assert row["motion_score"] < 0.1
-    run_motion(manifest, progress=False)  # default margins skip the boundary frame entirely
+    run_motion(manifest)  # default margins skip the boundary frame entirely
     assert max(read_manifest(manifest).to_pylist()[0]["motion_pair_scores"]) < 0.1
 
 
@@ -137,7 +137,7 @@ def test_unreadable_and_too_short_clips_get_error_rows(tmp_path):
     rows = clip_rows(video, [0, 1, 24], FPS, (160, 96))  # a 1-frame clip and a normal one
     rows += clip_rows(tmp_path / "missing.mp4", [0, 24], FPS, (160, 96), tag="gone")
     manifest = write_rows(rows, tmp_path / "m.parquet")
-    result, _ = run_motion(manifest, progress=False)
+    result, _ = run_motion(manifest)
     got = {r["clip_id"]: r for r in read_manifest(manifest).to_pylist()}
     assert "too short" in got["v_0_1"]["motion_error"]
     assert "not found" in got["gone_0_24"]["motion_error"]
@@ -170,7 +170,7 @@ def test_real_clips_slides_are_static_and_sparse_decode_is_exact(testdata, tmp_p
              "start_frame": 60, "end_frame": 180, "num_frames": 120, "fps": info.fps, "width": info.width,
              "height": info.height, "status": "ok"}]
     manifest = write_rows(rows, tmp_path / "m.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     assert read_manifest(manifest).column("motion_score")[0].as_py() < 0.25
     video = testdata / "pyscenedetect" / "testvideo.mp4"
     times = [t for pair in sample_pairs(0.0, 24.0, 30000 / 1001) for t in pair]
@@ -205,14 +205,14 @@ def test_dropped_frames_do_not_change_the_score(tmp_path):
     rows = clip_rows(tmp_path / "cfr.mp4", [0, 72], FPS, (160, 96), tag="cfr")
     rows += clip_rows(tmp_path / "vfr.mp4", [0, 72], FPS, (160, 96), tag="vfr")
     manifest = write_rows(rows, tmp_path / "m.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     cfr, vfr = read_manifest(manifest).column("motion_score").to_pylist()
     assert cfr == pytest.approx(expected(2.0, 160), rel=0.1)
     assert vfr == pytest.approx(cfr, rel=0.1)
 
 
 def test_motion_units_are_defined_once_and_referenced_elsewhere():
-    from svdcli.curate.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
+    from svdcli.curate.stages.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
     from svdcli.manifest.schema import COLUMNS
     from svdcli.shards import conditioning
 

@@ -9,9 +9,9 @@ from test_motion import clip_rows, write_rows
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate import recipe as recipe_mod
-from svdcli.curate.cuts_motion import CutsMotionStage
-from svdcli.curate.motion import MotionStage, run_motion
+from svdcli.curate import stages
+from svdcli.curate.stages.cuts_motion import CutsMotionStage
+from svdcli.curate.stages.motion import MotionStage, run_motion
 from svdcli.curate.recipe import RecipeError, RunOptions, load_recipe, run_recipe
 from svdcli.errors import SvdError
 from svdcli.manifest.io import manifest_history, read_manifest
@@ -55,12 +55,12 @@ def recipe_file(tmp_path: Path, text: str = RECIPE) -> Path:
 
 def run(tmp_path: Path, corpus: Path, workdir: str, overrides: list[str] = ()) -> list:
     plan = load_recipe(recipe_file(tmp_path), overrides)
-    return run_recipe(plan, tmp_path / workdir, manifest=corpus, opts=RunOptions(progress=False))
+    return run_recipe(plan, tmp_path / workdir, manifest=corpus, opts=RunOptions())
 
 
 def run_with_cuts(tmp_path: Path, videos: Path, workdir: str) -> list:
     plan = load_recipe(recipe_file(tmp_path, RECIPE.replace("stages:", "stages:\n  cuts: {}")))
-    return run_recipe(plan, tmp_path / workdir, videos=videos, opts=RunOptions(progress=False))
+    return run_recipe(plan, tmp_path / workdir, videos=videos, opts=RunOptions())
 
 
 def interrupt_second_call(monkeypatch, cls) -> list:
@@ -114,7 +114,7 @@ def test_interrupted_cuts_pass_resumes_and_scores_motion_in_the_same_decode(tmp_
     # the same manifests as the stages run one after the other
     monkeypatch.undo()
     work = tmp_path / "work" / "manifests"
-    run_motion(work / "cuts.parquet", tmp_path / "separate.parquet", progress=False)
+    run_motion(work / "cuts.parquet", tmp_path / "separate.parquet")
     separate, fused = read_manifest(tmp_path / "separate.parquet"), read_manifest(work / "motion.parquet")
     assert fused.equals(separate)
     untimed = lambda path: [{k: v for k, v in r.items() if k != "time"} for r in manifest_history(path)]  # noqa: E731
@@ -136,7 +136,7 @@ def test_unchanged_steps_are_skipped_and_changed_settings_rerun(tmp_path, corpus
 
 
 def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeypatch):
-    monkeypatch.setitem(recipe_mod.REGISTRY, "caption", ("svdcli.curate.no_such_stage", None))
+    monkeypatch.setitem(stages.MODULES, "caption", "svdcli.curate.stages.no_such_stage")
     text = RECIPE.replace("  filter:", "  caption: {}\n  filter:")
     result = CliRunner().invoke(app, ["curate", "run", str(recipe_file(tmp_path, text)), "--manifest", str(corpus),
                                       "--workdir", str(tmp_path / "w"), "--no-progress"])
@@ -156,14 +156,14 @@ def test_missing_stage_is_refused_before_anything_runs(tmp_path, corpus, monkeyp
 def test_recipe_mistakes_get_clear_errors(tmp_path, corpus, text, message):
     with pytest.raises(RecipeError, match=message):
         plan = load_recipe(recipe_file(tmp_path, text))
-        run_recipe(plan, tmp_path / "w", manifest=corpus, opts=RunOptions(progress=False))
+        run_recipe(plan, tmp_path / "w", manifest=corpus, opts=RunOptions())
 
 
 def test_cuts_settings_get_the_same_checks_as_the_cli(tmp_path, corpus):
     text = RECIPE.replace("stages:", "stages:\n  cuts: {min_length: 1.0, max_length: 0.5}")
     with pytest.raises(SvdError, match="max-length 0.5 is below --min-length 1.0"):
         run_recipe(load_recipe(recipe_file(tmp_path, text)), tmp_path / "w", manifest=corpus,
-                   opts=RunOptions(progress=False))
+                   opts=RunOptions())
     assert not list((tmp_path / "w").glob("manifests/*.parquet"))
 
 

@@ -11,10 +11,11 @@ from bad_inputs import assert_one_line_error
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate import caption, clip, cuts, motion, text
-from svdcli.curate.filter import parse_rule
+from svdcli.curate.stages import caption, clip, cuts, motion, text
+from svdcli.curate.stages.filter import parse_rule
 from svdcli.curate.recipe import RecipeError, load_recipe
-from svdcli.curate.recipe_load import BOUNDS, UNBOUNDED, setting_types
+from svdcli.curate import stages
+from svdcli.curate.recipe_load import setting_types
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = """\
@@ -138,18 +139,28 @@ def test_settings_are_the_stages_own():
         assert list(setting_types(stage)) == list(defaults), stage
 
 
+def spec_defaults(spec) -> dict:
+    """A registered stage's settings and defaults: its config dataclass, or its builder's parameters."""
+    if dataclasses.is_dataclass(spec.config):
+        return dataclasses.asdict(spec.config())
+    return {k: p.default for k, p in inspect.signature(spec.config).parameters.items()}
+
+
 def test_every_numeric_setting_has_a_bound_and_every_bound_a_setting():
-    for stage, defaults in DEFAULTS.items():
-        bounded = {parse_rule(b).column for b in BOUNDS[stage]} | set(UNBOUNDED.get(stage, []))
-        numeric = {k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        assert numeric == bounded, stage
+    for spec in stages.specs():  # every registered stage, a new one too
+        bounded = {parse_rule(b).column for b in spec.bounds} | set(spec.unbounded)
+        numeric = {k for k, v in spec_defaults(spec).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert numeric == bounded, spec.name
+    assert {s.name for s in stages.specs()} >= set(DEFAULTS)
 
 
 def test_bounds_agree_with_the_stage_commands_options():
     commands = typer.main.get_command(app).commands["curate"].commands
     compared = 0
-    for stage, rules in BOUNDS.items():
-        parsed = [parse_rule(r) for r in rules]
+    for spec in stages.specs():
+        stage, parsed = spec.name, [parse_rule(r) for r in spec.bounds]
+        if stage not in commands:  # a stage without a command of its own
+            continue
         for option in commands[stage].params:
             if option.name not in setting_types(stage):
                 continue

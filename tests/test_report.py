@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from bad_inputs import BAD_MANIFESTS, assert_one_line_error, bad_manifest
 
 from svdcli.cli.main import app
-from svdcli.curate.filter import run_filter
-from svdcli.curate.motion import run_motion
+from svdcli.curate.stages.filter import run_filter
+from svdcli.curate.stages.motion import run_motion
 from svdcli.curate.report import thresholds, write_report
 from svdcli.manifest.io import manifest_history, read_manifest
 
@@ -32,7 +32,7 @@ def filtered(tmp_path_factory) -> Path:
         rows += clip_rows(video, [0, 24, 48], FPS, (160, 96), tag=f"v{i}")
     rows += clip_rows(folder / "deleted.mp4", [0, 24], FPS, (160, 96), tag="gone")
     manifest = write_rows(rows, folder / "m.parquet")
-    run_motion(manifest, progress=False)
+    run_motion(manifest)
     run_filter(manifest, ["motion_score >= 0.25", "motion_score pct>= 25"])
     return manifest
 

@@ -7,7 +7,9 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from svdcli.curate.stage import TASK_COLUMN, PartStore, Stage, Task, parts_folder, run_stage
+from svdcli.curate.parts import TASK_COLUMN, PartStore, parts_folder
+from svdcli.curate.runner import run_stage
+from svdcli.curate.stage import Stage, Task
 from svdcli.errors import SvdError
 
 COLUMNS = ("clip_id", "motion_score", "motion_error")
@@ -83,6 +85,6 @@ class RefusingSetup(Stage):
 def test_a_setup_error_in_worker_processes_reaches_the_user_as_is(tmp_path):
     tasks = [Task(str(k), str(k)) for k in range(4)]
     with pytest.raises(SvdError, match="cannot load /models/x.pt"):
-        run_stage(RefusingSetup(), tasks, tmp_path / "out.parquet", workers=2, progress=False)
+        run_stage(RefusingSetup(), tasks, tmp_path / "out.parquet", workers=2)
     folder = parts_folder(tmp_path / "out.parquet", RefusingSetup())
     assert PartStore(folder, RefusingSetup.columns).done_keys() == set()

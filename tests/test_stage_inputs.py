@@ -151,10 +151,10 @@ def test_a_bad_device_is_refused_before_work(stage, device, says, stage_args, tm
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_manifest_without_clips_gives_a_manifest_with_the_stage_columns(stage, stage_args, tmp_path):
-    from svdcli.curate.caption import CaptionStage
-    from svdcli.curate.clip import ClipEmbedStage
-    from svdcli.curate.motion import MotionStage
-    from svdcli.curate.text import TextStage
+    from svdcli.curate.stages.caption import CaptionStage
+    from svdcli.curate.stages.clip import ClipEmbedStage
+    from svdcli.curate.stages.motion import MotionStage
+    from svdcli.curate.stages.text import TextStage
 
     columns = {"motion": MotionStage, "text": TextStage, "caption": CaptionStage, "clip": ClipEmbedStage}[stage].columns
     manifest = write_manifest(good_table(0), tmp_path / "clips.parquet")

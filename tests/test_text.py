@@ -6,7 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.text import DBNetDetector, analysis_size, frame_times, resolve_detector, run_text, text_area
+from svdcli.curate.frames import frame_times
+from svdcli.curate.stages.text import DBNetDetector, resolve_detector, run_text, text_area
+from svdcli.video.seek import analysis_size
 from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
 from svdcli.video.probe import video_id
@@ -66,8 +68,8 @@ def test_frame_times_stay_inside_the_clip():
     assert len(rate) == 4 and all(2.0 <= t < 4.0 for t in rate)
     with pytest.raises(SvdError):
         frame_times(clip, "often")
-    assert analysis_size(1920, 1080, 640) == (640, 360)
-    assert analysis_size(160, 96, 640) == (160, 96)  # never upscaled
+    assert analysis_size(1920, 1080, 640, upscale=False) == (640, 360)
+    assert analysis_size(160, 96, 640, upscale=False) == (160, 96)  # never upscaled
 
 
 @pytest.mark.parametrize("text,scale,lines", [("Breaking News", 0.5, 1), ("Breaking News", 0.7, 2),
@@ -107,7 +109,7 @@ def text_manifest(tmp_path_factory):
 
 
 def test_stage_scores_text_clip_and_records_detector(text_manifest, tmp_path):
-    result, out = run_text(text_manifest, tmp_path / "out.parquet", progress=False, detector="dbnet")
+    result, out = run_text(text_manifest, tmp_path / "out.parquet", detector="dbnet")
     rows = {r["clip_id"]: r for r in read_manifest(out).to_pylist()}
     clean, texty, broken = rows.values()
     assert clean["text_area"] < 0.01
@@ -132,7 +134,7 @@ def test_auto_prefers_craft_when_its_weights_exist(tmp_path, monkeypatch, text_m
     torch.save(CRAFT().state_dict(), tmp_path / "w" / "craft_mlt_25k.pth")  # random weights: plumbing only
     monkeypatch.setenv("SVD_EASYOCR_DIR", str(tmp_path / "w"))
     assert resolve_detector("auto") == "craft"
-    _, out = run_text(text_manifest, tmp_path / "out.parquet", progress=False, size=160)
+    _, out = run_text(text_manifest, tmp_path / "out.parquet", size=160)
     table = read_manifest(out).to_pylist()
     assert [r["text_detector"] for r in table[:2]] == ["craft", "craft"]
     assert all(0.0 <= r["text_area"] <= 1.0 for r in table[:2])
@@ -157,13 +159,13 @@ def test_slide_recording_is_text_heavy(testdata, tmp_path):
     video = testdata / "video2dataset" / "test_video.mp4"
     rows = clip_rows(video, [(300, 600)], size=(1920, 1080), fps=30.0)
     manifest = write_manifest(table_from_rows(rows, CLIP_COLUMNS), tmp_path / "m.parquet")
-    _, out = run_text(manifest, tmp_path / "o.parquet", progress=False, detector="dbnet")
+    _, out = run_text(manifest, tmp_path / "o.parquet", detector="dbnet")
     assert read_manifest(out).column("text_area")[0].as_py() > 0.07
 
 
 def test_worker_processes_give_the_same_scores(text_manifest, tmp_path):
-    _, one = run_text(text_manifest, tmp_path / "one.parquet", progress=False, detector="dbnet")
-    _, two = run_text(text_manifest, tmp_path / "two.parquet", progress=False, detector="dbnet", workers=2)
+    _, one = run_text(text_manifest, tmp_path / "one.parquet", detector="dbnet")
+    _, two = run_text(text_manifest, tmp_path / "two.parquet", detector="dbnet", workers=2)
     assert read_manifest(one).to_pylist() == read_manifest(two).to_pylist()
 
 
@@ -174,7 +176,7 @@ def flat(text: str) -> str:
 
 def test_unknown_recipe_setting_is_a_clear_error(text_manifest, tmp_path):
     with pytest.raises(SvdError, match="unknown text setting.*max_area.*known: detector"):
-        run_text(text_manifest, tmp_path / "o.parquet", progress=False, max_area=0.07)
+        run_text(text_manifest, tmp_path / "o.parquet", max_area=0.07)
 
 
 class _Payload:
@@ -188,7 +190,7 @@ def test_craft_weights_are_read_as_tensors_only(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     from easyocr.craft import CRAFT
 
-    from svdcli.curate.text import load_craft
+    from svdcli.curate.stages.text import load_craft
 
     with torch.device("meta"):
         layout = CRAFT().state_dict()

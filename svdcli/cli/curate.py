@@ -7,14 +7,15 @@ import pkgutil
 import typer
 
 from svdcli.cli import curate_cmds
+from svdcli.curate import stages as registry
 
 app = typer.Typer(help="Curate a video corpus into a Parquet manifest: one row per clip, one "
-                       "column group per stage (cuts, motion, text, clip, caption, filter).",
+                       f"column group per stage ({', '.join(registry.NAMES)}).",
                   no_args_is_help=True)
 
 # Each command module in curate_cmds defines `register(app)` (helpers such as `options` do not);
-# the order here is the order in --help.
-_ORDER = ["cuts", "motion", "text", "clip", "caption", "filter", "run", "report"]
+# in --help the stages come first, in the registry's order, then `run` and `report`, then the rest.
+_ORDER = [*registry.NAMES, "run", "report"]
 _present = {m.name for m in pkgutil.iter_modules(curate_cmds.__path__)}
 for _name in [n for n in _ORDER if n in _present] + sorted(_present - set(_ORDER)):
     _module = importlib.import_module(f"svdcli.cli.curate_cmds.{_name}")

@@ -11,7 +11,9 @@ A recipe names the stages to run, in order, with their settings (see docs/recipe
       filter:
         rules: ["motion_score >= 0.25", "aesthetic_score pct>= 25"]
 
-Reading the file and checking every setting is `recipe_load.py`; this module runs the stages.
+Reading the file and checking every setting is `recipe_load.py`; this module runs the stages,
+each as its spec says (`SPEC.run`, see svdcli/curate/stages/), except cuts followed by motion,
+which run as one decode.
 The run lays out `WORKDIR/manifests/<stage>.parquet` (each stage reads the previous one),
 `WORKDIR/recipe.resolved.yaml` (the recipe after overrides) and `WORKDIR/report/`.
 
@@ -26,24 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from svdcli.curate import stages as registry
 from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
+from svdcli.curate.runner import RunOptions
 from svdcli.manifest.schema import COLUMNS
-
-
-@dataclass
-class RunOptions:
-    workers: int = 1
-    progress: bool = True
-    rank: int = 0  # this machine's share of every stage's tasks
-    world_size: int = 1
-
-    def stage_kwargs(self) -> dict:
-        return {"workers": self.workers, "progress": self.progress, "rank": self.rank,
-                "world_size": self.world_size}
 
 
 @dataclass
@@ -58,22 +50,15 @@ class StepSummary:
     note: str = ""
 
 
-# --- the stage registry -------------------------------------------------------------------
-# Each runs this rank's share of a stage (settings are checked by load_recipe) and returns None
-# when the stage is complete (its manifest written), else how far all ranks together are.
-def _cuts(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.cuts import cuts_config, run_cuts
-
-    summary = run_cuts([src], out, cuts_config(**settings), **opts.stage_kwargs())
-    return None if summary.complete else f"{summary.videos} videos"
-
-
+# --- cuts and motion from one decode ------------------------------------------------------
+# Every other stage runs as its spec says (`SPEC.run`): this rank's share, then None when the
+# stage is complete (its manifest written), else how far all ranks together are.
 def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dict, opts: RunOptions):
-    """Cuts, scoring motion in the same decode: (None or how far, as the other runners return;
+    """Cuts, scoring motion in the same decode: (None or how far, as the other steps return;
     the motion rows for `_write_motion`, None while the stage is incomplete)."""
-    from svdcli.curate.cuts import cuts_config
-    from svdcli.curate.cuts_motion import run_cuts_motion
-    from svdcli.curate.motion import MotionConfig
+    from svdcli.curate.stages.cuts import cuts_config
+    from svdcli.curate.stages.cuts_motion import run_cuts_motion
+    from svdcli.curate.stages.motion import MotionConfig
 
     summary, rows = run_cuts_motion([src], out, cuts_config(**settings), MotionConfig(**motion_settings),
                                     **opts.stage_kwargs())
@@ -81,64 +66,10 @@ def _cuts_with_motion(src: Path, out: Path, settings: dict, motion_settings: dic
 
 
 def _write_motion(src: Path, out: Path, settings: dict, rows) -> None:
-    from svdcli.curate.cuts_motion import write_motion_manifest
-    from svdcli.curate.motion import MotionConfig
+    from svdcli.curate.stages.cuts_motion import write_motion_manifest
+    from svdcli.curate.stages.motion import MotionConfig
 
     write_motion_manifest(src, out, rows, MotionConfig(**settings))
-
-
-def _scored(ran) -> str | None:
-    """How far a per-clip stage is, from its runner's (RunResult, written path or None)."""
-    result, written = ran
-    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"
-
-
-def _motion(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.motion import MotionConfig, run_motion
-
-    return _scored(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
-
-
-def _text(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.text import run_text
-
-    return _scored(run_text(src, out, **opts.stage_kwargs(), **settings))
-
-
-def _clip(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.clip import run_clip
-
-    return _scored(run_clip(src, out, **opts.stage_kwargs(), **settings))
-
-
-def _caption(src: Path, out: Path, settings: dict, opts: RunOptions) -> str | None:
-    from svdcli.curate.caption import run_caption
-
-    return _scored(run_caption(src, out, **opts.stage_kwargs(), **settings))
-
-
-def _filter(src: Path, out: Path, settings: dict, opts: RunOptions) -> None:
-    from svdcli.curate.filter import run_filter
-
-    run_filter(src, settings["rules"], out)  # one pass over the merged manifest: not shared
-
-
-# stage -> (module this version must ship, function running it: (input, out, settings, options))
-REGISTRY: dict[str, tuple[str, Callable[[Path, Path, dict, RunOptions], str | None]]] = {
-    "cuts": ("svdcli.curate.cuts", _cuts),
-    "motion": ("svdcli.curate.motion", _motion),
-    "text": ("svdcli.curate.text", _text),
-    "clip": ("svdcli.curate.clip", _clip),
-    "caption": ("svdcli.curate.caption", _caption),
-    "filter": ("svdcli.curate.filter", _filter),
-}
-
-
-def available(stage: str) -> bool:
-    """Whether this version ships the stage's module (a stage in progress may not exist yet)."""
-    import importlib.util
-
-    return importlib.util.find_spec(REGISTRY[stage][0]) is not None
 
 
 def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
@@ -150,12 +81,12 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
     if not run:
         raise RecipeError(f"--skip {' --skip '.join(skip)} leaves no stage of {recipe.source or 'the recipe'} "
                           "to run")
-    missing = [s for s in run if not available(s)]
+    missing = [s for s in run if not registry.available(s)]
     if missing:
         raise RecipeError(f"stage {missing[0]!r} is not available in this version; remove it from "
                           f"{recipe.source or 'the recipe'} or pass --skip {missing[0]}")
     if "filter" in run:
-        from svdcli.curate.filter import is_numeric, parse_rule
+        from svdcli.curate.stages.filter import is_numeric, parse_rule
 
         for rule in map(parse_rule, recipe.stages["filter"]["rules"]):
             if rule.column in COLUMNS and not is_numeric(COLUMNS[rule.column].type):
@@ -166,11 +97,10 @@ def check_runnable(recipe: Recipe, skip: list[str] = ()) -> list[str]:
                 raise RecipeError(f"filter rule '{rule}' needs {rule.column}, written by stage "
                                   f"{owner!r}, which this run does not include; run that stage or "
                                   f"change the rules (--set \"filter.rules=[...]\")")
-    if "text" in run:  # CRAFT weights: missing ones stop the run now, not after cuts and motion
-        from svdcli.curate.text import resolve_detector
-
-        settings = recipe.stages["text"]
-        resolve_detector(settings.get("detector", "auto"), settings.get("model_dir"))
+    for name in run:  # e.g. missing CRAFT weights stop the run now, not after cuts and motion
+        preflight = registry.spec(name).preflight
+        if preflight:
+            preflight(recipe.stages[name])
     return run
 
 
@@ -185,7 +115,7 @@ def _file_digest(path: Path) -> str:
 
 def _videos_digest(src: Path) -> str:
     """Paths, sizes and modification times of the videos cuts would read (no content read)."""
-    from svdcli.curate.cuts import find_videos
+    from svdcli.curate.stages.cuts import find_videos
 
     h = hashlib.sha1()
     for video in sorted(find_videos([src])):
@@ -258,7 +188,7 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
                 pending = _write_motion(src, out, settings, motion_rows)
                 note = "scored in the cuts pass"
             else:
-                pending = REGISTRY[stage][1](src, out, settings, opts)
+                pending = registry.spec(stage).run(src, out, settings, opts)
             if pending:  # other ranks still work on this stage: later stages must wait for it
                 summaries.append(StepSummary(stage, "partial", 0, 0, time.perf_counter() - t0,
                                              note=f"{pending} done over all ranks"))
@@ -268,7 +198,7 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
             _stamp(out, stage, key)
             action = "ran"
             # this rank finished the stage last: the others have stopped, so it runs the rest alone
-            opts = replace(opts, rank=0, world_size=1)
+            opts = opts.alone()
         summary = _summarize(stage, action, out, time.perf_counter() - t0, note)
         summaries.append(summary)
         if on_step:

@@ -6,13 +6,12 @@ unknown stages, a stage value that is no mapping, and for every stage unknown se
 wrong types, values out of range, then the stage's own checks (cuts levels, caption lengths,
 text frames, devices). A recipe that loads is one every stage accepts.
 
-Names and types come from each stage's own settings: the config dataclass of the scoring
-stages (`MotionConfig`, `TextConfig`, `ClipConfig`, `CaptionConfig`), the parameters of
-`cuts_config` (the builder `svd curate cuts` uses) for cuts, and `rules` for filter. The
-configs carry no ranges, so `BOUNDS` holds them, in the filter rule grammar; they are the
-bounds the `svd curate STAGE` options put on the same settings (motion's Farneback settings
-have no options: there, OpenCV's limits). Tests check that every numeric setting has one (or is
-listed in `UNBOUNDED`) and that they agree with the commands' options.
+Everything about a stage comes from its spec (`svdcli/curate/stages/`): names and types from
+its settings (`StageSpec.config`: the config dataclass of the scoring stages, the parameters of
+`cuts_config`, the builder `svd curate cuts` uses, for cuts), ranges from `StageSpec.bounds`
+(in the filter rule grammar: the bounds the `svd curate STAGE` options put on the same
+settings), its own checks, and where it may sit in a recipe. Tests check that every numeric
+setting has a bound (or is listed in `unbounded`) and that they agree with the commands' options.
 """
 from __future__ import annotations
 
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svdcli.curate import stages as registry
+from svdcli.curate.stage import SettingError
 from svdcli.errors import SvdError
-from svdcli.manifest.schema import STAGE_ORDER
 
 
 class RecipeError(SvdError):
@@ -55,14 +55,14 @@ def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     recipe = _parse(_read(path), path)
     for stage, settings in recipe.stages.items():
-        if _available(stage):
+        if registry.available(stage):
             recipe.stages[stage] = check_settings(stage, settings, str(path))
     for item in overrides:
         _override(recipe, item)
     _check_order(recipe)
     where = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
     for stage, settings in recipe.stages.items():
-        if _available(stage):
+        if registry.available(stage):
             check_values(stage, settings, where)
     return recipe
 
@@ -92,8 +92,8 @@ def _parse(raw: dict, path: Path) -> Recipe:
     if not isinstance(stages, dict) or not stages:
         raise RecipeError(f"{path}: 'stages' must map stage names to their settings, e.g. 'motion: {{}}'")
     for stage, settings in stages.items():
-        if stage not in STAGE_ORDER:
-            raise RecipeError(f"{path}: unknown stage {stage!r}; stages are {', '.join(STAGE_ORDER)}")
+        if stage not in registry.NAMES:
+            raise RecipeError(f"{path}: unknown stage {stage!r}; stages are {', '.join(registry.NAMES)}")
         if not isinstance(settings, (dict, type(None))):
             raise RecipeError(f"{path}: stage {stage!r} must map its settings to values "
                               f"(e.g. '{stage}: {{}}' for the defaults), not {settings!r}")
@@ -133,75 +133,53 @@ def _override(recipe: Recipe, item: str) -> None:
         return _set_top_level(recipe, stage, value, f"--set {item!r}")
     if stage not in recipe.stages:
         raise RecipeError(f"--set {item!r}: the recipe has no stage {stage!r} (it has {list(recipe.stages)})")
-    if _available(stage):
+    if registry.available(stage):
         value = check_settings(stage, {setting: value}, f"--set {item!r}")[setting]
     recipe.stages[stage][setting] = value
 
 
 def _check_order(recipe: Recipe) -> None:
+    """Where each stage's spec says it must sit: first, last, after another stage."""
     names, where = list(recipe.stages), recipe.source or "the recipe"
-    if "cuts" in names and names[0] != "cuts":
-        raise RecipeError(f"{where}: 'cuts' makes the clips, so it must be the first stage")
-    if "filter" in names and names[-1] != "filter":
-        raise RecipeError(f"{where}: 'filter' must be the last stage: it needs every score")
-    if "clip" in names and "caption" in names and names.index("caption") > names.index("clip"):
-        raise RecipeError(f"{where}: 'caption' must come before 'clip': clip_score compares frames with the caption")
-
-
-def _available(stage: str) -> bool:
-    from svdcli.curate.recipe import available
-
-    return available(stage)
+    placed = [registry.spec(name) for name in registry.NAMES if name in names and registry.available(name)]
+    for spec in placed:
+        if spec.first and names[0] != spec.name:
+            raise RecipeError(f"{where}: '{spec.name}' {spec.first}, so it must be the first stage")
+    for spec in placed:
+        if spec.last and names[-1] != spec.name:
+            raise RecipeError(f"{where}: '{spec.name}' must be the last stage: {spec.last}")
+    for spec in placed:
+        for before, why in spec.after:
+            if before in names and names.index(before) > names.index(spec.name):
+                raise RecipeError(f"{where}: '{before}' must come before '{spec.name}': {why}")
 
 
 # --- the settings of every stage --------------------------------------------------------------
-CONFIGS = {"motion": "MotionConfig", "text": "TextConfig", "clip": "ClipConfig", "caption": "CaptionConfig"}
-
-BOUNDS: dict[str, list[str]] = {
-    "cuts": ["transnet_threshold > 0", "transnet_threshold < 1", "merge_tolerance >= 0", "trim >= 0", "min_length >= 0", "max_length >= 0"],
-    "motion": ["long_side >= 16", "interval > 0", "margin_frames >= 0", "pyr_scale > 0", "pyr_scale < 1",
-               "levels >= 1", "winsize >= 1", "iterations >= 1", "poly_n >= 1", "poly_sigma > 0"],
-    "text": ["size >= 64", "batch_size >= 0"],
-    "clip": ["batch_size >= 1"],
-    "caption": ["seq_len >= 2", "min_seq_len >= 1", "num_beams >= 1", "num_beam_groups >= 1", "top_k >= 1",
-                "top_p >= 0", "top_p <= 1", "temperature >= 0", "repetition_penalty >= 0", "batch_size >= 1"],
-}
-UNBOUNDED = {"caption": ["seed"]}  # numeric settings that take any value
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 
 
 def setting_types(stage: str) -> dict[str, Any]:
     """Setting name -> type (a type or a union of types) of a recipe stage."""
-    import importlib
-
-    if stage == "filter":
-        return {"rules": list}
-    if stage == "cuts":
-        from svdcli.curate.cuts import cuts_config
-
-        hints = typing.get_type_hints(cuts_config)
-        hints.pop("return", None)
-        return hints
-    from svdcli.curate.recipe import REGISTRY
-
-    return typing.get_type_hints(getattr(importlib.import_module(REGISTRY[stage][0]), CONFIGS[stage]))
+    hints = typing.get_type_hints(registry.spec(stage).config)
+    hints.pop("return", None)  # a builder function's
+    return hints
 
 
 def check_settings(stage: str, settings: dict, where: str) -> dict:
     """`settings` as the stage takes them; unknown names, wrong types and values out of bounds
     are refused with a message starting with `where`."""
-    from svdcli.curate.filter import parse_rule
+    from svdcli.curate.stages.filter import parse_rule
 
+    spec = registry.spec(stage)
     known = setting_types(stage)
-    bounds = [parse_rule(b) for b in BOUNDS.get(stage, [])]
+    bounds = [parse_rule(b) for b in spec.bounds]
     checked = {}
     for name, value in settings.items():
         if name not in known:
             raise RecipeError(f"{where}: stage {stage!r}: unknown setting {name!r}; "
                               f"its settings: {', '.join(known)}")
-        if stage == "filter":
-            _check_rules(value, where)
-            checked[name] = value
+        if spec.check_setting:
+            checked[name] = _own_check(lambda: spec.check_setting(name, value), stage, where)
             continue
         options = _options(known[name])
         value = _as_kind(options, value)
@@ -244,41 +222,21 @@ def _as_kind(options: tuple, value: Any) -> Any:
     return value
 
 
-def _check_rules(rules: Any, where: str) -> None:
-    from svdcli.curate.filter import parse_rule
-
-    if not rules or not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-        raise RecipeError(f"{where}: filter.rules must be a non-empty list of rule strings, "
-                          f"e.g. ['motion_score >= 0.25'], not {rules!r}")
-    for rule in rules:
-        try:
-            parse_rule(rule)
-        except SvdError as exc:
-            raise RecipeError(f"{where}: filter.rules: {exc}") from None
-
-
 def check_values(stage: str, settings: dict, where: str) -> None:
     """The stage's own checks of a complete set of settings (combinations, formats)."""
-    if stage == "filter":
-        _check_rules(settings.get("rules"), where)
     device = settings.get("device", "auto")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(device)):  # else every clip's model load fails
         raise RecipeError(f"{where}: {stage}.device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    check = registry.spec(stage).check
+    if check:
+        _own_check(lambda: check(settings), stage, where)
+
+
+def _own_check(run, stage: str, where: str):
+    """Run one of a stage's own checks; its SvdError becomes a RecipeError naming `where`."""
     try:
-        if stage == "cuts":
-            from svdcli.curate.cuts import cuts_config
-
-            cuts_config(**settings)
-        elif stage == "caption":
-            from svdcli.curate.caption import CaptionConfig
-
-            CaptionConfig(**settings).check()
-        elif stage == "text":
-            from svdcli.curate.text import DETECTORS, TextConfig, parse_frames
-
-            config = TextConfig(**settings)
-            parse_frames(config.frames)
-            if config.detector not in DETECTORS:
-                raise SvdError(f"detector must be one of {', '.join(DETECTORS)}, not {config.detector!r}")
+        return run()
+    except SettingError as exc:  # names the setting itself
+        raise RecipeError(f"{where}: {exc}") from None
     except SvdError as exc:
         raise RecipeError(f"{where}: stage {stage!r}: {exc}") from None

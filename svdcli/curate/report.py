@@ -2,7 +2,7 @@
 
 The page (`OUT/index.html`, relative links to `OUT/plots/*.png` and `OUT/thumbs/*.jpg`) shows:
 counts of kept and dropped clips per reason, histograms of clip length and every score column
-present (motion, text area, aesthetic, CLIP) with the filter's thresholds drawn (absolute ones
+present that a stage declares (motion, text area, aesthetic, CLIP) with the filter's thresholds drawn (absolute ones
 and the cut-offs the percentile rules resolved to), and a contact sheet of middle-frame
 thumbnails of kept clips and of dropped clips grouped by reason. Nothing is loaded from the net.
 """
@@ -14,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from svdcli.curate import stages as registry
 from svdcli.errors import SvdError
 
-HISTOGRAMS = [  # column, axis label
-    ("length", "clip length (s)"),
-    ("motion_score", "motion score (analysis px per 1/15 s)"),
-    ("text_area", "text area (fraction of the frame)"),
-    ("aesthetic_score", "aesthetic score"),
-    ("clip_score", "CLIP text-image similarity"),
-]
 THUMB_WIDTH = 160
+
+
+def histograms() -> list[tuple[str, str]]:
+    """(column, axis label) of every histogram: clip length, then each stage's scores."""
+    return [("length", "clip length (s)"), *registry.histograms()]
 
 
 def thresholds(history: list[dict]) -> dict[str, list[tuple[str, float]]]:
@@ -150,7 +149,7 @@ def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int
     if missing:
         raise ReportError(f"{manifest} has no column(s) {', '.join(missing)}: a report needs the clip "
                           "columns `svd curate cuts` writes")
-    wanted = [c for c in REPORT_COLUMNS + [c for c, _ in HISTOGRAMS] if c in present]
+    wanted = [c for c in REPORT_COLUMNS + [c for c, _ in histograms()] if c in present]
     table = read_manifest(manifest, columns=list(dict.fromkeys(wanted)))  # only what the page shows
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -158,7 +157,7 @@ def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int
     (out / "plots").mkdir(parents=True, exist_ok=True)
     lines = thresholds(manifest_history(manifest))
     plots = []
-    for column, label in HISTOGRAMS:
+    for column, label in histograms():
         values = _column_values(table, column)
         if len(values):
             plot_histogram(values, label, lines.get(column, []), out / "plots" / f"{column}.png")

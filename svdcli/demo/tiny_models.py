@@ -33,7 +33,7 @@ def write_tiny_models(folder: str | Path, seed: int = 0) -> dict[str, str]:
     import open_clip
     import torch
 
-    from svdcli.curate.aesthetic import laion_mlp
+    from svdcli.curate.scorers.aesthetic import laion_mlp
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
   `fps_id = round(F) - 1`. A loader that keeps every s-th frame shows F/s fps and must use
   `fps_id_for(F / s)`; `svdcli.shards.loader` does.
 - `motion_bucket_id` is a monotone map of the clip's `motion_score` into 0..255. The score and
-  its unit are defined once, by the motion stage (`svdcli.curate.motion`, `MOTION_UNITS`):
+  its unit are defined once, by the motion stage (`svdcli.curate.stages.motion`, `MOTION_UNITS`):
   static shots score ~0-0.1, a 1 px/frame pan of 720p30 video 0.4, fast pans 5-20.
     * `linear` (default): `round(scale * motion_score)`, clipped to 0..255. With the default
       scale 32, a score of 4 lands on 128, close to SVD's default 127, and 8 or more

@@ -31,46 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
-from svdcli.shards.conditioning import MOTION_MAPS, MotionBuckets
-from svdcli.shards.samples import (
-    SCORE_COLUMNS, ClipSkipped, build_sample, group_size, sample_key, video_clip_frames,
-)
+from svdcli.shards.conditioning import MotionBuckets
+from svdcli.shards.pack_config import PackConfig
+from svdcli.shards.samples import ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
 
-FORMATS = ("mp4", "npy", "both")
 MARKERS = ".pack"
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
-                "end_frame", "fps", "width", "height", "rotation", "caption") + SCORE_COLUMNS
-
-
-@dataclass
-class PackConfig:
-    """Everything that changes the shards' content (it feeds the pack fingerprint)."""
-
-    size: tuple[int, int] = (256, 384)  # (height, width) of every stored frame
-    frames: int = 14  # most frames stored per sample
-    min_frames: int = 14  # clips yielding fewer frames are skipped
-    fps: float | None = None  # sample rate; None keeps the source rate
-    shard_size: int = 100  # clips per shard
-    format: str = "mp4"  # mp4, npy or both
-    crf: int = 18  # H.264 quality of the stored mp4 (lower is better)
-    motion_map: str = "linear"
-    motion_scale: float = 32.0
-    latents: str | None = None  # VAE source for precomputed latents (latents.py); None = no latents
-
-    def validate(self) -> None:
-        h, w = self.size
-        if h <= 0 or w <= 0 or h % 2 or w % 2:
-            raise SvdError(f"--size {h}x{w}: height and width must be positive and even (H.264 4:2:0)")
-        if self.frames < 1 or not 1 <= self.min_frames <= self.frames:
-            raise SvdError(f"need 1 <= --min-frames ({self.min_frames}) <= --frames ({self.frames})")
-        if self.fps is not None and self.fps <= 0:
-            raise SvdError(f"--fps must be positive, not {self.fps}")
-        if self.shard_size < 1:
-            raise SvdError("--shard-size must be at least 1")
-        if self.format not in FORMATS:
-            raise SvdError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
-        if self.motion_map not in MOTION_MAPS:
-            raise SvdError(f"--motion-map must be one of {', '.join(MOTION_MAPS)}, not {self.motion_map!r}")
+                "end_frame", "fps", "width", "height", "rotation", "caption")  # + every stage's scores
 
 
 @dataclass
@@ -194,7 +161,7 @@ def select_clips(table, all_ok: bool = False, source: str | Path = "manifest") -
     if not all_ok and "keep" not in names:
         raise SvdError(f"{source} has no `keep` column: run `svd curate filter` first, or pass --all "
                        "to pack every ok clip")
-    rows = table.select([c for c in CLIP_COLUMNS + ("status", "keep") if c in names]).to_pylist()
+    rows = table.select([c for c in CLIP_COLUMNS + score_columns() + ("status", "keep") if c in names]).to_pylist()
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     kept = ok if all_ok else [r for r in ok if r.get("keep")]
     keys: dict[str, str] = {}

@@ -8,21 +8,18 @@ sources are sampled by time, not by frame count.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from svdcli.curate import stages as registry
 from svdcli.shards.conditioning import MotionBuckets, fps_id_for
 from svdcli.shards.frames import (
     center_crop, cover_size, encode_mp4, encode_npy, rotate_display, sample_rate, sample_times,
 )
-
-if TYPE_CHECKING:
-    from svdcli.shards.pack import PackConfig
-
-SCORE_COLUMNS = ("motion_score", "aesthetic_score", "clip_score", "text_area")
+from svdcli.shards.pack_config import PackConfig
 MAX_GROUP = 16  # most clips of one video decoded in one pass
 GROUP_BYTES = 256 << 20  # ... and at most this many bytes of decoded frames held at once
 
@@ -33,6 +30,12 @@ class ClipSkipped(Exception):
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
         self.kind = kind
+
+
+@functools.cache
+def score_columns() -> tuple[str, ...]:
+    """The manifest scores every sample's json carries (`scores`): each stage declares its own."""
+    return registry.score_columns()
 
 
 def sample_key(clip_id: str) -> str:
@@ -122,7 +125,7 @@ def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float
         "source": clip["video_path"], "start_time": clip["start_time"], "end_time": clip["end_time"],
         "times": [round(t, 6) for t in times], "fps": rate, "source_fps": clip["fps"],
         "num_frames": len(times), "size": list(cfg.size),
-        "scores": {k: clip.get(k) for k in SCORE_COLUMNS},
+        "scores": {k: clip.get(k) for k in score_columns()},
         "caption": clip.get("caption") or "", **cond,
     }
     if latent is not None:

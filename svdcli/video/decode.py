@@ -46,8 +46,9 @@ class DecodeResult:
         return self.last_time + 1.0 / self.fps
 
 
-def analysis_size(width: int, height: int, target_width: int = ANALYSIS_WIDTH) -> tuple[int, int]:
-    """(w, h) of the analysis array: `target_width` wide (never upscaled), aspect kept."""
+def yuv_analysis_size(width: int, height: int, target_width: int = ANALYSIS_WIDTH) -> tuple[int, int]:
+    """(w, h) of the `yuv_analysis` arrays cut detection reads: `target_width` wide (never
+    upscaled), aspect kept. Not `seek.analysis_size`: these arrays only need to show a cut."""
     w = min(width, target_width)
     h = max(2, round(height * w / max(width, 1)))
     return w, h
@@ -82,7 +83,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
     """Decode every frame of the first video stream once, feeding each consumer in turn.
 
     `convert(frame, size)` makes the analysis array (default: `yuv_analysis` at
-    `analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is called as
+    `yuv_analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is called as
     `hook(t, frame)` with the decoded PyAV frame, for work that needs more than the analysis
     array (motion scoring in the same pass keeps gray frames). Raises VideoError for files that
     cannot be opened, hold no decodable frames, or fail part-way (with the time reached).
@@ -100,7 +101,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         use_decoder_threads(stream, threads)
         ctx = stream.codec_context
         fps = nominal_rate(stream)
-        size = size or analysis_size(ctx.width, ctx.height)
+        size = size or yuv_analysis_size(ctx.width, ctx.height)
         tb = stream.time_base  # exact: times are float(pts * tb) - first, as the frame readers compute them
         first = last = None
         n, rotation = 0, stream_rotation(stream)

@@ -15,6 +15,15 @@ from svdcli.video.probe import VideoError, use_decoder_threads, open_container
 SEEK_GAP = 2.0  # seconds: decode forward through gaps shorter than this, seek across longer ones
 
 
+def analysis_size(width: int, height: int, long_side: int, *, upscale: bool) -> tuple[int, int]:
+    """(w, h) of the frames a stage analyses: the long side at `long_side`, aspect kept, both
+    sides even (for the scaler); with `upscale=False` a smaller frame keeps its own size."""
+    scale = long_side / max(width, height)
+    if not upscale:
+        scale = min(1.0, scale)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
 def first_frame_time(container, stream) -> float:
     """PTS (seconds) of the first decodable frame; streams may start at a non-zero PTS."""
     for frame in container.decode(stream):

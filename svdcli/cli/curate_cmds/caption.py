@@ -6,6 +6,7 @@ import typer
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
     Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
+from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
 
@@ -39,12 +40,12 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.caption import run_caption, summarize
+        from svdcli.curate.stages.caption import run_caption, summarize
 
         check_rank(rank, world_size)
         result, written = run_caption(
-            manifest, out, workers=workers, rank=rank, world_size=world_size, progress=progress, model=model,
-            pretrained=pretrained, generation=generation, seq_len=seq_len, min_seq_len=min_seq_len,
+            manifest, out, workers=workers, rank=rank, world_size=world_size, progress=stage_bars(progress),
+            model=model, pretrained=pretrained, generation=generation, seq_len=seq_len, min_seq_len=min_seq_len,
             num_beams=num_beams, num_beam_groups=num_beam_groups, top_k=top_k, top_p=top_p,
             temperature=temperature, repetition_penalty=repetition_penalty, seed=seed,
             batch_size=batch_size, device=device)

@@ -7,6 +7,7 @@ from typing import List
 import typer
 
 from svdcli.cli.common import console, user_errors
+from svdcli.cli.curate_cmds.progress import stage_bars
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +54,7 @@ def cuts(
     """
     import time
 
-    from svdcli.curate.cuts import cuts_config, run_cuts
+    from svdcli.curate.stages.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
 
     if rank >= world_size:
@@ -61,14 +62,14 @@ def cuts(
     cfg = cuts_config(levels, thresholds, detector, transnet_threshold, merge_tolerance, trim, min_length, max_length)
     t0 = time.perf_counter()
     if motion_out is None:
-        summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size, progress=progress,
-                           device=device)
+        summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size,
+                           progress=stage_bars(progress), device=device)
     else:
-        from svdcli.curate.cuts_motion import run_cuts_motion, write_motion_manifest
-        from svdcli.curate.motion import MotionConfig
+        from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
+        from svdcli.curate.stages.motion import MotionConfig
 
         summary, rows = run_cuts_motion(inputs, out, cfg, MotionConfig(), workers=workers, rank=rank,
-                                        world_size=world_size, progress=progress)
+                                        world_size=world_size, progress=stage_bars(progress))
         if rows is not None:
             write_motion_manifest(out, motion_out, rows, MotionConfig())
     line = (f"{summary.videos} videos, {summary.clips} clips, {summary.short} short pieces, {summary.errors} errors, "
@@ -76,7 +77,7 @@ def cuts(
     if summary.complete:
         console().print(f"cuts: {line} -> {summary.out}")
         if motion_out is not None:
-            from svdcli.curate.motion import summarize
+            from svdcli.curate.stages.motion import summarize
 
             console().print(summarize(motion_out, 0.25))
     else:

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         rules: list[str] = typer.Option(..., "--rule", "-r", help="A rule, e.g. 'motion_score >= 0.25'; repeat for more."),
         out: Path = typer.Option(None, "--out", "-o", help="Output manifest (default: overwrite --manifest)."),
     ) -> None:
-        from svdcli.curate.filter import run_filter
+        from svdcli.curate.stages.filter import run_filter
 
         written, counts, cutoffs = run_filter(manifest, rules, out)
         con = console()

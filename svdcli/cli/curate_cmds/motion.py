@@ -5,6 +5,7 @@ import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import Manifest, Out, Progress, Rank, Workers, WorldSize
+from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs (1/15 s apart) sampled at 2 fps inside the clip, at a fixed analysis size (long side 256 px, aspect kept), so scores compare across videos of any size.
 
@@ -27,9 +28,9 @@ def register(app: typer.Typer) -> None:
         world_size: WorldSize = 1,
         progress: Progress = True,
     ) -> None:
-        from svdcli.curate.motion import run_motion, summarize
+        from svdcli.curate.stages.motion import run_motion, summarize
 
         check_rank(rank, world_size)
         result, written = run_motion(manifest, out, workers=workers, rank=rank, world_size=world_size,
-                                     progress=progress)
+                                     progress=stage_bars(progress))
         print_stage_result("motion", result, written, lambda w: summarize(w, threshold))

@@ -7,6 +7,7 @@ import typer
 
 from svdcli.cli.common import check_rank, console, user_errors
 from svdcli.cli.curate_cmds.options import Rank, WorldSize
+from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> caption -> clip -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
 
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
         check_rank(rank, world_size)
         plan = load_recipe(recipe, overrides)
         con = console()
-        opts = RunOptions(workers=workers or plan.workers, progress=progress, rank=rank, world_size=world_size)
+        opts = RunOptions(workers=workers or plan.workers, progress=stage_bars(progress), rank=rank,
+                          world_size=world_size)
         summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
                                on_step=lambda s: con.print(_line(s)))
         if summaries[-1].action == "partial":

@@ -22,20 +22,32 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from svdcli.curate.stage import SettingError, StageSpec
 from svdcli.errors import SvdError
-from svdcli.manifest.schema import COLUMNS, STAGE_ORDER
+from svdcli.manifest import schema
+from svdcli.manifest.schema import Column
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
         "==": operator.eq, "!=": operator.ne}
 _NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!=", "!=": "=="}
 _RULE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(pct>=|pct<=|>=|<=|==|!=|>|<)\s*(\S+)\s*$")
-ERROR_COLUMNS = [f"{s}_error" for s in STAGE_ORDER if f"{s}_error" in COLUMNS]
+COLUMNS = (
+    Column("keep", pa.bool_(), "filter", "true when the clip passed every rule"),
+    Column("drop_reason", pa.string(), "filter", "what the clip failed, e.g. `motion_score < 0.25` (null when kept)"),
+)
+
+
+def error_columns() -> list[str]:
+    """The `<stage>_error` columns of the scoring stages, in stage order: the first one set names
+    a clip's drop reason."""
+    return [name for name, column in schema.COLUMNS.items() if name == f"{column.stage}_error"]
 
 
 class FilterError(SvdError):
@@ -94,7 +106,7 @@ def _check_columns(table: pa.Table, rules: list[Rule], where: str = "the manifes
                 raise FilterError(f"rule '{rule}': {rule.column} in {where} holds {kind} values, not numbers; "
                                   "rules compare numeric columns (scores, lengths)")
             continue
-        known = COLUMNS.get(rule.column)
+        known = schema.COLUMNS.get(rule.column)
         hint = (f"run `svd curate {known.stage}` first" if known
                 else "it is not a manifest column (see manifests/README.md)")
         raise FilterError(f"rule '{rule}': {where} has no column {rule.column!r}; {hint}")
@@ -108,7 +120,7 @@ def error_reasons(table: pa.Table) -> list[str | None]:
     if "status" in table.column_names:
         reasons = [None if s in (None, "ok") else "short" if s == "short" else "error"
                    for s in table.column("status").to_pylist()]
-    for name in [c for c in ERROR_COLUMNS if c in table.column_names]:
+    for name in [c for c in error_columns() if c in table.column_names]:
         for i, message in enumerate(table.column(name).to_pylist()):
             if reasons[i] is None and message is not None:
                 reasons[i] = name
@@ -183,3 +195,42 @@ def run_filter(manifest: Path, rules: list[str], out: Path | None = None) -> tup
               "cutoffs": resolved, "input": str(manifest)}
     write_manifest(filtered, out, record=record, history=manifest_history(table))
     return out, reason_counts(filtered), resolved
+
+
+# --- the stage in a recipe ------------------------------------------------------------------
+@dataclass
+class FilterConfig:
+    rules: list[str] = field(default_factory=list)  # rule strings, in the grammar above
+
+
+def check_rules(rules: Any) -> None:
+    """Refuse anything but a non-empty list of rules that parse."""
+    if not rules or not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+        raise SettingError(f"filter.rules must be a non-empty list of rule strings, "
+                           f"e.g. ['motion_score >= 0.25'], not {rules!r}")
+    for rule in rules:
+        try:
+            parse_rule(rule)
+        except SvdError as exc:
+            raise SettingError(f"filter.rules: {exc}") from None
+
+
+def _check_setting(name: str, value: Any) -> Any:
+    check_rules(value)  # `rules` is the only setting
+    return value
+
+
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> None:
+    """The filter step of a recipe: one pass over the merged manifest, not shared between ranks."""
+    run_filter(src, settings["rules"], out)
+
+
+SPEC = StageSpec(
+    name="filter",
+    columns=COLUMNS,
+    config=FilterConfig,
+    run=recipe_step,
+    check=lambda settings: check_rules(settings.get("rules")),
+    check_setting=_check_setting,
+    last="it needs every score",
+)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.cascade import Boundary
+from svdcli.curate.scorers.cascade import Boundary
 from svdcli.errors import SvdError
 
 NAME = "transnetv2"

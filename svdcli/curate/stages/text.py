@@ -12,21 +12,24 @@ Detectors (both `detect(frames) -> list of polygons per frame`):
   TextConfig.batch_size for CPU).
 `auto` picks CRAFT when its weights are present, otherwise DBNet; `text_detector` records which.
 
-The frame helpers at the bottom (`frame_times`, `read_clip_frames`) are shared with the clip
-and caption stages.
+Which frames are read, and how, is `svdcli/curate/frames.py` (shared with clip and caption).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
-from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
+from svdcli.curate.frames import frame_times, parse_frames, read_clip_frames
+from svdcli.curate.per_clip import run_clip_stage
+from svdcli.curate.runner import pending
+from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
+from svdcli.manifest.schema import Column
+from svdcli.video.seek import analysis_size
+from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 
 DETECTORS = ("auto", "craft", "dbnet")
 
@@ -171,9 +174,18 @@ class TextConfig:
     device: str = "auto"
 
 
+COLUMNS = (
+    Column("text_area", pa.float32(), "text", "max over sampled frames (default first, middle, last) of (area of "
+           "the union of detected text boxes / frame area), 0..1"),
+    Column("text_detector", pa.string(), "text", "detector that produced text_area (craft or dbnet)"),
+    Column("text_error", pa.string(), "text", "error message when text could not be scored"),
+)
+
+
 class TextStage(ClipStage):
     name = "text"
-    columns = ("clip_id", "text_area", "text_detector", "text_error")
+    columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("detector",)
 
     def __init__(self, config: TextConfig):
         parse_frames(config.frames)
@@ -187,13 +199,16 @@ class TextStage(ClipStage):
         s.update(detector=self.detector_name, device=None, batch_size=None, model_dir=None)
         return s  # device, batch size and folder do not change the result
 
+    def resources(self) -> Resources:
+        return Resources(gpus=gpus_for(self.config.device), loads_model=True)
+
     def setup(self) -> None:
         device = pick_device(self.config.device)
         batch = self.config.batch_size or (16 if device.startswith("cuda") else 1)
         self.detector = make_detector(self.detector_name, self.config.model_dir, device, batch)
 
     def process(self, payload: dict) -> list[dict]:
-        size = lambda c: analysis_size(c["width"], c["height"], self.config.size)  # noqa: E731
+        size = lambda c: analysis_size(c["width"], c["height"], self.config.size, upscale=False)  # noqa: E731
         times = lambda c: frame_times(c, self.config.frames)  # noqa: E731
         rows = []
         for clip, frames in read_clip_frames(payload, times, size):
@@ -206,90 +221,31 @@ class TextStage(ClipStage):
         return rows
 
 
-def run_text(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
-             rank: int = 0, world_size: int = 1, **settings):
+def run_text(manifest_path, out_path=None, *, workers: int = 1, progress=None, rank: int = 0,
+             world_size: int = 1, executor=None, **settings):
     """Score text area for every ok clip; settings are TextConfig fields. Returns run_clip_stage's result."""
     stage = TextStage(config_from(TextConfig, settings, "text"))
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
-                          rank=rank, world_size=world_size, clips_per_task=16,
+                          rank=rank, world_size=world_size, executor=executor, clips_per_task=16,
                           describe=f"text ({stage.detector_name})")
 
 
-# --- helpers shared by the text, clip and caption stages --------------------------------------
-def config_from(cls, settings: dict, stage: str):
-    """A stage config from recipe / CLI settings; an unknown name is a user error listing the known ones."""
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise SvdError(f"unknown {stage} setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return cls(**settings)
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
+    """The text step of a recipe: None once its manifest is written, else how far all ranks are."""
+    return pending(run_text(src, out, **opts.stage_kwargs(), **settings))
 
 
-
-def parse_frames(spec: str) -> float | None:
-    """'fml' -> None (first, middle, last); 'Nfps' -> N frames per second."""
-    if spec == "fml":
-        return None
-    try:
-        rate = float(spec.removesuffix("fps"))
-    except ValueError:
-        rate = -1.0
-    if not spec.endswith("fps") or rate <= 0:
-        raise SvdError(f"--frames must be 'fml' (first, middle, last) or a rate like '1fps', not {spec!r}")
-    return rate
+def check_settings(settings: dict) -> None:
+    """The checks a recipe runs on the text settings before any stage starts."""
+    config = TextConfig(**settings)
+    parse_frames(config.frames)
+    if config.detector not in DETECTORS:
+        raise SvdError(f"detector must be one of {', '.join(DETECTORS)}, not {config.detector!r}")
 
 
-def frame_times(clip: dict, spec: str = "fml") -> list[float]:
-    """Sample times inside [start_time, end_time): first, middle and last frame, or a fixed rate."""
-    start, end, fps = clip["start_time"], clip["end_time"], clip.get("fps") or 25.0
-    eps = min(0.25 / fps, (end - start) / 4)  # inside the first frame, clear of timestamp rounding
-    last = max(start + eps, end - 1.0 / fps + eps)
-    rate = parse_frames(spec)
-    if rate is None:
-        return sorted({start + eps, (start + end) / 2, last})
-    n = max(1, math.floor((end - start) * rate))
-    return [start + eps + k / rate for k in range(n)]
-
-
-def middle_time(clip: dict) -> float:
-    return (clip["start_time"] + clip["end_time"]) / 2
-
-
-def analysis_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """(w, h) with the longer side `long_side` (never upscaled), even sides for the scaler."""
-    scale = min(1.0, long_side / max(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
-def read_clip_frames(payload: dict, times: Callable[[dict], list[float]],
-                     size: Callable[[dict], tuple[int, int]]) -> list[tuple[dict, np.ndarray | Exception]]:
-    """Decode the frames every clip of a task needs, in one pass over the video when possible.
-
-    Returns (clip, frames) pairs; a clip whose frames cannot be read gets the exception instead,
-    so one bad clip does not fail its neighbours.
-    """
-    from svdcli.video.seek import read_frames_at
-
-    clips = payload["clips"]
-    wanted = [(t, i) for i, c in enumerate(clips) for t in times(c)]
-    sizes = {size(c) for c in clips}
-    if len(sizes) == 1:
-        try:
-            order = sorted(range(len(wanted)), key=lambda k: wanted[k][0])
-            frames = read_frames_at(payload["video_path"], [wanted[k][0] for k in order], size=sizes.pop())
-            per_clip: list[list[np.ndarray]] = [[] for _ in clips]
-            for k, frame in zip(order, frames):
-                per_clip[wanted[k][1]].append(frame)
-            return [(c, np.stack(f)) for c, f in zip(clips, per_clip)]
-        except Exception:  # noqa: BLE001 - fall back to clip by clip to isolate the bad one
-            pass
-    out = []
-    for clip in clips:
-        try:
-            out.append((clip, read_frames_at(payload["video_path"], times(clip), size=size(clip))))
-        except Exception as exc:  # noqa: BLE001 - recorded as this clip's error
-            out.append((clip, exc))
-    return out
+def find_weights(settings: dict) -> None:
+    """Missing CRAFT weights stop a recipe before cuts and motion run, not after."""
+    resolve_detector(settings.get("detector", "auto"), settings.get("model_dir"))
 
 
 def summarize(path: Path, max_area: float) -> str:
@@ -303,3 +259,16 @@ def summarize(path: Path, max_area: float) -> str:
     over = sum(a > max_area for a in areas)
     return (f"text: {len(areas)} clips scored with {', '.join(detectors) or '-'}; {over} have text_area > "
             f"{max_area:g}; {errors} errors -> {path}")
+
+
+SPEC = StageSpec(
+    name="text",
+    columns=COLUMNS,
+    config=TextConfig,
+    run=recipe_step,
+    bounds=("size >= 64", "batch_size >= 0"),
+    check=check_settings,
+    preflight=find_weights,
+    histograms=(("text_area", "text area (fraction of the frame)"),),
+    scores=("text_area",),
+)

@@ -22,9 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svdcli.curate.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
-                                run_video_stage, write_cuts_manifest)
-from svdcli.curate.motion import MotionConfig, MotionStage, analysis_size, score_clips
+from svdcli.curate.parts import clean_parts
+from svdcli.curate.stages.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
+                                       run_video_stage, write_cuts_manifest)
+from svdcli.curate.stages.motion import MotionConfig, MotionStage, flow_size, score_clips
 
 MOTION_COLUMNS = tuple(c for c in MotionStage.columns if c != "clip_id")
 STORE_BYTES = 2 << 30  # per worker; a longer video's motion pairs are read from the file again
@@ -48,12 +49,12 @@ class CutsMotionStage(CutsStage):
 
         from svdcli.video.sparse import read_gray_at
 
-        size_for = lambda w, h: analysis_size(w, h, self.motion.long_side)  # noqa: E731
+        size_for = lambda w, h: flow_size(w, h, self.motion)  # noqa: E731
         with GrayFrameStore(size_for, max_bytes=STORE_BYTES) as store:
             rows = super().process(payload, frame_hooks=[store.feed])
             read = store.frames_at
             if store.overflowed:  # a long video: read its pairs from the file, as `svd curate motion` does
-                size = analysis_size(rows[0]["width"], rows[0]["height"], self.motion.long_side)
+                size = flow_size(rows[0]["width"], rows[0]["height"], self.motion)
                 read = lambda times: read_gray_at(payload, times, size, threads=1)  # noqa: E731
             clips = [r for r in rows if r["status"] == "ok"]  # as `svd curate motion` scores them
             try:
@@ -65,19 +66,17 @@ class CutsMotionStage(CutsStage):
 
 
 def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion: MotionConfig, *,
-                    workers: int = 1, rank: int = 0, world_size: int = 1, progress: bool = True,
+                    workers: int = 1, rank: int = 0, world_size: int = 1, progress=None, executor=None,
                     threads: int = 0) -> tuple[CutsSummary, pa.Table | None]:
     """Write the cuts manifest `out` as `run_cuts` does; also return the motion rows of its clips
     (clip_id + motion columns) for `write_motion_manifest`, or None while the run is incomplete."""
     import os
 
-    from svdcli.curate.stage import clean_parts
-
     videos = find_videos_or_fail(inputs)
     pair_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     stage = CutsMotionStage(cfg, motion, decoder_threads(threads, workers), pair_threads)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
-                                     progress=progress)
+                                     progress=progress, executor=executor)
     if table is None:
         return summary, None
     write_cuts_manifest(table, out, cfg, inputs, len(videos))
@@ -88,7 +87,7 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
 
 def write_motion_manifest(cuts_manifest: Path, out: Path, rows: pa.Table, motion: MotionConfig) -> Path:
     """The motion manifest `svd curate motion` would write from `cuts_manifest`, from `rows`."""
-    from svdcli.curate.clips import write_scored_manifest
+    from svdcli.curate.per_clip import write_scored_manifest
     from svdcli.manifest.io import read_manifest
 
     manifest = read_manifest(cuts_manifest)

@@ -1,6 +1,6 @@
 """CLIP stage: image embeddings of each clip's first, middle and last frame, aesthetic and CLIP scores.
 
-- `aesthetic_score`: a LAION aesthetic head (see aesthetic.py) on the L2-normalised frame
+- `aesthetic_score`: a LAION aesthetic head (see scorers/aesthetic.py) on the L2-normalised frame
   embeddings, averaged over the three frames.
 - `clip_score`: cosine similarity between each frame embedding and the text embedding of the
   clip's caption (raw cosine, not x100), averaged over the frames; null when the clip has no
@@ -12,8 +12,8 @@
   rather than appending, and the files are merged (one row per clip and frame) when the run
   completes, so resuming neither loses nor duplicates embeddings.
 
-Frames are decoded with the short side at the model's input size (area resampling) and
-centre-cropped, the same geometry as open_clip's default transform ('shortest' resize + crop).
+The model, its input geometry and the embeddings are `scorers/open_clip_models.py` (shared with
+the caption stage).
 """
 from __future__ import annotations
 
@@ -24,107 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from svdcli.curate.clips import ClipStage, check_inputs, run_clip_stage
-from svdcli.curate.stage import parts_folder
-from svdcli.curate.text import config_from, frame_times, read_clip_frames
-from svdcli.weights import (OpenClipWeights, aesthetic_weights, check_device, open_clip_weights,
-                                   pick_device, register_model_config)
+from svdcli.curate.frames import frame_times, read_clip_frames
+from svdcli.curate.parts import parts_folder
+from svdcli.curate.per_clip import check_inputs, run_clip_stage
+from svdcli.curate.runner import pending
+from svdcli.curate.scorers.open_clip_models import ClipEmbedder, clip_read_size, clip_scores
+from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
+from svdcli.manifest.schema import Column
+from svdcli.weights import aesthetic_weights, check_device, open_clip_weights, pick_device, register_model_config
 
 FRAME_NAMES = ("first", "middle", "last")
-
-
-# --- open_clip models, shared with the caption stage -------------------------------------------
-def load_open_clip(weights: OpenClipWeights, model: str, device: str):
-    """Create an open_clip model from a resolved checkpoint, in eval mode on `device`."""
-    import open_clip
-
-    name = register_model_config(model)
-    try:
-        net = open_clip.create_model(name, pretrained=weights.checkpoint, device=device,
-                                     force_quick_gelu=weights.quick_gelu,
-                                     force_preprocess_cfg=weights.preprocess or None)
-    except SvdError:
-        raise
-    except Exception as exc:  # another architecture fails the strict load; a damaged file fails to unpickle
-        detail = " ".join(str(exc).split())[:300]  # one line: a strict load lists keys over many
-        raise SvdError(f"cannot load {weights.checkpoint} into open_clip {name}: {type(exc).__name__}: "
-                       f"{detail}") from exc
-    return net.eval()
-
-
-def clip_read_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """(w, h) with the SHORT side equal to `side` (even sides), for decode-time resizing."""
-    scale = side / min(width, height)
-    return max(side, round(width * scale / 2) * 2), max(side, round(height * scale / 2) * 2)
-
-
-def to_model_input(frames: np.ndarray, side: int, mean, std, device: str):
-    """uint8 (N, H, W, 3) with short side `side` -> normalised float (N, 3, side, side), centre crop."""
-    import torch
-
-    n, h, w = frames.shape[:3]
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = frames[:, top:top + side, left:left + side]
-    x = torch.from_numpy(np.ascontiguousarray(crop)).to(device).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def autocast(device: str):
-    """bf16 autocast on GPU, nothing on CPU (bf16 matmuls are slower than fp32 on most CPUs)."""
-    import contextlib
-
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
-
-
-class ClipEmbedder:
-    """An open_clip model's image and text towers: batched, L2-normalised float32 embeddings."""
-
-    def __init__(self, net, tokenizer, device: str = "cpu", batch_size: int = 16):
-        self.net, self.tokenizer = net, tokenizer
-        self.device, self.batch_size = device, batch_size
-        cfg = net.visual.preprocess_cfg
-        self.side = int(np.atleast_1d(cfg["size"])[0])
-        self.mean, self.std = cfg["mean"], cfg["std"]
-
-    @classmethod
-    def load(cls, weights: OpenClipWeights, model: str, device: str = "cpu", batch_size: int = 16) -> "ClipEmbedder":
-        import open_clip
-
-        net = load_open_clip(weights, model, device)
-        return cls(net, open_clip.get_tokenizer(register_model_config(model)), device, batch_size)
-
-    def embed_images(self, frames: np.ndarray):
-        """uint8 (N, H, W, 3) frames (short side = self.side) -> (N, D) unit vectors on CPU."""
-        import torch
-
-        out = []
-        with torch.no_grad(), autocast(self.device):
-            for i in range(0, len(frames), self.batch_size):
-                x = to_model_input(frames[i:i + self.batch_size], self.side, self.mean, self.std, self.device)
-                out.append(self.net.encode_image(x, normalize=True).float().cpu())
-        return torch.cat(out)
-
-    def embed_texts(self, texts: list[str]):
-        """Captions -> (N, D) unit vectors on CPU."""
-        import torch
-
-        out = []
-        with torch.no_grad(), autocast(self.device):
-            for i in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(texts[i:i + self.batch_size]).to(self.device)
-                out.append(self.net.encode_text(tokens, normalize=True).float().cpu())
-        return torch.cat(out)
-
-
-def clip_scores(image_emb, text_emb):
-    """Mean over frames of cos(image, text): (C, F, D) and (C, D) unit vectors -> (C,)."""
-    return (image_emb * text_emb[:, None, :]).sum(-1).mean(-1)
 
 
 # --- stage -------------------------------------------------------------------------------------------
@@ -138,9 +50,24 @@ class ClipConfig:
     device: str = "auto"
 
 
+COLUMNS = (
+    Column("aesthetic_score", pa.float32(), "clip",
+           "LAION aesthetic head on the L2-normalised image embeddings of the first, middle and last frame, mean "
+           "over the 3 frames (~1..10 for the improved MLP); null with --aesthetic none"),
+    Column("clip_score", pa.float32(), "clip",
+           "raw cosine(frame image embedding, caption text embedding), mean over the first, middle and last "
+           "frame; null when the clip had no caption when the clip stage ran"),
+    Column("clip_model", pa.string(), "clip",
+           "'<open_clip model>:<pretrained tag or checkpoint file name>'; embeddings are in "
+           "<manifest stem>.clip_embeddings.parquet"),
+    Column("clip_error", pa.string(), "clip", "error message when embeddings could not be computed"),
+)
+
+
 class ClipEmbedStage(ClipStage):
     name = "clip"
-    columns = ("clip_id", "aesthetic_score", "clip_score", "clip_model", "clip_error")
+    columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("embedder", "head")
     reads_if_present = ("status", "caption")
 
     def __init__(self, config: ClipConfig, captions: dict[str, str] | None = None):
@@ -160,8 +87,11 @@ class ClipEmbedStage(ClipStage):
         return {"model": self.weights.label, "aesthetic": self.head_path.name if self.head_path else None,
                 "frames": FRAME_NAMES, "captions": digest if self.captions else None}
 
+    def resources(self) -> Resources:
+        return Resources(gpus=gpus_for(self.config.device), loads_model=True)
+
     def setup(self) -> None:
-        from svdcli.curate.aesthetic import load_aesthetic
+        from svdcli.curate.scorers.aesthetic import load_aesthetic
 
         device = pick_device(self.config.device)
         self.embedder = ClipEmbedder.load(self.weights, self.config.model, device, self.config.batch_size)
@@ -188,7 +118,7 @@ class ClipEmbedStage(ClipStage):
         return rows
 
     def aesthetic(self, emb) -> list[float | None]:
-        from svdcli.curate.aesthetic import aesthetic
+        from svdcli.curate.scorers.aesthetic import aesthetic
 
         if self.head is None:
             return [None] * len(emb)
@@ -221,7 +151,7 @@ def check_head_width(head_path: Path, model: str, label: str) -> None:
     """Refuse, before any work, an aesthetic head whose input width is not the model's embedding width."""
     import open_clip
 
-    from svdcli.curate.aesthetic import head_dim, load_aesthetic
+    from svdcli.curate.scorers.aesthetic import head_dim, load_aesthetic
 
     dim = open_clip.get_model_config(register_model_config(model))["embed_dim"]
     want = head_dim(load_aesthetic(head_path))
@@ -286,8 +216,8 @@ def read_captions(manifest_path: Path) -> dict[str, str]:
     return {c: t for c, t in zip(table.column("clip_id").to_pylist(), table.column("caption").to_pylist()) if t}
 
 
-def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
-             rank: int = 0, world_size: int = 1, **settings):
+def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress=None, rank: int = 0,
+             world_size: int = 1, executor=None, **settings):
     """Embed, score aesthetics and CLIP score every ok clip; settings are ClipConfig fields.
 
     Returns run_clip_stage's (RunResult, written path or None); the embeddings side file is
@@ -300,7 +230,7 @@ def run_clip(manifest_path, out_path=None, *, workers: int = 1, progress: bool =
     folder = parts_folder(out, stage)
     stage.embeddings_dir = folder.with_name(folder.name + ".embeddings")  # made by the first write
     result, written = run_clip_stage(stage, manifest_path, out, workers=workers, progress=progress,
-                                     rank=rank, world_size=world_size, clips_per_task=32,
+                                     rank=rank, world_size=world_size, executor=executor, clips_per_task=32,
                                      describe=f"clip ({stage.weights.label})")
     if written is not None:
         merge_embeddings(stage.embeddings_dir, embeddings_path(written), stage.weights.label)
@@ -319,3 +249,20 @@ def summarize(path: Path) -> str:
     return (f"clip: {len(aes) or len(cos)} clips; mean aesthetic_score {mean(aes)}; clip_score for {len(cos)} "
             f"captioned clips (mean {mean(cos)}); {errors} errors -> {path}, embeddings in "
             f"{embeddings_path(path).name}")
+
+
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
+    """The clip step of a recipe: None once its manifest is written, else how far all ranks are."""
+    return pending(run_clip(src, out, **opts.stage_kwargs(), **settings))
+
+
+SPEC = StageSpec(
+    name="clip",
+    columns=COLUMNS,
+    config=ClipConfig,
+    run=recipe_step,
+    bounds=("batch_size >= 1",),
+    after=(("caption", "clip_score compares frames with the caption"),),
+    histograms=(("aesthetic_score", "aesthetic score"), ("clip_score", "CLIP text-image similarity")),
+    scores=("aesthetic_score", "clip_score"),
+)

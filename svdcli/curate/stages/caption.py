@@ -13,11 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from svdcli.curate.clip import autocast, clip_read_size, load_open_clip, to_model_input
-from svdcli.curate.clips import ClipStage, run_clip_stage
-from svdcli.curate.text import config_from, middle_time, read_clip_frames
-from svdcli.weights import OpenClipWeights, check_device, open_clip_weights, pick_device
+import pyarrow as pa
+
+from svdcli.curate.frames import middle_time, read_clip_frames
+from svdcli.curate.per_clip import run_clip_stage
+from svdcli.curate.runner import pending
+from svdcli.curate.scorers.open_clip_models import autocast, clip_read_size, load_open_clip, to_model_input
+from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
+from svdcli.manifest.schema import Column
+from svdcli.weights import OpenClipWeights, check_device, open_clip_weights, pick_device
 
 GENERATION_TYPES = ("beam_search", "top_k", "top_p")
 SOT, EOT = "<start_of_text>", "<end_of_text>"
@@ -88,9 +93,17 @@ class Captioner:
         return out
 
 
+COLUMNS = (
+    Column("caption", pa.string(), "caption", "CoCa caption of the clip's middle frame"),
+    Column("caption_model", pa.string(), "caption", "'<open_clip model>:<pretrained tag or checkpoint file name>'"),
+    Column("caption_error", pa.string(), "caption", "error message when captioning failed"),
+)
+
+
 class CaptionStage(ClipStage):
     name = "caption"
-    columns = ("clip_id", "caption", "caption_model", "caption_error")
+    columns = ("clip_id", *(c.name for c in COLUMNS))
+    loaded = ("captioner",)
 
     def __init__(self, config: CaptionConfig):
         config.check()
@@ -105,6 +118,9 @@ class CaptionStage(ClipStage):
         if s["generation"] == "beam_search":
             s.update(top_k=None, top_p=None, temperature=None, seed=None)
         return s
+
+    def resources(self) -> Resources:
+        return Resources(gpus=gpus_for(self.config.device), loads_model=True)
 
     def setup(self) -> None:
         self.captioner = Captioner(self.weights, self.config, pick_device(self.config.device))
@@ -124,15 +140,15 @@ class CaptionStage(ClipStage):
         return rows
 
 
-def run_caption(manifest_path, out_path=None, *, workers: int = 1, progress: bool = True,
-                rank: int = 0, world_size: int = 1, **settings):
+def run_caption(manifest_path, out_path=None, *, workers: int = 1, progress=None, rank: int = 0,
+                world_size: int = 1, executor=None, **settings):
     """Caption the middle frame of every ok clip; settings are CaptionConfig fields.
 
     Returns run_clip_stage's (RunResult, written path or None).
     """
     stage = CaptionStage(config_from(CaptionConfig, settings, "caption"))
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
-                          rank=rank, world_size=world_size, clips_per_task=32,
+                          rank=rank, world_size=world_size, executor=executor, clips_per_task=32,
                           describe=f"caption ({stage.weights.label})")
 
 
@@ -145,3 +161,20 @@ def summarize(path: Path) -> str:
     errors = sum(e is not None for e in t["caption_error"])
     example = f'; e.g. "{captions[0]}"' if captions else ""
     return f"caption: {len(captions)} clips captioned{example}; {errors} errors -> {path}"
+
+
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
+    """The caption step of a recipe: None once its manifest is written, else how far all ranks are."""
+    return pending(run_caption(src, out, **opts.stage_kwargs(), **settings))
+
+
+SPEC = StageSpec(
+    name="caption",
+    columns=COLUMNS,
+    config=CaptionConfig,
+    run=recipe_step,
+    bounds=("seq_len >= 2", "min_seq_len >= 1", "num_beams >= 1", "num_beam_groups >= 1", "top_k >= 1",
+            "top_p >= 0", "top_p <= 1", "temperature >= 0", "repetition_penalty >= 0", "batch_size >= 1"),
+    unbounded=("seed",),
+    check=lambda settings: CaptionConfig(**settings).check(),
+)

@@ -1,9 +1,9 @@
 """`svd curate cuts`: videos -> one manifest row per clip, from one decode per video.
 
-The stage wraps the pure detector in `cascade.py`: a task is one video (key: its resolved path);
-`process` decodes it once, feeding every level, turns the merged boundaries into clips (trim,
-minimum length, max-length splits) and returns the rows. The shared runner does workers, part
-files, resume and the progress bar; `run_cuts` merges the parts into the manifest.
+The stage wraps the pure detector in `scorers/cascade.py`: a task is one video (key: its
+resolved path); `process` decodes it once, feeding every level, turns the merged boundaries into
+clips (trim, minimum length, max-length splits) and returns the rows. The runner does workers,
+part files, resume and progress reports; `run_cuts` merges the parts into the manifest.
 """
 from __future__ import annotations
 
@@ -11,14 +11,36 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from svdcli.curate.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
-from svdcli.curate.stage import Stage, Task
+import pyarrow as pa
+
+from svdcli.curate.parts import TASK_COLUMN, clean_parts
+from svdcli.curate.runner import run_stage
+from svdcli.curate.scorers.cascade import Boundary, Cascade, CascadeConfig, LevelSpec, default_levels
+from svdcli.curate.stage import Resources, Stage, StageSpec, Task, gpus_for
 from svdcli.errors import SvdError
+from svdcli.manifest.schema import Column, stage_columns
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 
 
 DETECTORS = ("cascade", "transnetv2", "both")
+
+# after the clip columns every manifest has (svdcli/manifest/schema.py), which cuts writes too
+COLUMNS = (
+    Column("start_levels", pa.list_(pa.string()), "cuts",
+           "detector levels (e.g. 'native', '15fps', '8fps') that found the clip's start boundary; empty for a "
+           "clip that starts at the video start or at a max-length split; 'transnetv2' when the learned "
+           "detector found it (--detector transnetv2|both)"),
+    Column("start_scores", pa.list_(pa.float32()), "cuts",
+           "score of each of start_levels at that boundary, same order: native = PySceneDetect "
+           "AdaptiveDetector ratio (frame change over its neighbours', >= 3 is a cut), 15fps/8fps = span ratio "
+           "(change across the transition over the change within each side, >= 3), transnetv2 = transition "
+           "probability (0..1)"),
+    Column("start_cause", pa.string(), "cuts", "why the clip starts here: 'video_start', 'cut' or 'split'"),
+    Column("status", pa.string(), "cuts", "'ok'; 'short' for a piece between two boundaries shorter than the "
+           "cuts stage's min_length (kept as a row, never a clip); 'error' for an unreadable video"),
+    Column("error", pa.string(), "cuts", "why the row is not a clip, when status is 'short' or 'error'"),
+)
 
 
 @dataclass(frozen=True)
@@ -77,31 +99,31 @@ class CutsStage(Stage):
     name = "cuts"
     unit = "videos"
     row_unit = "clips"
+    loaded = ("_network",)  # TransNetV2, loaded on a worker's first video
 
     def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
-        from svdcli.manifest.schema import stage_columns
-
         self.cfg = cfg
         self.threads = threads  # decoder threads; speed only, so not part of the settings
         self.device = device  # where TransNetV2 runs; speed only
         self._network = None
         self.columns = tuple(stage_columns("cuts"))
 
-    def __getstate__(self):  # workers load the network themselves
-        return {**self.__dict__, "_network": None}
-
     def settings(self) -> dict:
         return asdict(self.cfg)
+
+    def resources(self) -> Resources:
+        learned = self.cfg.detector != "cascade"  # TransNetV2 loads its network once per worker
+        return Resources(gpus=gpus_for(self.device) if learned else 0.0, loads_model=learned)
 
     def detector(self) -> Cascade:
         """A fresh detector for one video, as `cfg.detector` says."""
         cfg = self.cfg
         extra = []
         if cfg.detector in ("transnetv2", "both"):
-            from svdcli.curate.transnet import TransNetLevel
+            from svdcli.curate.scorers.transnet import TransNetLevel
 
             if self._network is None:  # loaded once per worker, not per video
-                from svdcli.curate.transnet import load_network
+                from svdcli.curate.scorers.transnet import load_network
 
                 self._network = load_network(self.device)
             extra.append(TransNetLevel(cfg.transnet_threshold, self.device, network=self._network))
@@ -181,14 +203,13 @@ class CutsSummary:
 
 
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
-             world_size: int = 1, progress: bool = True, threads: int = 0, device: str = "cpu") -> CutsSummary:
+             world_size: int = 1, progress=None, executor=None, threads: int = 0,
+             device: str = "cpu") -> CutsSummary:
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
-    from svdcli.curate.stage import clean_parts
-
     videos = find_videos_or_fail(inputs)
     stage = CutsStage(cfg, decoder_threads(threads, workers), device)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
-                                     progress=progress)
+                                     progress=progress, executor=executor)
     if table is None:
         return summary
     write_cuts_manifest(table, out, cfg, inputs, len(videos))
@@ -214,10 +235,7 @@ def decoder_threads(threads: int, workers: int) -> int:
 def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs):
     """Run a stage with one task per video: (rows of this run's videos sorted, summary); the
     table is None while the run is incomplete (interrupted, or other ranks still working)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
-
-    from svdcli.curate.stage import TASK_COLUMN, run_stage
 
     result = run_stage(stage, [Task(v, v) for v in videos], out, flush_rows=512, flush_seconds=5.0,
                        describe=stage.name, **run_kwargs)
@@ -246,7 +264,7 @@ def write_cuts_manifest(table, out: Path, cfg: CutsConfig, inputs: list[str | Pa
 
 def parse_levels(levels: str, thresholds: str | None) -> tuple[LevelSpec, ...]:
     """`native,15,8` (+ optional `3,3,3`) -> level specs, finest first."""
-    from svdcli.curate.cascade import default_span, default_threshold, level_name
+    from svdcli.curate.scorers.cascade import default_span, default_threshold, level_name
 
     rates: list[float | None] = []
     for item in [x.strip() for x in levels.split(",") if x.strip()]:
@@ -301,3 +319,21 @@ def cuts_config(levels: str = "native,15,8", thresholds: str | None = None,
     return CutsConfig(cascade, detector=detector, transnet_threshold=numbers["--transnet-threshold"],
                       trim=numbers["--trim"], min_length=numbers["--min-length"],
                       max_length=numbers["--max-length"])
+
+
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
+    """The cuts step of a recipe: None once its manifest is written, else how far all ranks are."""
+    summary = run_cuts([src], out, cuts_config(**settings), **opts.stage_kwargs())
+    return None if summary.complete else f"{summary.videos} videos"
+
+
+SPEC = StageSpec(
+    name="cuts",
+    columns=COLUMNS,
+    config=cuts_config,  # the settings as `svd curate cuts` spells them
+    run=recipe_step,
+    bounds=("transnet_threshold > 0", "transnet_threshold < 1", "merge_tolerance >= 0", "trim >= 0",
+            "min_length >= 0", "max_length >= 0"),
+    check=lambda settings: cuts_config(**settings),  # the checks `svd curate cuts` runs on its options
+    first="makes the clips",
+)

@@ -1,10 +1,9 @@
 """Running a per-clip scoring stage over a manifest: tasks grouped by video, columns merged back.
 
-Used by motion, text, clip and caption. A task is the ok clips of one video (at most
-`clips_per_task`), so a worker opens each video once and can batch its clips. The stage's
-`process(payload)` gets `{"video_path": str, "clips": [row dicts]}` and returns one dict per
-clip with `clip_id` and the stage's columns. Before any work, `check_inputs` refuses a manifest
-without the columns the stage reads (`ClipStage.needs`).
+Used by motion, text, clip and caption (`ClipStage`s). A task is the ok clips of one video (at
+most `clips_per_task`), so a worker opens each video once and can batch its clips. Before any
+work, `check_inputs` refuses a manifest without the columns the stage reads (`ClipStage.needs`);
+when every task is done, the stage's columns are merged into the manifest by `clip_id`.
 """
 from __future__ import annotations
 
@@ -15,25 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from svdcli.curate.stage import TASK_COLUMN, RunResult, Stage, Task, clean_parts, run_stage
+from svdcli.curate.parts import TASK_COLUMN, clean_parts
+from svdcli.curate.runner import RunResult, run_stage
+from svdcli.curate.stage import ClipStage, Task
 from svdcli.errors import SvdError
 from svdcli.manifest.io import ManifestError, manifest_history, read_manifest, write_manifest
 from svdcli.manifest.schema import COLUMNS
 
 CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
                "num_frames", "fps", "width", "height", "rotation"]
-NEEDS = ("clip_id", "video_path", "start_time", "end_time", "width", "height")
-
-
-class ClipStage(Stage):
-    """A stage whose task is a group of clips of one video; errors are per clip."""
-
-    unit = "videos"
-    needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
-    reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
-
-    def error_rows(self, payload: dict, message: str) -> list[dict]:
-        return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]
 
 
 def clip_tasks(table: pa.Table, clips_per_task: int = 64) -> list[Task]:

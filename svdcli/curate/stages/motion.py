@@ -32,7 +32,7 @@ are never decoded, nor the tail of a GOP that no sample needs before the next ID
 `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis size by swscale.
 When motion follows cuts in `svd curate run` (or `svd curate cuts --motion-out`), no second
 decode happens at all: the cuts pass keeps its frames and scores the pairs
-(`svdcli.curate.cuts_motion`), with the same frames and so the same scores.
+(`svdcli.curate.stages.cuts_motion`), with the same frames and so the same scores.
 """
 from __future__ import annotations
 
@@ -40,9 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from svdcli.curate.clips import NEEDS, ClipStage, run_clip_stage
-from svdcli.curate.stage import RunResult
+from svdcli.curate.per_clip import run_clip_stage
+from svdcli.curate.runner import RunResult, pending
+from svdcli.curate.stage import NEEDS, ClipStage, StageSpec
+from svdcli.manifest.schema import Column
+from svdcli.video.seek import analysis_size
 from svdcli.video.sparse import read_gray_at
 
 ANALYSIS_LONG_SIDE = 256
@@ -68,11 +72,22 @@ class MotionConfig:
     poly_sigma: float = 1.2
 
 
-def analysis_size(width: int, height: int, long_side: int = ANALYSIS_LONG_SIDE) -> tuple[int, int]:
-    """(width, height) with the long side at `long_side`, aspect kept, both even."""
-    scale = long_side / max(width, height)
-    even = lambda v: max(2, int(round(v * scale / 2)) * 2)  # noqa: E731
-    return even(width), even(height)
+COLUMNS = (
+    Column("motion_score", pa.float32(), "motion",
+           "median over frame pairs (1/15 s apart, sampled at 2 fps) of the mean Farneback flow "
+           "magnitude, in analysis pixels per 1/15 s; analysis size = long side 256 px, aspect kept "
+           "(see svdcli/curate/stages/motion.py); the recipe drops clips below 0.25 as static"),
+    Column("motion_pairs", pa.int32(), "motion", "number of frame pairs scored"),
+    Column("motion_pair_scores", pa.list_(pa.float32()), "motion",
+           "per-pair mean flow magnitudes (same units), in time order; a spike is a leftover cut"),
+    Column("motion_error", pa.string(), "motion", "error message when motion could not be scored"),
+)
+
+
+def flow_size(width: int, height: int, cfg: MotionConfig = MotionConfig()) -> tuple[int, int]:
+    """The gray analysis size of a video's pairs; small videos are scaled up too, as the unit of
+    the score is a pixel at a `cfg.long_side` long side."""
+    return analysis_size(width, height, cfg.long_side, upscale=True)
 
 
 def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = MotionConfig()) -> float:
@@ -136,7 +151,7 @@ class MotionStage(ClipStage):
     """Scores every ok clip of a manifest: `motion_score`, `motion_pairs`, `motion_pair_scores`."""
 
     name = "motion"
-    columns = ("clip_id", "motion_score", "motion_pairs", "motion_pair_scores", "motion_error")
+    columns = ("clip_id", *(c.name for c in COLUMNS))
     needs = NEEDS + ("fps",)  # the pairs are placed on the frame grid
 
     def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
@@ -149,7 +164,7 @@ class MotionStage(ClipStage):
     def process(self, payload: dict) -> list[dict]:
         """Read the sample pairs of all clips of one video in one pass, then score each clip."""
         clips = payload["clips"]
-        size = analysis_size(clips[0]["width"], clips[0]["height"], self.cfg.long_side)
+        size = flow_size(clips[0]["width"], clips[0]["height"], self.cfg)
         read = lambda times: read_gray_at(payload["video_path"], times, size, self.threads)  # noqa: E731
         return score_clips(clips, read, self.cfg)
 
@@ -208,3 +223,21 @@ def summarize(path: Path, threshold: float) -> str:
     median = f"{np.median(scores):.2f}" if len(scores) else "n/a"
     return (f"motion: {len(scores)} clips scored (median {median}), {errors} errors, "
             f"{int((scores < threshold).sum())} below {threshold:g} (static) -> {path}")
+
+
+def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
+    """The motion step of a recipe: None once its manifest is written, else how far all ranks are."""
+    return pending(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
+
+
+SPEC = StageSpec(
+    name="motion",
+    columns=COLUMNS,
+    config=MotionConfig,
+    run=recipe_step,
+    # the options of `svd curate motion` have no Farneback settings: OpenCV's limits bound them
+    bounds=("long_side >= 16", "interval > 0", "margin_frames >= 0", "pyr_scale > 0", "pyr_scale < 1",
+            "levels >= 1", "winsize >= 1", "iterations >= 1", "poly_n >= 1", "poly_sigma > 0"),
+    histograms=(("motion_score", "motion score (analysis px per 1/15 s)"),),
+    scores=("motion_score",),
+)

@@ -1,0 +1,100 @@
+"""The local executor: tasks in this process (workers <= 1) or in a pool of spawned processes.
+
+With several workers each process sets its thread limits, builds the stage once (`setup()`,
+where models load) and runs tasks as they are handed out; at most 2 * workers tasks are in
+flight, so results stream back in order of completion and an interrupted run has little
+started work to lose.
+
+Workers are spawned, not forked: a child forked after the parent ran OpenMP (torch), OpenCV or
+onnxruntime thread pools can deadlock on its first parallel call, and a recipe runs several
+stages in one parent process.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Iterator, Sequence
+
+from svdcli.curate.executors import Outcome, run_task
+from svdcli.curate.stage import Stage, Task
+from svdcli.errors import SvdError
+
+
+class LocalExecutor:
+    """`workers` processes on this machine (none: the tasks run here), `threads` each."""
+
+    def __init__(self, workers: int = 1, threads: int = 1):
+        self.workers, self.threads = workers, max(1, threads)
+
+    def map(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        if self.workers <= 1:
+            return self._serial(stage, tasks)
+        return self._pool(stage, tasks)
+
+    def _serial(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        limit_threads(self.threads)
+        stage.setup()
+        for task in tasks:
+            yield task, run_task(stage, task)
+
+    def _pool(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(stage, self.threads)) as pool:
+            pending: dict = {}  # future -> task
+            try:
+                for task in tasks:
+                    pending[pool.submit(_run_in_worker, task)] = task
+                    if len(pending) >= 2 * self.workers:
+                        yield from _finished(pending)
+                while pending:
+                    yield from _finished(pending)
+            except BaseException:  # Ctrl-C, a setup error, or the runner closing early
+                for future in pending:
+                    future.cancel()
+                raise
+
+
+def _finished(pending: dict) -> Iterator[tuple[Task, Outcome]]:
+    """Wait for at least one task; hand back (and forget) every one that has finished."""
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    for future in done:
+        task = pending.pop(future)
+        yield task, future.result()
+
+
+# --- worker side -------------------------------------------------------------------------
+_WORKER_STAGE: Stage | None = None
+_WORKER_SETUP_ERROR: SvdError | None = None
+
+
+def _init_worker(stage: Stage, threads: int) -> None:
+    """Runs first in each (spawned) worker: thread limits before any library starts its pool."""
+    global _WORKER_STAGE, _WORKER_SETUP_ERROR
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    limit_threads(threads)
+    try:
+        stage.setup()
+    except SvdError as exc:  # e.g. weights that do not fit the model: the parent reports it as is
+        _WORKER_SETUP_ERROR = exc
+    _WORKER_STAGE = stage
+
+
+def _run_in_worker(task: Task) -> Outcome:
+    if _WORKER_SETUP_ERROR is not None:  # raised again in the parent by the task's future
+        raise _WORKER_SETUP_ERROR
+    return run_task(_WORKER_STAGE, task)
+
+
+def limit_threads(threads: int) -> int | None:
+    """Set OpenCV's thread count; returns the previous one (None without OpenCV)."""
+    try:
+        import cv2
+
+        previous = cv2.getNumThreads()
+        cv2.setNumThreads(threads)
+        return previous
+    except ImportError:
+        return None
