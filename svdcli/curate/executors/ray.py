@@ -1,0 +1,176 @@
+"""The Ray executor: the same stages and tasks as the local executor, on a Ray cluster.
+
+- Per-video stages (cuts, motion: `Resources.loads_model` false) run as Ray tasks, one per
+  task, each reserving `Resources.cpus` / `gpus` (fractions allowed). The stage goes to the
+  object store once (it pickles as its settings); a worker process sets it up on its first
+  task and keeps it for the next ones.
+- Model stages (text, clip, caption) run on a pool of actors, each of which loads its model
+  once in `setup()` and then takes task after task; the pool has one actor per reserved slot
+  the cluster can hold (`workers` caps it).
+- Workers read the videos themselves: a task carries a path and row fields, never frames, so
+  the object store holds stages and rows only.
+- Faults: an exception inside `process` is the video's error (a TaskFailure, as locally, no
+  retry). A worker process or node that dies takes its task with it: Ray runs it again, up to
+  `max_attempts` times in all, then the task becomes a TaskFailure naming the crash. Part
+  files and completion markers are the runner's (see `svdcli.curate.parts`), so a run that
+  is killed resumes on either executor.
+- At most `in_flight` tasks are submitted at a time, and results come back in completion
+  order, so the driver's memory stays bounded on corpora of millions of videos.
+
+Ray 2.60 turns on token authentication by default: `ray.init(address=...)` reads the token
+from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH or `~/.ray/auth_token`, as `ray start` wrote it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+from svdcli.curate.executors import Outcome, TaskFailure, run_task
+from svdcli.curate.stage import Stage, Task
+from svdcli.errors import SvdError
+
+MAX_ATTEMPTS = 3
+_STAGES: dict[str, Stage] = {}  # per worker process: stages already set up, by fingerprint
+
+
+def _ready_stage(stage: Stage) -> Stage:
+    key = f"{stage.name}-{stage.fingerprint()}"
+    if key not in _STAGES:
+        stage.setup()
+        _STAGES[key] = stage
+    return _STAGES[key]
+
+
+def _task_body(stage: Stage, task: Task) -> Outcome:
+    return run_task(_ready_stage(stage), task)
+
+
+class _Worker:
+    """An actor of a model stage: sets the stage up once, then runs tasks."""
+
+    def __init__(self, stage: Stage, threads: int):
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        self.stage = stage
+        stage.setup()
+
+    def run(self, task: Task) -> Outcome:
+        return run_task(self.stage, task)
+
+
+class RayExecutor:
+    """Stages on the Ray cluster at `address` ('auto', 'HOST:PORT', or None: a local one)."""
+
+    def __init__(self, address: str | None = "auto", workers: int = 0, threads: int = 1,
+                 max_attempts: int = MAX_ATTEMPTS, in_flight: int = 0):
+        self.address, self.workers, self.threads = address, workers, max(1, threads)
+        self.max_attempts, self.in_flight = max(1, max_attempts), in_flight
+
+    def connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise SvdError("--executor ray needs Ray: pip install 'svdcli[ray]'") from None
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False, include_dashboard=False,
+                         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads)}})
+            except ConnectionError as exc:
+                raise SvdError(f"cannot reach a Ray cluster at {self.address!r} ({exc}); start one "
+                               "with `ray start --head` or pass --ray-address HOST:PORT") from None
+        return ray
+
+    def map(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        ray = self.connect()
+        if not tasks:
+            return
+        res = stage.resources()
+        slots = self._slots(ray, res)
+        if res.loads_model:
+            yield from self._on_actors(ray, stage, tasks, res, slots)
+        else:
+            yield from self._as_tasks(ray, stage, tasks, res, slots)
+
+    def _slots(self, ray, res) -> int:
+        total = ray.cluster_resources()
+        fit = int(total.get("CPU", 1) // max(res.cpus, 1e-3))
+        if res.gpus:
+            fit = min(fit, int(total.get("GPU", 0) // res.gpus))
+            if fit < 1:
+                raise SvdError(f"the stage asks for {res.gpus:g} GPU per worker; the cluster has "
+                               f"{total.get('GPU', 0):g}")
+        return max(1, min(fit, self.workers) if self.workers else fit)
+
+    def _as_tasks(self, ray, stage, tasks, res, slots) -> Iterator[tuple[Task, Outcome]]:
+        remote = ray.remote(_task_body).options(num_cpus=res.cpus, num_gpus=res.gpus,
+                                                max_retries=self.max_attempts - 1)
+        stage_ref = ray.put(stage)
+        limit = self.in_flight or 4 * slots
+        todo, pending = list(reversed(tasks)), {}
+        try:
+            while todo or pending:
+                while todo and len(pending) < limit:
+                    task = todo.pop()
+                    pending[remote.remote(stage_ref, task)] = task
+                done, _ = ray.wait(list(pending), num_returns=1)
+                task = pending.pop(done[0])
+                yield task, self._outcome(ray, done[0], self.max_attempts)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def _on_actors(self, ray, stage, tasks, res, slots) -> Iterator[tuple[Task, Outcome]]:
+        actor = ray.remote(_Worker).options(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=-1,
+                                            max_task_retries=0)
+        stage_ref = ray.put(stage)
+        pool = [actor.remote(stage_ref, self.threads) for _ in range(min(slots, len(tasks)))]
+        todo = [(t, 1) for t in reversed(tasks)]
+        pending: dict = {}  # ref -> (task, attempt, actor)
+        idle = list(pool)
+        try:
+            while todo or pending:
+                while todo and idle:
+                    task, attempt = todo.pop()
+                    worker = idle.pop()
+                    pending[worker.run.remote(task)] = (task, attempt, worker)
+                done, _ = ray.wait(list(pending), num_returns=1)
+                task, attempt, worker = pending.pop(done[0])
+                idle.append(worker)  # a dead actor restarts; it stays in the pool
+                try:
+                    outcome = ray.get(done[0])
+                except ray.exceptions.TaskCancelledError:
+                    raise
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.ObjectLostError) as exc:
+                    if attempt < self.max_attempts:
+                        todo.append((task, attempt + 1))
+                        continue
+                    outcome = TaskFailure(_crash(exc, attempt))
+                except ray.exceptions.RayTaskError as exc:  # setup() failed in the actor
+                    cause = exc.as_instanceof_cause()
+                    if isinstance(cause, SvdError):
+                        raise SvdError(str(cause)) from None
+                    outcome = TaskFailure(f"{type(cause).__name__}: {cause}")
+                yield task, outcome
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            for worker in pool:
+                ray.kill(worker)
+
+    @staticmethod
+    def _outcome(ray, ref, attempts: int) -> Outcome:
+        try:
+            return ray.get(ref)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError) as exc:
+            return TaskFailure(_crash(exc, attempts))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, SvdError):  # setup() refused (missing weights): the user's error
+                raise SvdError(str(cause)) from None
+            return TaskFailure(f"{type(cause).__name__}: {cause}")
+
+
+def _crash(exc: Exception, attempts: int) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"worker died on {attempts} attempts ({type(exc).__name__}: {first[:200]})"
