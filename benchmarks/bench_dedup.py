@@ -19,7 +19,7 @@ DUP_SHARE = 0.05
 
 
 def corpus(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from svdcli.curate.near_duplicates import normalise
+    from svdcli.curate.scorers.near_duplicates import normalise
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((max(20, n // 500), DIM)).astype(np.float32)
@@ -38,7 +38,7 @@ def recall(dup: list, src: np.ndarray, dst: np.ndarray) -> float:
 
 
 def run(n: int, exact_full: bool) -> None:
-    from svdcli.curate.near_duplicates import DuplicateConfig, build_index, find_duplicates
+    from svdcli.curate.scorers.near_duplicates import DuplicateConfig, build_index, find_duplicates
 
     x, src, dst = corpus(n)
     ids = [f"c{i:08d}" for i in range(n)]

@@ -4,9 +4,9 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from svdcli.curate.camera_motion import (CameraConfig, classify, clip_camera_motion,  # noqa: E402
+from svdcli.curate.scorers.camera_motion import (CameraConfig, classify, clip_camera_motion,  # noqa: E402
                                          flow_parameters, parts)
-from svdcli.curate.motion import MotionConfig  # noqa: E402
+from svdcli.curate.stages.motion import MotionConfig  # noqa: E402
 
 W, H = 256, 144  # the analysis size of a 16:9 video
 

@@ -16,8 +16,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 av = pytest.importorskip("av")
 
-from svdcli.curate.camera_motion import classify, clip_camera_motion, flow_parameters  # noqa: E402
-from svdcli.curate.motion import PAIR_GAP, MotionConfig, analysis_size  # noqa: E402
+from svdcli.curate.scorers.camera_motion import classify, clip_camera_motion, flow_parameters  # noqa: E402
+from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, analysis_size  # noqa: E402
 
 LABELS = Path(__file__).parent / "data" / "cut_labels.json"
 OPPOSITE = {frozenset(p) for p in (("pan_left", "pan_right"), ("tilt_up", "tilt_down"), ("zoom_in", "zoom_out"))}
@@ -48,7 +48,7 @@ def reference(g0, g1):
 def gray_frames(path: Path):
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        size = analysis_size(s.codec_context.width, s.codec_context.height)
+        size = analysis_size(s.codec_context.width, s.codec_context.height, MotionConfig().long_side, upscale=True)
         out = [(float(f.time), cv2.resize(f.to_ndarray(format="gray"), size, interpolation=cv2.INTER_AREA))
                for f in c.decode(video=0)]
     return np.array([t for t, _ in out]), [g for _, g in out]
@@ -83,7 +83,7 @@ def pair_labels(clip, frames):
 def footage():
     from conftest import TESTDATA
 
-    from svdcli.curate.cut_eval import load_labels
+    from svdcli.curate.scorers.cut_eval import load_labels
 
     clips = {c.name: c for c in load_labels(LABELS, TESTDATA if TESTDATA.is_dir() else None)
              if c.name in ("music_video", "bikes", "bigbuckbunny", "carphone", "testvideo", "goldeneye")}

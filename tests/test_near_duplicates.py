@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from svdcli.curate.near_duplicates import (DuplicateConfig, assign_groups, find_duplicates,  # noqa: E402
+from svdcli.curate.scorers.near_duplicates import (DuplicateConfig, assign_groups, find_duplicates,  # noqa: E402
                                            neighbour_lists, normalise)
 
 

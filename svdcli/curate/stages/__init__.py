@@ -21,7 +21,7 @@ import importlib.util
 
 from svdcli.manifest.schema import COLUMNS
 
-NAMES = ("cuts", "motion", "text", "clip", "caption", "filter")
+NAMES = ("cuts", "motion", "text", "clip", "caption", "dedup", "filter")
 MODULES = {name: f"{__name__}.{name}" for name in NAMES}  # where each stage's SPEC lives
 
 

@@ -14,6 +14,7 @@ a value in COLUMN), independently of the other rules, with linear interpolation.
 
 A row's `drop_reason` is the first reason that applies, in this order: 'error' (the video could
 not be cut), '<stage>_error' (a scoring stage failed on the clip, e.g. 'motion_error'),
+'near_duplicate_of:<clip_id>' (the dedup stage found it nearly duplicates a kept clip),
 'missing <column>' (no value for a rule's column), then what the clip failed, the first failing
 rule negated: 'motion_score < 0.25' for the rule 'motion_score >= 0.25', and for a percentile
 rule with pP the P-th percentile: 'aesthetic_score < p25' for 'aesthetic_score pct>= 25'.
@@ -144,6 +145,12 @@ def apply_rules(table: pa.Table, rules: list[Rule],
     """Return `table` with `keep` and `drop_reason` set, and the percentile cut-offs used."""
     _check_columns(table, rules, where)
     reasons = error_reasons(table)
+    if "duplicate_of" in table.column_names:  # the dedup stage ran: near duplicates go next
+        from svdcli.curate.stages.dedup import REASON
+
+        for i, kept in enumerate(table.column("duplicate_of").to_pylist()):
+            if reasons[i] is None and kept is not None:
+                reasons[i] = REASON + kept
     cutoffs = percentile_cutoffs(table, rules, np.array([r is None for r in reasons], bool))
     for rule in rules:
         threshold = cutoffs.get(rule, _in_column_precision(rule.value, table.schema.field(rule.column).type))

@@ -27,6 +27,12 @@ Why pairs 1/15 s apart and not frames 0.5 s apart: Farneback follows displacemen
 would stop growing with speed). 1/15 s keeps ~60 px/frame pans (720p) in range while moving a
 slow pan far enough to stand above the noise floor at 256 px.
 
+Camera motion: the same flow fields (no extra decode, no extra flow) also give each clip a
+`camera_motion` label and its confidence: a robust global affine fit per pair (translation,
+divergence for zoom, curl for rotation, residual for independent motion), labelled from the
+median over the clip's pairs; see `svdcli.curate.scorers.camera_motion`. The camera-motion
+LoRAs of the SVD paper (section 6.2) are trained on clips of one label.
+
 Decoding: H.264 frames that no other frame references (most B-frames) and that no sample needs
 are never decoded, nor the tail of a GOP that no sample needs before the next IDR frame (see
 `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis size by swscale.
@@ -43,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from svdcli.curate.per_clip import run_clip_stage
+from svdcli.curate.scorers.camera_motion import clip_camera_motion
 from svdcli.curate.runner import RunResult, pending
 from svdcli.curate.stage import NEEDS, ClipStage, StageSpec
 from svdcli.manifest.schema import Column
@@ -80,6 +87,12 @@ COLUMNS = (
     Column("motion_pairs", pa.int32(), "motion", "number of frame pairs scored"),
     Column("motion_pair_scores", pa.list_(pa.float32()), "motion",
            "per-pair mean flow magnitudes (same units), in time order; a spike is a leftover cut"),
+    Column("camera_motion", pa.string(), "motion",
+           "static, pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out, rotate or complex: the "
+           "robust global affine fit of the same flow fields (svdcli/curate/scorers/camera_motion.py)"),
+    Column("camera_motion_confidence", pa.float32(), "motion",
+           "0..1: the dominant motion's share x the share of textured points following the fit x the "
+           "share of the clip's pairs with the same label"),
     Column("motion_error", pa.string(), "motion", "error message when motion could not be scored"),
 )
 
@@ -115,9 +128,23 @@ def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = Motio
 def pair_values(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), threads: int = 1) -> list[float]:
     """Flow magnitude of each (a, b) pair in analysis px per 1/15 s; `threads` > 1 scores pairs
     concurrently (OpenCV releases the GIL; each pair's value is the same either way)."""
-    def one(k: int) -> float:
+    return [value for value, _ in pair_measures(pairs, gaps, cfg, threads, camera=False)]
+
+
+def pair_measures(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), threads: int = 1,
+                  camera: bool = True) -> list[tuple[float, dict | None]]:
+    """(flow magnitude in analysis px per 1/15 s, camera-motion parameters) of each pair, from one
+    Farneback flow per pair (the camera fit reads the same field: no extra decode or flow)."""
+    import cv2
+
+    from svdcli.curate.scorers.camera_motion import flow_parameters
+
+    def one(k: int) -> tuple[float, dict | None]:
         a, b = pairs[k]
-        return pair_flow_magnitude(a, b, cfg) * PAIR_GAP / gaps[k]
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
+                                            cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)  # (H, W, 2)
+        value = float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean()) * PAIR_GAP / gaps[k]
+        return value, (flow_parameters(flow * (PAIR_GAP / gaps[k]), a) if camera else None)
 
     if threads <= 1 or len(pairs) < 2:
         return [one(k) for k in range(len(pairs))]
@@ -192,9 +219,12 @@ def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), thr
             rows.append(_too_short(clip))
             continue
         stack = frames[[[index[a], index[b]] for a, b in pairs]]  # (P, 2, h, w)
-        score, values = motion_score(stack, [when[b] - when[a] for a, b in pairs], cfg, threads)
-        rows.append({"clip_id": clip["clip_id"], "motion_score": score, "motion_pairs": len(values),
-                     "motion_pair_scores": values})
+        measures = pair_measures(stack, [when[b] - when[a] for a, b in pairs], cfg, threads)
+        values = [v for v, _ in measures]
+        camera, confidence = clip_camera_motion([p for _, p in measures])
+        rows.append({"clip_id": clip["clip_id"], "motion_score": float(np.median(values)),
+                     "motion_pairs": len(values), "motion_pair_scores": values,
+                     "camera_motion": camera, "camera_motion_confidence": confidence})
     return rows
 
 
@@ -238,6 +268,7 @@ SPEC = StageSpec(
     # the options of `svd curate motion` have no Farneback settings: OpenCV's limits bound them
     bounds=("long_side >= 16", "interval > 0", "margin_frames >= 0", "pyr_scale > 0", "pyr_scale < 1",
             "levels >= 1", "winsize >= 1", "iterations >= 1", "poly_n >= 1", "poly_sigma > 0"),
-    histograms=(("motion_score", "motion score (analysis px per 1/15 s)"),),
+    histograms=(("motion_score", "motion score (analysis px per 1/15 s)"),
+                ("camera_motion_confidence", "camera-motion label confidence"),),
     scores=("motion_score",),
 )
