@@ -5,7 +5,7 @@ import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
-    Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
+    Device, ExecutorName, Manifest, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
@@ -38,13 +38,18 @@ def register(app: typer.Typer) -> None:
         workers: Workers = 1,
         rank: Rank = 0,
         world_size: WorldSize = 1,
+        executor: ExecutorName = "local",
+        ray_address: RayAddress = "auto",
         progress: Progress = True,
     ) -> None:
         from svdcli.curate.stages.caption import run_caption, summarize
 
+        from svdcli.curate.executors import executor_for
+
         check_rank(rank, world_size)
         result, written = run_caption(
-            manifest, out, workers=workers, rank=rank, world_size=world_size, progress=stage_bars(progress),
+            manifest, out, workers=workers, rank=rank, world_size=world_size,
+            executor=executor_for(executor, ray_address), progress=stage_bars(progress),
             model=model, pretrained=pretrained, generation=generation, seq_len=seq_len, min_seq_len=min_seq_len,
             num_beams=num_beams, num_beam_groups=num_beam_groups, top_k=top_k, top_p=top_p,
             temperature=temperature, repetition_penalty=repetition_penalty, seed=seed,

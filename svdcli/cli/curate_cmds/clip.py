@@ -7,7 +7,7 @@ import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
-    Device, Manifest, ModelBatchSize, Out, Pretrained, Progress, Rank, Workers, WorldSize)
+    Device, ExecutorName, Manifest, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Embed the first, middle and last frame of every ok clip with an open_clip image tower and score them.
@@ -38,12 +38,17 @@ def register(app: typer.Typer) -> None:
         workers: Workers = 1,
         rank: Rank = 0,
         world_size: WorldSize = 1,
+        executor: ExecutorName = "local",
+        ray_address: RayAddress = "auto",
         progress: Progress = True,
     ) -> None:
         from svdcli.curate.stages.clip import run_clip, summarize
 
+        from svdcli.curate.executors import executor_for
+
         check_rank(rank, world_size)
         result, written = run_clip(manifest, out, workers=workers, rank=rank, world_size=world_size,
+            executor=executor_for(executor, ray_address),
                                    progress=stage_bars(progress), model=model, pretrained=pretrained,
                                    aesthetic=aesthetic, weights_dir=str(weights_dir) if weights_dir else None,
                                    batch_size=batch_size, device=device)

@@ -7,6 +7,7 @@ from typing import List
 import typer
 
 from svdcli.cli.common import console, user_errors
+from svdcli.cli.curate_cmds.options import ExecutorName, RayAddress
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 
@@ -41,6 +42,8 @@ def cuts(
                                     "would write here: same scores, one decode instead of two."),
     rank: int = typer.Option(0, min=0, help="This machine's share of the videos (0..world-size-1)."),
     world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = "auto",
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Find shot boundaries and write one row per clip.
@@ -54,6 +57,7 @@ def cuts(
     """
     import time
 
+    from svdcli.curate.executors import executor_for
     from svdcli.curate.stages.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
 
@@ -63,13 +67,15 @@ def cuts(
     t0 = time.perf_counter()
     if motion_out is None:
         summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size,
+                           executor=executor_for(executor, ray_address),
                            progress=stage_bars(progress), device=device)
     else:
         from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
         from svdcli.curate.stages.motion import MotionConfig
 
         summary, rows = run_cuts_motion(inputs, out, cfg, MotionConfig(), workers=workers, rank=rank,
-                                        world_size=world_size, progress=stage_bars(progress))
+                                        world_size=world_size, progress=stage_bars(progress),
+                                        executor=executor_for(executor, ray_address))
         if rows is not None:
             write_motion_manifest(out, motion_out, rows, MotionConfig())
     line = (f"{summary.videos} videos, {summary.clips} clips, {summary.short} short pieces, {summary.errors} errors, "

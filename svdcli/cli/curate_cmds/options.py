@@ -27,3 +27,7 @@ Rank = Annotated[int, typer.Option(min=0, help="This machine's share of a sharde
 WorldSize = Annotated[int, typer.Option(min=1, help="Number of machines sharing the run.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
+ExecutorName = Annotated[str, typer.Option("--executor", help="local: worker processes on this machine (--workers); "
+                                           "ray: the tasks of a Ray cluster (see docs/scale.md).")]
+RayAddress = Annotated[str, typer.Option("--ray-address", help="With --executor ray: auto (RAY_ADDRESS, or the "
+                                         "cluster `ray start` made on this machine) or HOST:PORT of its head.")]

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from svdcli.cli.common import check_rank, console, user_errors
-from svdcli.cli.curate_cmds.options import Rank, WorldSize
+from svdcli.cli.curate_cmds.options import ExecutorName, RayAddress, Rank, WorldSize
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> motion -> text -> caption -> clip -> filter), writing WORKDIR/manifests/<stage>.parquet and, if the recipe asks, WORKDIR/report/index.html.
@@ -32,14 +32,18 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         rank: Rank = 0,
         world_size: WorldSize = 1,
+        executor: ExecutorName = "local",
+        ray_address: RayAddress = "auto",
     ) -> None:
         from svdcli.curate.recipe import RunOptions, load_recipe, run_recipe
+
+        from svdcli.curate.executors import executor_for
 
         check_rank(rank, world_size)
         plan = load_recipe(recipe, overrides)
         con = console()
         opts = RunOptions(workers=workers or plan.workers, progress=stage_bars(progress), rank=rank,
-                          world_size=world_size)
+                          world_size=world_size, executor=executor_for(executor, ray_address))
         summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
                                on_step=lambda s: con.print(_line(s)))
         if summaries[-1].action == "partial":

@@ -6,7 +6,8 @@ from pathlib import Path
 import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
-from svdcli.cli.curate_cmds.options import Device, Manifest, Out, Progress, Rank, Workers, WorldSize
+from svdcli.cli.curate_cmds.options import (
+    Device, ExecutorName, Manifest, Out, Progress, RayAddress, Rank, Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Score how much of every ok clip is covered by text (captions, titles, watermarks, slides).
@@ -36,14 +37,19 @@ def register(app: typer.Typer) -> None:
         workers: Workers = 1,
         rank: Rank = 0,
         world_size: WorldSize = 1,
+        executor: ExecutorName = "local",
+        ray_address: RayAddress = "auto",
         progress: Progress = True,
     ) -> None:
         from svdcli.curate.stages.text import resolve_detector, run_text, summarize
+
+        from svdcli.curate.executors import executor_for
 
         check_rank(rank, world_size)
         model_dir = str(model_dir) if model_dir else None
         console().print(f"text detector: {resolve_detector(detector, model_dir)}")
         result, written = run_text(manifest, out, workers=workers, rank=rank, world_size=world_size,
+            executor=executor_for(executor, ray_address),
                                    progress=stage_bars(progress), detector=detector, model_dir=model_dir, frames=frames,
                                    size=size, batch_size=batch_size, device=device)
         print_stage_result("text", result, written, lambda w: summarize(w, max_area))

@@ -50,3 +50,19 @@ def run_task(stage: Stage, task: Task) -> Outcome:
         if not str(exc):
             message += " " + traceback.format_exc(limit=2).strip().splitlines()[-1]
         return TaskFailure(message)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def executor_for(name: str, ray_address: str = "auto") -> "Executor | None":
+    """The executor a command's `--executor` names (None: the local one the runner builds)."""
+    if name == "local":
+        return None
+    if name == "ray":
+        from svdcli.curate.executors.ray import RayExecutor
+
+        return RayExecutor(ray_address)
+    from svdcli.errors import SvdError
+
+    raise SvdError(f"unknown executor {name!r}; use {' or '.join(EXECUTORS)}")

@@ -17,12 +17,15 @@
 - At most `in_flight` tasks are submitted at a time, and results come back in completion
   order, so the driver's memory stays bounded on corpora of millions of videos.
 
-Ray 2.60 turns on token authentication by default: `ray.init(address=...)` reads the token
-from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH or `~/.ray/auth_token`, as `ray start` wrote it.
+Ray 2.60 turns on token authentication by default: `ray start` writes `~/.ray/auth_token`, and
+a driver that connects to `HOST:PORT` must run in token mode to send it; the executor sets
+RAY_AUTH_MODE=token when a token is present (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or that file)
+and the variable is unset.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from svdcli.curate.executors import Outcome, TaskFailure, run_task
@@ -66,6 +69,8 @@ class RayExecutor:
         self.max_attempts, self.in_flight = max(1, max_attempts), in_flight
 
     def connect(self):
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"  # read when ray loads: a driver sends its token only in token mode
         try:
             import ray
         except ImportError:
@@ -169,6 +174,12 @@ class RayExecutor:
             if isinstance(cause, SvdError):  # setup() refused (missing weights): the user's error
                 raise SvdError(str(cause)) from None
             return TaskFailure(f"{type(cause).__name__}: {cause}")
+
+
+def _token_available() -> bool:
+    """Whether this machine holds a Ray auth token (`ray start` writes ~/.ray/auth_token)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
 
 
 def _crash(exc: Exception, attempts: int) -> str:

@@ -1,0 +1,142 @@
+"""The Ray executor on a real local cluster the test starts (a head and one more worker node on
+127.0.0.1, token authentication on, as Ray 2.60 sets it up): the same manifests as the local
+executor, a worker node killed mid-run loses and duplicates nothing, a killed driver resumes."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_motion import clip_rows, write_rows
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before ray loads, as the executor does when a token exists
+ray = pytest.importorskip("ray")
+
+from svdcli.curate.executors.ray import RayExecutor  # noqa: E402
+from svdcli.curate.stages.motion import run_motion  # noqa: E402
+from svdcli.manifest.io import read_manifest  # noqa: E402
+from svdcli.video.synth import Shot, write_video  # noqa: E402
+
+FPS = 24.0
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node(args: list[str], temp: str) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group, so killing the group kills that node only."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="token")
+    return subprocess.Popen([RAY, "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill(node: subprocess.Popen) -> None:
+    try:
+        os.killpg(node.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    node.wait(timeout=30)
+
+
+def _alive_nodes(address: str) -> int:
+    out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+                          "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, RAY_AUTH_MODE="token"))
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp = tempfile.mkdtemp(prefix="svdray", dir="/tmp")  # unix socket paths must stay short
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head = _node(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+                  "--temp-dir", temp], temp)
+    worker = None
+    try:
+        deadline = time.time() + 90
+        while _alive_nodes(address) < 1:
+            assert time.time() < deadline, "the Ray head did not start"
+            time.sleep(1)
+        worker = _node(["--address", address, "--node-ip-address", "127.0.0.1"], temp)
+        while _alive_nodes(address) < 2:
+            assert time.time() < deadline, "the Ray worker node did not join"
+            time.sleep(1)
+        yield {"address": address, "worker": worker}
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in (worker, head):
+            if node is not None:
+                _kill(node)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Ten videos of two clips each: ten motion tasks."""
+    folder = tmp_path_factory.mktemp("videos")
+    rows = []
+    for i in range(10):
+        video = folder / f"v{i}.mp4"
+        write_video(video, [Shot(24, seed=i), Shot(24, seed=i + 10, speed=(1.0 + i % 4, 0.0))], size=(96, 64), fps=FPS)
+        rows += clip_rows(video, [0, 24, 48], FPS, (96, 64), tag=f"v{i}")
+    return write_rows(rows, folder / "clips.parquet")
+
+
+def _rows(path: Path) -> list[dict]:
+    table = read_manifest(path)
+    return sorted(table.to_pylist(), key=lambda r: r["clip_id"])
+
+
+@pytest.fixture(scope="module")
+def local(corpus, tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("local") / "motion.parquet"
+    run_motion(corpus, out)
+    return _rows(out)
+
+
+def test_ray_writes_the_local_manifest(cluster, corpus, local, tmp_path):
+    result, written = run_motion(corpus, tmp_path / "ray.parquet", executor=RayExecutor(cluster["address"]))
+    assert result.complete and result.errors == 0
+    assert _rows(written) == local
+
+
+def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(cluster, corpus, local, tmp_path):
+    done = []
+    killer = threading.Thread(target=lambda: (_wait_for(lambda: len(done) >= 2), _kill(cluster["worker"])))
+    killer.start()
+    result, written = run_motion(corpus, tmp_path / "ray.parquet", executor=RayExecutor(cluster["address"]),
+                                 progress=lambda p: done.append(p) if p.event == "task" else None)
+    killer.join()
+    assert cluster["worker"].poll() is not None  # the node is gone
+    assert result.complete and result.errors == 0
+    assert _rows(written) == local  # every clip once, the same scores
+
+
+def test_a_killed_driver_resumes_on_either_executor(cluster, corpus, local, tmp_path):
+    out = tmp_path / "ray.parquet"
+    cmd = [sys.executable, "-m", "svdcli", "curate", "motion", "-m", str(corpus), "-o", str(out), "--no-progress",
+           "--executor", "ray", "--ray-address", cluster["address"]]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)  # connected and part-way through (or done: then the rerun has nothing to do)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: the runner flushes what came back
+    driver.wait(timeout=60)
+    run_motion(corpus, out)  # the rerun on the local executor finishes the ray run
+    assert _rows(out) == local
+
+
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
