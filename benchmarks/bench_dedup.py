@@ -67,10 +67,10 @@ def run(n: int, exact_full: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--sizes", default="20000,100000,1000000")
     args = parser.parse_args(argv if argv is not None else [])
     for n in (int(s) for s in args.sizes.split(",")):
-        run(n, exact_full=n <= 200_000)
+        run(n, exact_full=n <= 20_000)
 
 
 if __name__ == "__main__":
