@@ -15,7 +15,7 @@ from pathlib import Path
 from svdcli.errors import SvdError
 from svdcli.families.base import CheckpointHeader, Family, read_header
 
-__all__ = ["Family", "detect", "family_for", "names", "pack_vae", "read_header", "register"]
+__all__ = ["Family", "detect", "family_for", "names", "pack_vae", "read_header", "register", "unregister"]
 
 DEFAULT_FAMILY = "svd"  # what configs and checkpoints without a `family` are
 _FAMILIES: dict[str, Family] = {}
@@ -25,6 +25,11 @@ def register(family: Family) -> Family:
     """Make `family` known by its name (a second family of the same name replaces the first)."""
     _FAMILIES[family.name] = family
     return family
+
+
+def unregister(name: str) -> None:
+    """Forget the family called `name` (a test's toy family, once the test is done)."""
+    _FAMILIES.pop(name, None)
 
 
 def names() -> list[str]:
