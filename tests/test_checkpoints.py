@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from svdcli.cli.main import app
 from svdcli.families.svd import formats as ck
+from svdcli.families.svd.checkpoint import compare_keys, infer_unet_config
 from svdcli.families.svd.inflate import is_video_only
-from svdcli.families.svd.shapes import compare_keys, infer_unet_config
 from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
 

@@ -46,7 +46,7 @@ def test_pipeline_loads_the_folder(converted):
 def test_image_encoder_embeds_like_our_conditioner(converted):
     from diffusers import StableVideoDiffusionPipeline
 
-    from svdcli.sample.loading import load_model
+    from svdcli.sample.pipeline import load_model
 
     src, out, _ = converted
     ours = load_model(src).encode.conditioner.image_embedder

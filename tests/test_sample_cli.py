@@ -230,3 +230,20 @@ def test_half_precision_path_stays_close_to_float32(tiny_ckpt, tiny_pipe):
     a = half.generate(image, opts, warn=lambda m: None).frames.astype(int)
     b = tiny_pipe.generate(image, opts, warn=lambda m: None).frames.astype(int)
     assert np.abs(a - b).mean() < 6
+
+
+def test_a_checkpoint_header_is_read_once(tiny_ckpt, t2v_run, monkeypatch):
+    """Detection, format checks and building share one header read (claims -> header -> build);
+    the tensors are then read by safetensors.torch.load_file, which is not counted here."""
+    import safetensors
+
+    from svdcli.sample.pipeline import load_model
+
+    opened = []
+    real = safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    for path in (tiny_ckpt, t2v_run):
+        opened.clear()
+        model = load_model(path)
+        assert model.family.name == "svd"
+        assert opened == [str(path)], opened

@@ -24,7 +24,7 @@ def test_diffusers_folder_without_image_encoder_is_a_clear_error(tmp_path):
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet
     from svdcli.models.vae import VAEConfig, VideoAutoencoder
-    from svdcli.sample.loading import load_model
+    from svdcli.sample.pipeline import load_model
 
     torch.manual_seed(0)
     cfg = UNetConfig.tiny()

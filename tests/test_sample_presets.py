@@ -22,7 +22,7 @@ def _official_meta_parts(reference_dir):
 
 def test_official_layout_builds_every_part_strictly(reference_dir, tmp_path):
     from svdcli.families.svd.checkpoint import Checkpoint
-    from svdcli.families.svd.shapes import infer_unet_config, infer_vae_config
+    from svdcli.families.svd.checkpoint import infer_unet_config, infer_vae_config
     from svdcli.families.svd.loading import assemble
 
     parts, unexpected = _official_meta_parts(reference_dir)

@@ -96,3 +96,22 @@ def test_demo_training_config_validates_as_a_tiny_video_run():
     cfg = load_config(REPO / "pipelines/demo/train.yaml", stage="video")
     assert cfg.family_config.model == "tiny" and cfg.stage == "video"
     assert cfg.data.height % 64 == 0 and cfg.data.width % 64 == 0
+
+
+def test_family_comes_from_the_config_and_configs_without_one_are_svd(tmp_path):
+    from svdcli.errors import SvdError
+    from svdcli.train.config import config_from_dict, dump_yaml, read_yaml
+
+    old = load_config(REPO / "pipelines/demo/train.yaml")  # written before families existed
+    assert old.family == "svd" and old.family_config.model == "tiny"
+    with pytest.raises(ConfigError, match="--family vdm but .* is a 'svd' config"):
+        load_config(REPO / "pipelines/train/video.yaml", family="vdm")
+    with pytest.raises(SvdError, match="unknown model family 'vdm'"):
+        load_config(REPO / "pipelines/demo/train.yaml", family="vdm")
+    with pytest.raises(ConfigError, match="training stages of family svd"):
+        load_config(REPO / "pipelines/train/video.yaml", ["stage=oneshot"])
+    # a run folder's config.yaml reads back as the same config, family keys at the top level
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_yaml(old))
+    assert {"family", "model", "cond", "steps"} <= set(read_yaml(saved))
+    assert config_from_dict(read_yaml(saved)).to_dict() == old.to_dict()

@@ -87,7 +87,7 @@ def _inflated(ckpt, con):
 
 def _check_unet(ckpt) -> None:
     from svdcli.errors import SvdError
-    from svdcli.families.svd.shapes import compare_keys
+    from svdcli.families.svd.checkpoint import compare_keys
 
     if "unet" not in ckpt.parts:
         return
@@ -138,7 +138,7 @@ def _key_report(ckpt) -> dict[str, list[str]]:
     """Per part: missing / unexpected / mismatched keys against our modules built on meta."""
     import torch
 
-    from svdcli.families.svd.shapes import compare_keys
+    from svdcli.families.svd.checkpoint import compare_keys
 
     report: dict[str, list[str]] = {}
     if "unet" in ckpt.parts and ckpt.kind != "sd21":

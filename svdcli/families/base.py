@@ -61,10 +61,10 @@ def read_header(path: str | Path) -> CheckpointHeader:
 class TrainBatch:
     """A loader batch as the denoiser takes it: targets, conditioning, frames per video."""
 
-    x0: "torch.Tensor"                      # (B*T, C, h, w) video-major
-    cond: dict[str, "torch.Tensor"]
+    x0: torch.Tensor                      # (B*T, C, h, w) video-major
+    cond: dict[str, torch.Tensor]
     frames: int                             # T
-    image_only_indicator: "torch.Tensor | None" = None   # (B, T): 1 where a frame is a lone image
+    image_only_indicator: torch.Tensor | None = None   # (B, T): 1 where a frame is a lone image
 
 
 @dataclass(frozen=True)
@@ -121,12 +121,12 @@ class LoadedModel:
     """A checkpoint ready to sample, and the family that reads it. Families subclass it with
     their parts (networks, encoders)."""
 
-    family: "Family"
+    family: Family
     defaults: SamplingDefaults
     kind: str                           # which checkpoint format it came from, for the user
     notes: list[str] = field(default_factory=list)
 
-    def modules(self) -> list["nn.Module"]:
+    def modules(self) -> list[nn.Module]:
         """Every module sampling runs, to be moved to the device and dtype."""
         raise NotImplementedError
 
@@ -136,7 +136,7 @@ class SamplingInputs:
     """One video's sampler inputs: the initial N(0, I) noise (before scaling to sigma_max), the
     conditional and unconditional dicts of the guided denoiser, and what to tell the user."""
 
-    noise: "torch.Tensor"               # (B*T, C, h, w)
+    noise: torch.Tensor                 # (B*T, C, h, w)
     cond: dict
     uncond: dict
     fps: float                          # the rate the video is written at
@@ -156,30 +156,30 @@ class Family(ABC):
 
     # --- training ------------------------------------------------------------------------
     @abstractmethod
-    def build(self, cfg, init: Path | None = None) -> "nn.Module":
+    def build(self, cfg, init: Path | None = None) -> nn.Module:
         """The denoiser D with `init` weights loaded and requires_grad set for the training stage."""
 
     def encoders(self, cfg, device: str) -> Any:
         """The frozen parts (VAE, text / image towers) on `device`, or None."""
         return None
 
-    def training_vae(self, encoders) -> "nn.Module | None":
+    def training_vae(self, encoders) -> nn.Module | None:
         """The VAE whose latents `data.latents` reads from the shards (None: pixel space)."""
         return None
 
     @abstractmethod
-    def prepare(self, video: "torch.Tensor", meta: dict, encoders, cfg, gen: "torch.Generator",
+    def prepare(self, video: torch.Tensor, meta: dict, encoders, cfg, gen: torch.Generator,
                 device: str) -> TrainBatch:
         """Loader batch (B, T, C, H, W) in [-1, 1] + its metadata -> the denoiser's inputs."""
 
-    def training_sigmas(self, n: int, cfg, gen: "torch.Generator") -> "torch.Tensor":
+    def training_sigmas(self, n: int, cfg, gen: torch.Generator) -> torch.Tensor:
         """One noise level per video: ln sigma ~ N(P_mean, P_std^2) (EDM Table 1, 'Training')."""
         from svdcli.diffusion.edm import sample_sigmas_lognormal
 
         return sample_sigmas_lognormal(n, cfg.noise.p_mean, cfg.noise.p_std, generator=gen)
 
-    def loss(self, denoiser: "nn.Module", batch: TrainBatch, sigma: "torch.Tensor",
-             noise: "torch.Tensor") -> "torch.Tensor":
+    def loss(self, denoiser: nn.Module, batch: TrainBatch, sigma: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
         """Per-video loss (B,): EDM eq. 8 with lambda(sigma) = (sigma^2 + 1) / sigma^2."""
         from svdcli.diffusion.edm import edm_loss
 
@@ -188,12 +188,12 @@ class Family(ABC):
 
     # --- checkpoints ---------------------------------------------------------------------
     @abstractmethod
-    def save(self, path: Path, state: dict[str, "torch.Tensor"], cfg, metadata: dict[str, str]) -> None:
+    def save(self, path: Path, state: dict[str, torch.Tensor], cfg, metadata: dict[str, str]) -> None:
         """Write a trained model (`state`: the denoiser's state dict) as the family's own file;
         `metadata` (family, train_config, step, ...) goes into it unchanged."""
 
     @abstractmethod
-    def saved_state(self, path: Path) -> dict[str, "torch.Tensor"]:
+    def saved_state(self, path: Path) -> dict[str, torch.Tensor]:
         """The denoiser state dict of a file `save` wrote (a resume reads its EMA weights back)."""
 
     def claims(self, header: CheckpointHeader) -> bool:
@@ -204,7 +204,7 @@ class Family(ABC):
     def load(self, header: CheckpointHeader) -> LoadedModel:
         """Everything sampling needs from the checkpoint `header` describes (weights on the CPU)."""
 
-    def pack_vae(self, source: str) -> "nn.Module":
+    def pack_vae(self, source: str) -> nn.Module:
         """The VAE `svd pack --latents SOURCE` stores latents of."""
         raise SvdError(f"family {self.name} stores no latents in shards (--latents {source})")
 
@@ -228,7 +228,7 @@ class Family(ABC):
             raise SvdError(f"family {self.name} is not conditioned on an image: leave out --image")
         return dict(options)
 
-    def sigmas(self, model: LoadedModel, steps: int, device) -> "torch.Tensor":
+    def sigmas(self, model: LoadedModel, steps: int, device) -> torch.Tensor:
         """The sampler's noise levels, ending in 0 (Karras et al. 2022, eq. 5, rho = 7)."""
         from svdcli.diffusion.schedules import karras_sigmas
 
@@ -244,5 +244,5 @@ class Family(ABC):
         """D(x, sigma, *, cond, uncond) for the samplers, guidance included."""
 
     @abstractmethod
-    def decode(self, model: LoadedModel, x: "torch.Tensor", opts) -> "torch.Tensor":
+    def decode(self, model: LoadedModel, x: torch.Tensor, opts) -> torch.Tensor:
         """Sampled x (B*T, C, h, w) -> frames (B*T, 3, H, W) in [-1, 1]."""

@@ -20,10 +20,13 @@ from typing import Callable, ContextManager
 import numpy as np
 import torch
 
-from svdcli.errors import SvdError
+from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.sample.options import SampleOptions, resolve
 
-__all__ = ["SampleOptions", "VideoPipeline", "VideoResult", "frames_to_uint8", "sample_to_file"]
+__all__ = ["SampleOptions", "VideoPipeline", "VideoResult", "frames_to_uint8", "load_model", "sample_to_file"]
+
+NOT_FOUND_HINT = ("Official weights: svd.safetensors from https://huggingface.co/stabilityai/stable-video-diffusion-img2vid "
+                  "(svd_xt.safetensors from ...-img2vid-xt); or `make demo` trains a small checkpoint to try.")
 
 
 @dataclass
@@ -45,6 +48,21 @@ class VideoResult:
     @property
     def width(self) -> int:
         return self.frames.shape[2]
+
+
+def load_model(path: str | Path, family: str | None = None):
+    """The svdcli.families.base.LoadedModel of `path` (weights on the CPU): a run folder means its
+    newest export, the header is read once, and the family is the one asked for, else the one the
+    checkpoint names or claims it."""
+    from svdcli import runs
+    from svdcli.families import detect, family_for, read_header
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MissingWeightsError(f"checkpoint not found: {path}. {NOT_FOUND_HINT}")
+    path = runs.resolve_checkpoint(path)
+    header = read_header(path)
+    return (family_for(family) if family else detect(header)).load(header)
 
 
 @contextmanager
@@ -105,8 +123,6 @@ class VideoPipeline:
     def from_checkpoint(cls, path: str | Path, *, family: str | None = None, device: str | None = None,
                         dtype: str = "auto") -> "VideoPipeline":
         """Load any supported checkpoint; its family is detected unless `family` names it."""
-        from svdcli.sample.loading import load_model
-
         dev, dt = _device_dtype(device, dtype)
         return cls(load_model(path, family), dev, dt)
 

@@ -5,7 +5,7 @@ with v-scaling, image (or text) conditioning with micro-conditioning on fps, mot
     network.py          the denoiser for a training stage, `--init`, which layers train
     encoders.py         frozen VAE and CLIP towers (tiny seeded ones or an official file's)
     batch.py            loader batch -> (x0, cond) with condition dropout
-    checkpoint.py, formats.py, shapes.py, inflate.py, diffusers_folder.py, *_diffusers.py
+    checkpoint.py, formats.py, inflate.py, diffusers_folder.py, *_diffusers.py
                         checkpoint formats (official sgm, ours, diffusers, SD 2.1), at the edge
     loading.py, presets.py, sampling_conditioning.py, sampling.py
                         what sampling loads, its defaults, conditioning and decoding

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from svdcli.errors import MissingWeightsError, SvdError
-from svdcli.families.svd.checkpoint import Checkpoint, read_json_config
+from svdcli.families.svd.checkpoint import Checkpoint, infer_vae_config, read_json_config
 from svdcli.families.svd.conditioner_diffusers import IMAGE_TOWER
-from svdcli.families.svd.shapes import infer_vae_config
 from svdcli.models.config import UNetConfig
 
 # scheduler/scheduler_config.json of stabilityai/stable-video-diffusion-img2vid(-xt): Karras

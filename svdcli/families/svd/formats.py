@@ -21,8 +21,8 @@ import torch
 
 from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.families.base import CheckpointHeader, read_header
-from svdcli.families.svd.checkpoint import OFFICIAL_PREFIXES, Checkpoint
-from svdcli.families.svd.shapes import compare_keys, infer_unet_config, infer_vae_config
+from svdcli.families.svd.checkpoint import (OFFICIAL_PREFIXES, Checkpoint, compare_keys, infer_unet_config,
+                                            infer_vae_config)
 from svdcli.models.config import UNetConfig
 
 FORMAT_TAG = "svdcli"

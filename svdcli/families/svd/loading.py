@@ -93,7 +93,7 @@ def _unet(state: dict, cfg) -> nn.Module:
 
 
 def _vae(state: dict, cfg) -> nn.Module:
-    from svdcli.families.svd.shapes import infer_vae_config
+    from svdcli.families.svd.checkpoint import infer_vae_config
     from svdcli.models.vae import VideoAutoencoder
 
     cfg = cfg or infer_vae_config(state)
