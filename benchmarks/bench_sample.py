@@ -43,7 +43,7 @@ def build_diffusers(folder: Path, full: bool, device: str, dtype) -> None:
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from svdcli.models.config import UNetConfig
-    from svdcli.models.unet_diffusers import diffusers_unet_config
+    from svdcli.families.svd.unet_diffusers import diffusers_unet_config
 
     torch.manual_seed(0)
     unet_cfg = {k: v for k, v in diffusers_unet_config(UNetConfig.svd() if full else UNetConfig.tiny()).items()
@@ -87,7 +87,7 @@ def _load_theirs(folder: str, device: str, dtype):
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
-    from svdcli.models.unet_diffusers import set_sgm_eps
+    from svdcli.families.svd.unet_diffusers import set_sgm_eps
 
     pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
     set_sgm_eps(pipe.unet)  # official weights were trained with sgm's eps; ours uses it
@@ -112,7 +112,7 @@ def run_case(case: Case, device: str, full: bool) -> dict:
         gen = torch.Generator("cpu").manual_seed(0)
         out = pipe(Image.fromarray(image), height=case.height, width=case.width, num_frames=case.frames,
                    num_inference_steps=case.steps, min_guidance_scale=1.0, max_guidance_scale=2.5,
-                   fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=opts.decode_chunk,
+                   fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=opts.family_options["decode_chunk"],
                    generator=gen, output_type="np").frames[0]
         return (np.asarray(out) * 255).astype(np.uint8)  # truncation, as ours and the official script
 

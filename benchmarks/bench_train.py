@@ -82,15 +82,14 @@ def _gpu_step_fn(checkpointing: bool, batch: int):
     import torch
 
     from svdcli.diffusion.edm import Denoiser, edm_loss
-    from svdcli.train.config import TrainConfig
+    from svdcli.train.config import config_from_dict
     from svdcli.train.engine import build_engine, init_distributed, load_ds_config, setup_env
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet
 
     info = setup_env()
     init_distributed(info)
-    cfg = TrainConfig(model="svd", activation_checkpointing=checkpointing)
-    cfg.data.batch_size = batch
+    cfg = config_from_dict({"model": "svd", "activation_checkpointing": checkpointing, "data": {"batch_size": batch}})
     unet = VideoUNet(UNetConfig.svd())
     unet.gradient_checkpointing = checkpointing
     engine, _, _ = build_engine(Denoiser(unet).cuda(), cfg,

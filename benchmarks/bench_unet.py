@@ -20,7 +20,7 @@ def _pair(cfg, device, seed=0):
     from diffusers import UNetSpatioTemporalConditionModel
 
     from svdcli.models.unet import VideoUNet
-    from svdcli.models.unet_diffusers import diffusers_unet_config, set_sgm_eps, unet_state_to_diffusers
+    from svdcli.families.svd.unet_diffusers import diffusers_unet_config, set_sgm_eps, unet_state_to_diffusers
 
     torch.manual_seed(seed)
     ours = VideoUNet(cfg)

@@ -9,7 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.models import checkpoints as ck
+from svdcli.families.svd import formats as ck
+from svdcli.families.svd.checkpoint import compare_keys, infer_unet_config
+from svdcli.families.svd.inflate import is_video_only
 from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
 
@@ -46,7 +48,7 @@ def _max_diff(unet, case) -> float:
 
 def test_official_layout_maps_every_key(reference_dir):
     """Every key of the real SVD file lands in a part, and every UNet/VAE key has a diffusers name."""
-    from svdcli.models.unet_diffusers import unet_state_to_diffusers
+    from svdcli.families.svd.unet_diffusers import unet_state_to_diffusers
     from svdcli.models.vae import vae_state_to_diffusers
 
     rows = [line.split("\t") for line in (reference_dir / "svd_checkpoint_keys.tsv").read_text().splitlines()]
@@ -54,8 +56,8 @@ def test_official_layout_maps_every_key(reference_dir):
           for k, s in rows}
     parts, unexpected = ck.split_official(sd)
     assert unexpected == [] and sum(map(len, parts.values())) == len(rows) == 2446
-    assert ck.compare_keys(parts["unet"], UNetConfig.svd()) == {"missing": [], "unexpected": [], "mismatched": []}
-    assert ck.infer_unet_config(parts["unet"]) == UNetConfig.svd()
+    assert compare_keys(parts["unet"], UNetConfig.svd()) == {"missing": [], "unexpected": [], "mismatched": []}
+    assert infer_unet_config(parts["unet"]) == UNetConfig.svd()
     assert len(unet_state_to_diffusers(parts["unet"], UNetConfig.svd())) == 1428
     assert len(vae_state_to_diffusers(parts["vae"])) >= len(parts["vae"])
 
@@ -158,7 +160,7 @@ def _image_unet_state(cfg: UNetConfig) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         for p in net.parameters():   # every path active, activations of order 1
             p.copy_(torch.randn(p.shape) / p[0].numel() ** 0.5 if p.ndim > 1 else 0.1 * torch.randn(p.shape))
-    return {k: v for k, v in net.state_dict().items() if not ck._is_video_only(k)}
+    return {k: v for k, v in net.state_dict().items() if not is_video_only(k)}
 
 
 def test_sd21_inflation_starts_as_the_image_model(tmp_path):
@@ -201,4 +203,4 @@ def test_convert_sd21_to_ours_writes_a_video_unet(tmp_path):
     assert result.exit_code == 0, result.output
     ckpt = ck.load_checkpoint(out)
     assert ckpt.config.in_channels == 8 and ckpt.config.num_head_channels == 32
-    assert ck.compare_keys(ckpt.parts["unet"], ckpt.config)["missing"] == []
+    assert compare_keys(ckpt.parts["unet"], ckpt.config)["missing"] == []

@@ -6,7 +6,7 @@ import torch
 from test_conditioner import tiny_clip  # noqa: F401  (fixture: the tiny open_clip config as a .json path)
 
 from svdcli.models.conditioner import Conditioner, ConditionerConfig, ImageEmbedder
-from svdcli.models.conditioner_diffusers import (
+from svdcli.families.svd.conditioner_diffusers import (
     conditioner_state_from_diffusers,
     image_tower_from_transformers,
     image_tower_to_transformers,

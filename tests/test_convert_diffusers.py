@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.models import checkpoints as ck
+from svdcli.families.svd import formats as ck
 
 runner = CliRunner()
 
@@ -17,7 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """A tiny checkpoint of ours (with a conditioner), converted to a diffusers folder."""
-    from svdcli.sample.tiny import write_tiny_checkpoint
+    from svdcli.families.svd.tiny import write_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("convert")
     src = write_tiny_checkpoint(root / "tiny.safetensors")
@@ -46,7 +46,7 @@ def test_pipeline_loads_the_folder(converted):
 def test_image_encoder_embeds_like_our_conditioner(converted):
     from diffusers import StableVideoDiffusionPipeline
 
-    from svdcli.sample.loading import load_model
+    from svdcli.sample.pipeline import load_model
 
     src, out, _ = converted
     ours = load_model(src).encode.conditioner.image_embedder
@@ -61,7 +61,7 @@ def test_image_encoder_embeds_like_our_conditioner(converted):
 
 
 def test_folder_converts_back_to_ours_unchanged(converted, tmp_path):
-    from svdcli.models.conditioner_diffusers import FRAME_VAE, IMAGE_TOWER
+    from svdcli.families.svd.conditioner_diffusers import FRAME_VAE, IMAGE_TOWER
 
     src, out, output = converted
     back = tmp_path / "back.safetensors"
@@ -82,7 +82,7 @@ def test_folder_converts_back_to_ours_unchanged(converted, tmp_path):
 def test_without_a_conditioner_only_unet_and_vae_are_written(tmp_path):
     from safetensors.torch import load_file
 
-    from svdcli.sample.tiny import write_tiny_checkpoint
+    from svdcli.families.svd.tiny import write_tiny_checkpoint
 
     full = ck.load_checkpoint(write_tiny_checkpoint(tmp_path / "tiny.safetensors"))
     src = ck.save_ours(tmp_path / "no_cond.safetensors", {p: full.parts[p] for p in ("unet", "vae")},
@@ -99,8 +99,8 @@ def test_without_a_conditioner_only_unet_and_vae_are_written(tmp_path):
 def test_official_image_tower_gets_the_official_image_encoder_config(reference_dir):
     """The real SVD file's ViT-H-14 tower (shapes from its key list) -> image_encoder/config.json
     of stabilityai/stable-video-diffusion-img2vid."""
-    from svdcli.models.conditioner_diffusers import IMAGE_TOWER
-    from svdcli.models.diffusers_folder import clip_vision_config
+    from svdcli.families.svd.conditioner_diffusers import IMAGE_TOWER
+    from svdcli.families.svd.diffusers_folder import clip_vision_config
 
     rows = [line.split("\t") for line in (reference_dir / "svd_checkpoint_keys.tsv").read_text().splitlines()]
     prefix = "conditioner." + IMAGE_TOWER

@@ -46,7 +46,7 @@ def test_unet_half_precision_on_gpu_follows_float32(dtype):
 
 def test_sampling_on_gpu_in_fp16_writes_the_requested_frames(tmp_path):
     from svdcli.sample.pipeline import SampleOptions, VideoPipeline
-    from svdcli.sample.tiny import write_tiny_checkpoint
+    from svdcli.families.svd.tiny import write_tiny_checkpoint
 
     ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", frames=4, width=128, height=64)
     image = (np.random.default_rng(0).random((64, 128, 3)) * 255).astype(np.uint8)

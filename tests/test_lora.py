@@ -8,7 +8,7 @@ import torch
 from random_weights import randomize_
 from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
-from svdcli.train.lora import LoRALinear, apply_lora, merge_lora_state
+from svdcli.models.lora import LoRALinear, apply_lora, merge_lora_state
 
 RANK, ALPHA = 4, 8.0          # scale alpha / rank = 2, so a merge that forgets it is caught
 B, T = 2, 2

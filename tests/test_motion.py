@@ -214,7 +214,7 @@ def test_dropped_frames_do_not_change_the_score(tmp_path):
 def test_motion_units_are_defined_once_and_referenced_elsewhere():
     from svdcli.curate.stages.motion import ANALYSIS_LONG_SIDE, MOTION_UNITS
     from svdcli.manifest.schema import COLUMNS
-    from svdcli.shards import conditioning
+    from svdcli.shards import micro_conditioning as conditioning
 
     assert f"long side {ANALYSIS_LONG_SIDE} px" in MOTION_UNITS and "1/15 s" in MOTION_UNITS
     assert MOTION_UNITS in COLUMNS["motion_score"].doc  # the manifest column says the same

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from svdcli.errors import SvdError
 from svdcli.manifest.io import table_from_rows, write_manifest
-from svdcli.shards.conditioning import MotionBuckets, fps_id_for
+from svdcli.shards.micro_conditioning import MotionBuckets, fps_id_for
 from svdcli.shards.frames import cover_size, decode_mp4, decode_npy
 from svdcli.shards.pack import PackConfig, run_pack
 from svdcli.video.probe import video_id

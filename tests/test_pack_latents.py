@@ -36,7 +36,7 @@ def test_stored_latents_are_the_scaled_mode_of_the_stored_frames(packed):
     from svdcli.models.config import UNetConfig
     from svdcli.models.vae import SCALE_FACTOR
     from svdcli.shards.latents import vae_hash
-    from svdcli.train.encoders import tiny_encoders
+    from svdcli.families.svd.encoders import tiny_encoders
 
     vae = tiny_encoders(UNetConfig.tiny(), 0).vae.eval()  # the VAE `model: tiny, seed: 0` trains with
     found = samples(packed)

@@ -1,8 +1,7 @@
 """`svd sample` end to end on a tiny checkpoint, and the failures a user can run into."""
-import copy
-
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from random_weights import randomize_
@@ -11,7 +10,7 @@ from svdcli.cli.main import app
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from svdcli.sample.tiny import write_tiny_checkpoint
+    from svdcli.families.svd.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors",
                                  frames=3, width=64, height=64)
@@ -102,10 +101,11 @@ def test_same_seed_same_video_other_seed_other_video(tiny_pipe):
     assert runs[0].shape == (2, 64, 64, 3)
 
 
-def test_decode_chunks_match_official_chunked_decoding(fixtures_dir, tiny_pipe):
+def test_decode_chunks_match_official_chunked_decoding(fixtures_dir):
     """--decode-chunk 2 decodes frames [0,2) [2,4) [4,5) separately, as sgm's decode_first_stage."""
     from safetensors.torch import load_file
 
+    from svdcli.families.svd.sampling import decode_latents
     from svdcli.models.vae import SCALE_FACTOR, VAEConfig, VideoAutoencoder
     from svdcli.sample.pipeline import frames_to_uint8
 
@@ -113,31 +113,35 @@ def test_decode_chunks_match_official_chunked_decoding(fixtures_dir, tiny_pipe):
     prefix = "first_stage_model."
     vae = VideoAutoencoder(VAEConfig.tiny())
     vae.load_state_dict({k[len(prefix):]: v for k, v in load_file(str(fixtures_dir / "vae_tiny.safetensors")).items()})
-    pipe = copy.copy(tiny_pipe)
-    pipe.vae = vae.eval()
+    vae.eval()
     latents = io["decoder_latent"] * SCALE_FACTOR
+
+    def decode(chunk):
+        with torch.no_grad():
+            return frames_to_uint8(decode_latents(vae, latents, 5, chunk))
+
     for chunk, ref in ((2, "decoded_chunk2"), (5, "decoded_t5"), (None, "decoded_t5")):
-        got = pipe.decode(latents, 5, chunk).astype(int)
+        got = decode(chunk).astype(int)
         want = frames_to_uint8(io[ref]).astype(int)
         assert np.abs(got - want).max() <= 1  # uint8 rounding of a <2e-5 float difference
-    assert not np.array_equal(pipe.decode(latents, 5, 2), pipe.decode(latents, 5, 5))
+    assert not np.array_equal(decode(2), decode(5))
 
 
 def _training_export(folder, mode):
     """A UNet as `svd train` exports it (EMA file with its training config)."""
     import torch
 
+    from svdcli.families.svd.config import unet_config
     from svdcli.models.unet import VideoUNet
-    from svdcli.train.checkpoint import write_unet
+    from svdcli.train.checkpoint import write_export
     from svdcli.train.config import config_from_dict
-    from svdcli.train.model import unet_config
 
     cfg = config_from_dict({"model": "tiny", "cond": {"mode": mode}, "data": {"frames": 2, "height": 64, "width": 64}})
     torch.manual_seed(0)
-    unet = VideoUNet(unet_config(cfg))
+    unet = VideoUNet(unet_config(cfg.family_config.model))
     randomize_(unet, 0)  # a fresh UNet's zero output layer would make every video the same
     path = folder / "ema.safetensors"
-    write_unet(path, unet.state_dict(), unet.cfg, cfg, step=10, ema=True)
+    write_export(path, {f"net.{k}": v for k, v in unet.state_dict().items()}, cfg, step=10, ema=True)
     return path
 
 
@@ -184,7 +188,7 @@ def random_pipe(tiny_ckpt):
     from svdcli.sample.pipeline import VideoPipeline
 
     pipe = VideoPipeline.from_checkpoint(tiny_ckpt, device="cpu")
-    randomize_(pipe.unet, 0)
+    randomize_(pipe.model.unet, 0)
     return pipe
 
 
@@ -207,7 +211,7 @@ def test_the_prompt_and_the_image_reach_training_exports(t2v_run, tmp_path):
 
 
 def test_a_training_run_folder_means_its_newest_ema_export(tmp_path):
-    from svdcli.sample.loading import resolve_checkpoint
+    from svdcli.runs import resolve_checkpoint
 
     step = tmp_path / "checkpoints" / "step_000020"
     step.mkdir(parents=True)
@@ -226,3 +230,20 @@ def test_half_precision_path_stays_close_to_float32(tiny_ckpt, tiny_pipe):
     a = half.generate(image, opts, warn=lambda m: None).frames.astype(int)
     b = tiny_pipe.generate(image, opts, warn=lambda m: None).frames.astype(int)
     assert np.abs(a - b).mean() < 6
+
+
+def test_a_checkpoint_header_is_read_once(tiny_ckpt, t2v_run, monkeypatch):
+    """Detection, format checks and building share one header read (claims -> header -> build);
+    the tensors are then read by safetensors.torch.load_file, which is not counted here."""
+    import safetensors
+
+    from svdcli.sample.pipeline import load_model
+
+    opened = []
+    real = safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    for path in (tiny_ckpt, t2v_run):
+        opened.clear()
+        model = load_model(path)
+        assert model.family.name == "svd"
+        assert opened == [str(path)], opened

@@ -19,11 +19,12 @@ def test_diffusers_folder_without_image_encoder_is_a_clear_error(tmp_path):
     import torch
 
     from svdcli.errors import MissingWeightsError
-    from svdcli.models.checkpoints import Checkpoint, save_diffusers
+    from svdcli.families.svd.checkpoint import Checkpoint
+    from svdcli.families.svd.diffusers_folder import save_diffusers
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet
     from svdcli.models.vae import VAEConfig, VideoAutoencoder
-    from svdcli.sample.loading import load_model
+    from svdcli.sample.pipeline import load_model
 
     torch.manual_seed(0)
     cfg = UNetConfig.tiny()
@@ -38,7 +39,8 @@ def folder_parts(tmp_path_factory):
     """A tiny UNet + VAE diffusers folder: enough for the UNet config to be read."""
     import torch
 
-    from svdcli.models.checkpoints import Checkpoint, save_diffusers
+    from svdcli.families.svd.checkpoint import Checkpoint
+    from svdcli.families.svd.diffusers_folder import save_diffusers
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet
     from svdcli.models.vae import VAEConfig, VideoAutoencoder

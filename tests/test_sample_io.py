@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from svdcli.errors import SvdError
-from svdcli.sample.image import fit_size, prepare_image, read_image, to_model_range
+from svdcli.families.image import fit_size, prepare_image, read_image, to_model_range
 from svdcli.sample.output import write_video
 
 

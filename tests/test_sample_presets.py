@@ -2,14 +2,15 @@
 import pytest
 
 from svdcli.errors import SvdError
-from svdcli.sample.presets import PRESETS, check_frames, guess_official_model, own_defaults
+from svdcli.families.svd.presets import PRESETS, guess_official_model, own_defaults
+from svdcli.sample.options import check_frames
 
 
 def _official_meta_parts(reference_dir):
     """The official single-file checkpoint's keys and shapes, as meta tensors (no weights needed)."""
     import torch
 
-    from svdcli.models.checkpoints import split_official
+    from svdcli.families.svd.formats import split_official
 
     state = {}
     for line in (reference_dir / "svd_checkpoint_keys.tsv").read_text().splitlines():
@@ -20,8 +21,9 @@ def _official_meta_parts(reference_dir):
 
 
 def test_official_layout_builds_every_part_strictly(reference_dir, tmp_path):
-    from svdcli.models.checkpoints import Checkpoint, infer_unet_config, infer_vae_config
-    from svdcli.sample.loading import assemble
+    from svdcli.families.svd.checkpoint import Checkpoint
+    from svdcli.families.svd.checkpoint import infer_unet_config, infer_vae_config
+    from svdcli.families.svd.loading import assemble
 
     parts, unexpected = _official_meta_parts(reference_dir)
     assert not unexpected

@@ -24,7 +24,7 @@ def tiny_unet(fixtures_dir):
 def test_guided_euler_reproduces_official_samples(fixtures_dir, tiny_unet, case):
     from safetensors.torch import load_file
 
-    from svdcli.sample.pipeline import guided_video_denoiser
+    from svdcli.families.svd.sampling import guided_video_denoiser
 
     t = {k[3:]: v.clone() for k, v in load_file(str(fixtures_dir / "sample_tiny_io.safetensors")).items()
          if k.startswith(case)}

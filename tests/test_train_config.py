@@ -20,7 +20,7 @@ def test_every_shipped_recipe_is_present():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_shipped_recipes_load_validate_and_carry_the_paper_values(path):
     cfg = load_config(path, stage=path.stem)
-    assert cfg.stage == path.stem and cfg.model == "svd"
+    assert cfg.stage == path.stem and cfg.family == "svd" and cfg.family_config.model == "svd"
     if cfg.stage == "image":
         assert cfg.frames == 1 and (cfg.noise.p_mean, cfg.noise.p_std) == (-1.2, 1.0)
     if cfg.stage == "video":
@@ -46,7 +46,7 @@ def test_shipped_deepspeed_configs_get_batch_precision_and_clipping_from_the_rec
 def test_overrides_are_typed_and_unknown_keys_are_named(tmp_path):
     cfg = load_config(REPO / "pipelines/train/video.yaml", ["optim.lr=3e-5", "steps=7", "freeze_spatial=true",
                                                          "optim.betas=0.9,0.99"])
-    assert (cfg.optim.lr, cfg.steps, cfg.freeze_spatial, cfg.optim.betas) == (3e-5, 7, True, (0.9, 0.99))
+    assert (cfg.optim.lr, cfg.steps, cfg.family_config.freeze_spatial, cfg.optim.betas) == (3e-5, 7, True, (0.9, 0.99))
     with pytest.raises(ConfigError, match="optim.lrr"):
         load_config(REPO / "pipelines/train/video.yaml", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="steps"):
@@ -94,5 +94,24 @@ def test_full_size_model_without_weights_names_the_file_to_fetch(tmp_path):
 
 def test_demo_training_config_validates_as_a_tiny_video_run():
     cfg = load_config(REPO / "pipelines/demo/train.yaml", stage="video")
-    assert cfg.model == "tiny" and cfg.stage == "video"
+    assert cfg.family_config.model == "tiny" and cfg.stage == "video"
     assert cfg.data.height % 64 == 0 and cfg.data.width % 64 == 0
+
+
+def test_family_comes_from_the_config_and_configs_without_one_are_svd(tmp_path):
+    from svdcli.errors import SvdError
+    from svdcli.train.config import config_from_dict, dump_yaml, read_yaml
+
+    old = load_config(REPO / "pipelines/demo/train.yaml")  # written before families existed
+    assert old.family == "svd" and old.family_config.model == "tiny"
+    with pytest.raises(ConfigError, match="--family vdm but .* is a 'svd' config"):
+        load_config(REPO / "pipelines/train/video.yaml", family="vdm")
+    with pytest.raises(SvdError, match="unknown model family 'vdm'"):
+        load_config(REPO / "pipelines/demo/train.yaml", family="vdm")
+    with pytest.raises(ConfigError, match="training stages of family svd"):
+        load_config(REPO / "pipelines/train/video.yaml", ["stage=oneshot"])
+    # a run folder's config.yaml reads back as the same config, family keys at the top level
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_yaml(old))
+    assert {"family", "model", "cond", "steps"} <= set(read_yaml(saved))
+    assert config_from_dict(read_yaml(saved)).to_dict() == old.to_dict()

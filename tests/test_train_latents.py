@@ -24,7 +24,7 @@ def test_loader_latents_follow_the_frame_window(data):
     from svdcli.models.config import UNetConfig
     from svdcli.models.vae import SCALE_FACTOR
     from svdcli.shards.loader import make_loader
-    from svdcli.train.encoders import tiny_encoders
+    from svdcli.families.svd.encoders import tiny_encoders
 
     vae = tiny_encoders(UNetConfig.tiny(), 0).vae.eval()
     loader = make_loader(data["tiny:0"], batch_size=2, num_frames=2, stride=2, num_workers=0, seed=3, latents=True)

@@ -40,9 +40,9 @@ def eval_loss(state: dict[str, torch.Tensor], data: Path) -> float:
     from svdcli.diffusion.edm import Denoiser, edm_loss
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet
-    from svdcli.train.conditioning import prepare_batch
+    from svdcli.families.svd.batch import prepare_batch
     from svdcli.train.config import load_config
-    from svdcli.train.encoders import tiny_encoders
+    from svdcli.families.svd.encoders import tiny_encoders
     from svdcli.shards.loader import make_loader
 
     cfg = load_config(REPO / "pipelines/train/video.yaml", tiny_overrides(**{"cond.dropout": 0.0}))
@@ -53,15 +53,15 @@ def eval_loss(state: dict[str, torch.Tensor], data: Path) -> float:
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for video, meta in loader:
-            x0, cond, ind = prepare_batch(video, meta, enc, cfg, gen, "cpu")
+            batch = prepare_batch(video, meta, enc, cfg, gen, "cpu")
             sigma = torch.tensor([0.3, 2.0])
-            total += float(edm_loss(Denoiser(unet), x0, cond, 2, sigma=sigma, generator=gen).mean())
+            total += float(edm_loss(Denoiser(unet), batch.x0, batch.cond, 2, sigma=sigma, generator=gen).mean())
     return total
 
 
 def test_tiny_model_trained_50_steps_denoises_better(shards, tmp_path):
     from svdcli.train.config import load_config
-    from svdcli.train.model import build_denoiser
+    from svdcli.families.svd.network import build_denoiser
 
     summary = run(tmp_path / "run", shards, steps=50, tensorboard=True,
                   **{"optim.lr": 1e-3, "ema.enabled": "false"})
@@ -92,7 +92,7 @@ def test_ema_export_is_the_formula_applied_to_each_steps_live_weights(shards, tm
     """theta_ema <- decay theta_ema + (1 - decay) theta after every optimizer step, from the
     initial weights (no warm-up), recomputed here from the live weights of each checkpoint."""
     from svdcli.train.config import load_config
-    from svdcli.train.model import build_denoiser
+    from svdcli.families.svd.network import build_denoiser
 
     decay, out = 0.6, tmp_path / "run"
     run(out, shards, steps=3, checkpoint_every=1, keep_checkpoints=3, **{"ema.decay": decay, "optim.lr": 1e-2})
@@ -150,7 +150,7 @@ def test_missing_and_corrupt_shards_are_skipped_and_counted(shards, tmp_path):
 
 def test_lora_finetune_changes_only_lora_weights(shards, image_run, tmp_path):
     from svdcli.train.config import load_config
-    from svdcli.train.model import build_denoiser
+    from svdcli.families.svd.network import build_denoiser
 
     over = {"lora.rank": 16, "optim.lr": 1e-2, "ema.enabled": "false"}
     run(tmp_path / "run", shards, stage="finetune", init=image_run, steps=3, **over)
@@ -172,7 +172,7 @@ def test_lora_finetune_changes_only_lora_weights(shards, image_run, tmp_path):
 
 
 def test_video_stage_inflates_an_image_checkpoint_and_freezes_spatial_layers(shards, image_run, tmp_path):
-    from svdcli.train.model import is_temporal
+    from svdcli.families.svd.inflate import is_temporal
 
     from safetensors.torch import save_file
 

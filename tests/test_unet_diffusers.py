@@ -13,7 +13,7 @@ import torch
 from svdcli.models.blocks import timestep_embedding
 from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
-from svdcli.models.unet_diffusers import (diffusers_unet_config, set_sgm_eps, unet_config_from_diffusers,
+from svdcli.families.svd.unet_diffusers import (diffusers_unet_config, set_sgm_eps, unet_config_from_diffusers,
                                           unet_state_from_diffusers, unet_state_to_diffusers)
 from random_weights import randomize_
 

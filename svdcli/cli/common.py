@@ -1,8 +1,9 @@
-"""Helpers shared by the command modules: clean error exits, timing lines."""
+"""Helpers shared by the command modules: clean error exits, progress bars, timing lines."""
 from __future__ import annotations
 
 import functools
 import sys
+from contextlib import contextmanager
 from typing import Callable
 
 import typer
@@ -40,6 +41,18 @@ def console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def step_bar(total: int, label: str = "sampling"):
+    """A transient progress bar on stderr; yields the per-step callback a sampler calls."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda state: bar.update(task, completed=state["i"] + 1)
 
 
 def check_rank(rank: int, world_size: int) -> None:

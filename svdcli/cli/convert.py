@@ -1,5 +1,6 @@
-"""`svd convert` and `svd inspect`: checkpoint formats (official sgm file, diffusers folder,
-SD 2.1, ours). Parsing and printing only; the work is in svdcli.models.checkpoints."""
+"""`svd convert` and `svd inspect`: SVD checkpoint formats (official sgm file, diffusers folder,
+SD 2.1, ours). Parsing and printing only; the work is in svdcli.families.svd (formats.py,
+diffusers_folder.py, inflate.py)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -38,13 +39,13 @@ def convert(
     """Convert a checkpoint between formats. An SD 2.1 image checkpoint becomes a video UNet whose
     temporal layers start as the identity (it reproduces the image model frame by frame)."""
     from svdcli.errors import SvdError
-    from svdcli.models import checkpoints as ck
+    from svdcli.families.svd import formats
 
     if out.exists() and not force:
         raise SvdError(f"{out} exists; pass --force to overwrite it")
     con = console()
     with con.status(f"reading {src}"):
-        ckpt = ck.load_checkpoint(src, num_head_channels=num_head_channels)
+        ckpt = formats.load_checkpoint(src, num_head_channels=num_head_channels)
     if ckpt.kind == "sd21":
         ckpt = _inflated(ckpt, con)
     _check_unet(ckpt)
@@ -54,11 +55,13 @@ def convert(
     notes = list(ckpt.notes)
     with con.status(f"writing {out}"):
         if to is Target.ours:
-            ck.save_ours(out, ckpt.parts, ckpt.config, ckpt.vae_config,
-                         {"source": str(src), "source_format": ckpt.kind})
+            formats.save_ours(out, ckpt.parts, ckpt.config, ckpt.vae_config,
+                              {"source": str(src), "source_format": ckpt.kind})
             written = sorted(ckpt.parts)
         else:
-            written, write_notes = ck.save_diffusers(out, ckpt)
+            from svdcli.families.svd.diffusers_folder import save_diffusers
+
+            written, write_notes = save_diffusers(out, ckpt)
             notes += write_notes
     for note in notes + [f"{part} not written" for part in sorted(set(ckpt.parts) - set(written))
                          if not any(n.startswith(f"{part} not written") for n in notes)]:
@@ -68,22 +71,23 @@ def convert(
 
 def _inflated(ckpt, con):
     """SD 2.1 -> video UNet (SVD config); the image VAE and text encoder are not carried over."""
-    from svdcli.models import checkpoints as ck
+    from svdcli.families.svd.checkpoint import Checkpoint
+    from svdcli.families.svd.inflate import inflate_image_unet
     from svdcli.models.config import UNetConfig
 
     cfg = UNetConfig.svd() if ckpt.config.model_channels == 320 else \
         UNetConfig.from_dict({**ckpt.config.to_dict(), "in_channels": 8})
     with con.status("inflating the image UNet into the video UNet"):
-        unet = ck.inflate_image_unet(ckpt.parts["unet"], cfg)
+        unet = inflate_image_unet(ckpt.parts["unet"], cfg)
     dropped = sorted(set(ckpt.parts) - {"unet"})
     notes = ckpt.notes + [f"SD 2.1 parts not converted: {', '.join(dropped)}"] if dropped else ckpt.notes
-    return ck.Checkpoint("sd21", {"unet": unet}, cfg, notes=notes + [
+    return Checkpoint("sd21", {"unet": unet}, cfg, notes=notes + [
         "temporal layers initialised as identity; input channels 4-7 zero"])
 
 
 def _check_unet(ckpt) -> None:
     from svdcli.errors import SvdError
-    from svdcli.models.checkpoints import compare_keys
+    from svdcli.families.svd.checkpoint import compare_keys
 
     if "unet" not in ckpt.parts:
         return
@@ -102,12 +106,13 @@ def inspect(
 ) -> None:
     """Show a checkpoint's format, parameter counts by part, UNet config, and the keys that are
     missing from it or that no part of our model expects."""
-    from svdcli.models import checkpoints as ck
+    from svdcli.families.svd.checkpoint import parameter_counts
+    from svdcli.families.svd.formats import load_checkpoint
 
-    ckpt = ck.load_checkpoint(ckpt_path, num_head_channels=num_head_channels)
+    ckpt = load_checkpoint(ckpt_path, num_head_channels=num_head_channels)
     echo = typer.echo
     echo(f"{ckpt_path}: {ckpt.kind} checkpoint")
-    for part, n in sorted(ck.parameter_counts(ckpt).items()):
+    for part, n in sorted(parameter_counts(ckpt).items()):
         echo(f"  {part:<16} {n:>15,d} parameters")
     if ckpt.config is not None:
         c = ckpt.config
@@ -133,7 +138,7 @@ def _key_report(ckpt) -> dict[str, list[str]]:
     """Per part: missing / unexpected / mismatched keys against our modules built on meta."""
     import torch
 
-    from svdcli.models.checkpoints import compare_keys
+    from svdcli.families.svd.checkpoint import compare_keys
 
     report: dict[str, list[str]] = {}
     if "unet" in ckpt.parts and ckpt.kind != "sd21":

@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from svdcli.shards.pack import PackConfig, run_pack
 
+        if latents:
+            _check_run_config(Path(latents))
         height, width = _parse_size(size)
         cfg = PackConfig(size=(height, width), frames=frames, min_frames=min_frames or frames, fps=fps,
                          shard_size=shard_size, format=fmt, crf=crf, motion_map=motion_map,
@@ -75,6 +77,17 @@ def register(app: typer.Typer) -> None:
         summary = run_pack(manifest, out, cfg, workers=workers, all_ok=all_ok, overwrite=overwrite,
                            rank=rank, world_size=world_size)
         _report(summary)
+
+
+def _check_run_config(source: Path) -> None:
+    """A `--latents RUN_DIR` names the VAE its training config trains with: that config must be
+    one `svd train` accepts, checked whole before any work starts."""
+    from svdcli import runs
+
+    if source.is_dir() and runs.config_file(source).is_file():
+        from svdcli.train.config import config_from_dict
+
+        config_from_dict(runs.read_config(source), source=runs.config_file(source))
 
 
 def _report(summary) -> None:

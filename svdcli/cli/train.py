@@ -1,7 +1,6 @@
-"""`svd train`: train a stage (image, video, finetune) with DeepSpeed; see docs/training.md."""
+"""`svd train`: train one training stage of a model family with DeepSpeed; see docs/training.md."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -9,17 +8,11 @@ import typer
 
 from svdcli.cli.common import user_errors
 
-
-class Stage(str, Enum):
-    image = "image"
-    video = "video"
-    finetune = "finetune"
-
-
-HELP = """Train the latent video diffusion model with DeepSpeed, one paper stage at a time.
+HELP = """Train a model family (default svd: the latent video diffusion model) with DeepSpeed, one
+training stage at a time (training stages, not the curation stages of `svd curate`).
 
 \b
-Stages (recipes in pipelines/train/):
+SVD training stages (recipes in pipelines/train/):
   image     the spatial image model on single frames (T=1, image_only_indicator=1)
   video     video pretraining, 14 frames at 256x384, EDM noise; --init an image checkpoint
   finetune  higher resolution, noise shifted to P_mean/P_std, lower lr, EMA
@@ -41,7 +34,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train", help=HELP, no_args_is_help=True)
     @user_errors
     def train_cmd(
-        stage: Stage = typer.Option(..., "--stage", help="Which paper stage to run."),
+        stage: str = typer.Option(..., "--stage", help="Training stage to run (svd: image, video or finetune)."),
+        family: Optional[str] = typer.Option(
+            None, "--family", help="Model family to train (default: the config's `family`, else svd)."),
         data: Path = typer.Option(..., "--data", help="Shard folder written by `svd pack` (or one .tar)."),
         out: Path = typer.Option(..., "--out", help="Run dir: config, logs, checkpoints."),
         config: Optional[Path] = typer.Option(
@@ -50,8 +45,8 @@ def register(app: typer.Typer) -> None:
             None, "--deepspeed", help="DeepSpeed JSON (ZeRO stage, bucket sizes): pipelines/deepspeed/zero{1,2,3}.json. "
                                       "Batch size, precision and clipping come from --config."),
         init: Optional[Path] = typer.Option(
-            None, "--init", help="Initial UNet weights: our ema.safetensors, a run dir, or an official SVD file. "
-                                 "Temporal layers missing from an image checkpoint start fresh (inflation)."),
+            None, "--init", help="Initial weights: our ema.safetensors, a run dir, or (svd) an official SVD or SD 2.1 "
+                                 "file. Temporal layers missing from an image checkpoint start fresh (inflation)."),
         resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR from its latest checkpoint, exactly."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Override the number of optimizer steps."),
         overrides: list[str] = typer.Option(
@@ -62,8 +57,8 @@ def register(app: typer.Typer) -> None:
         from svdcli.train.loop import RunOptions, train
 
         sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
-        opts = RunOptions(stage=stage.value, config=config, data=data, out=out, deepspeed=deepspeed,
-                          init=init, resume=resume, overrides=tuple(sets),
+        opts = RunOptions(stage=stage, config=config, data=data, out=out, deepspeed=deepspeed,
+                          init=init, family=family, resume=resume, overrides=tuple(sets),
                           tensorboard=tensorboard, progress=progress)
         summary = train(opts)
         if summary["rank"] == 0:

@@ -1,5 +1,5 @@
-"""Image-to-video (and text-to-video) sampling: checkpoint -> conditioning -> EDM sampler -> video file.
+"""Sampling for every model family: checkpoint -> the family's inputs -> sampler -> video file.
 
 The public entry point is `svdcli.sample.pipeline.VideoPipeline` (see its docstring); this
-package imports nothing heavy at import time.
+package knows no family by name and imports nothing heavy at import time.
 """

@@ -8,17 +8,16 @@ source, weights hash, scale factor), so training can refuse latents from another
 
 VAE sources: `tiny:SEED` (the seeded tiny VAE that `model: tiny` training with `seed: SEED`
 builds), an official SVD .safetensors, our checkpoint, or a `svd train` run dir (the VAE its
-config trains with).
+config trains with). The model family builds it (svdcli.families.pack_vae): the VAE is the
+family's part; this module names no family and imports no training code.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from svdcli.errors import MissingWeightsError, SvdError
 
 LATENTS_EXT = "latents.npy"
 SCALE = 0.18215  # == svdcli.models.vae.SCALE_FACTOR (not imported: this module must stay torch-free at import)
@@ -52,55 +51,9 @@ def vae_hash(vae) -> str:
 
 def load_vae(source: str):
     """The VideoAutoencoder named by `source` (see the module docstring), in eval mode on CPU."""
-    if source.startswith("tiny:"):
-        try:
-            seed = int(source.split(":", 1)[1])
-        except ValueError:
-            raise SvdError(f"--latents {source!r}: write tiny:SEED with an integer seed, e.g. tiny:0") from None
-        return _tiny_vae(seed)
-    path = Path(source)
-    if path.is_dir():
-        return _run_dir_vae(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"--latents {source}: no such file or run dir; pass an official SVD file "
-                                  "(svd.safetensors from huggingface.co/stabilityai/stable-video-diffusion-img2vid), "
-                                  "our checkpoint, a `svd train` run dir, or tiny:SEED")
-    return _file_vae(path)
+    from svdcli.families import pack_vae
 
-
-def _tiny_vae(seed: int):
-    # built by the training code itself, so the random draws before the VAE match exactly
-    from svdcli.models.config import UNetConfig
-    from svdcli.train.encoders import tiny_encoders
-
-    return tiny_encoders(UNetConfig.tiny(), seed).vae.eval().requires_grad_(False)
-
-
-def _run_dir_vae(folder: Path):
-    from svdcli.train.config import config_from_dict, read_yaml
-
-    config = folder / "config.yaml"
-    if not config.is_file():
-        raise SvdError(f"--latents {folder}: a folder must be a `svd train` run dir (no config.yaml in it)")
-    cfg = config_from_dict(read_yaml(config), source=config)
-    if cfg.model == "tiny":
-        return _tiny_vae(cfg.seed)
-    if not cfg.weights:
-        raise MissingWeightsError(f"--latents {folder}: the run trains model {cfg.model} but its config sets no "
-                                  "`weights:` file to take the VAE from; pass the official SVD file instead")
-    return load_vae(cfg.weights)
-
-
-def _file_vae(path: Path):
-    from svdcli.models.checkpoints import load_checkpoint
-    from svdcli.models.vae import VideoAutoencoder
-
-    ckpt = load_checkpoint(path)
-    if "vae" not in ckpt.parts or ckpt.vae_config is None:
-        raise SvdError(f"--latents {path}: the file holds no VAE weights (parts: {', '.join(ckpt.parts) or 'none'})")
-    vae = VideoAutoencoder(ckpt.vae_config)
-    vae.load_state_dict(ckpt.parts["vae"], strict=True)
-    return vae.eval().requires_grad_(False)
+    return pack_vae(source)
 
 
 _CACHE: dict[str, tuple] = {}

@@ -24,7 +24,7 @@ DDP/DeepSpeed use `resampled=True` and a fixed number of steps (`pack_stats(fold
 gives the epoch size), so no rank waits forever for another.
 
 `fps_id` is recomputed for the stride: frames stored at F fps and taken every s-th are shown at
-F/s fps, so fps_id = round(F/s) - 1 (see svdcli/shards/conditioning.py). A clip shorter than
+F/s fps, so fps_id = round(F/s) - 1 (see svdcli/shards/micro_conditioning.py). A clip shorter than
 (T - 1) * stride + 1 frames uses the largest stride that fits; a clip with fewer than T frames
 is skipped with a warning, as is a sample that fails to decode or whose json lacks one of
 META_KEYS (e.g. `fps`). Each item's cond["skipped"] is the number of bad samples its worker
@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from svdcli.errors import SvdError
-from svdcli.shards.conditioning import fps_id_for
+from svdcli.shards.micro_conditioning import fps_id_for
 from svdcli.shards.frames import decode_mp4, decode_npy, resize_crop
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from svdcli.errors import SvdError
-from svdcli.shards.conditioning import MOTION_MAPS
+from svdcli.shards.micro_conditioning import MOTION_MAPS
 
 FORMATS = ("mp4", "npy", "both")
 

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from svdcli.curate import stages as registry
-from svdcli.shards.conditioning import MotionBuckets, fps_id_for
+from svdcli.shards.micro_conditioning import MotionBuckets, fps_id_for
 from svdcli.shards.frames import (
     center_crop, cover_size, encode_mp4, encode_npy, rotate_display, sample_rate, sample_times,
 )

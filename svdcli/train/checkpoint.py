@@ -1,11 +1,12 @@
 """Checkpoints: the DeepSpeed checkpoint (weights, optimizer, scheduler), the exported EMA model
-as safetensors with its config, and per-rank trainer state for an exact resume.
+in its family's format, and per-rank trainer state for an exact resume. Folder layout:
+svdcli.runs.
 
     RUN_DIR/checkpoints/latest                 tag of the newest complete checkpoint
     RUN_DIR/checkpoints/step_000500/
         mp_rank_00_model_states.pt, *optim_states.pt   DeepSpeed (engine.save_checkpoint)
-        ema.safetensors        EMA UNet weights (LoRA merged) in our format (`unet.*`, save_ours),
-                               metadata: unet_config, train_config, step
+        ema.safetensors        EMA weights (LoRA merged), written by the family (`Family.save`; svd:
+                               `unet.*` in our format), metadata: family, train_config, step, ema
         ema_state.safetensors  the raw EMA shadows (only with LoRA, where ema.safetensors is merged)
         trainer_rank{r}.safetensors   step, data position, RNG states of rank r (trainer_state.py)
         config.yaml            the resolved training config
@@ -21,70 +22,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 import torch
 
+from svdcli import runs
 from svdcli.errors import SvdError
-from svdcli.train.config import TrainConfig, dump_yaml
+from svdcli.train.config import TrainConfig, dump_yaml, family_of
 from svdcli.train.trainer_state import load_state, save_state, set_rng_state, state_file
 
 CHECKSUMS = "sha256.json"
 
 
-def tag_for(step: int) -> str:
-    return f"step_{step:06d}"
-
-
-def latest_tag(ckpt_dir: Path) -> str | None:
-    """The tag `latest` names (None without one); a `latest` that names no tag of ours is an error."""
-    f = ckpt_dir / "latest"
-    if not f.is_file():
-        return None
-    tag = f.read_text(errors="replace").strip()
-    if not re.fullmatch(r"step_\d{6,}", tag):
-        raise SvdError(f"{f} should name a checkpoint such as step_000500, not {tag[:60]!r}")
-    return tag
-
-
-def latest_ema_file(run_dir: Path) -> Path:
-    """The newest exported EMA model of a run dir."""
-    tag = latest_tag(run_dir / "checkpoints")
-    if tag is None:
-        raise SvdError(f"{run_dir} has no checkpoint yet (no checkpoints/latest)")
-    path = run_dir / "checkpoints" / tag / "ema.safetensors"
-    if not path.is_file():
-        raise SvdError(f"{path} is missing: the run's checkpoints/latest names {tag}, which has no EMA export")
-    return path
-
-
-def unet_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str, torch.Tensor]:
-    """EMA (or live, without EMA) weights as a plain UNet state dict in fp32, LoRA merged.
+def export_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str, torch.Tensor]:
+    """EMA (or live, without EMA) weights of the denoiser as a state dict in fp32, LoRA merged.
 
     Under ZeRO-3 this gathers partitioned weights, a collective: every rank must call it.
     """
+    from svdcli.models.lora import merge_lora_state
     from svdcli.train.ema import EMA
-    from svdcli.train.lora import merge_lora_state
 
     ema = ema or EMA(denoiser, decay=0.0, zero3=zero3, track=False)
     state = ema.export_state(denoiser)
-    state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     if cfg.lora.rank:
         state = merge_lora_state(state, cfg.lora.alpha / cfg.lora.rank)
     return state
 
 
-def write_unet(path: Path, state: dict[str, torch.Tensor], unet_cfg, cfg: TrainConfig, step: int,
-               ema: bool) -> None:
-    """Our checkpoint format (`svd sample`, `svd convert` and `--init` read it): `unet.*` tensors,
-    the UNet config and the training config as metadata."""
-    from svdcli.models.checkpoints import save_ours
-
-    save_ours(path, {"unet": state}, unet_config=unet_cfg,
-              extra_metadata={"train_config": json.dumps(cfg.to_dict()), "step": str(step),
-                              "ema": str(ema).lower()})
+def write_export(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig, step: int, ema: bool) -> None:
+    """The exported model (`svd sample`, `svd convert` and `--init` read it), in the family's
+    format, with the family, the training config and the step in its metadata."""
+    family_of(cfg).save(path, state, cfg, {"family": cfg.family, "train_config": json.dumps(cfg.to_dict()),
+                                           "step": str(step), "ema": str(ema).lower()})
 
 
 def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state: dict, rank: int,
@@ -92,27 +62,27 @@ def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state:
     """Write every rank's part of checkpoint `step`; rank 0 adds the EMA export and prunes old ones."""
     import torch.distributed as dist
 
-    ckpt_dir = run_dir / "checkpoints"
-    tag = tag_for(step)
+    ckpt_dir = runs.checkpoints_dir(run_dir)
+    tag = runs.tag_for(step)
     out = ckpt_dir / tag
     out.mkdir(parents=True, exist_ok=True)
     save_state(state_file(out, rank), trainer_state)
     if rank == 0 or zero3:
-        state = unet_state(ema, engine.module, cfg, zero3)
+        state = export_state(ema, engine.module, cfg, zero3)
     if rank == 0:
-        (out / "config.yaml").write_text(dump_yaml(cfg))
-        write_unet(out / "ema.safetensors", state, engine.module.net.cfg, cfg, step, ema is not None)
+        (out / runs.CONFIG).write_text(dump_yaml(cfg))
+        write_export(out / runs.EXPORT, state, cfg, step, ema is not None)
         if ema is not None and cfg.lora.rank:
             from safetensors.torch import save_file
 
-            save_file(ema.state_dict(), str(out / "ema_state.safetensors"))
+            save_file(ema.state_dict(), str(out / runs.EMA_SHADOWS))
     dist.barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "config": cfg.to_dict()},
                            save_latest=False)
     record_checksums(out, rank, dist.get_world_size())
     if rank == 0:
-        _write_atomic(ckpt_dir / "latest", tag)  # last: the checkpoint is complete
-        prune(ckpt_dir, keep)
+        runs.write_latest(run_dir, tag)  # last: the checkpoint is complete
+        prune(run_dir, keep)
     dist.barrier()
     return out
 
@@ -123,10 +93,11 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prune(ckpt_dir: Path, keep: int) -> None:
+def prune(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (never the one `latest` names)."""
+    ckpt_dir = runs.checkpoints_dir(run_dir)
     tags = sorted(p.name for p in ckpt_dir.glob("step_*") if p.is_dir())
-    latest = latest_tag(ckpt_dir)
+    latest = runs.latest_tag(run_dir)
     for tag in tags[:-keep]:
         if tag != latest:
             shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
@@ -189,8 +160,8 @@ def verify_checksums(folder: Path) -> None:
 def resume_folder(run_dir: Path, rank: int, ema: bool) -> Path:
     """The checkpoint --resume continues from, with every file it reads checked: called before
     any model or process group exists, so a bad run folder fails at once."""
-    ckpt_dir = run_dir / "checkpoints"
-    tag = latest_tag(ckpt_dir)
+    ckpt_dir = runs.checkpoints_dir(run_dir)
+    tag = runs.latest_tag(run_dir)
     if tag is None:
         raise SvdError(f"--resume: {run_dir} has no checkpoint to resume from")
     folder = ckpt_dir / tag
@@ -203,11 +174,11 @@ def resume_folder(run_dir: Path, rank: int, ema: bool) -> Path:
     return folder
 
 
-def load(engine, ema, folder: Path, rank: int) -> dict:
+def load(engine, ema, folder: Path, rank: int, cfg: TrainConfig) -> dict:
     """Restore engine, EMA and RNG from checkpoint `folder` (checked by `resume_folder`); return
     this rank's trainer state."""
     trainer, rng_tensors, rng_scalars = load_state(state_file(folder, rank))
-    shadows = _ema_shadows(folder, ema) if ema is not None else None
+    shadows = _ema_shadows(folder, ema, cfg) if ema is not None else None
     path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name)
     if path is None:
         raise SvdError(f"--resume: DeepSpeed could not load {folder}")
@@ -221,8 +192,8 @@ def _ema_file(folder: Path) -> Path:
     """The raw shadows (LoRA runs) or the export, checked to be a readable safetensors file."""
     from safetensors import safe_open
 
-    path = folder / "ema_state.safetensors"
-    path = path if path.is_file() else folder / "ema.safetensors"
+    path = folder / runs.EMA_SHADOWS
+    path = path if path.is_file() else folder / runs.EXPORT
     try:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
@@ -231,14 +202,16 @@ def _ema_file(folder: Path) -> Path:
     return path
 
 
-def _ema_shadows(folder: Path, ema) -> dict[str, torch.Tensor]:
-    """EMA shadows by module name ("net.<name>"); the export stores them as "unet.<name>"."""
+def _ema_shadows(folder: Path, ema, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """EMA shadows by module name; the export holds them in the family's naming."""
     from safetensors.torch import load_file
 
     path = _ema_file(folder)
-    state = load_file(str(path))
-    if path.name == "ema.safetensors":
-        state = {name: state.get("unet." + name[len("net."):]) for name in ema.shadow}
+    if path.name == runs.EXPORT:
+        exported = family_of(cfg).saved_state(path)
+        state = {name: exported.get(name) for name in ema.shadow}
+    else:
+        state = load_file(str(path))
     bad = [n for n in ema.shadow if state.get(n) is None or state[n].shape != ema.shadow[n].shape]
     if bad:
         raise SvdError(f"--resume: {path} does not hold this model's EMA weights ({len(bad)} missing or "

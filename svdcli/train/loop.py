@@ -1,25 +1,26 @@
-"""`svd train`: one function, `train(opts)`, that runs a stage on every process of a launch.
+"""`svd train`: one function, `train(opts)`, that runs a training stage on every process of a launch.
 
-The step sees only the denoiser D(x, sigma, cond) and the EDM loss (svdcli.diffusion.edm).
-Every random draw of a step (sigma, noise, cond_aug, dropout, VAE posterior) comes from a
-generator seeded by (seed, step, micro-batch, rank), and the data stream is replayable, so a
-resumed run follows the same loss trajectory as an uninterrupted one.
+The model family (svdcli.families, named by the config's `family`) supplies the denoiser, the
+frozen encoders, the batch preparation, the noise levels and the loss; the step sees only the
+denoiser D(x, sigma, cond) and that loss. Every random draw of a step (sigma, noise, cond_aug,
+dropout, VAE posterior) comes from a generator seeded by (seed, step, micro-batch, rank), and
+the data stream is replayable, so a resumed run follows the same loss trajectory as an
+uninterrupted one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from svdcli import runs
 from svdcli.errors import SvdError
 from svdcli.train import checkpoint as ckpt
-from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, load_config, read_yaml
+from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, family_of, load_config, read_yaml
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunOptions:
     out: Path
     deepspeed: Path | None = None
     init: Path | None = None
+    family: str | None = None
     resume: bool = False
     overrides: tuple[str, ...] = ()
     local_rank: int = -1
@@ -61,17 +63,18 @@ def resolve_config(opts: RunOptions) -> TrainConfig:
     checkpoint cadence, and lr / clipping (to get past a NaN). Anything else would silently
     train another model than the one the checkpoint holds.
     """
-    saved = opts.out / "config.yaml"
+    saved = runs.config_file(opts.out)
     if not (opts.resume and saved.exists()):
         if opts.config is None:
             raise SvdError("--config is required (e.g. pipelines/train/video.yaml)")
-        return load_config(opts.config, list(opts.overrides), stage=opts.stage)
+        return load_config(opts.config, list(opts.overrides), stage=opts.stage, family=opts.family)
     saved_values = read_yaml(saved)
     cfg = config_from_dict(saved_values, source=saved)
-    if opts.stage is not None and opts.stage != cfg.stage:
-        raise SvdError(f"--resume: {opts.out} is a {cfg.stage!r} run, not --stage {opts.stage}")
+    for key, given in (("stage", opts.stage), ("family", opts.family)):
+        if given is not None and given != getattr(cfg, key):
+            raise SvdError(f"--resume: {opts.out} is a {getattr(cfg, key)!r} run, not --{key} {given}")
     if opts.config is not None:
-        asked = load_config(opts.config, list(opts.overrides), stage=opts.stage)
+        asked = load_config(opts.config, list(opts.overrides), stage=opts.stage, family=opts.family)
     else:
         asked = config_from_dict(saved_values, list(opts.overrides), source=saved)
     changed = _diff(cfg.to_dict(), asked.to_dict()) - set(RESUME_MAY_CHANGE)
@@ -99,7 +102,7 @@ def check_run_dir(opts: RunOptions, cfg: TrainConfig, rank: int) -> Path | None:
         raise SvdError(f"--out {opts.out} is a file; pass a folder for the run")
     if opts.resume:
         return ckpt.resume_folder(opts.out, rank, cfg.ema.enabled)
-    if ckpt.latest_tag(opts.out / "checkpoints") is not None:
+    if runs.latest_tag(opts.out) is not None:
         raise SvdError(f"{opts.out} already holds checkpoints: pass --resume to continue, "
                        "or choose a new --out")
     return None
@@ -124,24 +127,26 @@ def train(opts: RunOptions) -> dict:
 def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, resume_from: Path | None) -> dict:
     from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
-    from svdcli.train.encoders import build_encoders
     from svdcli.train.engine import build_engine, zero_stage
-    from svdcli.train.model import build_denoiser, trainable_summary, unet_config
     from svdcli.train.runlog import RunLogger
 
+    family = family_of(cfg)
     if info.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "config.yaml").write_text(dump_yaml(cfg))
-    encoders = build_encoders(cfg, unet_config(cfg)).to(info.device)  # missing weights fail first
+        runs.config_file(opts.out).write_text(dump_yaml(cfg))
+    encoders = family.encoders(cfg, info.device)  # missing weights fail first
     if cfg.data.latents:
-        check_latents(shards.good, encoders.vae)
-    denoiser = build_denoiser(cfg, opts.init if not opts.resume else None)
+        vae = family.training_vae(encoders)
+        if vae is None:
+            raise SvdError(f"data.latents: family {family.name} trains in pixel space; it reads no stored latents")
+        check_latents(shards.good, vae)
+    denoiser = family.build(cfg, opts.init if not opts.resume else None)
     engine, _, scheduler = build_engine(denoiser, cfg, ds_config)
     zero3 = zero_stage(ds_config) == 3
     ema = EMA(engine.module, cfg.ema.decay, zero3=zero3) if cfg.ema.enabled else None
     start, data_state = 0, DataState()
     if opts.resume:
-        state = ckpt.load(engine, ema, resume_from, info.rank)
+        state = ckpt.load(engine, ema, resume_from, info.rank, cfg)
         start, data_state = state["step"], DataState(**state["data"])
         _set_lr(scheduler, cfg)
     stream = TrainStream(shards.good, cfg, info.rank, info.world_size, data_state)
@@ -156,9 +161,9 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, re
     try:
         _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3)
     except NonFiniteLoss as exc:
-        kept = ckpt.latest_tag(opts.out / "checkpoints")
+        kept = runs.latest_tag(opts.out)
         logger.event(exc.step, "nonfinite_loss", message=str(exc), kept=kept)
-        where = opts.out / "checkpoints" / kept if kept else "none yet (no checkpoint was due)"
+        where = runs.checkpoints_dir(opts.out) / kept if kept else "none yet (no checkpoint was due)"
         raise NonFiniteLoss(f"{exc}. Last good checkpoint: {where}", exc.step) from None
     finally:
         logger.close()
@@ -209,20 +214,16 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
 
 def _micro_step(engine, stream, encoders, cfg: TrainConfig, info, step: int, micro: int):
     """Forward, NaN guard and backward of one micro-batch; returns (loss per video, sigma)."""
-    from svdcli.diffusion.edm import edm_loss, sample_sigmas_lognormal
-    from svdcli.train.conditioning import prepare_batch
-
+    family = family_of(cfg)
     video, meta = stream.next()
     gen = step_generator(cfg.seed, step, micro, info.rank)
-    x0, cond, indicator = prepare_batch(video, meta, encoders, cfg, gen, info.device)
-    b, t = video.shape[:2]
-    sigma = sample_sigmas_lognormal(b, cfg.noise.p_mean, cfg.noise.p_std, generator=gen)
-    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    batch = family.prepare(video, meta, encoders, cfg, gen, info.device)
+    sigma = family.training_sigmas(video.shape[0], cfg, gen)
+    noise = torch.randn(batch.x0.shape, generator=gen).to(batch.x0.device)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     device_type = "cuda" if info.device.startswith("cuda") else "cpu"
     with torch.autocast(device_type, dtype=dtype, enabled=cfg.precision == "bf16"):
-        per_video = edm_loss(engine, x0, cond, t, sigma=sigma.to(x0.device), noise=noise,
-                             image_only_indicator=indicator)
+        per_video = family.loss(engine, batch, sigma, noise)
     loss = per_video.mean()
     _nan_guard(loss, sigma, step, info)
     engine.backward(loss)
@@ -254,9 +255,16 @@ def _mean_over_ranks(value: float, info) -> float:
     return _sum_over_ranks(value, info) / info.world_size
 
 
+def trainable_summary(model: torch.nn.Module) -> dict:
+    """Parameter counts of the full model; ZeRO-3 keeps only a shard on each rank (p.numel() is
+    then 0) and records the full size as `ds_numel`."""
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return {"parameters": sum(n for n, _ in sizes), "trainable": sum(n for n, t in sizes if t)}
+
+
 def weights_digest(engine, cfg: TrainConfig, zero3: bool) -> str:
-    """sha256 of the live UNet weights, to check that every rank holds the same model."""
-    state = ckpt.unet_state(None, engine.module, cfg, zero3)
+    """sha256 of the live weights, to check that every rank holds the same model."""
+    state = ckpt.export_state(None, engine.module, cfg, zero3)
     h = hashlib.sha256()
     for key in sorted(state):
         h.update(key.encode())
@@ -269,10 +277,10 @@ def _finish(engine, ema, cfg, opts, info, shards, zero3, skipped_samples: int) -
     skipped_samples = int(_sum_over_ranks(skipped_samples, info))
     digests = [None] * info.world_size
     torch.distributed.all_gather_object(digests, digest)
-    summary = {"steps": cfg.steps, "stage": cfg.stage, "world_size": info.world_size,
+    summary = {"steps": cfg.steps, "family": cfg.family, "stage": cfg.stage, "world_size": info.world_size,
                "skipped_shards": len(shards.skipped), "skipped": shards.skipped, "skipped_samples": skipped_samples,
                "rank_weight_digests": digests, "ranks_agree": len(set(digests)) == 1,
-               "checkpoint": str(opts.out / "checkpoints" / (ckpt.latest_tag(opts.out / "checkpoints") or ""))}
+               "checkpoint": str(runs.checkpoints_dir(opts.out) / (runs.latest_tag(opts.out) or ""))}
     if info.is_main:
-        (opts.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        (opts.out / runs.SUMMARY).write_text(json.dumps(summary, indent=1))
     return {**summary, "rank": info.rank}

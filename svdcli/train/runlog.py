@@ -67,11 +67,13 @@ class RunLogger:
         self.progress = None
         if not enabled:
             return
-        self.jsonl = open(run_dir / "log.jsonl", "a", buffering=1)
+        from svdcli import runs
+
+        self.jsonl = open(run_dir / runs.LOG, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            self.tb = SummaryWriter(str(run_dir / runs.TENSORBOARD))
         if not progress:
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

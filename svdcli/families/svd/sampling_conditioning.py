@@ -46,7 +46,7 @@ class OfficialConditioning:
 
 
 class TrainedConditioning:
-    """The encoders a `svd train` run used (svdcli.train.encoders), so sampling sees what training saw."""
+    """The encoders a `svd train` run used (svdcli.families.svd.encoders), so sampling sees what training saw."""
 
     def __init__(self, encoders, mode: str):
         self.enc, self.mode = encoders, mode

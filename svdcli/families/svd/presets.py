@@ -1,27 +1,19 @@
-"""Sampling defaults per model (the official scripts' values) and what a checkpoint can do."""
+"""SVD sampling defaults per model (the official scripts' values)."""
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.families.base import SamplingDefaults
 
 
 @dataclass(frozen=True)
-class ModelDefaults:
-    """What `svd sample` uses when an option is not given, per model."""
+class ModelDefaults(SamplingDefaults):
+    """SVD's defaults: the common ones, and frames decoded per temporal-VAE call."""
 
-    name: str
-    frames: int
-    steps: int
-    min_cfg: float
-    max_cfg: float
-    width: int
-    height: int
     decode_chunk: int = 14
-    trained_frames: int | None = None  # frame count the model was trained on, when known
 
 
 # scripts/sampling/simple_video_sample.py of the official repository
@@ -53,31 +45,13 @@ def preset(name: str) -> ModelDefaults:
 
 
 def own_defaults(config: dict) -> ModelDefaults:
-    """Defaults of one of our checkpoints, from the training config saved inside it."""
+    """Defaults of one of our checkpoints, from the training config saved inside it (no preset
+    name: the user is told "this checkpoint")."""
     frames = int(config.get("num_frames") or config.get("frames") or 14)
     width, height = config.get("width"), config.get("height")
     if (width is None or height is None) and config.get("resolution"):
         height, width = config["resolution"]
-    return ModelDefaults("own", frames=frames, steps=int(config.get("sample_steps", 25)),
+    return ModelDefaults("", frames=frames, steps=int(config.get("sample_steps", 25)),
                          min_cfg=float(config.get("min_cfg", 1.0)), max_cfg=float(config.get("max_cfg", 2.5)),
                          width=int(width or 1024), height=int(height or 576),
                          decode_chunk=min(14, frames), trained_frames=frames)
-
-
-def check_frames(defaults: ModelDefaults, frames: int, warn) -> None:
-    """Refuse what the model cannot do, warn about what it was not trained for."""
-    if frames < 2:
-        raise SvdError("--frames must be at least 2 (the first frame repeats the image)")
-    trained = defaults.trained_frames
-    if trained is None or frames == trained:
-        return
-    name = defaults.name if defaults.name in PRESETS else "this checkpoint"
-    if frames > 2 * trained:
-        raise SvdError(f"--frames {frames} is more than twice the {trained} frames "
-                       f"{name} was trained on; the temporal layers do not "
-                       f"extrapolate that far (use --frames {trained}, or a model trained longer)")
-    warn(f"note: {name} was trained on {trained}-frame clips; {frames} frames may look worse")
-
-
-def with_overrides(defaults: ModelDefaults, **kw) -> ModelDefaults:
-    return dataclasses.replace(defaults, **{k: v for k, v in kw.items() if v is not None})

@@ -1,4 +1,4 @@
-"""A loader batch -> the denoiser's inputs: target latents x0 and the cond dict (sgm's
+"""An SVD training batch: loader frames -> target latents x0 and the cond dict (sgm's
 GeneralConditioner at training time), with condition dropout for classifier-free guidance.
 
 - x0: VAE posterior sample (data.posterior: mode -> the mode) of every frame times 0.18215,
@@ -14,37 +14,16 @@ All randomness comes from the step's generator, so a resumed run redraws the sam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
-from torch import nn
 
+from svdcli.families.base import TrainBatch
+from svdcli.families.svd.encoders import Encoders
 from svdcli.models.conditioner import vector_embedding
-from svdcli.train.config import TrainConfig
 
 
-@dataclass
-class Encoders:
-    """Frozen models that turn pixels and captions into latents and embeddings."""
-
-    vae: nn.Module                       # VideoAutoencoder: .encode(frames, sample=, generator=)
-    encode_cond_frame: Callable | None   # frames (N, 3, H, W) -> VAE posterior mode, not scaled
-    embed_image: Callable | None         # frames (N, 3, H, W) in [-1, 1] -> (N, 1, D)
-    embed_text: Callable | None          # list[str] -> (N, L, D)
-    context_dim: int
-    adm_in_channels: int | None
-
-    def to(self, device) -> "Encoders":
-        for m in (self.vae, self.encode_cond_frame, self.embed_image, self.embed_text):
-            if isinstance(m, nn.Module):
-                m.to(device).eval().requires_grad_(False)
-        return self
-
-
-def sample_cond_aug(n: int, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+def sample_cond_aug(n: int, cond, gen: torch.Generator) -> torch.Tensor:
     """ln cond_aug ~ N(P_mean, P_std^2): noise level added to the conditioning frame (B,)."""
-    return (cfg.cond.cond_aug_p_mean + cfg.cond.cond_aug_p_std * torch.randn(n, generator=gen)).exp()
+    return (cond.cond_aug_p_mean + cond.cond_aug_p_std * torch.randn(n, generator=gen)).exp()
 
 
 def _repeat_frames(x: torch.Tensor, t: int) -> torch.Tensor:
@@ -52,9 +31,10 @@ def _repeat_frames(x: torch.Tensor, t: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConfig,
-                  gen: torch.Generator, device) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """(B, T, C, H, W) in [-1, 1] -> (x0 (B*T, 4, h, w), cond, image_only_indicator (B, T)).
+def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg, gen: torch.Generator,
+                  device) -> TrainBatch:
+    """(B, T, C, H, W) in [-1, 1] -> x0 (B*T, 4, h, w), cond, image_only_indicator (B, T);
+    `cfg` is the training config (svdcli.train.config.TrainConfig).
 
     With data.latents, x0 comes from meta["latents"]; the conditioning-frame latent (i2v) is still
     encoded here: it is the VAE mode of the first frame plus fresh cond_aug noise, drawn per step,
@@ -63,9 +43,10 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
     b, t = video.shape[:2]
     x0 = _target_latents(video, meta, enc, cfg, gen, device)
     first = video[:, 0].to(device)                                     # (B, C, H, W)
-    mode = cfg.cond.mode
-    cond_aug = sample_cond_aug(b, cfg, gen) if mode == "i2v" else torch.zeros(b)
-    keep = (torch.rand(b, generator=gen) >= cfg.cond.dropout).float()  # CFG: zero cond with prob p
+    cond_cfg = cfg.family_config.cond
+    mode = cond_cfg.mode
+    cond_aug = sample_cond_aug(b, cond_cfg, gen) if mode == "i2v" else torch.zeros(b)
+    keep = (torch.rand(b, generator=gen) >= cond_cfg.dropout).float()  # CFG: zero cond with prob p
     h, w = x0.shape[-2:]
     concat = torch.zeros(b, x0.shape[1], h, w, device=device)
     if mode == "i2v":
@@ -73,7 +54,7 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
         concat = enc.encode_cond_frame(noisy).float()
         crossattn = enc.embed_image(first).float()                    # (B, 1, D)
     elif mode == "t2v":
-        text_keep = (torch.rand(b, generator=gen) >= cfg.cond.text_dropout).float()
+        text_keep = (torch.rand(b, generator=gen) >= cond_cfg.text_dropout).float()
         keep = keep * text_keep
         crossattn = enc.embed_text(list(meta["caption"])).float()      # (B, L, D)
     else:
@@ -87,10 +68,10 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConf
         vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, dim=enc.adm_in_channels // 3)
         cond["vector"] = _repeat_frames(vec.to(device), t)
     indicator = torch.full((b, t), 1.0 if cfg.stage == "image" else 0.0, device=device)
-    return x0.float(), cond, indicator
+    return TrainBatch(x0.float(), cond, t, indicator)
 
 
-def _target_latents(video: torch.Tensor, meta: dict, enc: Encoders, cfg: TrainConfig,
+def _target_latents(video: torch.Tensor, meta: dict, enc: Encoders, cfg,
                     gen: torch.Generator, device) -> torch.Tensor:
     """x0 = 0.18215 * VAE latent of every frame (B*T, 4, h, w): stored, or encoded now."""
     from svdcli.models.vae import SCALE_FACTOR

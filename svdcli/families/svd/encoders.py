@@ -1,5 +1,5 @@
-"""The frozen encoders of training: the VAE (target latents and the conditioning-frame latent),
-the CLIP image embedder (i2v crossattn) and the text embedder (t2v crossattn).
+"""The frozen encoders of SVD training: the VAE (target latents and the conditioning-frame
+latent), the CLIP image embedder (i2v crossattn) and the text embedder (t2v crossattn).
 
 - model `tiny`: the reference fixture's tiny VAE and tiny OpenCLIP towers with seeded random
   weights (tests, CPU development). Same code paths as the full model.
@@ -9,14 +9,35 @@ the CLIP image embedder (i2v crossattn) and the text embedder (t2v crossattn).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from svdcli.errors import MissingWeightsError, SvdError
-from svdcli.train.conditioning import Encoders
-from svdcli.train.config import TrainConfig
+from svdcli.families.svd.config import SVDConfig, unet_config
+
+
+
+@dataclass
+class Encoders:
+    """Frozen models that turn pixels and captions into latents and embeddings."""
+
+    vae: nn.Module                       # VideoAutoencoder: .encode(frames, sample=, generator=)
+    encode_cond_frame: Callable | None   # frames (N, 3, H, W) -> VAE posterior mode, not scaled
+    embed_image: Callable | None         # frames (N, 3, H, W) in [-1, 1] -> (N, 1, D)
+    embed_text: Callable | None          # list[str] -> (N, L, D)
+    context_dim: int
+    adm_in_channels: int | None
+
+    def to(self, device) -> "Encoders":
+        for m in (self.vae, self.encode_cond_frame, self.embed_image, self.embed_text):
+            if isinstance(m, nn.Module):
+                m.to(device).eval().requires_grad_(False)
+        return self
+
 
 SVD_FILE_HELP = ("the official SVD checkpoint (svd.safetensors or svd_xt.safetensors from "
                  "huggingface.co/stabilityai/stable-video-diffusion-img2vid[-xt]); set `weights: PATH` "
@@ -77,7 +98,7 @@ def tiny_encoders(unet_cfg, seed: int) -> Encoders:
 def svd_encoders(unet_cfg, weights: str | None, cond_mode: str) -> Encoders:
     """VAE and conditioner (ViT-H-14 image tower, conditioning-frame VAE) of an official SVD file;
     for t2v, SD 2.1's OpenCLIP ViT-H-14 text tower (found by svdcli.models.conditioner)."""
-    from svdcli.models.checkpoints import load_checkpoint
+    from svdcli.families.svd.formats import load_checkpoint
     from svdcli.models.conditioner import CLIP_ARCH, CLIP_TAG, Conditioner, ConditionerConfig, TextEmbedder
     from svdcli.models.vae import VideoAutoencoder
 
@@ -97,7 +118,56 @@ def svd_encoders(unet_cfg, weights: str | None, cond_mode: str) -> Encoders:
                     context_dim=unet_cfg.context_dim, adm_in_channels=unet_cfg.adm_in_channels)
 
 
-def build_encoders(cfg: TrainConfig, unet_cfg) -> Encoders:
-    if cfg.model == "tiny":
-        return tiny_encoders(unet_cfg, cfg.seed)
-    return svd_encoders(unet_cfg, cfg.weights, cfg.cond.mode)
+def build_encoders(own: SVDConfig, seed: int) -> Encoders:
+    """The encoders of a config's `model:` preset (`seed`: the run's seed, for the tiny ones)."""
+    if own.model == "tiny":
+        return tiny_encoders(unet_config("tiny"), seed)
+    return svd_encoders(unet_config(own.model), own.weights, own.cond.mode)
+
+
+def pack_vae(source: str) -> nn.Module:
+    """The VideoAutoencoder `svd pack --latents SOURCE` names, in eval mode on CPU: `tiny:SEED`
+    (the seeded tiny VAE that `model: tiny` training with `seed: SEED` builds), an official SVD
+    .safetensors or our checkpoint, or a `svd train` run dir (the VAE its config trains with)."""
+    if source.startswith("tiny:"):
+        try:
+            seed = int(source.split(":", 1)[1])
+        except ValueError:
+            raise SvdError(f"--latents {source!r}: write tiny:SEED with an integer seed, e.g. tiny:0") from None
+        # built by the training code itself, so the random draws before the VAE match exactly
+        return tiny_encoders(unet_config("tiny"), seed).vae.eval().requires_grad_(False)
+    path = Path(source)
+    if path.is_dir():
+        return _run_dir_vae(path)
+    if not path.is_file():
+        raise MissingWeightsError(f"--latents {source}: no such file or run dir; pass an official SVD file "
+                                  "(svd.safetensors from huggingface.co/stabilityai/stable-video-diffusion-img2vid), "
+                                  "our checkpoint, a `svd train` run dir, or tiny:SEED")
+    return _file_vae(path)
+
+
+def _run_dir_vae(folder: Path) -> nn.Module:
+    from svdcli import runs
+
+    if not runs.config_file(folder).is_file():
+        raise SvdError(f"--latents {folder}: a folder must be a `svd train` run dir (no config.yaml in it)")
+    values = runs.read_config(folder)
+    own = SVDConfig.from_dict(values)
+    if own.model == "tiny":
+        return pack_vae(f"tiny:{int(values.get('seed', 0))}")
+    if not own.weights:
+        raise MissingWeightsError(f"--latents {folder}: the run trains model {own.model} but its config sets no "
+                                  "`weights:` file to take the VAE from; pass the official SVD file instead")
+    return pack_vae(own.weights)
+
+
+def _file_vae(path: Path) -> nn.Module:
+    from svdcli.families.svd.formats import load_checkpoint
+    from svdcli.models.vae import VideoAutoencoder
+
+    ckpt = load_checkpoint(path)
+    if "vae" not in ckpt.parts or ckpt.vae_config is None:
+        raise SvdError(f"--latents {path}: the file holds no VAE weights (parts: {', '.join(ckpt.parts) or 'none'})")
+    vae = VideoAutoencoder(ckpt.vae_config)
+    vae.load_state_dict(ckpt.parts["vae"], strict=True)
+    return vae.eval().requires_grad_(False)

@@ -1,4 +1,5 @@
-"""Write a checkpoint as a diffusers `StableVideoDiffusionPipeline` folder.
+"""diffusers folders of SVD: read into a `Checkpoint`, and written as a
+`StableVideoDiffusionPipeline` folder.
 
 Layout of the official diffusers SVD repositories: `unet/` and `vae/` (diffusers models),
 `image_encoder/` (transformers CLIPVisionModelWithProjection), `feature_extractor/`
@@ -15,8 +16,10 @@ from typing import Any
 
 import torch
 
-from svdcli.errors import SvdError
-from svdcli.models.conditioner_diffusers import IMAGE_TOWER
+from svdcli.errors import MissingWeightsError, SvdError
+from svdcli.families.svd.checkpoint import Checkpoint, infer_vae_config, read_json_config
+from svdcli.families.svd.conditioner_diffusers import IMAGE_TOWER
+from svdcli.models.config import UNetConfig
 
 # scheduler/scheduler_config.json of stabilityai/stable-video-diffusion-img2vid(-xt): Karras
 # sigmas between sgm's sigma_min / sigma_max, v-prediction, continuous (c_noise) timesteps
@@ -38,15 +41,66 @@ COMPONENTS = {  # model_index.json: component -> (library, class)
 }
 
 
-def save_diffusers(folder: str | Path, ckpt) -> tuple[list[str], list[str]]:
-    """Write `ckpt` (a checkpoints.Checkpoint) into `folder`; returns (parts written, notes)."""
+# --- reading ---------------------------------------------------------------------------------
+def _diffusers_unet_config(path: Path) -> UNetConfig:
+    from svdcli.families.svd.unet_diffusers import unet_config_from_diffusers
+
+    try:
+        return unet_config_from_diffusers(read_json_config(path))
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as exc:  # values of the wrong kind
+        raise SvdError(f"{path}: not a UNetSpatioTemporalConditionModel config we can build "
+                       f"({type(exc).__name__}: {exc})") from None
+
+
+def load_diffusers(path: Path, unet_config: UNetConfig | None) -> Checkpoint:
+    from safetensors.torch import load_file
+
+    from svdcli.families.svd.unet_diffusers import unet_state_from_diffusers
+
+    ckpt = Checkpoint("diffusers", {}, None)
+    if (path / "unet" / "config.json").exists():
+        cfg = unet_config or _diffusers_unet_config(path / "unet" / "config.json")
+        state, extra = unet_state_from_diffusers(load_file(str(_weights_file(path / "unet"))), cfg)
+        ckpt.parts["unet"], ckpt.config = state, cfg
+        ckpt.unexpected += [f"unet/{k}" for k in extra]
+    vae_diffusers = None
+    if (path / "vae" / "config.json").exists():
+        from svdcli.models.vae import vae_state_from_diffusers
+
+        vae_diffusers = load_file(str(_weights_file(path / "vae")))
+        ckpt.parts["vae"] = vae_state_from_diffusers(vae_diffusers)
+        ckpt.vae_config = infer_vae_config(ckpt.parts["vae"])
+    encoder = _weights_file(path / "image_encoder", required=False)
+    if encoder is not None and vae_diffusers is not None:
+        from svdcli.families.svd.conditioner_diffusers import conditioner_state_from_diffusers
+
+        ckpt.parts["conditioner"] = conditioner_state_from_diffusers(load_file(str(encoder)), vae_diffusers)
+        ckpt.clip_vision = read_json_config(path / "image_encoder" / "config.json")
+        ckpt.notes.append("conditioner from image_encoder/ + vae/ (CLIP text leftovers and the "
+                          "conditioning VAE's decoder are not in diffusers folders)")
+    return ckpt
+
+
+def _weights_file(folder: Path, required: bool = True) -> Path | None:
+    for stem in ("diffusion_pytorch_model", "model"):     # diffusers / transformers components
+        for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors"):
+            if (folder / name).exists():
+                return folder / name
+    if not required:
+        return None
+    raise MissingWeightsError(f"{folder} has a config.json but no diffusion_pytorch_model"
+                              "[.fp16].safetensors; download the weights into that folder")
+
+
+# --- writing ---------------------------------------------------------------------------------
+def save_diffusers(folder: str | Path, ckpt: Checkpoint) -> tuple[list[str], list[str]]:
+    """Write `ckpt` into `folder`; returns (parts written, notes)."""
     folder = Path(folder)
     written, notes = [], []
     if "unet" in ckpt.parts:
         _write_unet(folder, ckpt)
         written.append("unet")
     if "vae" in ckpt.parts:
-        from svdcli.models.checkpoints import infer_vae_config
         from svdcli.models.vae import vae_state_to_diffusers
 
         vae_cfg = ckpt.vae_config or infer_vae_config(ckpt.parts["vae"])
@@ -71,7 +125,7 @@ def save_diffusers(folder: str | Path, ckpt) -> tuple[list[str], list[str]]:
 
 
 def _write_unet(folder: Path, ckpt) -> None:
-    from svdcli.models.unet_diffusers import diffusers_unet_config, unet_state_to_diffusers
+    from svdcli.families.svd.unet_diffusers import diffusers_unet_config, unet_state_to_diffusers
 
     try:
         config = diffusers_unet_config(ckpt.config)
@@ -82,7 +136,7 @@ def _write_unet(folder: Path, ckpt) -> None:
 
 def _write_conditioner(folder: Path, ckpt) -> list[str]:
     """image_encoder/, feature_extractor/, scheduler/; notes on what diffusers has no room for."""
-    from svdcli.models.conditioner_diffusers import frame_encoder_mismatch, image_tower_to_transformers
+    from svdcli.families.svd.conditioner_diffusers import frame_encoder_mismatch, image_tower_to_transformers
 
     visual = {k[len(IMAGE_TOWER):]: v for k, v in ckpt.parts["conditioner"].items() if k.startswith(IMAGE_TOWER)}
     config = ckpt.clip_vision or clip_vision_config(visual, ckpt.clip_arch)
@@ -107,8 +161,8 @@ def clip_vision_config(visual: dict[str, torch.Tensor], clip_arch: str | None) -
     head count and activation from the open_clip model config (`clip_arch`, ViT-H-14 if None)."""
     import open_clip
 
-    from svdcli.weights import register_model_config
     from svdcli.models.conditioner import CLIP_ARCH
+    from svdcli.weights import register_model_config
 
     arch = clip_arch or CLIP_ARCH
     model_cfg = open_clip.get_model_config(register_model_config(arch))

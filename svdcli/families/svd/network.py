@@ -1,6 +1,6 @@
-"""The trained network for a stage: the EDM denoiser around the video UNet, its initial weights
-(`--init`), and which parameters train (image stage: spatial; freeze_spatial: temporal;
-LoRA: the LoRA matrices only)."""
+"""The trained SVD network for a training stage: the EDM denoiser around the video UNet, its
+initial weights (`--init`), and which parameters train (image stage: spatial; freeze_spatial:
+temporal; LoRA: the LoRA matrices only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,29 +9,18 @@ import torch
 from torch import nn
 
 from svdcli.errors import SvdError
-from svdcli.train.config import TrainConfig
-
-TEMPORAL_PARTS = ("time_stack", "time_mixer", "time_pos_embed")  # sgm names of the temporal layers
-
-
-def is_temporal(name: str) -> bool:
-    """Temporal layers are the ones added to the image UNet (`time_embed` is the sigma embedding)."""
-    return any(part in TEMPORAL_PARTS for part in name.split("."))
+from svdcli.families.svd.config import unet_config
+from svdcli.families.svd.inflate import is_temporal
 
 
-def unet_config(cfg: TrainConfig):
-    from svdcli.models.config import UNetConfig
-
-    return UNetConfig.tiny() if cfg.model == "tiny" else UNetConfig.svd()
-
-
-def build_denoiser(cfg: TrainConfig, init: str | Path | None = None) -> nn.Module:
-    """Denoiser(VideoUNet) with `init` weights loaded and requires_grad set for the stage."""
+def build_denoiser(cfg, init: str | Path | None = None) -> nn.Module:
+    """Denoiser(VideoUNet) with `init` weights loaded and requires_grad set for the stage;
+    `cfg` is the training config (svdcli.train.config.TrainConfig)."""
     from svdcli.diffusion.edm import Denoiser
     from svdcli.models.unet import VideoUNet
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    unet = VideoUNet(unet_config(cfg))
+    unet = VideoUNet(unet_config(cfg.family_config.model))
     unet.gradient_checkpointing = cfg.activation_checkpointing
     if init is not None:
         load_init(unet, init, cfg)
@@ -39,9 +28,9 @@ def build_denoiser(cfg: TrainConfig, init: str | Path | None = None) -> nn.Modul
     return Denoiser(unet)
 
 
-def set_trainable(unet: nn.Module, cfg: TrainConfig) -> None:
+def set_trainable(unet: nn.Module, cfg) -> None:
     if cfg.lora.rank:
-        from svdcli.train.lora import apply_lora
+        from svdcli.models.lora import apply_lora
 
         if not apply_lora(unet, cfg.lora.rank, cfg.lora.alpha):
             raise SvdError("LoRA found no temporal attention layers in this UNet")
@@ -49,33 +38,32 @@ def set_trainable(unet: nn.Module, cfg: TrainConfig) -> None:
     for name, p in unet.named_parameters():
         if cfg.stage == "image":
             p.requires_grad_(not is_temporal(name))   # T=1 image batches never reach them
-        elif cfg.freeze_spatial:
+        elif cfg.family_config.freeze_spatial:
             p.requires_grad_(is_temporal(name))
 
 
-def read_state(path: Path, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def read_state(path: Path, cfg) -> dict[str, torch.Tensor]:
     """UNet weights from any checkpoint format (ours, official SVD, diffusers, SD 2.1) or a run dir.
 
-    SD 2.1 image weights are inflated (svdcli.models.checkpoints): every temporal branch starts
-    as the identity, so the video model first reproduces the image model frame by frame.
+    SD 2.1 image weights are inflated (svdcli.families.svd.inflate): every temporal branch
+    starts as the identity, so the video model first reproduces the image model frame by frame.
     """
-    from svdcli.models.checkpoints import inflate_image_unet, load_checkpoint
+    from svdcli import runs
+    from svdcli.families.svd.formats import load_checkpoint
+    from svdcli.families.svd.inflate import inflate_image_unet
 
     if not path.exists():
         raise SvdError(f"--init checkpoint not found: {path}")
-    if path.is_dir() and (path / "checkpoints").is_dir():
-        from svdcli.train.checkpoint import latest_ema_file
-
-        path = latest_ema_file(path)
+    path = runs.resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
     if "unet" not in ckpt.parts:
         raise SvdError(f"--init {path} holds no UNet weights")
     if ckpt.kind == "sd21":
-        return inflate_image_unet(ckpt.parts["unet"], unet_config(cfg), seed=cfg.seed)
+        return inflate_image_unet(ckpt.parts["unet"], unet_config(cfg.family_config.model), seed=cfg.seed)
     return ckpt.parts["unet"]
 
 
-def load_init(unet: nn.Module, path: str | Path, cfg: TrainConfig) -> None:
+def load_init(unet: nn.Module, path: str | Path, cfg) -> None:
     """Load `path` into `unet`. Video stages may start from an image checkpoint: temporal layers
     missing from it keep their fresh initialisation (inflation, as Video LDM / SVD)."""
     state = read_state(Path(path), cfg)
@@ -83,7 +71,7 @@ def load_init(unet: nn.Module, path: str | Path, cfg: TrainConfig) -> None:
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
         raise SvdError(f"--init {path}: {len(bad)} tensors have other shapes than the "
-                       f"{cfg.model!r} UNet (e.g. {bad[0]}); wrong model size?")
+                       f"{cfg.family_config.model!r} UNet (e.g. {bad[0]}); wrong model size?")
     missing, unexpected = unet.load_state_dict(state, strict=False)
     missing_spatial = [k for k in missing if not is_temporal(k)]
     if missing_spatial or unexpected:
@@ -93,10 +81,3 @@ def load_init(unet: nn.Module, path: str | Path, cfg: TrainConfig) -> None:
     if missing and cfg.stage == "finetune":
         raise SvdError(f"--init {path} has no temporal layers: finetune from a video checkpoint "
                        "(or run --stage video first)")
-
-
-def trainable_summary(model: nn.Module) -> dict:
-    """Parameter counts of the full model; ZeRO-3 keeps only a shard on each rank (p.numel() is
-    then 0) and records the full size as `ds_numel`."""
-    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
-    return {"parameters": sum(n for n, _ in sizes), "trainable": sum(n for n, t in sizes if t)}

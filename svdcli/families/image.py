@@ -1,4 +1,5 @@
-"""The conditioning image: read it, check it, bring it to the size the model samples at."""
+"""The conditioning image of image-conditioned families: read it, check it, bring it to the size
+the model samples at."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ import numpy as np
 
 from svdcli.errors import SvdError
 
-LATENT_FACTOR = 64  # the UNet downsamples the f8 latent 3 times: pixel sizes must divide by 64
+LATENT_FACTOR = 64  # SVD: the UNet downsamples the f8 latent 3 times, so pixel sizes divide by 64
 
 
 @dataclass
@@ -37,9 +38,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SvdError(f"cannot read {path} as an image (corrupt or unsupported format): {exc}") from None
 
 
-def fit_size(width: int, height: int) -> tuple[int, int]:
-    """Round a requested (width, height) down to multiples of 64, the sizes the model accepts."""
-    w, h = (max(LATENT_FACTOR, v - v % LATENT_FACTOR) for v in (width, height))
+def fit_size(width: int, height: int, multiple: int = LATENT_FACTOR) -> tuple[int, int]:
+    """Round a requested (width, height) down to multiples of `multiple`, the sizes the model accepts."""
+    w, h = (max(multiple, v - v % multiple) for v in (width, height))
     return w, h
 
 

@@ -21,7 +21,7 @@ def write_tiny_checkpoint(path: str | Path, *, frames: int = 4, width: int = 128
     """Write `path` (.safetensors) and its CLIP model config beside it; returns `path`."""
     import torch
 
-    from svdcli.models.checkpoints import save_ours
+    from svdcli.families.svd.formats import save_ours
     from svdcli.models.conditioner import Conditioner, ConditionerConfig
     from svdcli.models.config import UNetConfig
     from svdcli.models.unet import VideoUNet

@@ -1,0 +1,73 @@
+"""The SVD family's keys of a training config, and the checks that tie them to the generic ones.
+
+They sit at the top level of a recipe beside the generic keys (`model: svd`, `cond: {...}`),
+as they always have, so every existing recipe and run folder reads unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from svdcli.typed_config import check, field_names, fill
+
+MODEL_PRESETS = ("tiny", "svd")
+COND_MODES = ("i2v", "t2v", "none")
+LORA_TARGETS = ("temporal_attention",)
+
+
+@dataclass
+class CondConfig:
+    mode: str = "i2v"         # i2v: first-frame image conditioning; t2v: captions; none
+    dropout: float = 0.1      # prob. of zeroing crossattn/concat (and the text) for CFG
+    cond_aug_p_mean: float = -3.0  # ln cond_aug ~ N(p_mean, p_std^2): noise on the cond frame
+    cond_aug_p_std: float = 0.5
+    text_dropout: float = 0.15     # t2v only (SVD video pretraining: 15%)
+
+
+@dataclass
+class SVDConfig:
+    """Which SVD network and encoders train, and how they are conditioned."""
+
+    model: str = "tiny"       # UNetConfig preset: tiny (tests, CPU) or svd (the paper's size)
+    weights: str = ""         # svd: official SVD .safetensors supplying the VAE and CLIP image tower
+    freeze_spatial: bool = False   # Video LDM: train only the temporal layers
+    cond: CondConfig = field(default_factory=CondConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SVDConfig":
+        """The SVD keys of a whole training config (the generic keys are left to it)."""
+        cfg = cls()
+        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
+        return cfg
+
+
+def unet_config(preset: str):
+    """The UNetConfig of a `model:` preset."""
+    from svdcli.models.config import UNetConfig
+
+    return UNetConfig.tiny() if preset == "tiny" else UNetConfig.svd()
+
+
+def validate(cfg) -> None:
+    """SVD settings against the generic config `cfg` (a svdcli.train.config.TrainConfig)."""
+    own: SVDConfig = cfg.family_config
+    check(own.model in MODEL_PRESETS, f"model must be one of {MODEL_PRESETS}, not {own.model!r}")
+    check(own.cond.mode in COND_MODES, f"cond.mode must be one of {COND_MODES}, not {own.cond.mode!r}")
+    d = cfg.data
+    # the VAE downsamples by 8 and the UNet's three downsamplers by 8 more: latents must halve cleanly
+    check(d.height % 64 == 0 and d.width % 64 == 0 and d.height > 0 and d.width > 0,
+          f"data.height and data.width must be positive multiples of 64 (VAE factor 8 x three UNet "
+          f"downsamplings), got {d.height}x{d.width}")
+    check(0.0 <= own.cond.dropout < 1.0 and 0.0 <= own.cond.text_dropout < 1.0,
+          "cond.dropout and cond.text_dropout must be in [0, 1)")
+    check(own.cond.cond_aug_p_std > 0, "cond.cond_aug_p_std must be > 0")
+    check(cfg.lora.target in LORA_TARGETS, "lora.target: only 'temporal_attention' is supported")
+    check(not (cfg.lora.rank and own.freeze_spatial),
+          "lora.rank > 0 already trains only the LoRA weights; drop freeze_spatial")
+    if cfg.stage == "image":
+        check(not own.freeze_spatial, "the image stage trains the spatial layers: freeze_spatial must be false")
+        check(cfg.lora.rank == 0, "LoRA targets temporal attention, which the image stage does not train")
+        check(own.cond.mode != "i2v", "the image stage cannot condition on its own first frame: use cond.mode t2v or none")

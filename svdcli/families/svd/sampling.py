@@ -1,0 +1,109 @@
+"""SVD sampling, as the official `simple_video_sample.py` does it.
+
+Family options (beyond the common frames, steps, guidance, size, seed): `fps_id` (the output
+plays at fps_id + 1), `motion_bucket_id`, `cond_aug` (noise on the conditioning image),
+`prompt` (text-conditioned checkpoints), `decode_chunk` (frames per temporal-VAE call) and
+`model` (svd or svd_xt: whose defaults). Phases: conditioning (CLIP image embedding, VAE latent
+of the noised image, micro-conditioning vector), sampling (linear per-frame guidance with cond
+and uncond in one batch), decoding (temporal VAE, `decode_chunk` frames a call).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from svdcli.errors import SvdError
+from svdcli.families.base import SamplingInputs
+from svdcli.families.svd.presets import ModelDefaults, preset
+
+OPTION_DEFAULTS = {"fps_id": 6, "motion_bucket_id": 127, "cond_aug": 0.02, "prompt": None}
+NEEDS_INPUT = "give a conditioning image with --image (or --prompt for a text-conditioned checkpoint)"
+
+
+def sampling_defaults(model, options: dict) -> ModelDefaults:
+    """The checkpoint's defaults, or those of the preset `model` names (svd, svd_xt)."""
+    return preset(options["model"]) if options.get("model") else model.defaults
+
+
+def resolve_options(model, options: dict, image, warn: Callable[[str], None]) -> dict:
+    """Every SVD option filled from the official defaults; says what training never saw."""
+    out = {**OPTION_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if image is None and out["prompt"] is None:
+        raise SvdError(NEEDS_INPUT)
+    if out["motion_bucket_id"] > 255:
+        warn("note: motion buckets above 255 were never seen in training")
+    out["decode_chunk"] = out.get("decode_chunk") or sampling_defaults(model, options).decode_chunk
+    return out
+
+
+def guided_video_denoiser(unet: torch.nn.Module, num_frames: int, *, min_cfg: float, max_cfg: float,
+                          autocast_dtype: torch.dtype | None = None) -> Callable:
+    """D(x, sigma, cond=, uncond=) for the samplers: EDM v-denoiser + linear per-frame guidance."""
+    from svdcli.diffusion.edm import Denoiser
+    from svdcli.diffusion.guidance import LinearPredictionGuider, guided_denoiser
+
+    denoiser = Denoiser(unet)
+    guider = LinearPredictionGuider(min_cfg, max_cfg, num_frames)
+    device = next(unet.parameters()).device
+
+    def run(x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+        # the network may run in half precision; the sampler state x stays float32
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        indicator = torch.zeros(x.shape[0] // num_frames, num_frames, device=x.device)
+        with ctx:
+            d = denoiser(x, sigma, cond, num_frames, indicator)
+        return d.float()
+
+    return guided_denoiser(run, guider)
+
+
+def seeded_noise(seed: int, image_shape: tuple, latent_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """This video's conditioning-image noise, then its initial latent noise, from one seeded stream.
+
+    Same order as the official script after torch.manual_seed(seed), and drawn on the CPU so
+    a seed gives the same noise on every device and whatever else is sampled alongside.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(image_shape, generator=gen), torch.randn(latent_shape, generator=gen)
+
+
+def conditioning_image(model, image, opts, device) -> tuple[torch.Tensor | None, list[str]]:
+    """The image at the sampling size in [-1, 1] (1, 3, H, W), and what was done to it."""
+    from svdcli.families.image import prepare_image, read_image, to_model_range
+
+    if image is None:
+        return None, []
+    if getattr(model.encode, "mode", "i2v") == "t2v":
+        return None, ["this checkpoint is text-conditioned: the image is not used"]
+    pixels = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image, np.uint8)
+    prepared = prepare_image(pixels, opts.width, opts.height)
+    notes = [prepared.note + " (--width/--height choose another size)"] if prepared.note else []
+    return to_model_range(prepared.pixels).to(device), notes
+
+
+def sampling_inputs(model, image, opts, device, dtype) -> SamplingInputs:
+    """Per-frame (cond, uncond) and the initial latent noise, from this video's seed."""
+    from svdcli.models.conditioner import repeat_over_frames
+
+    pixels, notes = conditioning_image(model, image, opts, device)
+    z, f = model.vae.cfg.z_channels, model.vae.cfg.downsampling
+    image_shape = (1, 3, opts.height, opts.width)
+    latent_shape = (opts.frames, z, opts.height // f, opts.width // f)
+    image_noise, latent_noise = seeded_noise(opts.seed, image_shape, latent_shape)
+    o = opts.family_options
+    cond, uncond = model.encode(pixels if pixels is None else pixels.to(dtype),
+                                fps_id=o["fps_id"], motion_bucket_id=o["motion_bucket_id"],
+                                cond_aug=o["cond_aug"], noise=image_noise.to(device, dtype), prompt=o["prompt"])
+    cond = {k: v.float() for k, v in repeat_over_frames(cond, opts.frames).items()}
+    uncond = {k: v.float() for k, v in repeat_over_frames(uncond, opts.frames).items()}
+    return SamplingInputs(latent_noise.to(device), cond, uncond, fps=float(o["fps_id"] + 1), notes=notes)
+
+
+def decode_latents(vae, latents: torch.Tensor, frames: int, chunk: int | None) -> torch.Tensor:
+    """Diffusion latents (B*T, 4, h, w) -> (B*T, 3, H, W) in [-1, 1], `chunk` frames per VAE call
+    (as sgm's decode_first_stage)."""
+    return vae.decode_diffusion_latents(latents, frames, chunk)
