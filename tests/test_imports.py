@@ -15,10 +15,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "svdcli"
 LOWER_FLOORS = ["svdcli.curate", "svdcli.shards", "svdcli.train", "svdcli.sample", "svdcli.models", "svdcli.families"]
-# train/, sample/ and models/ are being rebuilt around model families on another branch; these
-# rules hold there once it is merged, and are reported here until then
-PENDING = pytest.mark.xfail(strict=False, reason="holds once the model-family restructuring of train/, sample/ "
-                                                 "and models/ is merged")
 
 
 def module_name(path: Path) -> str:
@@ -112,7 +108,7 @@ def test_the_graph_sees_lazy_imports_and_the_registry():
 
 @pytest.mark.parametrize("package", [
     "svdcli.curate", "svdcli.manifest", "svdcli.shards", "svdcli.video", "svdcli.diffusion", "svdcli.demo",
-    "svdcli.weights", "svdcli.errors", "svdcli.train", "svdcli.models", pytest.param("svdcli.sample", marks=PENDING),
+    "svdcli.weights", "svdcli.errors", "svdcli.train", "svdcli.models", "svdcli.sample", "svdcli.families",
 ])
 def test_library_code_never_imports_the_cli(package):
     assert imports_of([package], ["svdcli.cli"]) == []
@@ -141,7 +137,6 @@ def test_no_module_pair_imports_each_other():
     assert [pair for pair in two_cycles() if not all(within(m, pending) for m in pair)] == []
 
 
-@PENDING
 def test_no_module_pair_imports_each_other_in_train_sample_and_models():
     assert two_cycles() == []
 
@@ -151,11 +146,9 @@ def test_no_cycle_passes_through_curation_manifests_or_shards():
     assert [c for c in cycles() if any(within(m, houses) for m in c)] == []
 
 
-@PENDING
 def test_no_cycles_at_all():
     assert cycles() == []
 
 
-@PENDING
 def test_shards_and_training_do_not_import_each_other_both_ways():
     assert not (imports_of(["svdcli.shards"], ["svdcli.train"]) and imports_of(["svdcli.train"], ["svdcli.shards"]))

@@ -1,6 +1,8 @@
 """Official checkpoints: the full SVD layout builds, svd vs svd_xt defaults, frame counts."""
 import pytest
 
+from svdcli.families import family_for
+
 from svdcli.errors import SvdError
 from svdcli.families.svd.presets import PRESETS, guess_official_model, own_defaults
 from svdcli.sample.options import check_frames
@@ -28,11 +30,11 @@ def test_official_layout_builds_every_part_strictly(reference_dir, tmp_path):
     parts, unexpected = _official_meta_parts(reference_dir)
     assert not unexpected
     ckpt = Checkpoint("official", parts, infer_unet_config(parts["unet"]), infer_vae_config(parts["vae"]))
-    loaded = assemble(ckpt, tmp_path / "svd_xt.safetensors", {})
+    loaded = assemble(ckpt, tmp_path / "svd_xt.safetensors", {}, family_for("svd"))
     assert loaded.defaults == PRESETS["svd_xt"]
     assert loaded.unet.cfg.context_dim == 1024 and loaded.unet.cfg.adm_in_channels == 768
     assert sum(p.numel() for p in loaded.unet.parameters()) == 1_524_623_082
-    assert assemble(ckpt, tmp_path / "svd.safetensors", {}).defaults.name == "svd"
+    assert assemble(ckpt, tmp_path / "svd.safetensors", {}, family_for("svd")).defaults.name == "svd"
 
 
 @pytest.mark.parametrize("name,expected", [

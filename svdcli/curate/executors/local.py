@@ -16,7 +16,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Iterator, Sequence
 
-from svdcli.curate.executors import Outcome, run_task
+from svdcli.curate.executors.base import Outcome, run_task
 from svdcli.curate.stage import Stage, Task
 from svdcli.errors import SvdError
 

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from svdcli.curate.executors import Outcome, TaskFailure, run_task
+from svdcli.curate.executors.base import Outcome, TaskFailure, run_task
 from svdcli.curate.stage import Stage, Task
 from svdcli.errors import SvdError
 

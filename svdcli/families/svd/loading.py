@@ -54,12 +54,8 @@ def load(family, header: CheckpointHeader) -> SVDModel:
     return assemble(load_checkpoint(path, header=header), path, meta, family)
 
 
-def assemble(ckpt, path: Path, meta: dict, family=None) -> SVDModel:
-    """Build the models of a read `Checkpoint` (official, ours or diffusers)."""
-    if family is None:
-        from svdcli.families import family_for
-
-        family = family_for("svd")
+def assemble(ckpt, path: Path, meta: dict, family) -> SVDModel:
+    """Build the models of a read `Checkpoint` (official, ours or diffusers) for `family`."""
     if ckpt.kind == "sd21":
         raise SvdError(f"{path} is an SD 2.1 image checkpoint; sample from a video checkpoint "
                        "(official SVD, or one trained with `svd train`)")
