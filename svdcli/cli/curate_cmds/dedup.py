@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         keep: str = typer.Option("longest", help="Which clip of a group stays: 'longest' or a score column."),
         embeddings: Path = typer.Option(None, help="CLIP embeddings side file (default: beside --manifest)."),
         index: str = typer.Option("auto", help="auto | exact | ivf."),
-        exact_limit: int = typer.Option(200_000, min=1, help="Exact search up to this many clips (auto)."),
+        exact_limit: int = typer.Option(50_000, min=1, help="Exact search up to this many clips (auto)."),
     ) -> None:
         from rich.progress import Progress
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from svdcli.errors import SvdError
 
-EXACT_LIMIT = 200_000  # clips; above it the IVF index (see the benchmark in docs/benchmarks.md)
+EXACT_LIMIT = 50_000  # clips; above it the IVF index: at 100k it was 2.8x faster at recall 1.0 (docs/benchmarks.md)
 QUERY_BATCH = 4096
 
 

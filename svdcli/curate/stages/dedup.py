@@ -38,7 +38,7 @@ class DedupConfig:
     threshold: float = 0.95   # cosine similarity at or above which two clips are near duplicates
     keep: str = "longest"     # 'longest' or a score column: which clip of a group is kept
     index: str = "auto"       # 'exact' | 'ivf' | 'auto' (exact up to exact_limit clips)
-    exact_limit: int = 200_000
+    exact_limit: int = 50_000
     nprobe: int = 16          # IVF cells visited per query
 
 
