@@ -16,8 +16,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 av = pytest.importorskip("av")
 
-from svdcli.curate.scorers.camera_motion import classify, clip_camera_motion, flow_parameters  # noqa: E402
-from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, analysis_size  # noqa: E402
+from svdcli.curate.scorers.camera_motion import classify, clip_camera_motion  # noqa: E402
+from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, analysis_size, pair_measures  # noqa: E402
 
 LABELS = Path(__file__).parent / "data" / "cut_labels.json"
 OPPOSITE = {frozenset(p) for p in (("pan_left", "pan_right"), ("tilt_up", "tilt_down"), ("zoom_in", "zoom_out"))}
@@ -57,7 +57,6 @@ def gray_frames(path: Path):
 def pair_labels(clip, frames):
     """[(frame, ours, reference, our params)] for the sampled pairs inside each shot."""
     times, grays = frames
-    cfg = MotionConfig()
     gap = max(1, round(clip.fps * PAIR_GAP))
     edges = sorted({t for span in clip.truth for t in span})  # cut and transition times, s
     cuts = [int(k) for k in np.searchsorted(times, np.array(edges) - 1e-3)]  # first frame at or after
@@ -65,10 +64,8 @@ def pair_labels(clip, frames):
     for a, b in zip([0] + cuts, cuts + [len(grays)]):
         for i in range(a + 2, b - gap - 2, max(1, round(clip.fps / 2))):
             j = i + gap
-            flow = cv2.calcOpticalFlowFarneback(grays[i], grays[j], None, cfg.pyr_scale, cfg.levels, cfg.winsize,
-                                                cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
-            flow *= PAIR_GAP / (times[j] - times[i])
-            ours = flow_parameters(flow, grays[i])
+            # our side is the motion stage's own code path: the same flow, scaled, then the fit
+            [(_, ours)] = pair_measures(np.stack([[grays[i], grays[j]]]), [times[j] - times[i]])
             ref = reference(grays[i], grays[j])
             if ref is None:
                 continue

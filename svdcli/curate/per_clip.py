@@ -18,7 +18,7 @@ from svdcli.curate.parts import TASK_COLUMN, clean_parts
 from svdcli.curate.runner import RunResult, run_stage
 from svdcli.curate.stage import ClipStage, Task
 from svdcli.errors import SvdError
-from svdcli.manifest.io import ManifestError, manifest_history, read_manifest, write_manifest
+from svdcli.manifest.io import ManifestError, manifest_history, put_column, read_manifest, write_manifest
 from svdcli.manifest.schema import COLUMNS
 
 CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
@@ -48,11 +48,7 @@ def merge_columns(manifest: pa.Table, results: pa.Table, columns: list[str]) -> 
     take = pa.array([index.get(cid) for cid in manifest.column("clip_id").to_pylist()], type=pa.int64())
     out = manifest
     for name in columns:
-        values = results.column(name).take(take)
-        if name in out.column_names:
-            out = out.set_column(out.column_names.index(name), name, values)
-        else:
-            out = out.append_column(name, values)
+        out = put_column(out, name, results.column(name).take(take))
     return out
 
 

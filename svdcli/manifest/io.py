@@ -56,6 +56,13 @@ def table_from_rows(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
     return pa.Table.from_pydict(arrays, schema=schema)
 
 
+def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """`table` with column `name` set to `values`: replaced in place if present, else appended."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
 def manifest_history(table_or_path: pa.Table | str | Path) -> list[dict]:
     """The list of stage records (stage, settings, fingerprint, time) stored in the file."""
     schema = table_or_path.schema if isinstance(table_or_path, pa.Table) else pq.read_schema(table_or_path)

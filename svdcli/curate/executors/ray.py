@@ -151,10 +151,7 @@ class RayExecutor:
                         continue
                     outcome = TaskFailure(_crash(exc, attempt))
                 except ray.exceptions.RayTaskError as exc:  # setup() failed in the actor
-                    cause = exc.as_instanceof_cause()
-                    if isinstance(cause, SvdError):
-                        raise SvdError(str(cause)) from None
-                    outcome = TaskFailure(f"{type(cause).__name__}: {cause}")
+                    outcome = _setup_failure(exc)
                 yield task, outcome
         finally:
             for ref in pending:
@@ -170,10 +167,16 @@ class RayExecutor:
                 ray.exceptions.ObjectLostError) as exc:
             return TaskFailure(_crash(exc, attempts))
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, SvdError):  # setup() refused (missing weights): the user's error
-                raise SvdError(str(cause)) from None
-            return TaskFailure(f"{type(cause).__name__}: {cause}")
+            return _setup_failure(exc)
+
+
+def _setup_failure(exc) -> TaskFailure:
+    """What an exception raised on a worker outside `run_task` (the stage's setup) means: an
+    SvdError (missing weights, a bad setting) is the user's and stops the run; others fail the task."""
+    cause = exc.as_instanceof_cause()
+    if isinstance(cause, SvdError):
+        raise SvdError(str(cause)) from None
+    return TaskFailure(f"{type(cause).__name__}: {cause}")
 
 
 def _token_available() -> bool:

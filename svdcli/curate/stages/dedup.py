@@ -90,31 +90,26 @@ def run_dedup(manifest: Path, out: Path | None = None, cfg: DedupConfig = DedupC
               embeddings: Path | None = None, progress=None) -> tuple[Path, int, int]:
     """Write `duplicate_of` / `duplicate_similarity` (and, where `keep` exists, drop the duplicates)."""
     from svdcli.curate.stages.clip import embeddings_path
-    from svdcli.manifest.io import manifest_history, read_manifest, write_manifest
+    from svdcli.manifest.io import manifest_history, put_column, read_manifest, write_manifest
 
     check(asdict(cfg))
     table = read_manifest(manifest)
     dup, sim = find_in_manifest(table, Path(embeddings or embeddings_path(manifest)), cfg, progress)
-    out_table = _set(table, "duplicate_of", pa.array(dup, pa.string()))
-    out_table = _set(out_table, "duplicate_similarity", pa.array(sim, pa.float32()))
+    out_table = put_column(table, "duplicate_of", pa.array(dup, pa.string()))
+    out_table = put_column(out_table, "duplicate_similarity", pa.array(sim, pa.float32()))
     if "keep" in out_table.column_names:
         keep = out_table.column("keep").to_pylist()
         reason = out_table.column("drop_reason").to_pylist()
         for i, d in enumerate(dup):
             if d is not None and keep[i]:
                 keep[i], reason[i] = False, REASON + d
-        out_table = _set(_set(out_table, "keep", pa.array(keep, pa.bool_())), "drop_reason", pa.array(reason, pa.string()))
+        out_table = put_column(out_table, "keep", pa.array(keep, pa.bool_()))
+        out_table = put_column(out_table, "drop_reason", pa.array(reason, pa.string()))
     out = Path(out or manifest)
     record = {"stage": "dedup", "settings": asdict(cfg), "input": str(manifest)}
     write_manifest(out_table, out, record=record, history=manifest_history(table))
     kept_of = {d for d in dup if d is not None}
     return out, sum(d is not None for d in dup), len(kept_of)
-
-
-def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)
 
 
 def check(settings: dict) -> None:

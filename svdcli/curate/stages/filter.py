@@ -162,12 +162,9 @@ def apply_rules(table: pa.Table, rules: list[Rule],
             elif not rule.holds(value, threshold):
                 reasons[i] = rule.failed()
     keep = pa.array([r is None for r in reasons], pa.bool_())
-    out = table
-    for name, values in (("keep", keep), ("drop_reason", pa.array(reasons, pa.string()))):
-        if name in out.column_names:
-            out = out.set_column(out.column_names.index(name), name, values)
-        else:
-            out = out.append_column(name, values)
+    from svdcli.manifest.io import put_column
+
+    out = put_column(put_column(table, "keep", keep), "drop_reason", pa.array(reasons, pa.string()))
     return out, cutoffs
 
 

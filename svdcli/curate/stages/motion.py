@@ -103,13 +103,21 @@ def flow_size(width: int, height: int, cfg: MotionConfig = MotionConfig()) -> tu
     return analysis_size(width, height, cfg.long_side, upscale=True)
 
 
-def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = MotionConfig()) -> float:
-    """Mean Farneback flow magnitude from gray frame `a` to gray frame `b`, in pixels."""
+def pair_flow(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = MotionConfig()) -> np.ndarray:
+    """Farneback flow (H, W, 2) from gray frame `a` to gray frame `b`, in pixels."""
     import cv2
 
-    flow = cv2.calcOpticalFlowFarneback(a, b, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
-                                        cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)  # (H, W, 2)
+    return cv2.calcOpticalFlowFarneback(a, b, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
+                                        cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+
+
+def mean_magnitude(flow: np.ndarray) -> float:
     return float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean())
+
+
+def pair_flow_magnitude(a: np.ndarray, b: np.ndarray, cfg: MotionConfig = MotionConfig()) -> float:
+    """Mean Farneback flow magnitude from gray frame `a` to gray frame `b`, in pixels."""
+    return mean_magnitude(pair_flow(a, b, cfg))
 
 
 def motion_score(pairs: np.ndarray, gaps: list[float], cfg: MotionConfig = MotionConfig(),
@@ -135,15 +143,12 @@ def pair_measures(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), 
                   camera: bool = True) -> list[tuple[float, dict | None]]:
     """(flow magnitude in analysis px per 1/15 s, camera-motion parameters) of each pair, from one
     Farneback flow per pair (the camera fit reads the same field: no extra decode or flow)."""
-    import cv2
-
     from svdcli.curate.scorers.camera_motion import flow_parameters
 
     def one(k: int) -> tuple[float, dict | None]:
         a, b = pairs[k]
-        flow = cv2.calcOpticalFlowFarneback(a, b, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
-                                            cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)  # (H, W, 2)
-        value = float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean()) * PAIR_GAP / gaps[k]
+        flow = pair_flow(a, b, cfg)  # (H, W, 2)
+        value = mean_magnitude(flow) * PAIR_GAP / gaps[k]
         return value, (flow_parameters(flow * (PAIR_GAP / gaps[k]), a) if camera else None)
 
     if threads <= 1 or len(pairs) < 2:
