@@ -4,8 +4,9 @@ Definition (what `duplicate_of` means):
 
 - Two clips are near duplicates when the cosine similarity of their embeddings is at least
   `threshold` (0.95 by default; with unit vectors cosine = inner product).
-- Clips are visited in the keep order (`order_by`: the longest first, or the best score first;
-  ties by clip_id, so the result does not depend on row order). A clip not yet claimed becomes
+- Clips are visited in the keep order: the highest priority the caller passes first (the
+  stage: most frames, or the best score), ties by clip_id, so the result does not depend on
+  row order. A clip not yet claimed becomes
   the kept clip of its group and claims every unclaimed neighbour at or above the threshold;
   each claimed clip records the kept one (`duplicate_of`) and their similarity.
   So every dropped clip is a real near duplicate (>= threshold) of the clip named in its row,
@@ -34,7 +35,6 @@ class DuplicateConfig:
     """Settings of near-duplicate removal; every field changes the result (and the fingerprint)."""
 
     threshold: float = 0.95
-    keep: str = "longest"          # 'longest' (num_frames) or a score column, the highest kept
     index: str = "auto"            # 'exact' | 'ivf' | 'auto' (exact up to exact_limit clips)
     exact_limit: int = EXACT_LIMIT
     nprobe: int = 16               # IVF cells visited per query

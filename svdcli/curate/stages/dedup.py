@@ -76,7 +76,7 @@ def find_in_manifest(table: pa.Table, embeddings: Path, cfg: DedupConfig, progre
     have = [k for k, cid in enumerate(ids) if cid in row_of]
     rows = [row_of[ids[k]] for k in have]
     pri = priorities(table, cfg.keep)[rows] if rows else np.zeros(0)
-    dcfg = DuplicateConfig(cfg.threshold, cfg.keep, cfg.index, cfg.exact_limit, cfg.nprobe)
+    dcfg = DuplicateConfig(cfg.threshold, cfg.index, cfg.exact_limit, cfg.nprobe)  # keep: the priorities
     dup, sim = find_duplicates([ids[k] for k in have], emb[have], pri, dcfg, progress)
     duplicate_of: list = [None] * table.num_rows
     similarity: list = [None] * table.num_rows
