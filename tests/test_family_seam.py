@@ -152,6 +152,6 @@ def test_svd_options_are_refused_by_a_family_that_has_none(toy, tmp_path):
 
     model = ToyModel(family=toy, defaults=SamplingDefaults("toy", 2, 3, 1.0, 1.0, 32, 32), kind="toy",
                      net=ToyNet(4))
-    with pytest.raises(Exception, match="no sampling option 'fps_id'"):
+    with pytest.raises(Exception, match="takes no --fps-id"):
         resolve(SampleOptions(fps_id=3), model, None, print)
     assert resolve(SampleOptions(), model, None, print).family_options == {}

@@ -22,7 +22,10 @@ HELP = (
     "The image is resized and centre-cropped to the model's size (svd: 1024x576) and the command "
     "says when it does. Writes an mp4 (or a gif, or a folder of png frames: --format or the --out "
     "suffix) and prints how long each phase took. The same --seed gives the same video (the noise is "
-    "drawn on the CPU, so devices differ only by rounding).")
+    "drawn on the CPU, so devices differ only by rounding).\n\n"
+    "Other families (docs/families.md): video_ldm (text-to-video; --long, --interpolate), vdm "
+    "(pixel space; --extend / --upsample with reconstruction guidance), tune_a_video (--tuned, "
+    "--invert). An option a checkpoint's family does not take is refused, naming the ones it does.")
 
 MISSING_CHECKPOINT = (
     "no --checkpoint given. Official weights: download svd.safetensors from "
@@ -54,6 +57,21 @@ def register(app: typer.Typer) -> None:
         width: int = typer.Option(None, "--width", help="Output width, multiple of 64 (default: the model's)."),
         height: int = typer.Option(None, "--height", help="Output height, multiple of 64 (default: the model's)."),
         prompt: str = typer.Option(None, "--prompt", "-p", help="Text prompt, for a text-conditioned checkpoint."),
+        cfg: float = typer.Option(None, "--cfg", help="One guidance scale for every frame (sets --min-cfg and --max-cfg)."),
+        temporal_prompt: str = typer.Option(None, "--temporal-prompt", help="Text for the temporal cross-attention layers only (default: --prompt); SVD paper sec. 6.4."),
+        lora: list[Path] = typer.Option([], "--lora", help="LoRA file from `svd train ... --set lora.rank=16` to apply (repeatable)."),
+        lora_scale: list[float] = typer.Option([], "--lora-scale", help="Strength of each --lora, in order (default 1.0; 0 = the base model)."),
+        input_video: Path = typer.Option(None, "--input", help="Input video for --extend, --upsample or --interpolate."),
+        long: bool = typer.Option(False, "--long", help="video_ldm: generate --frames chunk after chunk, each conditioned on the last frames of the one before."),
+        context_frames: int = typer.Option(None, "--context-frames", min=0, help="video_ldm --long: frames of context carried into the next chunk."),
+        context_guidance: float = typer.Option(None, "--context-guidance", help="video_ldm --long: classifier-free guidance scale on the context frames (0 ignores them, 1 = conditional)."),
+        interpolate: int = typer.Option(None, "--interpolate", min=2, help="video_ldm: temporal interpolation factor (4: T keyframes -> 4T-3 frames; 16 = two passes)."),
+        extend: int = typer.Option(None, "--extend", min=1, help="vdm: generate this many frames after the end of --input."),
+        upsample: int = typer.Option(None, "--upsample", min=2, help="vdm: spatial super-resolution factor of --input."),
+        guidance_weight: float = typer.Option(None, "--guidance-weight", min=0.0, help="vdm: reconstruction guidance weight w_r (0 = unconditional)."),
+        conditioning: str = typer.Option(None, "--conditioning", help="vdm: reconstruction (default) or replacement (the baseline)."),
+        tuned: Path = typer.Option(None, "--tuned", help="tune_a_video: a `svd tune` run folder (or its delta file) applied to --checkpoint."),
+        invert: Path = typer.Option(None, "--invert", help="tune_a_video: start from the DDIM inversion of this video (default: random noise)."),
         device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda when available)."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -66,8 +84,19 @@ def register(app: typer.Typer) -> None:
         from svdcli.sample.pipeline import SampleOptions, sample_to_file
 
         # family options go only when given: the checkpoint's family knows its defaults
+        if len(lora_scale) > len(lora):
+            raise SvdError(f"{len(lora_scale)} --lora-scale values for {len(lora)} --lora file(s)")
+        loras = [(path, lora_scale[i] if i < len(lora_scale) else 1.0) for i, path in enumerate(lora)]
+        if cfg is not None:
+            if min_cfg is not None or max_cfg is not None:
+                raise SvdError("--cfg sets both --min-cfg and --max-cfg: give either --cfg or those two")
+            min_cfg = max_cfg = cfg
         given = {"fps_id": fps_id, "motion_bucket_id": motion_bucket, "cond_aug": cond_aug, "prompt": prompt,
-                 "decode_chunk": decode_chunk, "model": model}
+                 "decode_chunk": decode_chunk, "model": model, "temporal_prompt": temporal_prompt,
+                 "lora": loras or None, "input": input_video, "long": long or None,
+                 "context_frames": context_frames, "context_guidance": context_guidance,
+                 "interpolate": interpolate, "extend": extend, "upsample": upsample,
+                 "guidance_weight": guidance_weight, "conditioning": conditioning, "tuned": tuned, "invert": invert}
         options = SampleOptions(frames=frames, steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
                                 sampler=sampler, width=width, height=height,
                                 **{k: v for k, v in given.items() if v is not None})

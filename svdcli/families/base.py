@@ -210,6 +210,7 @@ class Family(ABC):
 
     # --- sampling ------------------------------------------------------------------------
     option_names: tuple[str, ...] = ()  # family sampling options (e.g. SVD: fps_id, motion_bucket_id)
+    sampler_names: tuple[str, ...] = ("euler", "heun")  # what `--sampler` may name; `sample` runs it
 
     def sampling_defaults(self, model: LoadedModel, options: dict) -> SamplingDefaults:
         """Defaults of the common options for this model and these family options."""
@@ -218,8 +219,9 @@ class Family(ABC):
     def check_option_names(self, options: dict) -> None:
         unknown = sorted(set(options) - set(self.option_names))
         if unknown:
-            takes = ", ".join(self.option_names) or "none"
-            raise SvdError(f"family {self.name} has no sampling option {unknown[0]!r} (it takes: {takes})")
+            flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731 - the CLI's spelling
+            takes = ", ".join(map(flag, self.option_names)) or "none"
+            raise SvdError(f"family {self.name} takes no {flag(unknown[0])} (it takes: {takes})")
 
     def resolve_options(self, model: LoadedModel, options: dict, image, warn: Callable[[str], None]) -> dict:
         """The family options filled and checked; `image` is the conditioning image given, or None."""
@@ -242,6 +244,22 @@ class Family(ABC):
     @abstractmethod
     def guided_denoiser(self, model: LoadedModel, opts, autocast_dtype) -> Callable:
         """D(x, sigma, *, cond, uncond) for the samplers, guidance included."""
+
+    def sample(self, model: LoadedModel, inputs: SamplingInputs, opts, denoiser: Callable,
+               sigmas: torch.Tensor, callback: Callable | None) -> torch.Tensor:
+        """The sampling loop: x (B*T, C, h, w) at sigma = 0. By default the ODE sampler
+        `opts.sampler` from the EDM prior. A family with its own loop (chunks of a long video,
+        reconstruction guidance, DDIM from an inversion) overrides it and calls `callback`
+        `sampling_steps` times in all; sampling runs under torch.no_grad (enable grad inside
+        where a loop needs it)."""
+        from svdcli.diffusion.samplers import SAMPLERS, prior_sample
+
+        return SAMPLERS[opts.sampler](denoiser, prior_sample(inputs.noise.float(), sigmas), sigmas,
+                                      extra_args={"cond": inputs.cond, "uncond": inputs.uncond}, callback=callback)
+
+    def sampling_steps(self, model: LoadedModel, opts) -> int:
+        """Network steps `sample` reports to its callback (the progress bar's total)."""
+        return opts.steps
 
     @abstractmethod
     def decode(self, model: LoadedModel, x: torch.Tensor, opts) -> torch.Tensor:

@@ -55,11 +55,15 @@ def with_overrides(defaults, **kw):
     return dataclasses.replace(defaults, **{k: v for k, v in kw.items() if v is not None})
 
 
-def check_sampler(name: str) -> None:
-    from svdcli.diffusion.samplers import SAMPLERS
+def check_sampler(name: str, family=None) -> None:
+    """Refuse a sampler `family` does not run (with no family: one that no registered family runs)."""
+    from svdcli.families import family_for, names
 
-    if name not in SAMPLERS:
-        raise SvdError(f"unknown --sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    known = family.sampler_names if family is not None else tuple(
+        dict.fromkeys(n for f in names() for n in family_for(f).sampler_names))
+    if name not in known:
+        whose = f"family {family.name}" if family is not None else "any model family"
+        raise SvdError(f"unknown --sampler {name!r} for {whose}; choose one of {', '.join(known)}")
 
 
 def resolve(options: SampleOptions, model, image, warn: Callable[[str], None]) -> SampleOptions:
@@ -73,7 +77,7 @@ def resolve(options: SampleOptions, model, image, warn: Callable[[str], None]) -
                        max_cfg=options.max_cfg)
     check_frames(base, d.frames, warn)
     sampler = options.sampler or d.sampler
-    check_sampler(sampler)
+    check_sampler(sampler, family)
     width, height = fit_size(options.width or d.width, options.height or d.height, d.size_multiple)
     if (options.width and width != options.width) or (options.height and height != options.height):
         warn(f"note: sizes must be multiples of {d.size_multiple}; sampling at {width}x{height}")

@@ -147,8 +147,6 @@ class VideoPipeline:
                  warn: Callable[[str], None] = print) -> VideoResult:
         """Sample one video. `image` is a path, an (H, W, 3) uint8 array, or None (a prompt, or a
         family that takes no image)."""
-        from svdcli.diffusion.samplers import SAMPLERS, prior_sample
-
         opts = self.resolve(options or SampleOptions(), image, warn)
         timings: dict[str, float] = {}
         with _timed(timings, "conditioning", self.device), self._autocast():
@@ -159,8 +157,7 @@ class VideoPipeline:
             sigmas = self.family.sigmas(self.model, opts.steps, self.device)
             autocast = self.dtype if self.dtype != torch.float32 else None
             denoiser = self.family.guided_denoiser(self.model, opts, autocast)
-            x = SAMPLERS[opts.sampler](denoiser, prior_sample(inputs.noise.float(), sigmas), sigmas,
-                                       extra_args={"cond": inputs.cond, "uncond": inputs.uncond}, callback=callback)
+            x = self.family.sample(self.model, inputs, opts, denoiser, sigmas, callback)
         with _timed(timings, "decoding", self.device), self._autocast():
             frames = frames_to_uint8(self.family.decode(self.model, x.to(self.dtype), opts))
         return VideoResult(frames, fps=inputs.fps, timings=timings, notes=inputs.notes)
@@ -182,7 +179,7 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     if isinstance(image, (str, Path)):
         read_image(image)
     if options.sampler is not None:
-        check_sampler(options.sampler)
+        check_sampler(options.sampler)  # a name no family knows
     start = time.perf_counter()
     pipe = VideoPipeline.from_checkpoint(checkpoint, family=family, device=device, dtype=dtype)
     loading = time.perf_counter() - start
@@ -190,7 +187,7 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
         log(f"note: {note}")
     opts = pipe.resolve(options, image, warn=lambda msg: None)
     log(pipe.describe(opts))
-    with (progress(opts.steps) if progress else nullcontext()) as step:
+    with (progress(pipe.family.sampling_steps(pipe.model, opts)) if progress else nullcontext()) as step:
         result = pipe.generate(image, options, callback=step, warn=log)
     start = time.perf_counter()
     result.path = write_video(result.frames, out, result.fps, fmt)
