@@ -1,4 +1,5 @@
-"""Curation on Ray vs the local process pool, same cores: cuts and motion over a synthetic corpus.
+"""Curation on Ray vs the local process pool, same cores: cuts, motion, text (DBNet, an actor
+pool) and pack over a synthetic corpus.
 
 Baseline: the local executor with 2 worker processes. Ray: a local Ray instance with 2 CPUs
 (`ray.init(num_cpus=2)`), the same stages and tasks. Target: Ray wall <= 1.15x local. Also
@@ -42,6 +43,8 @@ def main() -> None:
     from svdcli.curate.executors.ray import RayExecutor
     from svdcli.curate.stages.cuts import CutsConfig, run_cuts
     from svdcli.curate.stages.motion import run_motion
+    from svdcli.curate.stages.text import run_text
+    from svdcli.shards.pack import PackConfig, run_pack
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -55,7 +58,12 @@ def main() -> None:
                 rows[f"cuts {name}"] = timed(lambda: run_cuts(videos, out, CutsConfig(), workers=2, executor=ex))
                 rows[f"motion {name}"] = timed(lambda: run_motion(out, tmp / f"motion-{name}.parquet", workers=2,
                                                                   executor=ex))
-            for stage in ("cuts", "motion"):
+                rows[f"text {name}"] = timed(lambda: run_text(out, tmp / f"text-{name}.parquet", workers=2,
+                                                              executor=ex, detector="dbnet"))
+                pack = PackConfig(size=(128, 192), frames=14, min_frames=4, shard_size=4)
+                rows[f"pack {name}"] = timed(lambda: run_pack(out, tmp / f"shards-{name}", pack, workers=2,
+                                                              all_ok=True, progress=False, executor=ex))
+            for stage in ("cuts", "motion", "text", "pack"):
                 local, on_ray = rows[f"{stage} local"], rows[f"{stage} ray"]
                 print(f"{stage:<7} {VIDEOS} videos: local pool {local:6.2f} s | Ray {on_ray:6.2f} s | "
                       f"Ray / local x{on_ray / local:.2f} (target <= 1.15)", flush=True)

@@ -4,6 +4,7 @@ executor, a worker node killed mid-run loses and duplicates nothing, a killed dr
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -58,6 +59,10 @@ def _alive_nodes(address: str) -> int:
 
 @pytest.fixture(scope="module")
 def cluster():
+    # the cluster's own token, in the environment of its nodes and of this driver: nothing is read
+    # from or written to ~/.ray, so a fresh machine (no token yet) runs the test as well
+    saved = os.environ.get("RAY_AUTH_TOKEN")
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     temp = tempfile.mkdtemp(prefix="svdray", dir="/tmp")  # unix socket paths must stay short
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -80,6 +85,10 @@ def cluster():
         for node in (worker, head):
             if node is not None:
                 _kill(node)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +119,56 @@ def test_ray_writes_the_local_manifest(cluster, corpus, local, tmp_path):
     result, written = run_motion(corpus, tmp_path / "ray.parquet", executor=RayExecutor(cluster["address"]))
     assert result.complete and result.errors == 0
     assert _rows(written) == local
+
+
+def test_a_model_stage_runs_on_an_actor_pool_and_writes_the_local_manifest(cluster, tmp_path):
+    """text (DBNet, `loads_model`): actors load the detector once each and give the local rows."""
+    from svdcli.curate.stages.text import run_text
+
+    video = tmp_path / "t.mp4"
+    write_video(video, [Shot(24, seed=1), Shot(24, seed=2, text="BREAKING NEWS", text_area=0.1)], size=(320, 192),
+                fps=FPS)
+    manifest = write_rows(clip_rows(video, [0, 24, 48], FPS, (320, 192), tag="t"), tmp_path / "clips.parquet")
+    _, here = run_text(manifest, tmp_path / "local.parquet", detector="dbnet")
+    executor = RayExecutor(cluster["address"])
+    result, there = run_text(manifest, tmp_path / "ray.parquet", detector="dbnet", executor=executor)
+    assert result.complete and result.errors == 0
+    assert _rows(there) == _rows(here)
+    assert _rows(there)[1]["text_area"] > 0.07  # the texty clip is seen as such
+
+
+def test_recipe_resources_are_what_ray_reserves(cluster, corpus, tmp_path):
+    """num_gpus from a recipe's `resources:` reaches Ray: a cluster without GPUs says so."""
+    from svdcli.errors import SvdError
+
+    executor = RayExecutor(cluster["address"], resources={"motion": {"num_gpus": 1}})
+    with pytest.raises(SvdError, match="asks for 1 GPU per worker; the cluster has 0"):
+        run_motion(corpus, tmp_path / "m.parquet", executor=executor)
+    from svdcli.curate.stages.motion import MotionStage
+
+    half = RayExecutor(cluster["address"], resources={"motion": {"num_cpus": 0.5}}).stage_resources(MotionStage())
+    assert (half.cpus, half.gpus) == (0.5, 0.0)
+    result, _ = run_motion(corpus, tmp_path / "half.parquet", executor=RayExecutor(
+        cluster["address"], resources={"motion": {"num_cpus": 0.5}}))
+    assert result.complete and result.errors == 0  # fractions are reserved as given
+
+
+def test_pack_on_ray_writes_the_local_shards(cluster, tmp_path):
+    """`svd pack --executor ray`: one task per shard, the same shards (frames, json) and index."""
+    from test_pack import make_corpus, shard_contents
+
+    from svdcli.shards.pack import PackConfig, run_pack
+
+    manifest, _ = make_corpus(tmp_path, corrupt=True)
+    cfg = PackConfig(size=(32, 48), frames=8, min_frames=4, fps=8.0, shard_size=2, format="npy")
+    local = run_pack(manifest, tmp_path / "local", cfg, workers=1, progress=False)
+    there = run_pack(manifest, tmp_path / "ray", cfg, progress=False, executor=RayExecutor(cluster["address"]))
+    assert not there.failed and there.shards_written == local.shards_written > 1
+    assert shard_contents(tmp_path / "ray") == shard_contents(tmp_path / "local")
+    import pyarrow.parquet as pq
+
+    index = lambda name: pq.read_table(tmp_path / name / "index.parquet").to_pylist()  # noqa: E731
+    assert index("ray") == index("local")
 
 
 def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(cluster, corpus, local, tmp_path):

@@ -61,6 +61,7 @@ def run_cli(tmp_path: Path, recipe: str = RECIPE, *overrides: str, manifest: Pat
     ("report=maybe", ["'report' must be true or false"]),
     ("motion", ["expected STAGE.SETTING=VALUE"]),
     ("clip.batch_size=8", ["the recipe has no stage 'clip'"]),
+    ("executor=spark", ["'executor' must be local or ray, not 'spark'"]),
 ])
 def test_bad_overrides_fail_before_anything_runs(tmp_path, override, words):
     result, _ = run_cli(tmp_path, RECIPE, override)  # no manifest either: the settings are refused first
@@ -97,6 +98,12 @@ def test_bad_overrides_fail_before_anything_runs(tmp_path, override, words):
     (RECIPE.replace("stages:", "stages:\n  cuts: {trim: -1}"), ["cuts.trim = -1 is out of range"]),
     (RECIPE.replace("stages:", "stages:\n  cuts: {thresholds: [20, 8]}"), ["cuts.thresholds must be a string or null"]),
     (RECIPE.replace('rules: ["motion_score >= 0.25"]', "rules: []"), ["filter.rules must be a non-empty list"]),
+    (RECIPE.replace("report: false", "executor: slurm"), ["'executor' must be local or ray, not 'slurm'"]),
+    (RECIPE.replace("report: false", "resources: {moton: {num_cpus: 1}}"), ["resources for unknown stage 'moton'"]),
+    (RECIPE.replace("report: false", "resources: {text: {cpus: 1}}"), ["resources.text must map num_cpus"]),
+    (RECIPE.replace("report: false", "resources: {text: {num_gpus: -1}}"), ["resources.text.num_gpus must be a number >= 0"]),
+    (RECIPE.replace("report: false", "resources: {text: {num_cpus: 0}}"), ["resources.text.num_cpus must be a number > 0"]),
+    (RECIPE.replace("report: false", "resources: [text]"), ["'resources' must be a mapping of stage names"]),
     (RECIPE.replace('rules: ["motion_score >= 0.25"]', "rules: [0.25]"), ["filter.rules must be a non-empty list"]),
     (RECIPE.replace('rules: ["motion_score >= 0.25"]', "rules: ['motion_score >= 1']\n    keep_top: 3"),
      ["stage 'filter': unknown setting 'keep_top'"]),
@@ -105,6 +112,27 @@ def test_bad_recipes_fail_naming_the_file_before_anything_runs(tmp_path, recipe,
     result, path = run_cli(tmp_path, recipe)
     assert_one_line_error(result, path.name, *words)
     assert not (tmp_path / "work").exists()
+
+
+def test_executor_keys_are_read_and_reach_the_executor(tmp_path, monkeypatch):
+    """`executor`, `ray_address` and `resources` from the recipe (and --set) are what the run's
+    executor is built with; --executor on the command line wins."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.replace("report: false", "executor: ray\nray_address: 10.0.0.1:6379\n"
+                                   "resources: {text: {num_cpus: 2, num_gpus: 0.5}}"))
+    recipe = load_recipe(path)
+    assert (recipe.executor, recipe.ray_address) == ("ray", "10.0.0.1:6379")
+    assert recipe.resources == {"text": {"num_cpus": 2.0, "num_gpus": 0.5}}
+    assert load_recipe(path, ["executor=local"]).executor == "local"
+    built = []
+    from svdcli.curate import executors
+
+    monkeypatch.setattr(executors, "executor_for", lambda *a: built.append(a) or None)
+    monkeypatch.setattr("svdcli.curate.recipe.run_recipe", lambda *a, **k: [])
+    CliRunner().invoke(app, ["curate", "run", str(path), "--manifest", str(path), "--workdir", str(tmp_path / "w")])
+    CliRunner().invoke(app, ["curate", "run", str(path), "--manifest", str(path), "--workdir", str(tmp_path / "w"),
+                             "--executor", "local"])
+    assert built == [("ray", "10.0.0.1:6379", recipe.resources), ("local", "10.0.0.1:6379", recipe.resources)]
 
 
 def test_a_missing_or_unreadable_recipe_file_is_one_line(tmp_path):

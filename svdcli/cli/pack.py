@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from svdcli.cli.common import console, fail, user_errors
+from svdcli.cli.curate_cmds.options import ExecutorName, RayAddress
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -24,6 +25,8 @@ _HELP = (
     "\n\nfps_id is the sample frame rate minus one, as the SVD checkpoints were conditioned. A rerun "
     "resumes: finished shards are kept and each shard is written atomically. Clips that cannot be "
     "decoded or are too short are skipped and listed, with the reason, in stats.json."
+    "\n\n--executor ray writes the shards as tasks on a Ray cluster (one per shard; --out on storage "
+    "every node sees, see docs/scale.md); its shards and markers are the local ones, so either resumes the other."
 )
 
 
@@ -63,6 +66,8 @@ def register(app: typer.Typer) -> None:
                                        "or settings (otherwise a rerun only resumes)."),
         rank: int = typer.Option(0, "--rank", help="This machine's share: shards k with k % world-size == rank."),
         world_size: int = typer.Option(1, "--world-size", help="Number of machines sharing the pack."),
+        executor: ExecutorName = "local",
+        ray_address: RayAddress = "auto",
     ) -> None:
         from svdcli.shards.pack import PackConfig, run_pack
 
@@ -74,8 +79,10 @@ def register(app: typer.Typer) -> None:
                          motion_scale=motion_scale, latents=latents)
         if not 0 <= rank < world_size:
             fail(f"--rank {rank} must be in 0..{world_size - 1}")
+        from svdcli.curate.executors import executor_for
+
         summary = run_pack(manifest, out, cfg, workers=workers, all_ok=all_ok, overwrite=overwrite,
-                           rank=rank, world_size=world_size)
+                           rank=rank, world_size=world_size, executor=executor_for(executor, ray_address))
         _report(summary)
 
 

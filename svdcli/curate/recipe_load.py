@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,16 @@ class Recipe:
     workers: int = 1
     report: bool = True
     source: str = ""
+    executor: str = "local"              # where the stages run: local | ray (docs/scale.md)
+    ray_address: str = "auto"
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {num_cpus, num_gpus} on Ray
 
 
 # --- reading ----------------------------------------------------------------------------------
-TOP_LEVEL = {"name": "a name", "workers": "an integer >= 1", "report": "true or false", "stages": "a mapping"}
+TOP_LEVEL = {"name": "a name", "workers": "an integer >= 1", "report": "true or false", "stages": "a mapping",
+             "executor": "local or ray", "ray_address": "auto or HOST:PORT",
+             "resources": "a mapping of stage names to {num_cpus: N, num_gpus: N} (fractions allowed)"}
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
 
 
 def load_recipe(path: Path, overrides: list[str] = ()) -> Recipe:
@@ -98,19 +104,45 @@ def _parse(raw: dict, path: Path) -> Recipe:
             raise RecipeError(f"{path}: stage {stage!r} must map its settings to values "
                               f"(e.g. '{stage}: {{}}' for the defaults), not {settings!r}")
     recipe = Recipe(path.stem, {k: dict(v or {}) for k, v in stages.items()}, source=str(path))
-    for key in ("name", "workers", "report"):
+    for key in ("name", "workers", "report", "executor", "ray_address", "resources"):
         if key in raw:
             _set_top_level(recipe, key, raw[key], str(path))
     return recipe
 
 
 def _set_top_level(recipe: Recipe, key: str, value: Any, where: str) -> None:
+    if key == "resources":
+        value = _resources(value, where)
     ok = {"name": isinstance(value, (str, int, float)) and not isinstance(value, bool),
           "workers": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-          "report": isinstance(value, bool)}[key]
+          "report": isinstance(value, bool),
+          "executor": value in ("local", "ray"),
+          "ray_address": isinstance(value, str) and bool(value.strip()),
+          "resources": True}[key]
     if not ok:
         raise RecipeError(f"{where}: {key!r} must be {TOP_LEVEL[key]}, not {value!r}")
     setattr(recipe, key, str(value) if key == "name" else value)
+
+
+def _resources(value: Any, where: str) -> dict[str, dict[str, float]]:
+    """`resources: {caption: {num_gpus: 0.5}}` checked: known stages, known keys, numbers >= 0
+    (num_cpus > 0)."""
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: 'resources' must be {TOP_LEVEL['resources']}, not {value!r}")
+    checked = {}
+    for stage, asks in value.items():
+        if stage not in registry.NAMES:
+            raise RecipeError(f"{where}: resources for unknown stage {stage!r}; stages are {', '.join(registry.NAMES)}")
+        if not isinstance(asks, dict) or not asks or set(asks) - set(RESOURCE_KEYS):
+            raise RecipeError(f"{where}: resources.{stage} must map {' and/or '.join(RESOURCE_KEYS)} to numbers, "
+                              f"not {asks!r}")
+        for key, number in asks.items():
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0 or (
+                    key == "num_cpus" and number == 0):
+                low = "> 0" if key == "num_cpus" else ">= 0"
+                raise RecipeError(f"{where}: resources.{stage}.{key} must be a number {low}, not {number!r}")
+        checked[stage] = {k: float(v) for k, v in asks.items()}
+    return checked
 
 
 def _override(recipe: Recipe, item: str) -> None:
@@ -119,10 +151,10 @@ def _override(recipe: Recipe, item: str) -> None:
 
     key, sep, text = item.partition("=")
     stage, dot, setting = key.strip().partition(".")
-    top_level = sep and not dot and stage in ("workers", "report")
+    top_level = sep and not dot and stage in ("workers", "report", "executor", "ray_address")
     if not top_level and not (sep and dot and setting):
         raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE (e.g. motion.margin_frames=3), "
-                          "or workers=N, report=false")
+                          "or workers=N, report=false, executor=ray, ray_address=HOST:PORT")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:

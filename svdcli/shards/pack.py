@@ -239,8 +239,12 @@ def shard_done(out: Path, name: str) -> bool:
 
 def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers: int = 2,
              all_ok: bool = False, overwrite: bool = False, rank: int = 0, world_size: int = 1,
-             progress: bool = True) -> PackSummary:
-    """Pack the manifest's kept clips into `out`; resumes, and finalizes once all shards exist."""
+             progress: bool = True, executor=None) -> PackSummary:
+    """Pack the manifest's kept clips into `out`; resumes, and finalizes once all shards exist.
+
+    `executor` (a svdcli.curate.executors RayExecutor) writes the shards as tasks on a Ray
+    cluster, one per shard; `out` must then be storage every node sees. Shards and completion
+    markers are the same either way, so a Ray pack resumes a local one and back."""
     from svdcli.manifest.io import read_manifest
 
     t0 = time.perf_counter()
@@ -263,7 +267,7 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
     mine = [(name, group) for k, (name, group) in enumerate(plan) if k % world_size == rank]
     todo = [ShardJob(name, group, str(out), cfg, motion) for name, group in mine if not shard_done(out, name)]
     failed = _run_jobs(todo, workers, progress, total_clips=sum(len(g) for _, g in mine),
-                       done_clips=sum(len(g) for n, g in mine if shard_done(out, n)))
+                       done_clips=sum(len(g) for n, g in mine if shard_done(out, n)), executor=executor)
     seconds = time.perf_counter() - t0
     stats = None
     if all(shard_done(out, name) for name, _ in plan):
@@ -271,10 +275,22 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
     return PackSummary(out, len(plan), len(todo) - len(failed), len(mine) - len(todo), failed, seconds, stats)
 
 
-def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: int, done_clips: int) -> list[dict]:
-    """Write the shards, in worker processes when workers > 1; returns the shards that failed."""
+def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: int, done_clips: int,
+              executor=None) -> list[dict]:
+    """Write the shards, in worker processes when workers > 1 (or as the executor's tasks);
+    returns the shards that failed."""
     failed: list[dict] = []
     with _PackProgress(total_clips, done_clips, progress) as bar:
+        if executor is not None and jobs:
+            from svdcli.curate.executors import TaskFailure
+
+            for job, result in executor.map_calls(write_shard, jobs):
+                if isinstance(result, TaskFailure):
+                    failed.append({"shard": job.name, "error": result.message})
+                    bar.advance(len(job.clips), skipped=0, failed=1)
+                else:
+                    _collect(job, lambda result=result: result, bar, failed)
+            return failed
         if workers <= 1:
             for job in jobs:
                 _collect(job, lambda job=job: write_shard(job), bar, failed)

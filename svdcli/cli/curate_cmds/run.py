@@ -13,7 +13,9 @@ HELP = """Run a declarative curation recipe, e.g. pipelines/lvd-f.yaml (cuts -> 
 
 Rerunning is cheap: a stage whose input and settings are unchanged is skipped, and an interrupted stage resumes where it stopped. Change a setting without editing the file with --set STAGE.SETTING=VALUE (e.g. --set motion.margin_frames=3, --set "filter.rules=['motion_score >= 0.5']"). The recipe format is described in docs/recipes.md.
 
-Share a run over machines that see one WORKDIR with --rank R --world-size W: each runs its share of every stage's tasks. A rank that finishes its share while others still work stops there (nothing merged, no later stage started); the rank that finishes last merges the stage and runs the rest of the recipe, as a rerun without --rank does. Relaunch the ranks to share a later stage too."""
+Share a run over machines that see one WORKDIR with --rank R --world-size W: each runs its share of every stage's tasks. A rank that finishes its share while others still work stops there (nothing merged, no later stage started); the rank that finishes last merges the stage and runs the rest of the recipe, as a rerun without --rank does. Relaunch the ranks to share a later stage too.
+
+On a Ray cluster: --executor ray (or `executor: ray` in the recipe), with `resources:` in the recipe setting num_cpus / num_gpus per worker of each stage (docs/scale.md). --executor and --ray-address given here win over the recipe."""
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +34,8 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         rank: Rank = 0,
         world_size: WorldSize = 1,
-        executor: ExecutorName = "local",
-        ray_address: RayAddress = "auto",
+        executor: ExecutorName = None,
+        ray_address: RayAddress = None,
     ) -> None:
         from svdcli.curate.recipe import RunOptions, load_recipe, run_recipe
 
@@ -43,7 +45,9 @@ def register(app: typer.Typer) -> None:
         plan = load_recipe(recipe, overrides)
         con = console()
         opts = RunOptions(workers=workers or plan.workers, progress=stage_bars(progress), rank=rank,
-                          world_size=world_size, executor=executor_for(executor, ray_address))
+                          world_size=world_size,
+                          executor=executor_for(executor or plan.executor, ray_address or plan.ray_address,
+                                                plan.resources))
         summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
                                on_step=lambda s: con.print(_line(s)))
         if summaries[-1].action == "partial":

@@ -14,6 +14,10 @@
   `max_attempts` times in all, then the task becomes a TaskFailure naming the crash. Part
   files and completion markers are the runner's (see `svdcli.curate.parts`), so a run that
   is killed resumes on either executor.
+- `resources` (a recipe's `resources:` mapping, stage -> {num_cpus, num_gpus}) replaces what a
+  stage asks for per worker, e.g. half a GPU per caption actor so two share a device.
+- `map_calls(fn, items)` runs any picklable function the same way (`svd pack` writes its shards
+  with it: each call writes one shard and its completion marker to shared storage).
 - At most `in_flight` tasks are submitted at a time, and results come back in completion
   order, so the driver's memory stays bounded on corpora of millions of videos.
 
@@ -25,11 +29,12 @@ and the variable is unset.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from svdcli.curate.executors.base import Outcome, TaskFailure, run_task
-from svdcli.curate.stage import Stage, Task
+from svdcli.curate.stage import Resources, Stage, Task
 from svdcli.errors import SvdError
 
 MAX_ATTEMPTS = 3
@@ -64,9 +69,18 @@ class RayExecutor:
     """Stages on the Ray cluster at `address` ('auto', 'HOST:PORT', or None: a local one)."""
 
     def __init__(self, address: str | None = "auto", workers: int = 0, threads: int = 1,
-                 max_attempts: int = MAX_ATTEMPTS, in_flight: int = 0):
+                 max_attempts: int = MAX_ATTEMPTS, in_flight: int = 0,
+                 resources: dict[str, dict[str, float]] | None = None):
         self.address, self.workers, self.threads = address, workers, max(1, threads)
         self.max_attempts, self.in_flight = max(1, max_attempts), in_flight
+        self.resources = dict(resources or {})
+
+    def stage_resources(self, stage: Stage) -> Resources:
+        """What one worker of `stage` reserves: the stage's own ask, with the recipe's
+        num_cpus / num_gpus for that stage in its place where given."""
+        res = stage.resources()
+        given = self.resources.get(stage.name, {})
+        return replace(res, cpus=float(given.get("num_cpus", res.cpus)), gpus=float(given.get("num_gpus", res.gpus)))
 
     def connect(self):
         if "RAY_AUTH_MODE" not in os.environ and _token_available():
@@ -88,12 +102,24 @@ class RayExecutor:
         ray = self.connect()
         if not tasks:
             return
-        res = stage.resources()
+        res = self.stage_resources(stage)
         slots = self._slots(ray, res)
         if res.loads_model:
             yield from self._on_actors(ray, stage, tasks, res, slots)
         else:
-            yield from self._as_tasks(ray, stage, tasks, res, slots)
+            stage_ref = ray.put(stage)
+            remote = self._remote(ray, _task_body, res)
+            yield from self._windowed(ray, lambda task: remote.remote(stage_ref, task), tasks, slots)
+
+    def map_calls(self, fn: Callable[[Any], Any], items: Sequence[Any], *, cpus: float = 1.0,
+                  gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
+        """fn(item) for every item as Ray tasks, in completion order: (item, result), or
+        (item, TaskFailure) when fn raised or its worker died `max_attempts` times."""
+        ray = self.connect()
+        res = Resources(cpus=cpus, gpus=gpus)
+        remote = self._remote(ray, fn, res)
+        for item, outcome in self._windowed(ray, remote.remote, items, self._slots(ray, res), raise_user_errors=False):
+            yield item, outcome
 
     def _slots(self, ray, res) -> int:
         total = ray.cluster_resources()
@@ -105,20 +131,21 @@ class RayExecutor:
                                f"{total.get('GPU', 0):g}")
         return max(1, min(fit, self.workers) if self.workers else fit)
 
-    def _as_tasks(self, ray, stage, tasks, res, slots) -> Iterator[tuple[Task, Outcome]]:
-        remote = ray.remote(_task_body).options(num_cpus=res.cpus, num_gpus=res.gpus,
-                                                max_retries=self.max_attempts - 1)
-        stage_ref = ray.put(stage)
+    def _remote(self, ray, fn, res: Resources):
+        return ray.remote(fn).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=self.max_attempts - 1)
+
+    def _windowed(self, ray, submit, items, slots: int, raise_user_errors: bool = True) -> Iterator:
+        """submit(item) for every item, at most `in_flight` (default 4 per slot) at a time."""
         limit = self.in_flight or 4 * slots
-        todo, pending = list(reversed(tasks)), {}
+        todo, pending = list(reversed(items)), {}
         try:
             while todo or pending:
                 while todo and len(pending) < limit:
-                    task = todo.pop()
-                    pending[remote.remote(stage_ref, task)] = task
+                    item = todo.pop()
+                    pending[submit(item)] = item
                 done, _ = ray.wait(list(pending), num_returns=1)
-                task = pending.pop(done[0])
-                yield task, self._outcome(ray, done[0], self.max_attempts)
+                item = pending.pop(done[0])
+                yield item, self._outcome(ray, done[0], self.max_attempts, raise_user_errors)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -160,21 +187,21 @@ class RayExecutor:
                 ray.kill(worker)
 
     @staticmethod
-    def _outcome(ray, ref, attempts: int) -> Outcome:
+    def _outcome(ray, ref, attempts: int, raise_user_errors: bool = True):
         try:
             return ray.get(ref)
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as exc:
             return TaskFailure(_crash(exc, attempts))
         except ray.exceptions.RayTaskError as exc:
-            return _setup_failure(exc)
+            return _setup_failure(exc, raise_user_errors)
 
 
-def _setup_failure(exc) -> TaskFailure:
+def _setup_failure(exc, raise_user_errors: bool = True) -> TaskFailure:
     """What an exception raised on a worker outside `run_task` (the stage's setup) means: an
     SvdError (missing weights, a bad setting) is the user's and stops the run; others fail the task."""
     cause = exc.as_instanceof_cause()
-    if isinstance(cause, SvdError):
+    if raise_user_errors and isinstance(cause, SvdError):
         raise SvdError(str(cause)) from None
     return TaskFailure(f"{type(cause).__name__}: {cause}")
 
