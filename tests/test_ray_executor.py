@@ -199,3 +199,42 @@ def _wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while not condition() and time.time() < deadline:
         time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_soak_a_recipe_through_repeated_worker_node_deaths(cluster, tmp_path):
+    """`svd curate run` (cuts + motion) on Ray over 40 videos while worker nodes join and are
+    killed three times: the manifests equal the local executor's."""
+    from typer.testing import CliRunner
+
+    from svdcli.cli.main import app
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(40):
+        write_video(videos / f"v{i:02d}.mp4", [Shot(24, seed=i), Shot(24, seed=i + 50, speed=(2.0, 0.0))],
+                    size=(96, 64), fps=FPS)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("report: false\nstages:\n  cuts: {}\n  motion: {}\n")
+    run = lambda work, *extra: CliRunner().invoke(app, ["curate", "run", str(recipe), "--input", str(videos),  # noqa: E731
+                                                        "--workdir", str(work), "--no-progress", *extra])
+    assert run(tmp_path / "local").exit_code == 0
+    stop = threading.Event()
+
+    def churn():
+        for _ in range(3):
+            node = _node(["--address", cluster["address"], "--node-ip-address", "127.0.0.1"], "")
+            stop.wait(6)
+            _kill(node)
+            if stop.is_set():
+                return
+
+    killer = threading.Thread(target=churn)
+    killer.start()
+    result = run(tmp_path / "ray", "--executor", "ray", "--ray-address", cluster["address"])
+    stop.set()
+    killer.join()
+    assert result.exit_code == 0, result.output
+    for stage in ("cuts", "motion"):
+        assert _rows(tmp_path / "ray" / "manifests" / f"{stage}.parquet") == \
+            _rows(tmp_path / "local" / "manifests" / f"{stage}.parquet")
