@@ -65,3 +65,18 @@ def test_mismatched_lengths_and_empty_input():
     with pytest.raises(Exception, match="2 clip ids but 3"):
         find_duplicates(["a", "b"], np.ones((3, 4)), np.zeros(2))
     assert find_duplicates([], np.zeros((0, 4)), np.zeros(0))[0] == []
+
+
+def test_a_search_index_pickles_to_the_same_answers():
+    """What a Ray worker gets from the object store searches as the driver's index does (IVF
+    keeps its nprobe)."""
+    import pickle
+
+    from svdcli.curate.scorers.near_duplicates import SearchIndex, build_index, normalise
+
+    emb = normalise(np.random.default_rng(1).normal(size=(3000, 16)))
+    index = SearchIndex(build_index(emb, "ivf", nprobe=3), emb)
+    copy = pickle.loads(pickle.dumps(index))
+    assert copy.index.nprobe == 3
+    for a, b in zip(index.search((0, 500), 0.5), copy.search((0, 500), 0.5)):
+        np.testing.assert_array_equal(a, b)

@@ -53,6 +53,19 @@ def _task_body(stage: Stage, task: Task) -> Outcome:
     return run_task(_ready_stage(stage), task)
 
 
+_SHARED: dict[str, Any] = {}  # per worker process: the last shared object of map_calls, by reference
+
+
+def _call_with_shared(fn, item, holder: list):
+    import ray
+
+    key = holder[0].hex()
+    if key not in _SHARED:
+        _SHARED.clear()  # one at a time: a new call's object replaces the last one
+        _SHARED[key] = ray.get(holder[0])
+    return fn(item, _SHARED[key])
+
+
 class _Worker:
     """An actor of a model stage: sets the stage up once, then runs tasks."""
 
@@ -111,14 +124,21 @@ class RayExecutor:
             remote = self._remote(ray, _task_body, res)
             yield from self._windowed(ray, lambda task: remote.remote(stage_ref, task), tasks, slots)
 
-    def map_calls(self, fn: Callable[[Any], Any], items: Sequence[Any], *, cpus: float = 1.0,
-                  gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
-        """fn(item) for every item as Ray tasks, in completion order: (item, result), or
-        (item, TaskFailure) when fn raised or its worker died `max_attempts` times."""
+    def map_calls(self, fn: Callable[..., Any], items: Sequence[Any], *, cpus: float = 1.0,
+                  gpus: float = 0.0, shared: Any = None) -> Iterator[tuple[Any, Any]]:
+        """fn(item) (or fn(item, shared)) for every item as Ray tasks, in completion order:
+        (item, result), or (item, TaskFailure) when fn raised or its worker died `max_attempts`
+        times. `shared` goes to the object store once; each worker process unpickles it once."""
         ray = self.connect()
         res = Resources(cpus=cpus, gpus=gpus)
-        remote = self._remote(ray, fn, res)
-        for item, outcome in self._windowed(ray, remote.remote, items, self._slots(ray, res), raise_user_errors=False):
+        if shared is None:
+            remote = self._remote(ray, fn, res)
+            submit = remote.remote
+        else:
+            holder = [ray.put(shared)]  # inside a list: the worker gets the reference, not a copy per task
+            remote = self._remote(ray, _call_with_shared, res)
+            submit = lambda item: remote.remote(fn, item, holder)  # noqa: E731
+        for item, outcome in self._windowed(ray, submit, items, self._slots(ray, res), raise_user_errors=False):
             yield item, outcome
 
     def _slots(self, ray, res) -> int:

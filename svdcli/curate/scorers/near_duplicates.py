@@ -17,6 +17,11 @@ index (IVF, `nlist` ~ 4 sqrt(N) cells, `nprobe` visited per query) above it. Bot
 range query (every neighbour above the threshold, not a fixed k), batched so memory stays at
 one batch of results. The exact search costs N^2 D multiply-adds; `benchmarks/bench_dedup.py`
 measures where IVF starts to pay and what recall of planted duplicates it keeps.
+
+On a Ray cluster (`executor`) the index is built once on the driver and shared through the
+object store (`SearchIndex` pickles as faiss's serialised bytes); each task range-searches one
+block of queries, and the driver assembles the blocks in order, so the neighbour lists (and
+the groups) are the single-machine ones.
 """
 from __future__ import annotations
 
@@ -70,24 +75,62 @@ def build_index(emb: np.ndarray, kind: str, nprobe: int = 16, seed: int = 0):
     return index
 
 
-def neighbour_lists(emb: np.ndarray, threshold: float, kind: str, nprobe: int = 16,
-                    batch: int = QUERY_BATCH, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair (i, j), i != j, with emb[i].emb[j] >= threshold: CSR (offsets, neighbours, sims)."""
-    index = build_index(emb, kind, nprobe)
-    offsets, cols, sims = [np.zeros(1, np.int64)], [], []
-    for start in range(0, len(emb), batch):
-        lims, dist, ids = index.range_search(emb[start:start + batch], float(threshold) - 1e-6)
+class SearchIndex:
+    """A faiss index and the unit rows it holds, picklable (as faiss's serialised bytes) so a
+    cluster's workers get it from the object store once each."""
+
+    def __init__(self, index, emb: np.ndarray):
+        self.index, self.emb = index, emb
+
+    def __getstate__(self):
+        import faiss
+
+        return {"index": faiss.serialize_index(self.index), "emb": self.emb, "nprobe": getattr(self.index, "nprobe", None)}
+
+    def __setstate__(self, state):
+        import faiss
+
+        self.index, self.emb = faiss.deserialize_index(state["index"]), state["emb"]
+        if state["nprobe"] is not None:
+            faiss.extract_index_ivf(self.index).nprobe = state["nprobe"]
+
+    def search(self, block: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Neighbours of rows start..stop-1 other than themselves: (counts per row, ids, sims)."""
+        start, stop = block
+        lims, dist, ids = self.index.range_search(self.emb[start:stop], float(threshold) - 1e-6)
         lims = lims.astype(np.int64)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        rows = np.repeat(np.arange(start, stop), np.diff(lims))
         other = ids != rows  # a clip is its own neighbour; leave it out
-        counts = np.bincount(rows[other] - start, minlength=len(lims) - 1)
-        offsets.append(offsets[-1][-1] + np.cumsum(counts))
-        cols.append(ids[other])
-        sims.append(dist[other])
+        return np.bincount(rows[other] - start, minlength=stop - start), ids[other], dist[other]
+
+
+def _search_block(block: tuple[int, int], shared: tuple[SearchIndex, float]):
+    index, threshold = shared
+    return index.search(block, threshold)
+
+
+def neighbour_lists(emb: np.ndarray, threshold: float, kind: str, nprobe: int = 16,
+                    batch: int = QUERY_BATCH, progress=None,
+                    executor=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i, j), i != j, with emb[i].emb[j] >= threshold: CSR (offsets, neighbours, sims).
+    `executor` (a RayExecutor) searches the query blocks as tasks on its cluster."""
+    index = SearchIndex(build_index(emb, kind, nprobe), emb)
+    blocks = [(start, min(start + batch, len(emb))) for start in range(0, len(emb), batch)]
+    if executor is None:
+        results = ((block, index.search(block, threshold)) for block in blocks)
+    else:
+        results = executor.map_calls(_search_block, blocks, shared=(index, float(threshold)))
+    found = {}
+    for block, result in results:
+        if not isinstance(result, tuple):  # a TaskFailure: the block's search raised or its workers died
+            raise SvdError(f"near-duplicate search of clips {block[0]}..{block[1] - 1} failed: {result.message}")
+        found[block] = result
         if progress:
-            progress(min(batch, len(emb) - start))
+            progress(block[1] - block[0])
+    counts, cols, sims = zip(*(found[b] for b in blocks)) if blocks else ((), (), ())
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
-    return np.concatenate(offsets), cat(cols, np.int64), cat(sims, np.float32)
+    offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(cat(counts, np.int64))])
+    return offsets, cat(cols, np.int64), cat(sims, np.float32)
 
 
 def keep_order(clip_ids: list[str], priority: np.ndarray) -> np.ndarray:
@@ -116,13 +159,14 @@ def assign_groups(order: np.ndarray, offsets: np.ndarray, neighbours: np.ndarray
 
 
 def find_duplicates(clip_ids: list[str], emb: np.ndarray, priority: np.ndarray,
-                    cfg: DuplicateConfig = DuplicateConfig(), progress=None) -> tuple[list, np.ndarray]:
+                    cfg: DuplicateConfig = DuplicateConfig(), progress=None, executor=None) -> tuple[list, np.ndarray]:
     """`duplicate_of` (kept clip's id or None) and the similarity to it, per clip."""
     if len(clip_ids) != len(emb):
         raise SvdError(f"{len(clip_ids)} clip ids but {len(emb)} embeddings")
     if not len(clip_ids):
         return [], np.zeros(0, np.float32)
     kind = cfg.index if cfg.index != "auto" else ("exact" if len(emb) <= cfg.exact_limit else "ivf")
-    offsets, nb, sims = neighbour_lists(normalise(emb), cfg.threshold, kind, cfg.nprobe, progress=progress)
+    offsets, nb, sims = neighbour_lists(normalise(emb), cfg.threshold, kind, cfg.nprobe, progress=progress,
+                                        executor=executor)
     owner, sim = assign_groups(keep_order(clip_ids, np.asarray(priority, np.float64)), offsets, nb, sims)
     return [clip_ids[o] if o >= 0 else None for o in owner], sim

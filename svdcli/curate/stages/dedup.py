@@ -67,7 +67,7 @@ def priorities(table: pa.Table, keep: str) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in table.column(column).to_pylist()])
 
 
-def find_in_manifest(table: pa.Table, embeddings: Path, cfg: DedupConfig, progress=None):
+def find_in_manifest(table: pa.Table, embeddings: Path, cfg: DedupConfig, progress=None, executor=None):
     """(duplicate_of, similarity) per manifest row."""
     from svdcli.curate.scorers.near_duplicates import DuplicateConfig, find_duplicates
 
@@ -77,7 +77,7 @@ def find_in_manifest(table: pa.Table, embeddings: Path, cfg: DedupConfig, progre
     rows = [row_of[ids[k]] for k in have]
     pri = priorities(table, cfg.keep)[rows] if rows else np.zeros(0)
     dcfg = DuplicateConfig(cfg.threshold, cfg.index, cfg.exact_limit, cfg.nprobe)  # keep: the priorities
-    dup, sim = find_duplicates([ids[k] for k in have], emb[have], pri, dcfg, progress)
+    dup, sim = find_duplicates([ids[k] for k in have], emb[have], pri, dcfg, progress, executor)
     duplicate_of: list = [None] * table.num_rows
     similarity: list = [None] * table.num_rows
     for r, d, s in zip(rows, dup, sim):
@@ -87,14 +87,15 @@ def find_in_manifest(table: pa.Table, embeddings: Path, cfg: DedupConfig, progre
 
 
 def run_dedup(manifest: Path, out: Path | None = None, cfg: DedupConfig = DedupConfig(),
-              embeddings: Path | None = None, progress=None) -> tuple[Path, int, int]:
-    """Write `duplicate_of` / `duplicate_similarity` (and, where `keep` exists, drop the duplicates)."""
+              embeddings: Path | None = None, progress=None, executor=None) -> tuple[Path, int, int]:
+    """Write `duplicate_of` / `duplicate_similarity` (and, where `keep` exists, drop the duplicates).
+    `executor` (a RayExecutor) runs the neighbour search's query blocks on its cluster."""
     from svdcli.curate.stages.clip import embeddings_path
     from svdcli.manifest.io import manifest_history, put_column, read_manifest, write_manifest
 
     check(asdict(cfg))
     table = read_manifest(manifest)
-    dup, sim = find_in_manifest(table, Path(embeddings or embeddings_path(manifest)), cfg, progress)
+    dup, sim = find_in_manifest(table, Path(embeddings or embeddings_path(manifest)), cfg, progress, executor)
     out_table = put_column(table, "duplicate_of", pa.array(dup, pa.string()))
     out_table = put_column(out_table, "duplicate_similarity", pa.array(sim, pa.float32()))
     if "keep" in out_table.column_names:
@@ -120,10 +121,12 @@ def check(settings: dict) -> None:
 
 
 def recipe_step(src: Path, out: Path, settings: dict, opts) -> None:
-    """The dedup step of a recipe: one pass over the merged manifest, on the driver."""
+    """The dedup step of a recipe: one pass over the merged manifest on the driver (its
+    neighbour search on the cluster when the run has a Ray executor)."""
     from svdcli.curate.stages.clip import embeddings_path
 
-    run_dedup(src, out, DedupConfig(**settings), embeddings=embeddings_path(src))
+    run_dedup(src, out, DedupConfig(**settings), embeddings=embeddings_path(src),
+              executor=opts.executor)
 
 
 SPEC = StageSpec(
