@@ -111,7 +111,7 @@ class AppliedLoRA(nn.Module):
         return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, self.A0.dtype))   # at least float32
         delta = sum(s * ((xf @ getattr(self, f"A{i}").t()) @ getattr(self, f"B{i}").t())
                     for i, s in enumerate(self.scales))
         return self.base(x) + delta.to(x.dtype)
