@@ -184,6 +184,10 @@ def test_lora_finetune_changes_only_lora_weights(shards, image_run, tmp_path):
     rebuilt = merge_loras(base, [(lora, 1.0)])
     for k, v in merged.items():
         torch.testing.assert_close(rebuilt[k], v, atol=1e-6, rtol=0)
+    # a resumed run (no --init: the base comes from the checkpoint) records the same base
+    run(tmp_path / "run", shards, stage="finetune", resume=True, steps=4, **over)
+    resumed = read_lora_file(tmp_path / "run/lora.safetensors")
+    assert resumed.metadata["step"] == "4" and resumed.base_digest == lora.base_digest
 
 
 def test_video_stage_inflates_an_image_checkpoint_and_freezes_spatial_layers(shards, image_run, tmp_path):
