@@ -6,6 +6,8 @@
     RUN_DIR/checkpoints/step_000500/         one checkpoint (svdcli.train.checkpoint lists its files)
         ema.safetensors                      the exported model: what `svd sample` and `--init` read
         ema_state.safetensors                raw EMA shadows (LoRA runs, where the export is merged)
+        lora.safetensors                     LoRA runs: the LoRA matrices alone (`svd sample --lora`)
+    RUN_DIR/lora.safetensors                 LoRA runs: the newest checkpoint's LoRA file
 
 A folder with a `checkpoints/` folder is a run; anywhere a checkpoint is read, a run means its
 newest export (`resolve_checkpoint`).
@@ -26,6 +28,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 EXPORT = "ema.safetensors"
 EMA_SHADOWS = "ema_state.safetensors"
+LORA = "lora.safetensors"
 
 
 def config_file(run_dir: Path) -> Path:

@@ -169,6 +169,25 @@ def test_lora_finetune_changes_only_lora_weights(shards, image_run, tmp_path):
     from svdcli.models.unet import VideoUNet
 
     VideoUNet(UNetConfig.tiny()).load_state_dict(merged, strict=True)
+    # the LoRA alone: only its matrices, the base it fits, and base + file = the merged export
+    from svdcli.families.svd.network import read_state
+    from svdcli.models.lora import base_digest, merge_loras
+    from svdcli.models.lora_file import read_lora_file
+
+    lora = read_lora_file(tmp_path / "run/lora.safetensors")
+    assert set(lora.tensors) == {k[len("net."):] for k in initial if k.endswith(("lora_A", "lora_B"))}
+    assert lora.rank == 16 and lora.metadata["step"] == "3"
+    base = read_state(image_run, cfg)
+    assert lora.base_digest == base_digest(base)
+    assert (tmp_path / "run/checkpoints/step_000003/lora.safetensors").read_bytes() == \
+        (tmp_path / "run/lora.safetensors").read_bytes()
+    rebuilt = merge_loras(base, [(lora, 1.0)])
+    for k, v in merged.items():
+        torch.testing.assert_close(rebuilt[k], v, atol=1e-6, rtol=0)
+    # a resumed run (no --init: the base comes from the checkpoint) records the same base
+    run(tmp_path / "run", shards, stage="finetune", resume=True, steps=4, **over)
+    resumed = read_lora_file(tmp_path / "run/lora.safetensors")
+    assert resumed.metadata["step"] == "4" and resumed.base_digest == lora.base_digest
 
 
 def test_video_stage_inflates_an_image_checkpoint_and_freezes_spatial_layers(shards, image_run, tmp_path):

@@ -34,29 +34,38 @@ def convert(
                               "unet/ and vae/ only when the source has no conditioner)."),
     out: Path = typer.Option(..., "--out", help="Output file (ours) or folder (diffusers)."),
     num_head_channels: int = typer.Option(64, help=HEAD_HELP),
+    merge_lora: list[Path] = typer.Option([], "--merge-lora", help="LoRA file (`svd train ... --set lora.rank=16`: "
+                                          "RUN_DIR/lora.safetensors) to fold into the UNet (repeatable); refused "
+                                          "unless SRC is the base it was trained on."),
+    lora_scale: list[float] = typer.Option([], "--lora-scale", help="Strength of each --merge-lora, in order (default 1.0)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Convert a checkpoint between formats. An SD 2.1 image checkpoint becomes a video UNet whose
-    temporal layers start as the identity (it reproduces the image model frame by frame)."""
+    temporal layers start as the identity (it reproduces the image model frame by frame). With
+    --merge-lora, the LoRAs are folded into the UNet weights: W + scale * (alpha / r) B A."""
     from svdcli.errors import SvdError
     from svdcli.families.svd import formats
 
     if out.exists() and not force:
         raise SvdError(f"{out} exists; pass --force to overwrite it")
+    if len(lora_scale) > len(merge_lora):
+        raise SvdError(f"{len(lora_scale)} --lora-scale values for {len(merge_lora)} --merge-lora file(s)")
     con = console()
     with con.status(f"reading {src}"):
         ckpt = formats.load_checkpoint(src, num_head_channels=num_head_channels)
     if ckpt.kind == "sd21":
         ckpt = _inflated(ckpt, con)
     _check_unet(ckpt)
+    metadata = {"source": str(src), "source_format": ckpt.kind}
+    if merge_lora:
+        metadata.update(_merge_loras(ckpt, src, merge_lora, lora_scale, con))
     if ckpt.unexpected:
         con.print(f"[yellow]warning:[/] {len(ckpt.unexpected)} source keys belong to no part and are "
                   f"not converted (e.g. {ckpt.unexpected[0]}); `svd inspect` lists them")
     notes = list(ckpt.notes)
     with con.status(f"writing {out}"):
         if to is Target.ours:
-            formats.save_ours(out, ckpt.parts, ckpt.config, ckpt.vae_config,
-                              {"source": str(src), "source_format": ckpt.kind})
+            formats.save_ours(out, ckpt.parts, ckpt.config, ckpt.vae_config, metadata)
             written = sorted(ckpt.parts)
         else:
             from svdcli.families.svd.diffusers_folder import save_diffusers
@@ -67,6 +76,30 @@ def convert(
                          if not any(n.startswith(f"{part} not written") for n in notes)]:
         con.print(f"note: {note}")
     con.print(f"wrote {out} ({to.value}) from {ckpt.kind} checkpoint: {', '.join(written)}")
+
+
+def _merge_loras(ckpt, src: Path, files: list[Path], scales: list[float], con) -> dict[str, str]:
+    """Fold the LoRAs into ckpt's UNet (in place); the metadata that keeps the output samplable
+    (a training export's run config, our own file's sampling setup) and records the merge."""
+    import json
+
+    from svdcli.errors import SvdError
+    from svdcli.families.base import read_header
+    from svdcli.families.svd.lora import merge_into
+
+    if "unet" not in ckpt.parts:
+        raise SvdError(f"{src} holds no UNet weights to merge a LoRA into")
+    pairs = [(f, scales[i] if i < len(scales) else 1.0) for i, f in enumerate(files)]
+    with con.status("merging LoRA weights"):
+        ckpt.parts["unet"], _ = merge_into(ckpt.parts["unet"], pairs, f"{src}")
+    kept = {}
+    if ckpt.kind == "ours" and src.is_file():
+        keep = ("family", "train_config", "step", "ema", "sample_defaults", "conditioner_config")
+        kept = {k: v for k, v in read_header(src).metadata.items() if k in keep}
+        if "conditioner_config" in kept and ckpt.clip_arch:  # a model-config file beside SRC: its full path
+            kept["conditioner_config"] = json.dumps({**json.loads(kept["conditioner_config"]), "clip_arch": ckpt.clip_arch})
+    kept["merged_lora"] = json.dumps([{"file": str(f), "scale": s} for f, s in pairs])
+    return kept
 
 
 def _inflated(ckpt, con):

@@ -64,7 +64,8 @@ class Denoiser(nn.Module):
     """D(x, sigma, cond) = c_skip x + c_out F(cat[c_in x, concat], c_noise) (EDM eq. 7).
 
     `cond` holds `crossattn` (N, L, D), `vector` (N, adm) and, for image-to-video, `concat`
-    (N, 4, H, W): the conditioning-frame latent, appended as channels and NOT scaled by c_in.
+    (N, 4, H, W): the conditioning-frame latent, appended as channels and NOT scaled by c_in;
+    an optional `temporal_crossattn` (N, L, D) is the temporal layers' own context.
     N = B*T frames in video-major order; sigma is (N,) or a scalar. `scaling` defaults to
     SVD's (`VScalingWithEDMcNoise`); it is not part of the state dict. `noise_sigma` (same
     shapes as sigma) replaces the sigma whose c_noise the network sees (see `ddim.invert_ddim`).
@@ -95,8 +96,10 @@ class Denoiser(nn.Module):
         net_in = x * inp
         if cond.get("concat") is not None:
             net_in = torch.cat([net_in, cond["concat"].to(net_in.dtype)], dim=1)
+        # a separate context of the temporal layers goes only to networks that have them
+        extra = {"temporal_context": cond["temporal_crossattn"]} if cond.get("temporal_crossattn") is not None else {}
         f = self.net(net_in, noise.reshape(sigma.shape), cond.get("crossattn"),
-                     cond.get("vector"), num_video_frames, image_only_indicator)
+                     cond.get("vector"), num_video_frames, image_only_indicator, **extra)
         return f * out + x * skip
 
 

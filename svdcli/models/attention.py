@@ -168,11 +168,14 @@ class SpatialVideoTransformer(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, num_video_frames: int,
-                image_only_indicator: torch.Tensor | None) -> torch.Tensor:
+                image_only_indicator: torch.Tensor | None,
+                temporal_context: torch.Tensor | None = None) -> torch.Tensor:
         bt, c, h, w = x.shape
         t = num_video_frames
-        # The temporal cross-attention sees the first frame's context, shared by all positions.
-        time_context = context[::t] if self.use_spatial_context else None   # (B, L, D)
+        # The temporal cross-attention sees the first frame's context, shared by all positions:
+        # `temporal_context` when given (a separate temporal prompt, SVD paper 6.4), else `context`.
+        time_source = temporal_context if temporal_context is not None else context
+        time_context = time_source[::t] if self.use_spatial_context else None   # (B, L, D)
         x_in = x
         x = self.norm(x)
         if not self.use_linear:

@@ -19,12 +19,12 @@ from svdcli.models.config import UNetConfig
 class TimestepEmbedSequential(nn.Sequential):
     """A UNet block: a sequence of layers each given what it needs (emb, context, frames)."""
 
-    def forward(self, x, emb, context, num_video_frames, image_only_indicator):
+    def forward(self, x, emb, context, num_video_frames, image_only_indicator, temporal_context=None):
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 x = layer(x, emb, num_video_frames, image_only_indicator)
             elif isinstance(layer, SpatialVideoTransformer):
-                x = layer(x, context, num_video_frames, image_only_indicator)
+                x = layer(x, context, num_video_frames, image_only_indicator, temporal_context)
             else:
                 x = layer(x)
         return x
@@ -95,8 +95,12 @@ class VideoUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 y: torch.Tensor | None, num_video_frames: int,
-                image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B*T, C_in, H, W), timesteps (B*T,), context (B*T, L, D), y (B*T, adm) -> (B*T, C_out, H, W)."""
+                image_only_indicator: torch.Tensor | None = None,
+                temporal_context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B*T, C_in, H, W), timesteps (B*T,), context (B*T, L, D), y (B*T, adm) -> (B*T, C_out, H, W).
+
+        `temporal_context` (B*T, L', D), when given, is what the temporal cross-attention layers
+        attend to instead of `context` (SVD paper sec. 6.4: a separate temporal prompt)."""
         t = num_video_frames
         if x.shape[0] % t:
             raise ValueError(f"batch of {x.shape[0]} frames is not a multiple of {t} frames")
@@ -107,7 +111,9 @@ class VideoUNet(nn.Module):
         if self.cfg.adm_in_channels is not None:
             emb = emb + self.label_emb(y.to(x.dtype))
         context = context.to(x.dtype) if context is not None else None
-        args = (emb, context, t, image_only_indicator)
+        if temporal_context is not None:
+            temporal_context = temporal_context.to(x.dtype)
+        args = (emb, context, t, image_only_indicator, temporal_context)
         h, skips = x, []
         for block in self.input_blocks:
             h = self._run(block, h, *args)

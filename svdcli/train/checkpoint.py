@@ -8,6 +8,8 @@ svdcli.runs.
         ema.safetensors        EMA weights (LoRA merged), written by the family (`Family.save`; svd:
                                `unet.*` in our format), metadata: family, train_config, step, ema
         ema_state.safetensors  the raw EMA shadows (only with LoRA, where ema.safetensors is merged)
+        lora.safetensors       LoRA runs: the (EMA) LoRA matrices alone (svdcli.models.lora_file),
+                               also copied to RUN_DIR/lora.safetensors once the checkpoint is complete
         trainer_rank{r}.safetensors   step, data position, RNG states of rank r (trainer_state.py)
         config.yaml            the resolved training config
         sha256.json            the sha256 of every file above, recorded once all were written
@@ -35,19 +37,36 @@ from svdcli.train.trainer_state import load_state, save_state, set_rng_state, st
 CHECKSUMS = "sha256.json"
 
 
-def export_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str, torch.Tensor]:
-    """EMA (or live, without EMA) weights of the denoiser as a state dict in fp32, LoRA merged.
+def raw_state(ema, denoiser, zero3: bool = False) -> dict[str, torch.Tensor]:
+    """EMA (or live, without EMA) weights of the denoiser as a state dict in fp32, LoRA unmerged.
 
     Under ZeRO-3 this gathers partitioned weights, a collective: every rank must call it.
     """
-    from svdcli.models.lora import merge_lora_state
     from svdcli.train.ema import EMA
 
     ema = ema or EMA(denoiser, decay=0.0, zero3=zero3, track=False)
-    state = ema.export_state(denoiser)
-    if cfg.lora.rank:
-        state = merge_lora_state(state, cfg.lora.alpha / cfg.lora.rank)
-    return state
+    return ema.export_state(denoiser)
+
+
+def merged(state: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    from svdcli.models.lora import merge_lora_state
+
+    return merge_lora_state(state, cfg.lora.alpha / cfg.lora.rank) if cfg.lora.rank else state
+
+
+def export_state(ema, denoiser, cfg: TrainConfig, zero3: bool = False) -> dict[str, torch.Tensor]:
+    """The exported weights: `raw_state` with LoRA merged (a collective under ZeRO-3)."""
+    return merged(raw_state(ema, denoiser, zero3), cfg)
+
+
+def write_lora(path: Path, state: dict[str, torch.Tensor], denoiser, cfg: TrainConfig, step: int) -> None:
+    """The LoRA matrices alone, named as in the denoiser's network (`net.` dropped), with the
+    digest of the base weights they were trained on."""
+    from svdcli.models.lora_file import save_lora_file
+
+    lora = {k[len("net."):] if k.startswith("net.") else k: v for k, v in state.items()}
+    save_lora_file(path, lora, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target=cfg.lora.target,
+                   base_digest=denoiser.lora_base_digest, extra={"family": cfg.family, "step": str(step)})
 
 
 def write_export(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig, step: int, ema: bool) -> None:
@@ -68,10 +87,12 @@ def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state:
     out.mkdir(parents=True, exist_ok=True)
     save_state(state_file(out, rank), trainer_state)
     if rank == 0 or zero3:
-        state = export_state(ema, engine.module, cfg, zero3)
+        raw = raw_state(ema, engine.module, zero3)
     if rank == 0:
         (out / runs.CONFIG).write_text(dump_yaml(cfg))
-        write_export(out / runs.EXPORT, state, cfg, step, ema is not None)
+        write_export(out / runs.EXPORT, merged(raw, cfg), cfg, step, ema is not None)
+        if cfg.lora.rank:
+            write_lora(out / runs.LORA, raw, engine.module, cfg, step)
         if ema is not None and cfg.lora.rank:
             from safetensors.torch import save_file
 
@@ -82,6 +103,9 @@ def save(engine, ema, cfg: TrainConfig, run_dir: Path, step: int, trainer_state:
     record_checksums(out, rank, dist.get_world_size())
     if rank == 0:
         runs.write_latest(run_dir, tag)  # last: the checkpoint is complete
+        if cfg.lora.rank:
+            shutil.copyfile(out / runs.LORA, run_dir / f".{runs.LORA}.tmp")
+            os.replace(run_dir / f".{runs.LORA}.tmp", run_dir / runs.LORA)
         prune(run_dir, keep)
     dist.barrier()
     return out
@@ -184,6 +208,10 @@ def load(engine, ema, folder: Path, rank: int, cfg: TrainConfig) -> dict:
         raise SvdError(f"--resume: DeepSpeed could not load {folder}")
     if shadows is not None:
         ema.load_state_dict(shadows)
+    if cfg.lora.rank and (folder / runs.LORA).is_file():  # the base came from the checkpoint, not --init
+        from svdcli.models.lora_file import read_lora_file
+
+        engine.module.lora_base_digest = read_lora_file(folder / runs.LORA).base_digest
     set_rng_state(rng_tensors, rng_scalars)
     return trainer
 

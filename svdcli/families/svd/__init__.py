@@ -87,7 +87,8 @@ class SVDFamily(Family):
         return pack_vae(source)
 
     # --- sampling ------------------------------------------------------------------------
-    option_names = ("fps_id", "motion_bucket_id", "cond_aug", "prompt", "decode_chunk", "model")
+    option_names = ("fps_id", "motion_bucket_id", "cond_aug", "prompt", "decode_chunk", "model",
+                    "temporal_prompt", "lora")
 
     def sampling_defaults(self, model, options: dict):
         from svdcli.families.svd.sampling import sampling_defaults
@@ -106,8 +107,10 @@ class SVDFamily(Family):
         return sampling_inputs(model, image, opts, device, dtype)
 
     def guided_denoiser(self, model, opts, autocast_dtype):
+        from svdcli.families.svd.lora import set_loras
         from svdcli.families.svd.sampling import guided_video_denoiser
 
+        set_loras(model, opts.family_options["lora"])  # exactly these (none: the base model)
         return guided_video_denoiser(model.unet, opts.frames, min_cfg=opts.min_cfg, max_cfg=opts.max_cfg,
                                      autocast_dtype=autocast_dtype)
 

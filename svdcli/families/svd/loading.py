@@ -34,6 +34,8 @@ class SVDModel(LoadedModel):
     unet: nn.Module
     vae: nn.Module        # VideoAutoencoder
     encode: Callable      # conditioning encoder, see svdcli.families.svd.sampling_conditioning
+    source: Path | None = None        # the checkpoint read (a LoRA's base is checked against it)
+    base_digest: str | None = None    # its UNet's digest once a LoRA asked (svdcli.families.svd.lora)
 
     def modules(self) -> list[nn.Module]:
         return [self.unet, self.vae, *self.encode.modules]
@@ -48,10 +50,13 @@ def load(family, header: CheckpointHeader) -> SVDModel:
         from svdcli.models.config import UNetConfig
 
         unet_cfg = UNetConfig.from_dict(json.loads(meta["unet_config"]))
-        return _load_trained(family, path, meta, load_file(str(path)), unet_cfg)
-    from svdcli.families.svd.formats import load_checkpoint
+        model = _load_trained(family, path, meta, load_file(str(path)), unet_cfg)
+    else:
+        from svdcli.families.svd.formats import load_checkpoint
 
-    return assemble(load_checkpoint(path, header=header), path, meta, family)
+        model = assemble(load_checkpoint(path, header=header), path, meta, family)
+    model.source = path
+    return model
 
 
 def assemble(ckpt, path: Path, meta: dict, family) -> SVDModel:

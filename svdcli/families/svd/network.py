@@ -24,8 +24,16 @@ def build_denoiser(cfg, init: str | Path | None = None) -> nn.Module:
     unet.gradient_checkpointing = cfg.activation_checkpointing
     if init is not None:
         load_init(unet, init, cfg)
+    # the weights the LoRA is trained on, in float32 before any bf16 cast: its file records them
+    digest = None
+    if cfg.lora.rank:
+        from svdcli.models.lora import base_digest
+
+        digest = base_digest(unet.state_dict())
     set_trainable(unet, cfg)
-    return Denoiser(unet)
+    denoiser = Denoiser(unet)
+    denoiser.lora_base_digest = digest
+    return denoiser
 
 
 def set_trainable(unet: nn.Module, cfg) -> None:

@@ -2,8 +2,10 @@
 
 Family options (beyond the common frames, steps, guidance, size, seed): `fps_id` (the output
 plays at fps_id + 1), `motion_bucket_id`, `cond_aug` (noise on the conditioning image),
-`prompt` (text-conditioned checkpoints), `decode_chunk` (frames per temporal-VAE call) and
-`model` (svd or svd_xt: whose defaults). Phases: conditioning (CLIP image embedding, VAE latent
+`prompt` (text-conditioned checkpoints), `temporal_prompt` (their temporal cross-attention
+only, SVD paper sec. 6.4; default: `prompt`), `lora` ([(file, scale), ...] LoRAs applied to the
+UNet, svdcli.families.svd.lora), `decode_chunk` (frames per temporal-VAE call) and `model`
+(svd or svd_xt: whose defaults). Phases: conditioning (CLIP image embedding, VAE latent
 of the noised image, micro-conditioning vector), sampling (linear per-frame guidance with cond
 and uncond in one batch), decoding (temporal VAE, `decode_chunk` frames a call).
 """
@@ -20,7 +22,8 @@ from svdcli.errors import SvdError
 from svdcli.families.base import SamplingInputs
 from svdcli.families.svd.presets import ModelDefaults, preset
 
-OPTION_DEFAULTS = {"fps_id": 6, "motion_bucket_id": 127, "cond_aug": 0.02, "prompt": None}
+OPTION_DEFAULTS = {"fps_id": 6, "motion_bucket_id": 127, "cond_aug": 0.02, "prompt": None,
+                   "temporal_prompt": None, "lora": None}
 NEEDS_INPUT = "give a conditioning image with --image (or --prompt for a text-conditioned checkpoint)"
 
 
@@ -30,8 +33,14 @@ def sampling_defaults(model, options: dict) -> ModelDefaults:
 
 
 def resolve_options(model, options: dict, image, warn: Callable[[str], None]) -> dict:
-    """Every SVD option filled from the official defaults; says what training never saw."""
+    """Every SVD option filled from the official defaults and checked (LoRAs against the base
+    model); says what training never saw."""
+    from svdcli.families.svd.lora import resolve_loras
+
     out = {**OPTION_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if out["temporal_prompt"] is not None and out["prompt"] is None:
+        raise SvdError("--temporal-prompt goes with --prompt (the spatial layers' text)")
+    out["lora"] = resolve_loras(model, out["lora"] or [])
     if image is None and out["prompt"] is None:
         raise SvdError(NEEDS_INPUT)
     if out["motion_bucket_id"] > 255:
@@ -97,7 +106,8 @@ def sampling_inputs(model, image, opts, device, dtype) -> SamplingInputs:
     o = opts.family_options
     cond, uncond = model.encode(pixels if pixels is None else pixels.to(dtype),
                                 fps_id=o["fps_id"], motion_bucket_id=o["motion_bucket_id"],
-                                cond_aug=o["cond_aug"], noise=image_noise.to(device, dtype), prompt=o["prompt"])
+                                cond_aug=o["cond_aug"], noise=image_noise.to(device, dtype), prompt=o["prompt"],
+                                temporal_prompt=o["temporal_prompt"])
     cond = {k: v.float() for k, v in repeat_over_frames(cond, opts.frames).items()}
     uncond = {k: v.float() for k, v in repeat_over_frames(uncond, opts.frames).items()}
     return SamplingInputs(latent_noise.to(device), cond, uncond, fps=float(o["fps_id"] + 1), notes=notes)

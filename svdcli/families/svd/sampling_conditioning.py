@@ -1,11 +1,14 @@
 """Conditioning encoders for sampling: one call turns the image (or prompt) and the ids into
 per-video (cond, uncond) dicts, whatever checkpoint format the weights came from.
 
-Every encoder is called as `encode(image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt)`
+Every encoder is called as `encode(image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt,
+temporal_prompt)`
 with `image` (B, 3, H, W) in [-1, 1] (None for text-to-video) and `noise` the N(0, 1) tensor
 added to the conditioning frame, and returns dicts of crossattn (B, L, D), vector (B, adm)
-and concat (B, 4, H/8, W/8). The unconditional branch zeroes crossattn and concat and keeps
-vector, as the official sampler's `force_uc_zero_embeddings` does.
+and concat (B, 4, H/8, W/8); text-to-video given a `temporal_prompt` adds temporal_crossattn
+(B, L, D), the context of the temporal cross-attention layers (SVD paper sec. 6.4). The
+unconditional branch zeroes crossattn, temporal_crossattn and concat and keeps vector, as the
+official sampler's `force_uc_zero_embeddings` does.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ def _uncond(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v if k == "vector" else torch.zeros_like(v) for k, v in cond.items()}
 
 
-def _no_prompt(prompt: str | None, what: str) -> None:
-    if prompt is not None:
-        raise SvdError(f"--prompt needs a text-conditioned checkpoint; this {what} checkpoint is "
+def _no_prompt(prompt: str | None, what: str, temporal_prompt: str | None = None) -> None:
+    if prompt is not None or temporal_prompt is not None:
+        flag = "--prompt" if prompt is not None else "--temporal-prompt"
+        raise SvdError(f"{flag} needs a text-conditioned checkpoint; this {what} checkpoint is "
                        "conditioned on an image (use --image)")
 
 
@@ -39,8 +43,9 @@ class OfficialConditioning:
         self.conditioner = conditioner
         self.modules = [conditioner]
 
-    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None) -> Conds:
-        _no_prompt(prompt, "image-to-video")
+    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None,
+                 temporal_prompt=None) -> Conds:
+        _no_prompt(prompt, "image-to-video", temporal_prompt)
         _need_image(image)
         return self.conditioner(image, fps_id, motion_bucket_id, cond_aug, noise=noise)
 
@@ -53,7 +58,8 @@ class TrainedConditioning:
         self.modules = [m for m in (encoders.encode_cond_frame, encoders.embed_image, encoders.embed_text)
                         if isinstance(m, nn.Module)]
 
-    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None) -> Conds:
+    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None,
+                 temporal_prompt=None) -> Conds:
         from svdcli.models.conditioner import vector_embedding
 
         enc = self.enc
@@ -61,10 +67,12 @@ class TrainedConditioning:
             if prompt is None:
                 raise SvdError("this checkpoint is text-conditioned: pass --prompt \"...\"")
             crossattn = enc.embed_text([prompt]).float()  # (1, L, D)
+            if temporal_prompt is not None:
+                temporal = enc.embed_text([temporal_prompt]).float()  # (1, L, D)
             concat = None
             cond_aug = 0.0  # text-to-video trains without a conditioning frame
         elif self.mode == "i2v":
-            _no_prompt(prompt, "image-to-video")
+            _no_prompt(prompt, "image-to-video", temporal_prompt)
             _need_image(image)
             crossattn = enc.embed_image(image).float()
             crossattn = crossattn[:, None] if crossattn.ndim == 2 else crossattn  # (B, 1, D)
@@ -81,6 +89,8 @@ class TrainedConditioning:
             h, w = noise.shape[-2] // f, noise.shape[-1] // f
             concat = torch.zeros(b, z, h, w, device=device)
         cond = {"crossattn": crossattn, "concat": concat}
+        if self.mode == "t2v" and temporal_prompt is not None:
+            cond["temporal_crossattn"] = temporal
         if enc.adm_in_channels is not None:
             ids = [torch.full((b,), float(v), device=device) for v in (fps_id, motion_bucket_id, cond_aug)]
             cond["vector"] = vector_embedding(*ids, dim=enc.adm_in_channels // 3)
@@ -94,10 +104,11 @@ class DiffusersConditioning:
         self.image_encoder, self.vae, self.adm = image_encoder, vae, adm_in_channels
         self.modules = [image_encoder]
 
-    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None) -> Conds:
+    def __call__(self, image, *, fps_id, motion_bucket_id, cond_aug, noise, prompt=None,
+                 temporal_prompt=None) -> Conds:
         from svdcli.models.conditioner import CLIP_MEAN, CLIP_STD, resize_antialiased, vector_embedding
 
-        _no_prompt(prompt, "image-to-video")
+        _no_prompt(prompt, "image-to-video", temporal_prompt)
         _need_image(image)
         size = self.image_encoder.config.image_size
         x = (resize_antialiased(image.float(), (size, size)) + 1.0) / 2.0
