@@ -17,6 +17,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def lora_pairs(files: list, scales: list[float], flag: str) -> list[tuple]:
+    """[(file, scale), ...] from repeated `flag` and --lora-scale options (scale 1.0 where not
+    given); more scales than files is an error."""
+    from svdcli.errors import SvdError
+
+    if len(scales) > len(files):
+        raise SvdError(f"{len(scales)} --lora-scale values for {len(files)} {flag} file(s)")
+    return [(f, scales[i] if i < len(scales) else 1.0) for i, f in enumerate(files)]
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn SvdError (and a few OS errors) into a one-line message instead of a traceback."""
 

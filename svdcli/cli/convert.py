@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import console, lora_pairs, user_errors
 
 HEAD_HELP = ("Attention head width of the UNet (channels per head). Not visible in the weights of "
              "official / SD 2.1 files; 64 for SVD and SD 2.1.")
@@ -48,8 +48,7 @@ def convert(
 
     if out.exists() and not force:
         raise SvdError(f"{out} exists; pass --force to overwrite it")
-    if len(lora_scale) > len(merge_lora):
-        raise SvdError(f"{len(lora_scale)} --lora-scale values for {len(merge_lora)} --merge-lora file(s)")
+    pairs = lora_pairs(merge_lora, lora_scale, "--merge-lora")
     con = console()
     with con.status(f"reading {src}"):
         ckpt = formats.load_checkpoint(src, num_head_channels=num_head_channels)
@@ -58,7 +57,7 @@ def convert(
     _check_unet(ckpt)
     metadata = {"source": str(src), "source_format": ckpt.kind}
     if merge_lora:
-        metadata.update(_merge_loras(ckpt, src, merge_lora, lora_scale, con))
+        metadata.update(_merge_loras(ckpt, src, pairs, con))
     if ckpt.unexpected:
         con.print(f"[yellow]warning:[/] {len(ckpt.unexpected)} source keys belong to no part and are "
                   f"not converted (e.g. {ckpt.unexpected[0]}); `svd inspect` lists them")
@@ -78,7 +77,7 @@ def convert(
     con.print(f"wrote {out} ({to.value}) from {ckpt.kind} checkpoint: {', '.join(written)}")
 
 
-def _merge_loras(ckpt, src: Path, files: list[Path], scales: list[float], con) -> dict[str, str]:
+def _merge_loras(ckpt, src: Path, pairs: list[tuple[Path, float]], con) -> dict[str, str]:
     """Fold the LoRAs into ckpt's UNet (in place); the metadata that keeps the output samplable
     (a training export's run config, our own file's sampling setup) and records the merge."""
     import json
@@ -89,7 +88,6 @@ def _merge_loras(ckpt, src: Path, files: list[Path], scales: list[float], con) -
 
     if "unet" not in ckpt.parts:
         raise SvdError(f"{src} holds no UNet weights to merge a LoRA into")
-    pairs = [(f, scales[i] if i < len(scales) else 1.0) for i, f in enumerate(files)]
     with con.status("merging LoRA weights"):
         ckpt.parts["unet"], _ = merge_into(ckpt.parts["unet"], pairs, f"{src}")
     kept = {}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import console, lora_pairs, user_errors
 
 HELP = (
     "Generate a video from a conditioning image, as the official SVD sampler does: Karras noise "
@@ -84,9 +84,7 @@ def register(app: typer.Typer) -> None:
         from svdcli.sample.pipeline import SampleOptions, sample_to_file
 
         # family options go only when given: the checkpoint's family knows its defaults
-        if len(lora_scale) > len(lora):
-            raise SvdError(f"{len(lora_scale)} --lora-scale values for {len(lora)} --lora file(s)")
-        loras = [(path, lora_scale[i] if i < len(lora_scale) else 1.0) for i, path in enumerate(lora)]
+        loras = lora_pairs(lora, lora_scale, "--lora")
         if cfg is not None:
             if min_cfg is not None or max_cfg is not None:
                 raise SvdError("--cfg sets both --min-cfg and --max-cfg: give either --cfg or those two")

@@ -18,7 +18,28 @@ import torch
 from torch import nn
 
 
-class LoRALinear(nn.Module):
+class _WrappedLinear(nn.Module):
+    """A module in place of the Linear `self.base`. Code that reads a Linear's tensors (e.g. the
+    UNet's single-key attention) sees the base ones."""
+
+    base: nn.Linear
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule called `name` is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+class LoRALinear(_WrappedLinear):
     """y = W x + (alpha / r) B A x, with A (r, in) Kaiming-initialised and B (out, r) zero, so
     training starts exactly from the base model."""
 
@@ -33,14 +54,6 @@ class LoRALinear(nn.Module):
         if base.bias is not None:
             base.bias.requires_grad_(False)
 
-    # Code that reads a Linear's tensors (e.g. the UNet's single-key attention) sees the base ones.
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = (x.to(self.lora_A.dtype) @ self.lora_A.t()) @ self.lora_B.t()
@@ -59,9 +72,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float) -> list[str]:
         p.requires_grad_(False)
     targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_temporal_attention(n)]
     for name in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+        _replace(model, name, LoRALinear(model.get_submodule(name), rank, alpha))
     return targets
 
 
@@ -89,7 +100,7 @@ def lora_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # --- trained LoRAs applied to a plain model -------------------------------------------------
-class AppliedLoRA(nn.Module):
+class AppliedLoRA(_WrappedLinear):
     """y = W x + sum_i s_i (alpha_i / r_i) B_i A_i x: frozen LoRA files on a plain Linear at
     sampling time (the base weights stay untouched, so removing them restores the model)."""
 
@@ -102,14 +113,6 @@ class AppliedLoRA(nn.Module):
             self.register_buffer(f"A{i}", a.float().to(device), persistent=False)
             self.register_buffer(f"B{i}", b.float().to(device), persistent=False)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.to(torch.promote_types(x.dtype, self.A0.dtype))   # at least float32
         delta = sum(s * ((xf @ getattr(self, f"A{i}").t()) @ getattr(self, f"B{i}").t())
@@ -121,8 +124,7 @@ def remove_loras(model: nn.Module) -> None:
     """Undo `apply_loras`: every AppliedLoRA back to its plain Linear."""
     for name, module in list(model.named_modules()):
         if isinstance(module, AppliedLoRA):
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.base)
+            _replace(model, name, module.base)
 
 
 def lora_deltas(loras) -> dict[str, list[tuple[torch.Tensor, torch.Tensor, float]]]:
@@ -146,9 +148,7 @@ def apply_loras(model: nn.Module, loras) -> list[str]:
     if missing:
         raise KeyError(missing[0])
     for name, adapters in deltas.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, AppliedLoRA(modules[name], adapters))
+        _replace(model, name, AppliedLoRA(modules[name], adapters))
     return sorted(deltas)
 
 

@@ -286,8 +286,7 @@ def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: i
 
             for job, result in executor.map_calls(write_shard, jobs):
                 if isinstance(result, TaskFailure):
-                    failed.append({"shard": job.name, "error": result.message})
-                    bar.advance(len(job.clips), skipped=0, failed=1)
+                    _failed(job, result.message, bar, failed)
                 else:
                     _collect(job, lambda result=result: result, bar, failed)
             return failed
@@ -313,10 +312,14 @@ def _collect(job: ShardJob, get_result, bar, failed: list[dict]) -> None:
     try:
         result = get_result()
     except Exception as exc:  # noqa: BLE001 - a failed shard is reported and retried by a rerun
-        failed.append({"shard": job.name, "error": f"{type(exc).__name__}: {exc}"})
-        bar.advance(len(job.clips), skipped=0, failed=1)
+        _failed(job, f"{type(exc).__name__}: {exc}", bar, failed)
         return
     bar.advance(len(job.clips), skipped=len(result.skipped), failed=0)
+
+
+def _failed(job: ShardJob, error: str, bar, failed: list[dict]) -> None:
+    failed.append({"shard": job.name, "error": error})
+    bar.advance(len(job.clips), skipped=0, failed=1)
 
 
 def finalize(out: Path, plan: list[tuple[str, list[dict]]], cfg: PackConfig, motion: MotionBuckets,
