@@ -38,7 +38,14 @@ def test_scalings_match_official(ref):
     s64 = torch.tensor(r["sigmas"], dtype=torch.float64)
     names = ["c_skip", "c_out", "c_in", "c_noise"]
     for name, v32, v64 in zip(names, edm.scalings(s32), edm.scalings(s64)):
-        assert torch.equal(v32, torch.tensor(r["float32"][name])), name
+        want = torch.tensor(r["float32"][name])
+        if name == "c_noise":
+            # c_noise = log(sigma) / 4: float32 log is not correctly rounded, and torch's vectorised
+            # CPU paths (AVX2 / AVX-512) differ by one ulp (log 7 here); sqrt and division above
+            # are IEEE-exact, so they stay bit for bit
+            assert (v32.view(torch.int32) - want.view(torch.int32)).abs().max() <= 1, name
+        else:
+            assert torch.equal(v32, want), name
         assert torch.allclose(v64, torch.tensor(r["float64"][name], dtype=torch.float64),
                               rtol=1e-12, atol=0), name
 
