@@ -90,7 +90,34 @@ def _sample(b, denoiser, x0, cond) -> dict:
     return {"invert_s": t1 - t0, "sample_s": t2 - t1}
 
 
+def _attention_layer(t: int = 8, n: int = 1024, c: int = 64, reps: int = 3) -> dict:
+    """One attention layer alone, forward + backward, the two variants interleaved (median s)."""
+    import copy
+
+    import torch
+
+    from svdcli.models.attention import CrossAttention
+    from svdcli.models.st_attention import FullSTAttention, SparseCausalAttention
+
+    torch.manual_seed(0)
+    layer = CrossAttention(c, heads=c // 32, dim_head=32)
+    variants = {"sparse_causal": SparseCausalAttention.inflate(copy.deepcopy(layer)),
+                "full": FullSTAttention.inflate(copy.deepcopy(layer))}
+    x = torch.randn(t, n, c, requires_grad=True)
+    times = {k: [] for k in variants}
+    for _ in range(reps + 1):
+        for name, attn in variants.items():
+            t0 = time.perf_counter()
+            attn(x, t).square().mean().backward()
+            times[name].append(time.perf_counter() - t0)
+    return {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in times.items()}
+
+
 def main() -> None:
+    layer = _attention_layer()
+    print(f"one attention layer, 8 frames x 1024 tokens (a 256x256 latent's top level), forward+backward: "
+          f"sparse-causal {layer['sparse_causal'] * 1e3:.0f} ms, full {layer['full'] * 1e3:.0f} ms, "
+          f"full / sparse-causal x{layer['full'] / layer['sparse_causal']:.2f}")
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         base = str(_write_base(Path(tmp) / "image.safetensors"))

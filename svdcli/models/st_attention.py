@@ -63,7 +63,7 @@ class SparseCausalAttention(CrossAttention):
         bt, n, c = z.shape
         z = z.reshape(bt // t, t, n, c)                                       # (B, T, N, C)
         first = z[:, :1].expand(-1, t, -1, -1)
-        previous = z[:, previous_frames(t, z.device)]
+        previous = torch.cat([z[:, :1], z[:, :-1]], dim=1)                  # frame max(i-1, 0); slices, not a gather
         return torch.cat([first, previous], dim=2).reshape(bt, 2 * n, c)     # (B*T, 2N, C)
 
 
