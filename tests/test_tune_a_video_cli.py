@@ -100,7 +100,7 @@ def test_one_shot_tuning_lowers_the_loss_and_inversion_keeps_the_motion(tmp_path
     cond = make_cond(tuned.base.text([PROMPT]).float(), FRAMES, tuned.base, x0.shape[-2:])
     before, after = _fixed_loss(untuned, x0, cond), _fixed_loss(tuned, x0, cond)
     print(f"fixed-draw tuning loss: {before:.4f} before, {after:.4f} after 40 steps")
-    assert after < before   # measured at lr 1e-3: 0.5941 -> 0.5845
+    assert after < before   # measured: 0.5941 -> 0.5758 (lr 1e-3: -> 0.5845)
 
     agreement = {}
     for start in ("inversion", "noise"):
@@ -113,4 +113,4 @@ def test_one_shot_tuning_lowers_the_loss_and_inversion_keeps_the_motion(tmp_path
             x = family.sample(tuned, inputs, opts, family.guided_denoiser(tuned, opts, None), sigmas, None)
         agreement[start] = _motion_agreement(x, x0)
     print(f"motion agreement with the source (cosine of latent frame differences): {agreement}")
-    assert agreement["inversion"] > agreement["noise"] + 0.2
+    assert agreement["inversion"] > agreement["noise"] + 0.2   # measured: 0.902 vs 0.012
