@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from svdcli import __version__
-from svdcli.cli import convert, curate, pack, sample, train
+from svdcli.cli import convert, curate, pack, sample, train, tune
 
 app = typer.Typer(
     name="svd",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(curate.app, name="curate")
 pack.register(app)
 train.register(app)
+tune.register(app)
 sample.register(app)
 convert.register(app)
 

@@ -71,8 +71,10 @@ def pack_vae(source: str):
 
 def _register_builtins() -> None:
     from svdcli.families.svd import SVDFamily
+    from svdcli.families.tune_a_video import TuneAVideoFamily
 
     register(SVDFamily())
+    register(TuneAVideoFamily())
 
 
 _register_builtins()

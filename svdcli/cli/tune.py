@@ -1,0 +1,107 @@
+"""`svd tune`: Tune-A-Video one-shot tuning of an image model on one text-video pair.
+
+The clip is packed into a one-video shard folder in the run dir (`svd pack`'s code), and the
+`tune` stage of the tune_a_video family runs through `svd train`'s engine (DeepSpeed, logs,
+--resume). The export is a delta file of the tuned tensors tied to the base's sha256.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from svdcli.cli.common import user_errors
+
+HELP = """One-shot tuning (Tune-A-Video, Wu et al. 2023) of a text-to-image model on one video.
+
+\b
+Inflates --base (a `svd train --stage image` export or run dir, or an SD 2.1 .safetensors) into
+a video model with sparse-causal spatio-temporal attention and temporal attention, then trains
+only the attention query projections and the temporal attention on the clip and its --prompt:
+  svd tune --video clip.mp4 --prompt "a man is skiing" --base v2-1_768-ema-pruned.safetensors --out runs/ski
+  svd sample --family tune_a_video --checkpoint v2-1_768-ema-pruned.safetensors --tuned runs/ski \\
+      --prompt "a panda is skiing" --invert clip.mp4 --out panda.mp4
+\b
+Writes RUN/data/ (the packed clip), RUN/tune.yaml, and what `svd train` writes (config.yaml,
+log.jsonl, checkpoints/step_N/ema.safetensors = the delta file). EMA is off.
+"""
+
+
+def tune_recipe(base: Path, prompt: str, frames: int, size: int, steps: int, lr: float, seed: int,
+                precision: str) -> dict:
+    """The `tune` stage's recipe (the paper's defaults: 24 frames, 512x512, 500 steps, lr 3e-5)."""
+    return {"family": "tune_a_video", "stage": "tune", "base": str(base), "prompt": prompt, "steps": steps,
+            "seed": seed, "precision": precision, "activation_checkpointing": False, "log_every": 10,
+            "checkpoint_every": steps, "keep_checkpoints": 1, "optim": {"lr": lr, "warmup_steps": 0},
+            "ema": {"enabled": False},
+            "data": {"frames": frames, "height": size, "width": size, "batch_size": 1, "grad_accum": 1,
+                     "num_workers": 0, "shuffle_buffer": 1, "posterior": "sample"}}
+
+
+def pack_clip(video: Path, prompt: str, frames: int, size: int, folder: Path) -> Path:
+    """The clip's first `frames` frames, resized and centre-cropped to size x size, as one shard."""
+    from svdcli.errors import SvdError
+    from svdcli.manifest.io import table_from_rows, write_manifest
+    from svdcli.shards.pack import PackConfig, run_pack
+    from svdcli.video.probe import probe, video_id
+
+    if not video.is_file():
+        raise SvdError(f"--video {video}: no such file")
+    info = probe(video)
+    n = info.frames or int(round(info.duration * info.fps))
+    if n < frames:
+        raise SvdError(f"--video {video} has {n} frames; --frames {frames} asked")
+    folder.mkdir(parents=True, exist_ok=True)
+    row = dict(clip_id=f"{video_id(video)}_0_{frames}", video_id=video_id(video), video_path=str(video.resolve()),
+               start_time=0.0, end_time=n / info.fps, start_frame=0, end_frame=n, num_frames=n, fps=info.fps,
+               width=info.width, height=info.height, status="ok", motion_score=0.0, caption=prompt, keep=True,
+               drop_reason=None)
+    manifest = write_manifest(table_from_rows([row], list(row)), folder / "clip.parquet")
+    cfg = PackConfig(size=(size, size), frames=frames, min_frames=frames, fps=None, shard_size=1, format="npy")
+    run_pack(manifest, folder / "shards", cfg, workers=1, progress=False)
+    return folder / "shards"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("tune", help=HELP, no_args_is_help=True)
+    @user_errors
+    def tune(
+        video: Path = typer.Option(..., "--video", help="The source clip (mp4, ...)."),
+        prompt: str = typer.Option(..., "--prompt", "-p", help="Text describing the clip, e.g. 'a man is skiing'."),
+        base: Path = typer.Option(..., "--base", help="Image model: `svd train --stage image` export / run dir, or SD 2.1 .safetensors."),
+        out: Path = typer.Option(..., "--out", help="Run dir (data, config, logs, the delta file)."),
+        frames: int = typer.Option(24, "--frames", min=2, help="Frames of the clip to tune on."),
+        size: int = typer.Option(512, "--size", min=64, help="Square frame size, multiple of 64."),
+        steps: int = typer.Option(500, "--steps", min=1, help="Optimizer steps."),
+        lr: float = typer.Option(3e-5, "--lr", help="Learning rate (AdamW)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the noise draws and of the new layers."),
+        deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON, as for `svd train`."),
+        resume: bool = typer.Option(False, "--resume", help="Continue RUN from its latest checkpoint."),
+        overrides: list[str] = typer.Option([], "--set", help="Override a config key (e.g. --set prediction=eps, --set text=tiny)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        tensorboard: bool = typer.Option(False, "--tensorboard/--no-tensorboard", help="Also log TensorBoard scalars."),
+    ) -> None:
+        import json
+
+        import torch
+
+        from svdcli.cli.common import console
+        from svdcli.train.loop import RunOptions, train
+
+        recipe = out / "tune.yaml"
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            precision = "bf16" if torch.cuda.is_available() else "fp32"
+            recipe.write_text(json.dumps(tune_recipe(base.resolve(), prompt, frames, size, steps, lr, seed, precision),
+                                         indent=1))  # JSON is YAML
+            shards = pack_clip(video, prompt, frames, size, out / "data")
+        else:
+            shards = out / "data" / "shards"
+        opts = RunOptions(stage="tune", family="tune_a_video", config=recipe, data=shards, out=out,
+                          deepspeed=deepspeed, resume=resume, overrides=tuple(overrides),
+                          tensorboard=tensorboard, progress=progress)
+        summary = train(opts)
+        if summary["rank"] == 0:
+            console().print(f"done: {summary['steps']} steps; tuned weights "
+                            f"{Path(summary['checkpoint']) / 'ema.safetensors'}")
