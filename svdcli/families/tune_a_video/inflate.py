@@ -47,7 +47,8 @@ class TAVTransformerBlock(BasicTransformerBlock):
 class TAVTransformer(SpatialVideoTransformer):
     """The image spatial transformer with Tune-A-Video blocks (no SVD temporal branch)."""
 
-    def forward(self, x, context, num_video_frames, image_only_indicator=None):
+    def forward(self, x, context, num_video_frames, image_only_indicator=None, temporal_context=None):
+        """`temporal_context` is accepted and unused: Tune-A-Video's temporal layer is self-attention."""
         bt, c, h, w = x.shape
         x_in = x
         x = self.norm(x)
