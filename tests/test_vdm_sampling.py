@@ -39,18 +39,31 @@ def _random_model(size: int = 16, frames: int = 6) -> VDMModel:
 
 
 def test_zero_guidance_weight_is_unconditional_sampling_with_the_same_seed(tmp_path):
-    """--extend 3 with w_r = 0 over a 6-frame window (3 known) reproduces the last 3 frames of
-    the plain 6-frame sample of that seed; w_r = 1 does not."""
+    """--upsample 2 with w_r = 0 is the plain 16x16 sample of that seed; w_r = 4 is not."""
+    pipe = VideoPipeline(_random_model(), torch.device("cpu"), torch.float32)
+    low = tmp_path / "low.mp4"
+    write_frames(low, np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8), 8.0)
+    quiet = dict(warn=lambda m: None)
+    plain = pipe.generate(None, SampleOptions(seed=5, frames=6, width=16, height=16), **quiet).frames
+    zero = pipe.generate(None, SampleOptions(seed=5, input=low, upsample=2, guidance_weight=0.0), **quiet).frames
+    guided = pipe.generate(None, SampleOptions(seed=5, input=low, upsample=2, guidance_weight=4.0), **quiet).frames
+    assert zero.shape == (6, 16, 16, 3) and plain.std() > 5            # not a blank video
+    np.testing.assert_array_equal(zero, plain)
+    assert np.abs(guided.astype(int) - plain).max() > 10
+
+
+def test_zero_guidance_weight_extension_is_the_replacement_method(tmp_path):
+    """Eq. 7 corrects only x^b and z^a comes from q(z^a | x^a): w_r = 0 is replacement, exactly."""
     pipe = VideoPipeline(_random_model(), torch.device("cpu"), torch.float32)
     clip = tmp_path / "clip.mp4"
     write_frames(clip, np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), 8.0)
-    plain = pipe.generate(None, SampleOptions(seed=5), warn=lambda m: None).frames
-    zero = pipe.generate(None, SampleOptions(seed=5, input=clip, extend=3, guidance_weight=0.0), warn=lambda m: None)
-    guided = pipe.generate(None, SampleOptions(seed=5, input=clip, extend=3, guidance_weight=1.0), warn=lambda m: None)
-    assert zero.frames.shape == (8, 16, 16, 3)                       # 5 input frames + 3 new
-    assert plain.std() > 5                                           # not a blank video
-    np.testing.assert_array_equal(zero.frames[5:], plain[3:])
-    assert np.abs(guided.frames[5:].astype(int) - plain[3:]).max() > 10
+    quiet = dict(warn=lambda m: None)
+    run = lambda **kw: pipe.generate(None, SampleOptions(seed=5, input=clip, extend=3, **kw), **quiet).frames  # noqa: E731
+    replaced, zero = run(conditioning="replacement"), run(guidance_weight=0.0)
+    guided = run(guidance_weight=4.0)
+    assert zero.shape == (8, 16, 16, 3)                              # 5 input frames + 3 new
+    np.testing.assert_array_equal(zero, replaced)
+    assert np.abs(guided[5:].astype(int) - replaced[5:]).max() > 10
 
 
 def _train(tmp_path: Path, *extra: str) -> Path:
