@@ -7,7 +7,8 @@ reconstruction-guided extension cost.
     and 32 frames, and the whole U-Net forward at those frame counts;
   - extension: seconds per new frame, reconstruction guidance (a backward pass per step) vs
     the replacement method, 16 steps, 8-frame windows (4 known + 4 new).
-Each timing is the median of `REPEATS` after one warm-up. Run: python -m benchmarks.bench_vdm
+Each timing is the median of `REPEATS` after one warm-up, on one thread (two intra-op threads
+on a shared 2-core machine run several times slower, not faster). Run: python -m benchmarks.bench_vdm
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-REPEATS = 5
+REPEATS = 3
 
 
 def _time(fn, repeats: int = REPEATS) -> float:
@@ -82,11 +83,12 @@ def extension_times() -> dict[str, float]:
     clip, sigmas, out = torch.rand(4, 3, 32, 32) * 2 - 1, CosineSchedule().sigmas(16), {}
     for method in ("reconstruction", "replacement"):
         with torch.no_grad():
-            out[method] = _time(lambda: extend(d, clip, 8, 8, sigmas, method, 4.0, seed=0), repeats=3) / 8
+            out[method] = _time(lambda: extend(d, clip, 8, 8, sigmas, method, 4.0, seed=0), repeats=1) / 8
     return out
 
 
 def main() -> None:
+    torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tiny VDM config on the CPU")
     train = train_step_times()
     base = train["image_ratio 0"]
