@@ -187,7 +187,7 @@ def extend(d, clip: torch.Tensor, n_new: int, window: int, sigmas, method: str, 
            callback=None) -> torch.Tensor:
     """clip (T, 3, H, W) followed by n_new sampled frames, window by window (autoregressive)."""
     from svdcli.diffusion.samplers import per_sample_noise, prior_sample
-    from svdcli.families.vdm import guidance
+    import svdcli.families.vdm.guidance as guidance
 
     frames = clip.float()
     for chunk, new in enumerate(extension_plan(n_new, window)):
@@ -210,7 +210,7 @@ def upsample(d, clip: torch.Tensor, factor: int, sigmas, w_r: float, seed: int, 
     """clip (T, 3, h, w) -> (T, 3, factor h, factor w) whose factor x factor average pooling
     is guided toward the clip (reconstruction guidance with A = pooling, sec. 3.1)."""
     from svdcli.diffusion.samplers import per_sample_noise, prior_sample
-    from svdcli.families.vdm import guidance
+    import svdcli.families.vdm.guidance as guidance
 
     t, c, h, w = clip.shape
     noise = per_sample_noise([seed], (c, h * factor, w * factor), frames=t, device=clip.device)
