@@ -72,9 +72,11 @@ def pack_vae(source: str):
 def _register_builtins() -> None:
     from svdcli.families.svd import SVDFamily
     from svdcli.families.tune_a_video import TuneAVideoFamily
+    from svdcli.families.vdm import VDMFamily
 
     register(SVDFamily())
     register(TuneAVideoFamily())
+    register(VDMFamily())
 
 
 _register_builtins()

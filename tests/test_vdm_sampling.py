@@ -1,0 +1,136 @@
+"""VDM sampling: the family trains through `svd train --family vdm` and samples through
+`svd sample` (plain, --extend, --upsample), and w_r = 0 reconstruction guidance is exactly
+unconditional sampling with the same seed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from svdcli.cli.main import app
+from svdcli.families import family_for
+from svdcli.families.base import SamplingDefaults, TrainedRun
+from svdcli.families.vdm.config import VDMConfig
+from svdcli.families.vdm.sampling import VDMModel, build_denoiser
+from svdcli.sample.pipeline import VideoPipeline
+from svdcli.sample.options import SampleOptions
+from svdcli.video.write import write_frames
+from test_train_helpers import make_shards, one_thread  # noqa: F401
+
+RECIPE = Path(__file__).resolve().parents[1] / "pipelines/train/vdm/video.yaml"
+STEPS, FRAMES, SIZE = 4, 4, 32
+
+
+def _random_model(size: int = 16, frames: int = 6) -> VDMModel:
+    family = family_for("vdm")
+    denoiser = build_denoiser(VDMConfig(model="tiny"), seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in denoiser.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)   # the zero output conv too
+    run = TrainedRun("vdm", "video", 0, frames, size, size, {})
+    defaults = SamplingDefaults("vdm", frames, 8, 1.0, 1.0, size, size, trained_frames=frames, size_multiple=2,
+                                sampler="ancestral")
+    return VDMModel(family=family, defaults=defaults, kind="vdm", denoiser=denoiser.eval(), text=None, run=run)
+
+
+def test_zero_guidance_weight_is_unconditional_sampling_with_the_same_seed(tmp_path):
+    """--upsample 2 with w_r = 0 is the plain 16x16 sample of that seed; w_r = 4 is not."""
+    pipe = VideoPipeline(_random_model(), torch.device("cpu"), torch.float32)
+    low = tmp_path / "low.mp4"
+    write_frames(low, np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8), 8.0)
+    quiet = dict(warn=lambda m: None)
+    plain = pipe.generate(None, SampleOptions(seed=5, frames=6, width=16, height=16), **quiet).frames
+    zero = pipe.generate(None, SampleOptions(seed=5, input=low, upsample=2, guidance_weight=0.0), **quiet).frames
+    guided = pipe.generate(None, SampleOptions(seed=5, input=low, upsample=2, guidance_weight=4.0), **quiet).frames
+    assert zero.shape == (6, 16, 16, 3) and plain.std() > 5            # not a blank video
+    np.testing.assert_array_equal(zero, plain)
+    assert np.abs(guided.astype(int) - plain).max() > 10
+
+
+def test_zero_guidance_weight_extension_is_the_replacement_method(tmp_path):
+    """Eq. 7 corrects only x^b and z^a comes from q(z^a | x^a): w_r = 0 is replacement, exactly."""
+    pipe = VideoPipeline(_random_model(), torch.device("cpu"), torch.float32)
+    clip = tmp_path / "clip.mp4"
+    write_frames(clip, np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), 8.0)
+    quiet = dict(warn=lambda m: None)
+    run = lambda **kw: pipe.generate(None, SampleOptions(seed=5, input=clip, extend=3, **kw), **quiet).frames  # noqa: E731
+    replaced, zero = run(conditioning="replacement"), run(guidance_weight=0.0)
+    guided = run(guidance_weight=4.0)
+    assert zero.shape == (8, 16, 16, 3)                              # 5 input frames + 3 new
+    np.testing.assert_array_equal(zero, replaced)
+    assert np.abs(guided[5:].astype(int) - replaced[5:]).max() > 10
+
+
+def _train(tmp_path: Path, *extra: str) -> Path:
+    shards = make_shards(tmp_path / "data")
+    run = tmp_path / "run"
+    sets = [f"model=tiny", f"steps={STEPS}", "precision=fp32", "log_every=1", f"checkpoint_every={STEPS}",
+            f"data.frames={FRAMES}", f"data.height={SIZE}", f"data.width={SIZE}", "data.batch_size=2",
+            "data.num_workers=0", "data.shuffle_buffer=4", "optim.warmup_steps=0", "optim.lr=3e-3",
+            "ema.decay=0.5", *extra]
+    result = CliRunner().invoke(app, ["train", "--family", "vdm", "--stage", "video", "--config", str(RECIPE),
+                                      "--data", str(shards), "--out", str(run), "--no-progress", "--no-tensorboard",
+                                      *[a for kv in sets for a in ("--set", kv)]])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_vdm_trains_jointly_through_svd_train_and_samples_through_svd_sample(tmp_path):
+    run = _train(tmp_path, "image_ratio=0.5", "text=tiny", "parameterisation=eps")
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines if "loss" in line]
+    assert len(losses) == STEPS and all(np.isfinite(losses))
+    family = family_for("vdm")
+    export = run / "checkpoints" / f"step_{STEPS:06d}" / "ema.safetensors"
+    from svdcli.train.config import load_config
+
+    initial = family.build(load_config(RECIPE, [f"model=tiny", "text=tiny", "parameterisation=eps"])).state_dict()
+    trained = family.saved_state(export)
+    assert trained.keys() == initial.keys()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+    runner, out = CliRunner(), tmp_path / "plain.mp4"
+    result = runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(out),
+                                 "--no-progress", "--prompt", "a pan number 1", "--cfg", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"vdm checkpoint (vdm): {FRAMES} frames {SIZE}x{SIZE}, 3 ancestral steps" in result.output
+    assert len(_frames(out)) == FRAMES and _frames(out)[0].shape == (SIZE, SIZE, 3)
+
+    for method in ("reconstruction", "replacement"):
+        ext = tmp_path / f"{method}.mp4"
+        result = runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(ext),
+                                     "--no-progress", "--input", str(out), "--extend", "5", "--conditioning", method,
+                                     "--guidance-weight", "2"])
+        assert result.exit_code == 0, result.output
+        assert len(_frames(ext)) == FRAMES + 5                       # the input, then 5 new frames
+    up = tmp_path / "up.mp4"
+    result = runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(up),
+                                 "--no-progress", "--input", str(out), "--upsample", "2"])
+    assert result.exit_code == 0, result.output
+    assert _frames(up)[0].shape == (2 * SIZE, 2 * SIZE, 3) and len(_frames(up)) == FRAMES
+
+
+def test_vdm_sampling_refuses_what_it_cannot_do(tmp_path):
+    pipe = VideoPipeline(_random_model(), torch.device("cpu"), torch.float32)
+    with pytest.raises(Exception, match="--input"):
+        pipe.resolve(SampleOptions(extend=3))
+    with pytest.raises(Exception, match="trained without text"):
+        pipe.resolve(SampleOptions(prompt="a cat"))
+    with pytest.raises(Exception, match="takes no --fps-id"):
+        pipe.resolve(SampleOptions(fps_id=3))
+    with pytest.raises(Exception, match="reconstruction or replacement"):
+        clip = tmp_path / "c.mp4"
+        write_frames(clip, np.zeros((2, 16, 16, 3), np.uint8), 8.0)
+        pipe.resolve(SampleOptions(input=clip, extend=2, conditioning="inpaint"))
