@@ -71,8 +71,10 @@ def pack_vae(source: str):
 
 def _register_builtins() -> None:
     from svdcli.families.svd import SVDFamily
+    from svdcli.families.video_ldm import VideoLDMFamily
 
     register(SVDFamily())
+    register(VideoLDMFamily())
 
 
 _register_builtins()
