@@ -1,5 +1,5 @@
 """The Video LDM network: SVD's VideoUNet (spatial layers of the image LDM, temporal layers
-mixed in by a learned alpha, Blattmann et al. 2023, eq. in Sec. 3.1) plus the mask
+mixed in by a learned alpha, Blattmann et al. 2023, Sec. 3.1) plus the mask
 conditioning of the prediction and interpolation models (Sec. 3.2 and 3.3).
 
 Mask conditioning: the context latents times a binary temporal mask, with the mask as one more
@@ -39,7 +39,7 @@ def temporal_layers(unet: nn.Module) -> list[tuple[nn.Module, str, int]]:
     return layers
 
 
-def _inject(module, args, *, conv: nn.Conv2d, layout: str, context: torch.Tensor, frames: int):
+def _inject(module, args, *, conv: nn.Conv2d, layout: str, context: torch.Tensor):
     """Forward pre-hook: add conv(resize(c_S)) to the temporal layer's input."""
     x = args[0]
     h0, w0 = context.shape[-2:]
@@ -80,8 +80,7 @@ class MaskedContextUNet(nn.Module):
             return self.unet(x, timesteps, context, y, num_video_frames, image_only_indicator)
         x, c_s = x[:, :n_in], x[:, n_in:]
         # hooks are added per call (not kept), so copies of the module (EMA, DeepSpeed) stay independent
-        handles = [layer.register_forward_pre_hook(partial(_inject, conv=conv, layout=layout, context=c_s,
-                                                           frames=num_video_frames))
+        handles = [layer.register_forward_pre_hook(partial(_inject, conv=conv, layout=layout, context=c_s))
                    for (layer, layout, _), conv in zip(temporal_layers(self.unet), self.context_convs)]
         try:
             return self.unet(x, timesteps, context, y, num_video_frames, image_only_indicator)

@@ -132,7 +132,8 @@ def guided_denoiser(model: VideoLDMModel, opts, autocast_dtype) -> Callable:
         c, u = _with_context(cond, c_s), _with_context(uncond, c_s)
         if s == 1.0:
             return run(x, sigma, c)
-        return run(x, sigma, u) + s * (run(x, sigma, c) - run(x, sigma, u))
+        d_u = run(x, sigma, u)
+        return d_u + s * (run(x, sigma, c) - d_u)
 
     def denoise(x, sigma, *, cond, uncond, context=None):
         if context is None:
