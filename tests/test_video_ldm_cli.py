@@ -88,13 +88,13 @@ def test_sample_one_shot_long_and_interpolated(runs):
 
     from svdcli.video.synth import Shot, render_shot, write_frames
 
-    keys = write_frames(tmp / "keys.mp4", render_shot(Shot(3, seed=1, speed=(2.0, 1.0)), 64, 64), 2.0)
+    keys = write_frames(tmp / "keys.mp4", render_shot(Shot(2, seed=1, speed=(2.0, 1.0)), 64, 64), 2.0)
     result, frames = sample(tmp, interpolate, "interp", "--interpolate", "4", "--input", str(keys))
     assert result.exit_code == 0, result.output
-    assert len(frames) == 4 * 3 - 3
+    assert len(frames) == 4 * 2 - 3
     result, frames = sample(tmp, interpolate, "interp16", "--interpolate", "16", "--input", str(keys))
     assert result.exit_code == 0, result.output
-    assert len(frames) == 4 * (4 * 3 - 3) - 3                               # two passes
+    assert len(frames) == 4 * (4 * 2 - 3) - 3                               # two passes
 
 
 def test_long_and_interpolate_need_their_models(runs):
