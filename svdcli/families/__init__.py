@@ -73,10 +73,12 @@ def _register_builtins() -> None:
     from svdcli.families.svd import SVDFamily
     from svdcli.families.tune_a_video import TuneAVideoFamily
     from svdcli.families.vdm import VDMFamily
+    from svdcli.families.video_ldm import VideoLDMFamily
 
     register(SVDFamily())
     register(TuneAVideoFamily())
     register(VDMFamily())
+    register(VideoLDMFamily())
 
 
 _register_builtins()
