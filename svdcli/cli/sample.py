@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         conditioning: str = typer.Option(None, "--conditioning", help="vdm: reconstruction (default) or replacement (the baseline)."),
         tuned: Path = typer.Option(None, "--tuned", help="tune_a_video: a `svd tune` run folder (or its delta file) applied to --checkpoint."),
         invert: Path = typer.Option(None, "--invert", help="tune_a_video: start from the DDIM inversion of this video (default: random noise)."),
+        vae: Path = typer.Option(None, "--vae", help="Decode with this VAE instead of the checkpoint's: a `svd train --family video_ldm --stage decoder` export or run folder, or an official SVD file."),
         device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda when available)."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
                                 **{k: v for k, v in given.items() if v is not None})
         con = console()
         result = sample_to_file(checkpoint, image, out, options, fmt=fmt, family=family, device=device,
-                                dtype=dtype, progress=step_bar if progress else None, log=con.print)
+                                dtype=dtype, progress=step_bar if progress else None, log=con.print, vae=vae)
         phases = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.timings.items())
         con.print(f"wrote {result.path} ({result.num_frames} frames {result.width}x{result.height} "
                   f"at {result.fps:g} fps); {phases}")

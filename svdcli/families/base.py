@@ -65,6 +65,7 @@ class TrainBatch:
     cond: dict[str, torch.Tensor]
     frames: int                             # T
     image_only_indicator: torch.Tensor | None = None   # (B, T): 1 where a frame is a lone image
+    step: int = 0                         # the optimizer step it trains (set by the loop)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,24 @@ def load_model(path: str | Path, family: str | None = None):
     return (family_for(family) if family else detect(header)).load(header)
 
 
+def replace_vae(model, source: str | Path) -> None:
+    """Decode (and encode) with the VAE of `source` instead of the checkpoint's own: a file with
+    VAE weights (a Video LDM `--stage decoder` export, an official SVD file) or a run folder."""
+    from svdcli.families import pack_vae
+
+    if getattr(model, "vae", None) is None:
+        raise SvdError(f"--vae: family {model.family.name} models have no VAE to replace")
+    if not Path(source).exists():
+        raise MissingWeightsError(f"--vae {source}: no such file or run folder")
+    vae = pack_vae(str(source))
+    own, new = model.vae.cfg, vae.cfg
+    if (new.z_channels, new.downsampling) != (own.z_channels, own.downsampling):
+        raise SvdError(f"--vae {source}: its latents ({new.z_channels} channels, /{new.downsampling}) are not the "
+                       f"model's ({own.z_channels} channels, /{own.downsampling})")
+    model.vae = vae
+    model.notes.append(f"VAE from {source}")
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str, device: torch.device):
     start = time.perf_counter()
@@ -121,10 +139,14 @@ class VideoPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, family: str | None = None, device: str | None = None,
-                        dtype: str = "auto") -> "VideoPipeline":
-        """Load any supported checkpoint; its family is detected unless `family` names it."""
+                        dtype: str = "auto", vae: str | Path | None = None) -> "VideoPipeline":
+        """Load any supported checkpoint; its family is detected unless `family` names it; `vae`
+        replaces its VAE (`replace_vae`)."""
         dev, dt = _device_dtype(device, dtype)
-        return cls(load_model(path, family), dev, dt)
+        model = load_model(path, family)
+        if vae is not None:
+            replace_vae(model, vae)
+        return cls(model, dev, dt)
 
     def resolve(self, options: SampleOptions, image=None, warn: Callable[[str], None] = print) -> SampleOptions:
         """Fill every None from the model's defaults and check what the model can do."""
@@ -168,7 +190,8 @@ StepBar = Callable[[int], ContextManager[Callable | None]]  # total steps -> con
 
 def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: SampleOptions, *,
                    fmt: str | None = None, family: str | None = None, device: str | None = None,
-                   dtype: str = "auto", progress: StepBar | None = None, log: Callable = print) -> VideoResult:
+                   dtype: str = "auto", progress: StepBar | None = None, log: Callable = print,
+                   vae: str | Path | None = None) -> VideoResult:
     """What `svd sample` does: load, sample (`progress(total)` gives the per-step callback),
     write; timings include loading."""
     from svdcli.families.image import read_image
@@ -181,7 +204,7 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     if options.sampler is not None:
         check_sampler(options.sampler)  # a name no family knows
     start = time.perf_counter()
-    pipe = VideoPipeline.from_checkpoint(checkpoint, family=family, device=device, dtype=dtype)
+    pipe = VideoPipeline.from_checkpoint(checkpoint, family=family, device=device, dtype=dtype, vae=vae)
     loading = time.perf_counter() - start
     for note in pipe.notes:
         log(f"note: {note}")

@@ -203,6 +203,7 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
             record["loss"] = _mean_over_ranks(record["loss"], info)
             record["skipped_samples"] = int(_sum_over_ranks(stream.state.skipped_samples, info))
             record["lr"] = scheduler.get_last_lr()[0]
+            record.update(getattr(engine.module, "stats", None) or {})  # a model's own terms (decoder: d_loss, ...)
             logger.log(done, record)
             meter.reset()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -218,6 +219,7 @@ def _micro_step(engine, stream, encoders, cfg: TrainConfig, info, step: int, mic
     video, meta = stream.next()
     gen = step_generator(cfg.seed, step, micro, info.rank)
     batch = family.prepare(video, meta, encoders, cfg, gen, info.device)
+    batch.step = step
     sigma = family.training_sigmas(video.shape[0], cfg, gen)
     noise = torch.randn(batch.x0.shape, generator=gen).to(batch.x0.device)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32

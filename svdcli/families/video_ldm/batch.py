@@ -38,3 +38,16 @@ def prepare_batch(video, meta, enc, cfg, gen, device) -> TrainBatch:
         c_s = context_channels(batch.x0, mask.reshape(-1).to(batch.x0.device))      # (B*T, 5, h, w)
         batch.cond["concat"] = torch.cat([batch.cond["concat"], c_s], dim=1)
     return batch
+
+
+def prepare_decoder_batch(video, cfg, gen, device) -> TrainBatch:
+    """The decoder stage: x0 the clean frames (B*T, 3, H, W), and the posterior's eps
+    (B*T, z, H/8, W/8) for z = mu + sigma * eps (zeros when data.posterior is "mode")."""
+    from svdcli.models.vae import VAEConfig
+
+    b, t, c, h, w = video.shape
+    frames = video.reshape(b * t, c, h, w).to(device)
+    f, z = VAEConfig().downsampling, VAEConfig().z_channels
+    shape = (b * t, z, h // f, w // f)
+    eps = torch.randn(shape, generator=gen) if cfg.data.posterior == "sample" else torch.zeros(shape)
+    return TrainBatch(x0=frames, cond={"posterior_noise": eps.to(device)}, frames=t)

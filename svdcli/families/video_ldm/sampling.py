@@ -48,6 +48,10 @@ def load(family, header) -> VideoLDMModel:
     from svdcli.models.unet import VideoUNet
 
     run = TrainedRun.from_metadata(header.metadata, default_family=family.name)
+    if run.stage == "decoder":
+        raise SvdError(f"{header.path} is a decoder finetune (a VAE, not a video model): sample a video "
+                       f"model with it as the decoder, `svd sample --vae {header.path} ...`, or encode "
+                       f"shards with it, `svd pack --latents {header.path}`")
     own = VideoLDMConfig.from_dict(run.values)
     net = MaskedContextUNet(VideoUNet(unet_config(own.model)))
     state = {k[len("net."):]: v for k, v in load_file(str(header.path)).items() if k.startswith("net.")}
