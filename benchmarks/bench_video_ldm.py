@@ -3,7 +3,10 @@
   - seconds per generated frame of `--long` (chunks of T = 4 frames, S = 2 context frames, so
     each chunk after the first adds 2 frames) against one-shot sampling of the same length,
   - interpolation throughput: frames out per second, 5 keyframes -> 17 frames (one pass) and
-    -> 65 (two passes), with a model trained on 5-frame clips (windows of 2 keyframes).
+    -> 65 (two passes), with a model trained on 5-frame clips (windows of 2 keyframes),
+  - decoder-finetune step time (forward, backward, Adam) of the tiny VAE on one 8-frame 64x64
+    clip: L1 only (the baseline), + LPIPS(vgg, random backbone: the same cost), + the temporal
+    discriminator (after disc_start: adaptive weight, two more D passes).
 Network time only (no VAE, no file I/O); euler, STEPS steps, text guidance off, context guidance
 w = 1.5 (two branches per step). Best of REPEATS.
 """
@@ -87,6 +90,37 @@ def main() -> None:
             seconds = _best(run)
         print(f"video_ldm interpolate x{4 ** passes}: 5 keyframes -> {n} frames in {seconds:.2f} s "
               f"({n / seconds:.1f} frames/s, {(n - 5) / seconds:.1f} new frames/s)")
+    decoder_steps()
+
+
+def decoder_steps() -> None:
+    import torch
+
+    from svdcli.families.svd.config import unet_config
+    from svdcli.families.svd.encoders import tiny_encoders
+    from svdcli.families.video_ldm.config import DecoderConfig
+    from svdcli.families.video_ldm.decoder import DecoderFinetune
+
+    frames = torch.rand(8, 3, 64, 64) * 2 - 1
+    eps = torch.randn(8, 4, 8, 8)
+    times = {}
+    for name, cfg, step in (("L1", DecoderConfig(perceptual_weight=0.0), 0),
+                            ("L1+LPIPS", DecoderConfig(lpips_backbone="random"), 0),
+                            ("L1+LPIPS+D", DecoderConfig(lpips_backbone="random", disc_start=0), 0)):
+        model = DecoderFinetune(tiny_encoders(unet_config("tiny"), 0).vae, cfg)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+        def one():
+            loss = model(frames, eps, 8, step).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        one()  # warm-up
+        times[name] = _best(one)
+    base = times["L1"]
+    print("video_ldm decoder finetune step (tiny VAE, 8x64x64): " +
+          ", ".join(f"{k} {v:.3f} s (x{v / base:.2f})" for k, v in times.items()))
 
 
 if __name__ == "__main__":
