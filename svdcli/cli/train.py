@@ -68,3 +68,8 @@ def register(app: typer.Typer) -> None:
                             + (f"; {summary['skipped_shards']} shard(s) skipped" if summary["skipped_shards"] else "")
                             + (f"; {summary['skipped_samples']} bad sample(s) skipped (see the warnings)"
                                if summary["skipped_samples"] else ""))
+        if summary["world_size"] > 1:  # a launcher's process: end the group before exit, so gloo's
+            import torch.distributed as dist  # threads are not torn down mid-run (SIGABRT at exit)
+
+            dist.barrier()
+            dist.destroy_process_group()
