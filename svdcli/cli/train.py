@@ -17,6 +17,11 @@ SVD training stages (recipes in pipelines/train/):
   video     video pretraining, 14 frames at 256x384, EDM noise; --init an image checkpoint
   finetune  higher resolution, noise shifted to P_mean/P_std, lower lr, EMA
 \b
+Other families (--family NAME, recipes in pipelines/train/NAME/; docs/families.md):
+  video_ldm  video | predict | interpolate | decoder (the VAE's temporal decoder finetune)
+  vdm        video (pixel space, joint image-video training)
+  Tune-A-Video's one-shot tuning is `svd tune`.
+\b
 Single CPU process (gloo, for development):
   svd train --stage video --config pipelines/train/video.yaml --data shards/ --out runs/v1 --set model=tiny
 Several GPUs / nodes (see docs/training.md for the hostfile):
