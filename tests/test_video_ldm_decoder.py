@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from svdcli.cli.main import app
 from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.families.video_ldm.config import DecoderConfig
-from svdcli.families.video_ldm.decoder import DecoderFinetune, flicker, inflate_image_vae
-from svdcli.models.vae import ImageAutoencoder, VAEConfig, VideoAutoencoder
+from svdcli.families.video_ldm.decoder import DecoderFinetune, flicker
+from svdcli.models.vae import ImageAutoencoder, VAEConfig, VideoAutoencoder, inflate_image_vae
 from test_train_helpers import REPO, make_shards, one_thread, tiny_overrides  # noqa: F401
 
 T, H = 8, 32
@@ -51,6 +51,26 @@ def test_inflated_image_vae_encodes_exactly_and_decodes_frame_by_frame():
             assert 0 < err < 0.02, err
         else:     # temporal layers are identities: each frame decodes as the image VAE decodes it
             assert err < 1e-5, err
+
+
+def test_an_image_vae_file_loads_inflated_where_vaes_load(tmp_path):
+    """An SD-style file (`first_stage_model.*` with quant_conv) read by the one VAE file loader:
+    `svd pack --latents`, `svd sample --vae` and the decoder stage's --init all get the same
+    inflated VideoAutoencoder, whose encoder gives the image VAE's moments."""
+    from safetensors.torch import save_file
+
+    from svdcli.families import pack_vae
+
+    image = image_vae()
+    path = tmp_path / "sd_vae.safetensors"
+    save_file({f"first_stage_model.{k}": v.contiguous() for k, v in image.state_dict().items()}, str(path))
+    vae = pack_vae(str(path))
+    x = torch.rand(2, 3, H, H) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(vae.encode_moments(x), image.encode_moments(x), atol=1e-5, rtol=0)
+    want = inflate_image_vae(image.state_dict(), VAEConfig.tiny())
+    fixed = [k for k in want if ".time_stack.in_layers.2." not in k]  # random init behind a zero output conv
+    assert all(torch.equal(vae.state_dict()[k], want[k]) for k in fixed)
 
 
 def test_lpips_matches_its_formula_on_torchvision_vgg(tmp_path):

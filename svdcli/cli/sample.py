@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         conditioning: str = typer.Option(None, "--conditioning", help="vdm: reconstruction (default) or replacement (the baseline)."),
         tuned: Path = typer.Option(None, "--tuned", help="tune_a_video: a `svd tune` run folder (or its delta file) applied to --checkpoint."),
         invert: Path = typer.Option(None, "--invert", help="tune_a_video: start from the DDIM inversion of this video (default: random noise)."),
-        vae: Path = typer.Option(None, "--vae", help="Decode with this VAE instead of the checkpoint's: a `svd train --family video_ldm --stage decoder` export or run folder, or an official SVD file."),
+        vae: Path = typer.Option(None, "--vae", help="Decode with this VAE instead of the checkpoint's: a `svd train --family video_ldm --stage decoder` export or run folder, an official SVD file, or an SD 2.1 file (its image VAE inflated)."),
         device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda when available)."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from svdcli.errors import SvdError
 from svdcli.models.vae_blocks import Decoder, Encoder
 from svdcli.models.vae_diffusers import vae_state_from_diffusers, vae_state_to_diffusers
 
@@ -20,6 +21,7 @@ SCALE_FACTOR = 0.18215  # diffusion latent = SCALE_FACTOR * VAE latent (SD 2.1 /
 
 __all__ = [
     "SCALE_FACTOR", "VAEConfig", "Autoencoder", "VideoAutoencoder", "ImageAutoencoder", "posterior_sample",
+    "inflate_image_vae",
     "vae_state_from_diffusers", "vae_state_to_diffusers",
 ]
 
@@ -62,12 +64,16 @@ class VAEConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
-def posterior_sample(moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = mu + exp(logvar/2) * eps, with logvar clamped to [-30, 20] as in the SD VAE."""
+def posterior_sample(moments: torch.Tensor, generator: torch.Generator | None = None,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + exp(logvar/2) * eps, with logvar clamped to [-30, 20] as in the SD VAE; eps
+    drawn from `generator` unless given."""
     mean, logvar = moments.chunk(2, dim=1)
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-    where = generator.device if generator is not None else mean.device
-    eps = torch.randn(mean.shape, generator=generator, device=where).to(mean)
+    if eps is None:
+        where = generator.device if generator is not None else mean.device
+        eps = torch.randn(mean.shape, generator=generator, device=where)
+    eps = eps.to(mean)
     return mean + std * eps
 
 
@@ -169,3 +175,39 @@ class ImageAutoencoder(Autoencoder):
 
     def _decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
+
+
+def inflate_image_vae(image_state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+    """An SD image VAE's state (with quant_conv / post_quant_conv) -> a VideoAutoencoder state.
+
+    quant_conv (1x1) is folded into encoder.conv_out exactly: W' = W_q W_e, b' = W_q b_e + b_q.
+    post_quant_conv (1x1) is folded into decoder.conv_in: W' = W_c W_pq, b' = b_c + sum W_c b_pq,
+    exact except on the latent's one-pixel border, where conv_in's zero padding used to see
+    post_quant_conv(0) = b_pq and now sees 0. The temporal layers start as identities:
+    time_stack's last conv zero (x + 0), mix_factor 0 (then 0.5 x + 0.5 x), time_mix_conv the
+    centre tap of an identity.
+    """
+    s = {k: v.float() for k, v in image_state.items()}
+    wq, bq = s.pop("quant_conv.weight")[:, :, 0, 0], s.pop("quant_conv.bias")
+    we, be = s["encoder.conv_out.weight"], s["encoder.conv_out.bias"]
+    s["encoder.conv_out.weight"] = torch.einsum("oi,ichw->ochw", wq, we)
+    s["encoder.conv_out.bias"] = wq @ be + bq
+    wpq, bpq = s.pop("post_quant_conv.weight")[:, :, 0, 0], s.pop("post_quant_conv.bias")
+    wc, bc = s["decoder.conv_in.weight"], s["decoder.conv_in.bias"]
+    s["decoder.conv_in.weight"] = torch.einsum("oihw,ij->ojhw", wc, wpq)
+    s["decoder.conv_in.bias"] = bc + torch.einsum("oihw,i->o", wc, bpq)
+    out = VideoAutoencoder(cfg).state_dict()
+    for key, value in out.items():
+        if key in s:
+            value.copy_(s.pop(key))
+        elif ".time_stack.out_layers.3." in key or key.endswith(".mix_factor"):
+            value.zero_()
+        elif ".time_mix_conv.weight" in key:
+            value.zero_()
+            idx = torch.arange(value.shape[0])
+            value[idx, idx, value.shape[2] // 2, value.shape[3] // 2, value.shape[4] // 2] = 1.0
+        elif ".time_mix_conv.bias" in key:
+            value.zero_()
+    if s:
+        raise SvdError(f"the image VAE has {len(s)} weights the video decoder has no place for (e.g. {next(iter(s))})")
+    return out

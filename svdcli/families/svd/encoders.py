@@ -143,7 +143,7 @@ def pack_vae(source: str) -> nn.Module:
         raise MissingWeightsError(f"--latents {source}: no such file or run dir; pass an official SVD file "
                                   "(svd.safetensors from huggingface.co/stabilityai/stable-video-diffusion-img2vid), "
                                   "our checkpoint, a `svd train` run dir, or tiny:SEED")
-    return _file_vae(path)
+    return file_vae(path)
 
 
 def _run_dir_vae(folder: Path) -> nn.Module:
@@ -161,13 +161,22 @@ def _run_dir_vae(folder: Path) -> nn.Module:
     return pack_vae(own.weights)
 
 
-def _file_vae(path: Path) -> nn.Module:
+def file_vae(path: Path, what: str = "--latents") -> nn.Module:
+    """The VideoAutoencoder of a checkpoint file (`what`: the option that named it, for errors),
+    in eval mode without gradients: an official SVD file or ours as it is, an SD 2.1 image VAE
+    inflated into the temporal decoder (svdcli.models.vae.inflate_image_vae)."""
     from svdcli.families.svd.formats import load_checkpoint
-    from svdcli.models.vae import VideoAutoencoder
+    from svdcli.models.vae import VideoAutoencoder, inflate_image_vae
 
     ckpt = load_checkpoint(path)
-    if "vae" not in ckpt.parts or ckpt.vae_config is None:
-        raise SvdError(f"--latents {path}: the file holds no VAE weights (parts: {', '.join(ckpt.parts) or 'none'})")
+    state = ckpt.parts.get("vae")
+    if not state or ckpt.vae_config is None:
+        raise SvdError(f"{what} {path}: the file holds no VAE weights (parts: {', '.join(ckpt.parts) or 'none'})")
+    if "quant_conv.weight" in state:
+        state = inflate_image_vae(state, ckpt.vae_config)
     vae = VideoAutoencoder(ckpt.vae_config)
-    vae.load_state_dict(ckpt.parts["vae"], strict=True)
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SvdError(f"{what} {path}: its VAE does not fit SVD's temporal decoder ({len(missing)} missing, "
+                       f"e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]})")
     return vae.eval().requires_grad_(False)

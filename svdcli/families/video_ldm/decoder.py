@@ -5,7 +5,7 @@ encoder frozen so that every latent the diffusion models were trained on stays v
 Layout: SVD's temporal decoder (`VideoAutoencoder`: a `time_stack` 3-D residual block and a
 `mix_factor` after every decoder ResnetBlock, a `time_mix_conv` after `conv_out`), so the result
 loads wherever SVD's `first_stage_model` loads. An SD 2.1 (image) VAE is inflated into it
-exactly (`inflate_image_vae`).
+(svdcli.models.vae.inflate_image_vae).
 
 Loss per video (the LDM autoencoder's `LPIPSWithDiscriminator`, the encoder's KL term dropped
 since the encoder does not train, its learned log-variance held at 0):
@@ -60,9 +60,10 @@ class DecoderFinetune(nn.Module):
 
     def reconstruct(self, frames: torch.Tensor, posterior_noise: torch.Tensor, num_frames: int) -> torch.Tensor:
         """x_hat = decoder(mu + sigma * eps), the encoder run without gradients."""
+        from svdcli.models.vae import posterior_sample
+
         with torch.no_grad():
-            mean, logvar = self.vae.encode_moments(frames).chunk(2, dim=1)
-            z = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * posterior_noise.to(mean)
+            z = posterior_sample(self.vae.encode_moments(frames), eps=posterior_noise)
         return self.vae.decode(z, num_frames)
 
     def forward(self, frames: torch.Tensor, posterior_noise: torch.Tensor, num_frames: int, step: int):
@@ -98,44 +99,6 @@ class DecoderFinetune(nn.Module):
 
 
 # --- initial weights ---------------------------------------------------------------------------
-def inflate_image_vae(image_state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-    """An SD image VAE's state (with quant_conv / post_quant_conv) -> a VideoAutoencoder state.
-
-    quant_conv (1x1) is folded into encoder.conv_out exactly: W' = W_q W_e, b' = W_q b_e + b_q.
-    post_quant_conv (1x1) is folded into decoder.conv_in: W' = W_c W_pq, b' = b_c + sum W_c b_pq,
-    exact except on the latent's one-pixel border, where conv_in's zero padding used to see
-    post_quant_conv(0) = b_pq and now sees 0. The temporal layers start as identities:
-    time_stack's last conv zero (x + 0), mix_factor 0 (then 0.5 x + 0.5 x), time_mix_conv the
-    centre tap of an identity.
-    """
-    from svdcli.models.vae import VideoAutoencoder
-
-    s = {k: v.float() for k, v in image_state.items()}
-    wq, bq = s.pop("quant_conv.weight")[:, :, 0, 0], s.pop("quant_conv.bias")
-    we, be = s["encoder.conv_out.weight"], s["encoder.conv_out.bias"]
-    s["encoder.conv_out.weight"] = torch.einsum("oi,ichw->ochw", wq, we)
-    s["encoder.conv_out.bias"] = wq @ be + bq
-    wpq, bpq = s.pop("post_quant_conv.weight")[:, :, 0, 0], s.pop("post_quant_conv.bias")
-    wc, bc = s["decoder.conv_in.weight"], s["decoder.conv_in.bias"]
-    s["decoder.conv_in.weight"] = torch.einsum("oihw,ij->ojhw", wc, wpq)
-    s["decoder.conv_in.bias"] = bc + torch.einsum("oihw,i->o", wc, bpq)
-    out = VideoAutoencoder(cfg).state_dict()
-    for key, value in out.items():
-        if key in s:
-            value.copy_(s.pop(key))
-        elif ".time_stack.out_layers.3." in key or key.endswith(".mix_factor"):
-            value.zero_()
-        elif ".time_mix_conv.weight" in key:
-            value.zero_()
-            idx = torch.arange(value.shape[0])
-            value[idx, idx, value.shape[2] // 2, value.shape[3] // 2, value.shape[4] // 2] = 1.0
-        elif ".time_mix_conv.bias" in key:
-            value.zero_()
-    if s:
-        raise SvdError(f"the image VAE has {len(s)} weights the video decoder has no place for (e.g. {next(iter(s))})")
-    return out
-
-
 def initial_vae(cfg, init: Path | None):
     """The VideoAutoencoder the finetune starts from, and the discriminator state of a previous
     decoder export (or None). `--init`: an SD 2.1 file (inflated), an official SVD file or our
@@ -157,25 +120,17 @@ def initial_vae(cfg, init: Path | None):
 
 
 def _file_vae(path: Path):
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
-    from svdcli.families.svd.formats import load_checkpoint
-    from svdcli.models.vae import VideoAutoencoder
+    from svdcli.families.base import read_header
+    from svdcli.families.svd.encoders import file_vae
 
-    ckpt = load_checkpoint(path)
-    state = ckpt.parts.get("vae")
-    if not state or ckpt.vae_config is None:
-        raise SvdError(f"--init {path} holds no VAE weights (parts: {', '.join(ckpt.parts) or 'none'})")
-    if "quant_conv.weight" in state:
-        state = inflate_image_vae(state, ckpt.vae_config)
-    vae = VideoAutoencoder(ckpt.vae_config)
-    missing, unexpected = vae.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise SvdError(f"--init {path}: its VAE does not fit SVD's temporal decoder "
-                       f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]})")
+    vae = file_vae(path, "--init")
+    keys = [k for k in read_header(path).keys if k.startswith("discriminator.")]
     disc = None
-    if ckpt.kind == "ours" and any(k.startswith("discriminator.") for k in ckpt.unexpected):
-        disc = {k[len("discriminator."):]: v for k, v in load_file(str(path)).items() if k.startswith("discriminator.")}
+    if keys:  # a previous decoder export: its discriminator continues too
+        with safe_open(str(path), framework="pt") as f:
+            disc = {k[len("discriminator."):]: f.get_tensor(k) for k in keys}
     return vae, disc
 
 
