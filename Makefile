@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test test-all demo bench clean
+.PHONY: setup test test-all test-portable demo bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,17 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m ''
+
+# The numeric tests (those comparing computed floats, marked by tests/conftest.py) once per
+# setting: other torch kernels (ATen's instruction set), MKL's and oneDNN's instruction sets
+# and thread counts, as other machines would run them. ~25 min on 2 cores.
+PORTABLE_SETTINGS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1 OMP_NUM_THREADS=2
+test-portable: setup
+	@for setting in $(PORTABLE_SETTINGS); do \
+		env $$setting $(PY) -c "import torch; print('== $$setting: torch kernels', torch.backends.cpu.get_cpu_capability())"; \
+		env $$setting $(PY) -m pytest -q -m 'numeric and not slow and not gpu' || exit 1; \
+	done
 
 demo: setup
 	$(PY) -m svdcli.demo.run --workdir demo

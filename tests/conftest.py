@@ -1,7 +1,10 @@
-"""Shared test fixtures: paths to ../shared (skip cleanly when absent), GPU skipping."""
+"""Shared test fixtures: paths to ../shared (skip cleanly when absent), GPU skipping, and the
+`numeric` mark that `make test-portable` selects."""
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,21 @@ FIXTURES = SHARED / "reference" / "fixtures"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+# A module that compares computed floats (tolerances, reference values, the helpers of
+# numeric.py) is a numeric one: `make test-portable` runs these under other CPU kernels, BLAS
+# instruction sets and thread counts.
+NUMERIC = re.compile(r"assert_close|allclose|approx\(|assert_ulp|close_ulps|max_diff|max\(\) <=")
+
+
+@functools.cache
+def _is_numeric(path: str) -> bool:
+    return bool(NUMERIC.search(Path(path).read_text()))
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _is_numeric(str(item.path)):
+            item.add_marker(pytest.mark.numeric)
     try:
         import torch
 

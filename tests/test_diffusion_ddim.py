@@ -9,6 +9,7 @@ from svdcli.diffusion.ddim import invert_ddim, sample_ddim
 from svdcli.diffusion.samplers import prior_sample, sample_ancestral, sample_euler
 from svdcli.diffusion.scalings import EpsScaling, VScaling, from_vp, precondition, to_vp
 from svdcli.diffusion.schedules import DiscreteVPSchedule
+from numeric import assert_close_ulps
 
 SCALING = {"epsilon": EpsScaling, "v_prediction": VScaling}
 
@@ -186,9 +187,10 @@ def test_per_sample_generators_make_a_sample_independent_of_its_batch():
     gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
     pair = sample_ddim(den, x, sigmas, eta=0.8, generator=gens(11, 12))
     alone = sample_ddim(den, x[1:], sigmas, eta=0.8, generator=gens(12))
-    torch.testing.assert_close(pair[1:], alone, rtol=0, atol=0)
+    assert_close_ulps(pair[1:], alone)  # batch of 2 vs 1: other kernel blocking
     other = sample_ddim(den, x, sigmas, eta=0.8, generator=gens(11, 13))
-    assert torch.equal(other[0], pair[0]) and not torch.allclose(other[1], pair[1])
+    assert_close_ulps(other[0], pair[0])
+    assert not torch.allclose(other[1], pair[1])
 
 
 def test_bad_arguments_are_named():

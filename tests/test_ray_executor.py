@@ -24,6 +24,7 @@ from svdcli.curate.executors.ray import RayExecutor  # noqa: E402
 from svdcli.curate.stages.motion import run_motion  # noqa: E402
 from svdcli.manifest.io import read_manifest  # noqa: E402
 from svdcli.video.synth import Shot, write_video  # noqa: E402
+from numeric import assert_close_ulps  # noqa: E402
 
 FPS = 24.0
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -184,8 +185,9 @@ def test_near_duplicate_search_on_ray_gives_the_local_neighbours(cluster, kind):
     here = neighbour_lists(emb, 0.9, kind, nprobe=4, batch=64)
     there = neighbour_lists(emb, 0.9, kind, nprobe=4, batch=64, executor=RayExecutor(cluster["address"]))
     assert len(here[1]) >= 120  # the planted pairs, both ways
-    for a, b in zip(here, there):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(there[0], here[0])   # offsets
+    np.testing.assert_array_equal(there[1], here[1])   # neighbours
+    assert_close_ulps(there[2], here[2])               # inner products: computed in another process
 
 
 def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(cluster, corpus, local, tmp_path):

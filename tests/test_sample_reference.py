@@ -4,6 +4,7 @@ import torch
 
 from svdcli.diffusion.samplers import prior_sample, sample_euler
 from svdcli.diffusion.schedules import karras_sigmas
+from numeric import assert_ulp_distance
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_guided_euler_reproduces_official_samples(fixtures_dir, tiny_unet, case)
          if k.startswith(case)}
     frames = 5
     sigmas = karras_sigmas(4)
-    torch.testing.assert_close(sigmas, t["sigmas"], atol=0, rtol=0)
+    assert_ulp_distance(sigmas, t["sigmas"], 1)  # rho-th powers: not correctly rounded
     cond = {k: t[f"cond_{k}"] for k in ("crossattn", "vector", "concat")}
     uncond = {k: t[f"uncond_{k}"] for k in ("crossattn", "vector", "concat")}
     denoiser = guided_video_denoiser(tiny_unet, frames, min_cfg=1.0, max_cfg=2.5)

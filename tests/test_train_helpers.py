@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,10 +56,6 @@ def losses(run_dir: Path) -> list[float]:
 
     lines = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
     return [l["loss"] for l in lines if "loss" in l]
-
-
-def assert_close(a, b) -> None:
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,6 +16,7 @@ from svdcli.families.video_ldm.config import DecoderConfig
 from svdcli.families.video_ldm.decoder import DecoderFinetune, flicker
 from svdcli.models.vae import ImageAutoencoder, VAEConfig, VideoAutoencoder, inflate_image_vae
 from test_train_helpers import REPO, make_shards, one_thread, tiny_overrides  # noqa: F401
+from numeric import assert_close_ulps
 
 T, H = 8, 32
 
@@ -70,7 +71,9 @@ def test_an_image_vae_file_loads_inflated_where_vaes_load(tmp_path):
         torch.testing.assert_close(vae.encode_moments(x), image.encode_moments(x), atol=1e-5, rtol=0)
     want = inflate_image_vae(image.state_dict(), VAEConfig.tiny())
     fixed = [k for k in want if ".time_stack.in_layers.2." not in k]  # random init behind a zero output conv
-    assert all(torch.equal(vae.state_dict()[k], want[k]) for k in fixed)
+    got = vae.state_dict()
+    for k in fixed:  # folding quant_conv into the encoder is a matmul: equal to a few ulps, not bit for bit
+        assert_close_ulps(got[k], want[k], msg=k)
 
 
 def test_lpips_matches_its_formula_on_torchvision_vgg(tmp_path):
