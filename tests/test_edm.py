@@ -23,8 +23,9 @@ def test_karras_sigmas_match_official_float32(ref, n):
     entry = ref["EDMDiscretization"][f"n{n}"]
     sigmas = karras_sigmas(n)
     assert sigmas.dtype == torch.float32 and len(sigmas) == n + 1 and sigmas[-1] == 0
-    # rho-th powers and roots are not correctly rounded: the official float32 values to an ulp
-    assert_ulp_distance(sigmas, torch.tensor(entry["float32"]), 1)
+    # the ramp's last ulp (a kernel with or without FMA) becomes rho = 7 ulps after the power,
+    # and pow is not correctly rounded: measured 11 ulps with ATen's default (non-SIMD) kernels
+    assert_ulp_distance(sigmas, torch.tensor(entry["float32"]), 16)
     init = (1 + sigmas[0] ** 2) ** 0.5
     assert_ulp_distance(init, torch.tensor(entry["init_noise_scale_sqrt_1_plus_sigma0_sq_float32"]), 2)
 
