@@ -92,6 +92,8 @@ def test_only_the_query_projections_and_temporal_attention_tune(bases):
     assert trainable == {k for k, _ in denoiser.named_parameters() if is_tuned(k)}
     assert {k.split(".")[-2] for k in trainable if "temporal" not in k} == {"to_q"}
     assert any(".temporal.attn_temp.to_out.0.weight" in k for k in trainable)
+    norms = {k for k, _ in denoiser.named_parameters() if ".temporal.norm_temp." in k}
+    assert norms and not norms & trainable       # as the official trainable_modules: attn_temp, not norm_temp
     before = {k: v.clone() for k, v in denoiser.state_dict().items()}
     opt = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=1e-3)
     from svdcli.families.base import TrainBatch
@@ -104,10 +106,10 @@ def test_only_the_query_projections_and_temporal_attention_tune(bases):
         loss(denoiser, batch, torch.tensor([0.8]), torch.randn(x0.shape, generator=g),
              prediction_of(denoiser.scaling)).mean().backward()
         opt.step()
-    changed = {k for k, v in denoiser.state_dict().items() if not torch.equal(v, before[k])}
+    changed = {k for k, v in denoiser.state_dict().items() if not torch.equal(v, before[k])}   # copied vs updated
     assert changed == trainable
-    assert {".attn1.to_q.", ".attn2.to_q.", ".temporal."} <= {p for p in (".attn1.to_q.", ".attn2.to_q.", ".temporal.")
-                                                              if any(p in k for k in changed)}
+    parts = (".attn1.to_q.", ".attn2.to_q.", ".temporal.attn_temp.")
+    assert all(any(p in k for k in changed) for p in parts)
 
 
 # relative RMS error of the reconstruction at 50 steps, measured on these random-weight models
