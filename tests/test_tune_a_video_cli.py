@@ -139,3 +139,14 @@ def test_one_shot_tuning_lowers_the_loss_and_inversion_keeps_the_motion(tmp_path
         agreement[start] = _motion_agreement(x, x0)
     print(f"motion agreement with the source (cosine of latent frame differences): {agreement}")
     assert agreement["inversion"] > agreement["noise"] + 0.2   # measured: 0.919 vs 0.027
+
+
+def test_svd_tune_refuses_a_clip_too_short_for_the_stride_and_a_stride_override(tmp_path):
+    base = image_base(tmp_path / "image.safetensors")
+    clip = write_clip(tmp_path / "clip.mp4", moving_square(frames=2 * FRAMES, step=STEP))   # 8 frames
+    args = ["tune", "--video", str(clip), "--prompt", PROMPT, "--base", str(base), "--out", str(tmp_path / "run"),
+            "--frames", str(FRAMES), "--size", str(SIZE), "--steps", "1", "--no-progress"]
+    result = CliRunner().invoke(app, args + ["--frame-stride", "3"])             # frames 0..9 needed
+    assert result.exit_code == 2 and "needs 10" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, args + ["--set", "frame_stride=3"])
+    assert result.exit_code == 2 and "as --frame-stride" in " ".join(result.output.split())

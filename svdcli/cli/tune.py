@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from svdcli.errors import SvdError
 
         if any(o.split("=", 1)[0].strip() == "frame_stride" for o in overrides):
-            raise SvdError("--set frame_stride: the clip is packed before training; use --frame-stride")
+            raise SvdError("give the stride as --frame-stride (the clip is packed before training), not --set frame_stride")
         recipe = out / "tune.yaml"
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
