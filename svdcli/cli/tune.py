@@ -13,23 +13,20 @@ import typer
 
 from svdcli.cli.common import user_errors
 
-HELP = """One-shot tuning (Tune-A-Video, Wu et al. 2023) of a text-to-image model on one video.
-
-\b
-Inflates --base (a `svd train --stage image` export or run dir, or an SD 2.1 .safetensors) into
-a video model with sparse-causal spatio-temporal attention and temporal attention, then trains
-only the attention query projections and the temporal attention on the clip and its --prompt:
-  svd tune --video clip.mp4 --prompt "a man is skiing" --base v2-1_768-ema-pruned.safetensors --out runs/ski
-  svd sample --family tune_a_video --checkpoint v2-1_768-ema-pruned.safetensors --tuned runs/ski \\
-      --prompt "a panda is skiing" --invert clip.mp4 --out panda.mp4
-\b
-Defaults are the official code's (showlab/Tune-A-Video configs): 24 frames taking every 2nd frame
-of the clip (--frame-stride), 512x512, 500 AdamW steps at lr 3e-5 with weight decay 1e-2 and
-gradient clipping 1.0; `svd sample` then edits with 50 DDIM steps and guidance --cfg 12.5.
-\b
-Writes RUN/data/ (the packed clip), RUN/tune.yaml, and what `svd train` writes (config.yaml,
-log.jsonl, checkpoints/step_N/ema.safetensors = the delta file). EMA is off.
-"""
+HELP = (
+    "One-shot tuning (Tune-A-Video, Wu et al. 2023) of a text-to-image model on one video.\n\n"
+    "Inflates --base (a `svd train --stage image` export or run dir, or an SD 2.1 .safetensors) into a "
+    "video model with sparse-causal spatio-temporal attention and temporal attention, then trains only "
+    "the attention query projections and the temporal attention on the clip and its --prompt:\n\n"
+    "\b\n"
+    "  svd tune --video clip.mp4 --prompt \"a man is skiing\" --base v2-1_768-ema-pruned.safetensors --out runs/ski\n"
+    "  svd sample --family tune_a_video --checkpoint v2-1_768-ema-pruned.safetensors --tuned runs/ski \\\n"
+    "      --prompt \"a panda is skiing\" --invert clip.mp4 --out panda.mp4\n\n"
+    "Defaults are the official code's (showlab/Tune-A-Video configs): 24 frames taking every 2nd frame of "
+    "the clip (--frame-stride), 512x512, 500 AdamW steps at lr 3e-5 with weight decay 1e-2 and gradient "
+    "clipping 1.0; `svd sample` then edits with 50 DDIM steps and guidance --cfg 12.5.\n\n"
+    "Writes RUN/data/ (the packed clip), RUN/tune.yaml, and what `svd train` writes (config.yaml, "
+    "log.jsonl, checkpoints/step_N/ema.safetensors = the delta file). EMA is off.")
 
 
 WEIGHT_DECAY = 1e-2   # the official train_tuneavideo.py's adam_weight_decay (betas, eps, clipping: ours = theirs)

@@ -19,7 +19,7 @@ class TAVConfig:
     prediction: str = "auto"      # the base's parametrisation: auto (ours: edm; SD 2.1: v), edm, v, eps
     text: str = "auto"            # text encoder: auto (the base's own), or tiny (seeded random, tests)
     attention: str = "sparse_causal"   # ST-Attn, or full spatio-temporal attention (the baseline)
-    frame_stride: int = 2         # every n-th frame of the source clip (the official sample_frame_rate: 2)
+    frame_stride: int = 2         # every n-th frame of the clip: `svd tune` packs, `--invert` reads so (official: 2)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
