@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -180,6 +181,7 @@ def test_tuned_model_inverts_and_edits_a_clip_as_the_official_code_does(sd, pred
     from svdcli.families.tune_a_video.sampling import read_clip
 
     path, unet, vae = sd
+    unet = copy.deepcopy(unet)                                    # its W^Q will be the tuned ones
     model = _ours(path, prediction)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():   # as if tuned: new W^Q, a non-zero temporal attention
