@@ -76,7 +76,7 @@ def _sample(b, denoiser, x0, cond) -> dict:
     import torch
 
     from svdcli.families.tune_a_video.network import make_cond
-    from svdcli.families.tune_a_video.sampling import TAVModel, cfg_denoiser, ddim_sigmas, invert, run_ddim
+    from svdcli.families.tune_a_video.sampling import GUIDANCE, TAVModel, cfg_denoiser, ddim_sigmas, invert, run_ddim
 
     model = TAVModel(family=None, defaults=None, kind="bench", base=b, denoiser=denoiser)
     uncond = make_cond(b.text([""]).float(), FRAMES, b, x0.shape[-2:])
@@ -85,7 +85,7 @@ def _sample(b, denoiser, x0, cond) -> dict:
         t0 = time.perf_counter()
         noise = invert(model, x0, uncond, sigmas, FRAMES)
         t1 = time.perf_counter()
-        run_ddim(model, noise, cfg_denoiser(denoiser, FRAMES, 7.5), sigmas, cond, uncond)
+        run_ddim(model, noise, cfg_denoiser(denoiser, FRAMES, GUIDANCE), sigmas, cond, uncond)
         t2 = time.perf_counter()
     return {"invert_s": t1 - t0, "sample_s": t2 - t1}
 

@@ -92,6 +92,8 @@ def test_only_the_query_projections_and_temporal_attention_tune(bases):
     assert trainable == {k for k, _ in denoiser.named_parameters() if is_tuned(k)}
     assert {k.split(".")[-2] for k in trainable if "temporal" not in k} == {"to_q"}
     assert any(".temporal.attn_temp.to_out.0.weight" in k for k in trainable)
+    norms = {k for k, _ in denoiser.named_parameters() if ".temporal.norm_temp." in k}
+    assert norms and not norms & trainable       # as the official trainable_modules: attn_temp, not norm_temp
     before = {k: v.clone() for k, v in denoiser.state_dict().items()}
     opt = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=1e-3)
     from svdcli.families.base import TrainBatch
@@ -104,10 +106,10 @@ def test_only_the_query_projections_and_temporal_attention_tune(bases):
         loss(denoiser, batch, torch.tensor([0.8]), torch.randn(x0.shape, generator=g),
              prediction_of(denoiser.scaling)).mean().backward()
         opt.step()
-    changed = {k for k, v in denoiser.state_dict().items() if not torch.equal(v, before[k])}
+    changed = {k for k, v in denoiser.state_dict().items() if not torch.equal(v, before[k])}   # copied vs updated
     assert changed == trainable
-    assert {".attn1.to_q.", ".attn2.to_q.", ".temporal."} <= {p for p in (".attn1.to_q.", ".attn2.to_q.", ".temporal.")
-                                                              if any(p in k for k in changed)}
+    parts = (".attn1.to_q.", ".attn2.to_q.", ".temporal.attn_temp.")
+    assert all(any(p in k for k in changed) for p in parts)
 
 
 # relative RMS error of the reconstruction at 50 steps, measured on these random-weight models
@@ -153,3 +155,45 @@ def test_another_base_refuses_a_delta_and_sd21_without_text_weights_says_so(base
         apply_delta(build_denoiser(other, "sparse_causal", 0).net, delta, other.digest)
     with pytest.raises(MissingWeightsError, match="text tower|ViT-H-14"):
         load_base(bases["v"][0], text="auto")
+
+
+def _official_counts(unet) -> tuple[int, int]:
+    """Total and trained parameters of the official code's model on a diffusers image UNet: a
+    temporal attention (diffusers' attention, no q/k/v bias) and its LayerNorm added to every
+    transformer block, trained what `trainable_modules` names (attn1.to_q, attn2.to_q, attn_temp)."""
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.attention_processor import Attention
+
+    total = sum(p.numel() for p in unet.parameters())
+    trained = sum(p.numel() for name, m in unet.named_modules() if name.endswith(("attn1.to_q", "attn2.to_q"))
+                  for p in m.parameters())
+    for block in (m for m in unet.modules() if isinstance(m, BasicTransformerBlock)):
+        dim, heads = block.attn1.to_q.in_features, block.attn1.heads
+        attn_temp = Attention(query_dim=dim, heads=heads, dim_head=block.attn1.to_q.out_features // heads)
+        total += sum(p.numel() for p in attn_temp.parameters()) + 2 * dim            # + norm_temp
+        trained += sum(p.numel() for p in attn_temp.parameters())
+    return total, trained
+
+
+def test_full_size_inflated_sd21_builds_on_meta_with_the_official_codes_parameter_counts():
+    """SD 2.1 inflated (the full-size model here): 865.9M image parameters as diffusers' SD 2.1
+    UNet, and the official code's total and trained counts on that UNet; docs/families.md says them."""
+    from pathlib import Path
+
+    diffusers = pytest.importorskip("diffusers")
+    from svdcli.families.tune_a_video.base import sd21_unet_config
+    from svdcli.families.tune_a_video.inflate import inflate_unet, set_trainable
+    from svdcli.models.unet import VideoUNet
+
+    with torch.device("meta"):
+        ours = inflate_unet(VideoUNet(sd21_unet_config()))
+        sd21 = diffusers.UNet2DConditionModel(sample_size=96, cross_attention_dim=1024, use_linear_projection=True,
+                                              attention_head_dim=(5, 10, 20, 20))
+    set_trainable(ours)
+    total = sum(p.numel() for p in ours.parameters())
+    trained = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    image = sum(p.numel() for n, p in ours.named_parameters() if ".temporal." not in n)
+    assert image == sum(p.numel() for p in sd21.parameters()) == 865_910_724
+    assert (total, trained) == _official_counts(sd21)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "families.md").read_text()
+    assert f"{total:,}" in doc and f"{trained:,}" in doc

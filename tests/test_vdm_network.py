@@ -106,3 +106,25 @@ def test_the_open_clip_text_tower_without_weights_says_what_to_fetch(tmp_path, m
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match="ViT-H-14.*laion2b_s32b_b79k"):
         build_text_tower("open_clip", 0, 0)
+
+
+def test_the_base_preset_builds_on_meta_and_docs_give_its_size():
+    """`model: base` at full size on the meta device: every parameter trains (VDM trains from
+    scratch); docs/families.md gives both counts (no text, and with the OpenCLIP tower's 1024-wide tokens)."""
+    import dataclasses
+    from pathlib import Path
+
+    from svdcli.families.vdm.config import OPEN_CLIP_WIDTH, VDMConfig
+
+    counts = []
+    for text in ("none", "open_clip"):
+        with torch.device("meta"):
+            net = VDMUNet(VDMConfig(model="base", text=text).net())
+        assert all(p.requires_grad for p in net.parameters())
+        counts.append(sum(p.numel() for p in net.parameters()))
+    temporal = sum(p.numel() for n, p in net.named_parameters() if ".temporal." in n)
+    assert counts[1] > counts[0] > temporal > 0
+    assert dataclasses.replace(VDMConfig(model="base", text="open_clip").net(), context_dim=0) == \
+        VDMConfig(model="base").net() and OPEN_CLIP_WIDTH == 1024
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "families.md").read_text()
+    assert all(f"{n:,}" in doc for n in counts + [temporal]), (counts, temporal)

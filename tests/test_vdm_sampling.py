@@ -25,9 +25,12 @@ RECIPE = Path(__file__).resolve().parents[1] / "pipelines/train/vdm/video.yaml"
 STEPS, FRAMES, SIZE = 4, 4, 32
 
 
-def _random_model(size: int = 16, frames: int = 6) -> VDMModel:
+def _random_model(size: int = 16, frames: int = 6, text: str = "none") -> VDMModel:
+    from svdcli.families.vdm.text import build_text_tower
+
     family = family_for("vdm")
-    denoiser = build_denoiser(VDMConfig(model="tiny"), seed=0)
+    own = VDMConfig(model="tiny", text=text)
+    denoiser = build_denoiser(own, seed=0)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in denoiser.parameters():
@@ -35,7 +38,29 @@ def _random_model(size: int = 16, frames: int = 6) -> VDMModel:
     run = TrainedRun("vdm", "video", 0, frames, size, size, {})
     defaults = SamplingDefaults("vdm", frames, 8, 1.0, 1.0, size, size, trained_frames=frames, size_multiple=2,
                                 sampler="ancestral")
-    return VDMModel(family=family, defaults=defaults, kind="vdm", denoiser=denoiser.eval(), text=None, run=run)
+    return VDMModel(family=family, defaults=defaults, kind="vdm", denoiser=denoiser.eval(),
+                    text=build_text_tower(text, own.text_dim, 0), run=run)
+
+
+def test_cfg_w_is_the_papers_guidance_with_w_minus_one():
+    """--cfg W gives D_u + W (D_c - D_u), i.e. Ho et al.'s (1 + w) x_c - w x_u with w = W - 1,
+    each branch the network's own prediction with the prompt's tokens or with none (zeros)."""
+    from svdcli.families.vdm.sampling import guided_denoiser
+
+    model = _random_model(text="tiny")
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    sigma = torch.tensor(1.5)
+    context = model.text(["a red ball rolls"]).float()                       # (1, L, D)
+    with torch.no_grad():
+        d_c = model.denoiser(x, sigma, {"context": context.expand(6, -1, -1)}, 6)
+        d_u = model.denoiser(x, sigma, {"context": torch.zeros_like(context).expand(6, -1, -1)}, 6)
+        assert float((d_c - d_u).abs().max()) > 1e-2                        # the prompt matters
+        for cfg in (0.0, 1.0, 3.0, 7.5):
+            opts = SampleOptions(min_cfg=cfg, max_cfg=cfg)
+            got = guided_denoiser(model, opts)(x, sigma, cond={"context": context},
+                                               uncond={"context": torch.zeros_like(context)})
+            w = cfg - 1.0
+            torch.testing.assert_close(got, (1 + w) * d_c - w * d_u, rtol=0, atol=1e-5 * float(d_c.abs().max()))
 
 
 def test_zero_guidance_weight_is_unconditional_sampling_with_the_same_seed(tmp_path):
@@ -87,8 +112,62 @@ def _frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def test_vdm_trains_jointly_through_svd_train_and_samples_through_svd_sample(tmp_path):
+def _watch_temporal_attention(monkeypatch) -> list:
+    """Record the image indicator every training call of temporal attention gets, and check there
+    that the images' outputs do not move when the video frames do (an image attends to itself)."""
+    from svdcli.families.vdm.network import TemporalAttention
+
+    seen, forward = [], TemporalAttention.forward
+
+    def watched(self, x, frames, image_only_indicator=None):
+        out = forward(self, x, frames, image_only_indicator)
+        if self.training and torch.is_grad_enabled():
+            seen.append(None if image_only_indicator is None else image_only_indicator.reshape(-1, frames).tolist())
+            if image_only_indicator is not None:
+                image = image_only_indicator.reshape(-1).bool()
+                with torch.no_grad():
+                    moved = x.detach().clone()
+                    moved[~image] += torch.randn_like(moved[~image])
+                    again = forward(self, moved, frames, image_only_indicator)
+                torch.testing.assert_close(again[image], out.detach()[image], rtol=1e-5, atol=1e-5)
+        return out
+
+    monkeypatch.setattr(TemporalAttention, "forward", watched)
+    return seen
+
+
+def _guided_reference(model, prompt: str, cfg: float, steps: int, seed: int) -> np.ndarray:
+    """The plain sample of `svd sample` written out: ancestral steps on D_u + cfg (D_c - D_u)."""
+    from svdcli.diffusion.samplers import per_sample_noise, prior_sample, sample_ancestral
+    from svdcli.families.vdm.sampling import step_generator
+    from svdcli.sample.pipeline import frames_to_uint8
+
+    net, t = model.denoiser, model.run.frames
+    context = model.text([prompt]).float().expand(t, -1, -1)
+
+    def guided(x, sigma):
+        d_c = net(x, sigma, {"context": context}, t)
+        d_u = net(x, sigma, {"context": torch.zeros_like(context)}, t)
+        return d_u + cfg * (d_c - d_u)
+
+    sigmas = net.schedule.sigmas(steps)
+    noise = per_sample_noise([seed], (3, model.run.height, model.run.width), frames=t)
+    with torch.no_grad():
+        x = sample_ancestral(guided, prior_sample(noise, sigmas), sigmas, generator=step_generator(seed, 0))
+    return frames_to_uint8(x.clamp(-1, 1))
+
+
+def _pngs(folder: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))])
+
+
+def test_vdm_trains_jointly_through_svd_train_and_samples_through_svd_sample(tmp_path, monkeypatch):
+    seen = _watch_temporal_attention(monkeypatch)
     run = _train(tmp_path, "image_ratio=0.5", "text=tiny", "parameterisation=eps")
+    # every training step's temporal attention saw 2 images after the 4 frames of each of the 2 videos
+    assert len(seen) >= STEPS and all(s == [[0.0] * FRAMES + [1.0] * 2] * 2 for s in seen), seen[:2]
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in lines if "loss" in line]
     assert len(losses) == STEPS and all(np.isfinite(losses))
@@ -101,12 +180,26 @@ def test_vdm_trains_jointly_through_svd_train_and_samples_through_svd_sample(tmp
     assert trained.keys() == initial.keys()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
 
-    runner, out = CliRunner(), tmp_path / "plain.mp4"
-    result = runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(out),
-                                 "--no-progress", "--prompt", "a pan number 1", "--cfg", "2"])
-    assert result.exit_code == 0, result.output
-    assert f"vdm checkpoint (vdm): {FRAMES} frames {SIZE}x{SIZE}, 3 ancestral steps" in result.output
-    assert len(_frames(out)) == FRAMES and _frames(out)[0].shape == (SIZE, SIZE, 3)
+    runner, prompt, sampled = CliRunner(), "a pan number 1", {}
+    for cfg in (1.0, 4.0):
+        out = tmp_path / f"cfg{cfg:g}"
+        result = runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(out),
+                                     "--format", "png", "--seed", "7", "--no-progress", "--prompt", prompt,
+                                     "--cfg", f"{cfg:g}"])
+        assert result.exit_code == 0, result.output
+        assert f"vdm checkpoint (vdm): {FRAMES} frames {SIZE}x{SIZE}, 3 ancestral steps" in result.output
+        sampled[cfg] = _pngs(out)
+    from svdcli.families.base import read_header
+
+    model = family.load(read_header(export))
+    expected = _guided_reference(model, prompt, 4.0, steps=3, seed=7)
+    assert sampled[4.0].shape == (FRAMES, SIZE, SIZE, 3)
+    assert np.abs(sampled[4.0].astype(int) - expected).max() <= 1          # --cfg 4 is D_u + 4 (D_c - D_u)
+    assert np.abs(sampled[4.0].astype(int) - sampled[1.0]).max() > 8     # ... which --cfg 1 is not
+    plain = tmp_path / "plain.mp4"
+    assert runner.invoke(app, ["sample", "--checkpoint", str(run), "--steps", "3", "--out", str(plain),
+                               "--no-progress", "--prompt", prompt]).exit_code == 0
+    out = plain
 
     for method in ("reconstruction", "replacement"):
         ext = tmp_path / f"{method}.mp4"

@@ -24,8 +24,9 @@ HELP = (
     "suffix) and prints how long each phase took. The same --seed gives the same video (the noise is "
     "drawn on the CPU, so devices differ only by rounding).\n\n"
     "Other families (docs/families.md): video_ldm (text-to-video; --long, --interpolate), vdm "
-    "(pixel space; --extend / --upsample with reconstruction guidance), tune_a_video (--tuned, "
-    "--invert). An option a checkpoint's family does not take is refused, naming the ones it does.")
+    "(pixel space; --extend / --upsample with reconstruction guidance; --cfg W is the paper's w + 1), "
+    "tune_a_video (--tuned, --invert; cfg 12.5 and 50 DDIM steps by default, as its official code). "
+    "An option a checkpoint's family does not take is refused, naming the ones it does.")
 
 MISSING_CHECKPOINT = (
     "no --checkpoint given. Official weights: download svd.safetensors from "
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         width: int = typer.Option(None, "--width", help="Output width, multiple of 64 (default: the model's)."),
         height: int = typer.Option(None, "--height", help="Output height, multiple of 64 (default: the model's)."),
         prompt: str = typer.Option(None, "--prompt", "-p", help="Text prompt, for a text-conditioned checkpoint."),
-        cfg: float = typer.Option(None, "--cfg", help="One guidance scale for every frame (sets --min-cfg and --max-cfg)."),
+        cfg: float = typer.Option(None, "--cfg", help="One guidance scale W for every frame (sets --min-cfg and --max-cfg): D_uncond + W (D_cond - D_uncond), so 1 is no guidance (papers writing (1 + w) x_c - w x_u, as VDM's, mean W = w + 1)."),
         temporal_prompt: str = typer.Option(None, "--temporal-prompt", help="Text for the temporal cross-attention layers only (default: --prompt); SVD paper sec. 6.4."),
         lora: list[Path] = typer.Option([], "--lora", help="LoRA file from `svd train ... --set lora.rank=16` to apply (repeatable)."),
         lora_scale: list[float] = typer.Option([], "--lora-scale", help="Strength of each --lora, in order (default 1.0; 0 = the base model)."),

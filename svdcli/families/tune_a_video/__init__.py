@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from svdcli.errors import SvdError
-from svdcli.families.base import Family, SamplingDefaults, SamplingInputs
+from svdcli.families.base import Family, SamplingInputs
 from svdcli.families.tune_a_video.config import TAVConfig
 
 
@@ -100,8 +100,7 @@ class TuneAVideoFamily(Family):
         """A base image file (untuned; `--tuned` applies a delta) or a delta file itself."""
         from svdcli.families.base import TrainedRun
         from svdcli.families.tune_a_video.delta import DELTA_FORMAT, apply_delta
-        from svdcli.families.tune_a_video.network import build_denoiser
-        from svdcli.families.tune_a_video.sampling import TAVModel
+        from svdcli.families.tune_a_video.sampling import tav_model
 
         meta, delta = header.metadata, None
         own, seed, frames, size = TAVConfig(), 0, 8, (512, 512)
@@ -114,11 +113,7 @@ class TuneAVideoFamily(Family):
             base = self._base(own, seed, header.path)
         if base.kind == "ours" and delta is None:
             size = (256, 256)
-        model = TAVModel(family=self, defaults=SamplingDefaults("tune_a_video", frames=frames, steps=50, min_cfg=7.5,
-                                                                max_cfg=7.5, width=size[0], height=size[1],
-                                                                size_multiple=64, sampler="ddim"),
-                         kind=f"{base.kind} base ({base.prediction})", base=base,
-                         denoiser=build_denoiser(base, own.attention, seed, train=False).eval())
+        model = tav_model(self, base, own.attention, seed, frames, size)
         if delta is not None:
             model.tuned = apply_delta(model.denoiser.net, delta, base.digest)
         return model
@@ -156,6 +151,10 @@ class TuneAVideoFamily(Family):
         if opts.get("invert") is not None and not Path(opts["invert"]).is_file():
             raise SvdError(f"--invert {opts['invert']}: no such video")
         opts.setdefault("invert", None)
+        # --invert reads the clip as the run was tuned on it: every frame_stride-th frame (runs saved
+        # before the key existed tuned on consecutive frames)
+        tuned = json.loads(model.tuned.get("train_config", "{}"))
+        opts["frame_stride"] = int(tuned.get("frame_stride", 1)) if tuned else TAVConfig().frame_stride
         return opts
 
     def sigmas(self, model, steps: int, device):
@@ -190,7 +189,7 @@ class TuneAVideoFamily(Family):
         if source is None:
             x = prior_sample(inputs.noise.float(), sigmas)
         else:
-            video = read_clip(Path(source), opts.frames, opts.height, opts.width)
+            video = read_clip(Path(source), opts.frames, opts.height, opts.width, opts.family_options["frame_stride"])
             x0 = source_latents(model, video, inputs.noise.device)
             x = invert(model, x0, inputs.uncond, sigmas, opts.frames, callback)
         return run_ddim(model, x, denoiser, sigmas, inputs.cond, inputs.uncond, callback)

@@ -41,6 +41,14 @@ class Base:
         return self.unet_config.in_channels - self.unet_config.out_channels
 
 
+def sd21_unet_config():
+    """SD 2.1's UNet (768-v and 512-base alike) as our UNetConfig: what its file's shapes give
+    (`infer_unet_config`), the full-size network Tune-A-Video inflates here."""
+    from svdcli.models.config import UNetConfig
+
+    return UNetConfig(in_channels=4, adm_in_channels=None)
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

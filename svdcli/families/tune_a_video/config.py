@@ -19,6 +19,7 @@ class TAVConfig:
     prediction: str = "auto"      # the base's parametrisation: auto (ours: edm; SD 2.1: v), edm, v, eps
     text: str = "auto"            # text encoder: auto (the base's own), or tiny (seeded random, tests)
     attention: str = "sparse_causal"   # ST-Attn, or full spatio-temporal attention (the baseline)
+    frame_stride: int = 2         # every n-th frame of the clip: `svd tune` packs, `--invert` reads so (official: 2)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -37,6 +38,7 @@ def validate(cfg) -> None:
     check(own.prediction in PREDICTIONS, f"prediction must be one of {PREDICTIONS}, not {own.prediction!r}")
     check(own.attention in ATTENTION, f"attention must be one of {ATTENTION}, not {own.attention!r}")
     check(own.text in ("auto", "tiny"), f"text must be auto or tiny, not {own.text!r}")
+    check(own.frame_stride >= 1, f"frame_stride must be >= 1, not {own.frame_stride}")
     check(cfg.lora.rank == 0, "tune_a_video tunes its own layers: lora.rank must be 0")
     check(cfg.data.frames >= 2, "data.frames must be >= 2 (a video)")
     d = cfg.data

@@ -7,6 +7,8 @@ in place, on our `VideoUNet` (the SVD layout, whose spatial layers are SD 2.1's)
 - every transformer block: self-attention -> sparse-causal ST-Attn (eq. 2, same W^Q, W^K, W^V),
   then cross-attention and feed-forward as before, then a new temporal self-attention whose
   output projection is zero (svdcli.models.st_attention).
+What tunes is what the official code's `trainable_modules` names (attn1.to_q, attn2.to_q,
+attn_temp): the temporal attention's LayerNorm (`norm_temp`) stays at its init (1, 0) there, and here.
 Before tuning, frame 0 of the inflated model is exactly the image model's output on that frame.
 """
 from __future__ import annotations
@@ -19,11 +21,11 @@ from svdcli.models.blocks import ResBlock, VideoResBlock
 from svdcli.models.st_attention import FullSTAttention, SparseCausalAttention, TemporalAttention
 
 ATTENTIONS = {"sparse_causal": SparseCausalAttention, "full": FullSTAttention}
-TUNED_PARTS = ("attn1.to_q.", "attn2.to_q.", "temporal.")   # what one-shot tuning updates (sec. 4.2)
+TUNED_PARTS = ("attn1.to_q.", "attn2.to_q.", "temporal.attn_temp.")   # what one-shot tuning updates (sec. 4.2)
 
 
 def is_tuned(name: str) -> bool:
-    """ST-Attn W^Q, cross-attention W^Q and the whole temporal attention."""
+    """ST-Attn W^Q, cross-attention W^Q and the temporal attention's projections (not its norm)."""
     return any(part in name for part in TUNED_PARTS)
 
 

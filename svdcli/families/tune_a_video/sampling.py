@@ -31,6 +31,22 @@ class TAVModel(LoadedModel):
         return [self.denoiser, self.base.vae, self.base.text]
 
 
+GUIDANCE = 12.5     # the official configs' guidance_scale (D_u + 12.5 (D_c - D_u))
+STEPS = 50          # the official num_inference_steps and num_inv_steps
+
+
+def tav_model(family, base: Base, attention: str = "sparse_causal", seed: int = 0, frames: int = 8,
+              size: tuple[int, int] = (512, 512)) -> TAVModel:
+    """The inflated, untuned `base` ready to sample (`svd sample` defaults: the official ones)."""
+    from svdcli.families.base import SamplingDefaults
+    from svdcli.families.tune_a_video.network import build_denoiser
+
+    defaults = SamplingDefaults("tune_a_video", frames=frames, steps=STEPS, min_cfg=GUIDANCE, max_cfg=GUIDANCE,
+                                width=size[0], height=size[1], size_multiple=64, sampler="ddim")
+    return TAVModel(family=family, defaults=defaults, kind=f"{base.kind} base ({base.prediction})", base=base,
+                    denoiser=build_denoiser(base, attention, seed, train=False).eval())
+
+
 def ddim_sigmas(prediction: str, steps: int, device) -> torch.Tensor:
     """The DDIM grid, descending: SD's timesteps for VP bases, Karras et al. eq. 5 for EDM."""
     if prediction == "edm":
@@ -45,7 +61,8 @@ def text_context(model: TAVModel, prompts: list[str], device) -> torch.Tensor:
 
 
 def cfg_denoiser(denoiser: nn.Module, frames: int, scale: float):
-    """D_u + w (D_c - D_u) (Ho & Salimans 2022, eq. 6), both branches in one batch."""
+    """D_u + s (D_c - D_u) with s = `scale` (diffusers' and the official code's guidance_scale;
+    Ho & Salimans 2022, eq. 6, write it with w = s - 1), both branches in one batch."""
 
     def guided(x, sigma, *, cond, uncond, noise_sigma=None):
         both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
@@ -62,18 +79,21 @@ def plain_denoiser(denoiser: nn.Module, frames: int):
     return lambda x, sigma, *, cond, noise_sigma=None: denoiser(x, sigma, cond, frames, noise_sigma=noise_sigma).float()
 
 
-def read_clip(path: Path, frames: int, height: int, width: int) -> torch.Tensor:
-    """The first `frames` frames of a video, cover-resized and centre-cropped: (T, 3, H, W) in [-1, 1]."""
+def read_clip(path: Path, frames: int, height: int, width: int, stride: int = 1) -> torch.Tensor:
+    """Frames 0, stride, ..., (frames - 1) stride of a video (as `svd tune --frame-stride` packs
+    them), cover-resized and centre-cropped: (T, 3, H, W) in [-1, 1]."""
     import numpy as np
 
     from svdcli.shards.frames import decode_mp4, resize_crop
 
     if not Path(path).is_file():
         raise SvdError(f"--invert {path}: no such video")
-    pixels = decode_mp4(Path(path).read_bytes(), stop=frames)               # (T, H, W, 3) uint8
-    if len(pixels) < frames:
-        raise SvdError(f"--invert {path} has {len(pixels)} frames; {frames} are sampled (--frames)")
-    pixels = resize_crop(np.asarray(pixels[:frames]), height, width)
+    needed = (frames - 1) * stride + 1
+    pixels = decode_mp4(Path(path).read_bytes(), stop=needed)               # (N, H, W, 3) uint8
+    if len(pixels) < needed:
+        raise SvdError(f"--invert {path} has {len(pixels)} frames; {frames} frames at stride {stride} "
+                       f"(the tuned run's frame_stride) need {needed}")
+    pixels = resize_crop(np.asarray(pixels[:needed:stride]), height, width)
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 

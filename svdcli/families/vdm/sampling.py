@@ -133,7 +133,13 @@ def sampling_inputs(model: VDMModel, opts, device, dtype) -> VDMInputs:
 
 def guided_denoiser(model: VDMModel, opts):
     """D(x, sigma, *, cond, uncond) of one video (all rows are its frames), with classifier-free
-    guidance uncond + w (cond - uncond) at w = --cfg when the model takes text."""
+    guidance D_u + W (D_c - D_u) at W = --cfg when the model takes text.
+
+    The paper (sec. 2, after Ho & Salimans 2022) writes the guided model as (1 + w) x_c - w x_u;
+    that is this with W = 1 + w. `--cfg` keeps the convention every family's `--cfg` shares (and
+    diffusers' guidance_scale): W = 1 is the conditional model alone, the paper's w = 0. The
+    combination is linear, so guiding x_hat, eps or v is the same; the unconditional branch is
+    the all-zero text context that caption dropout (`cond_dropout`) trains."""
     net, w = model.denoiser, opts.max_cfg
 
     def denoise(x, sigma, *, cond, uncond):
