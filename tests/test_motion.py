@@ -79,7 +79,8 @@ def test_same_motion_scores_the_same_at_any_resolution(tmp_path):
     assert small == pytest.approx(large, rel=0.1)
     assert large > 0.25  # 2 px/frame at 1280x720 is a slow pan, but a moving one
     run_motion(manifest, tmp_path / "pool.parquet", workers=2)  # one video per worker
-    assert read_manifest(tmp_path / "pool.parquet").column("motion_score").to_pylist() == [small, large]
+    # the same flow in another process (another thread count): equal to float32 rounding
+    assert read_manifest(tmp_path / "pool.parquet").column("motion_score").to_pylist() == pytest.approx([small, large], rel=1e-6)
 
 
 def test_clip_starting_on_the_previous_shot_is_still_static(tmp_path):
