@@ -16,13 +16,13 @@ from svdcli.curate.stage import Stage, Task
 
 
 class Sleepy(Stage):
-    """Each task takes a few milliseconds and gives two rows."""
+    """Each task takes 10 ms and gives two rows."""
 
     name = "cuts"  # reuses the cuts columns of the manifest schema
     columns = ("clip_id", "video_id", "video_path", "status", "error")
 
     def process(self, payload: str) -> list[dict]:
-        time.sleep(0.003)
+        time.sleep(0.01)
         return [{"clip_id": f"{payload}_{i}", "video_id": payload, "video_path": payload, "status": "ok"}
                 for i in range(2)]
 

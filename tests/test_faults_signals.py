@@ -193,7 +193,7 @@ def _race(folder: Path, ranks: list[tuple[int, int]], trials: int, tasks: int) -
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
     start = time.time() + 3.0  # every process imported and waiting
     procs = [subprocess.Popen([sys.executable, str(REPO / "tests/race_stage.py"), str(folder), str(trials),
-                               str(tasks), str(r), str(w), str(start), "0.3"], env=env, stdout=subprocess.PIPE,
+                               str(tasks), str(r), str(w), str(start), "0.6"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r, w in ranks]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -202,7 +202,7 @@ def _race(folder: Path, ranks: list[tuple[int, int]], trials: int, tasks: int) -
 
 @pytest.mark.parametrize("ranks", [[(0, 1), (0, 1)], [(0, 2), (1, 2)]], ids=["two-same-runs", "two-ranks"])
 def test_concurrent_runs_of_a_stage_never_crash_and_merge_once(tmp_path, ranks):
-    trials, tasks = 8, 40
+    trials, tasks, busy = 6, 40, 0
     for k, said in enumerate(_race(tmp_path, ranks, trials, tasks)):
         out = tmp_path / f"t{k}" / "clips.parquet"
         assert all(s in ("merged", "partial") or s.startswith("busy: another run holds") for s in said), said
@@ -210,6 +210,37 @@ def test_concurrent_runs_of_a_stage_never_crash_and_merge_once(tmp_path, ranks):
             assert sorted(said) == ["merged", "partial"], said
         else:  # the same run twice: one does it; the other stops at once (or, started late, finds it done)
             assert said.count("merged") >= 1, said
+            busy += any(s.startswith("busy") for s in said)
         rows = pq.read_table(out).to_pylist()
         assert sorted(r["clip_id"] for r in rows) == sorted(f"v{i:03d}_{j}" for i in range(tasks) for j in range(2))
         assert not (out.parent / "clips.parquet.parts").exists(), (said, [str(p) for p in out.parent.rglob("*")])
+    assert ranks[0][1] > 1 or busy >= 1  # started together, the second run found the first holding it
+
+
+def _live_lock(path: Path) -> None:
+    """A lock held by a live process of this host (this process's parent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "now"}))
+
+
+def test_a_stage_run_stops_when_another_holds_its_part_folder_and_merges_once(tmp_path):
+    import svdcli.curate  # noqa: F401 - the manifest columns
+    from race_stage import Sleepy
+
+    from svdcli.curate.parts import MERGE_CLAIM, parts_folder
+    from svdcli.curate.runner import run_stage
+    from svdcli.curate.stage import Task
+
+    stage, out = Sleepy(), tmp_path / "clips.parquet"
+    tasks = [Task(f"v{i}", f"v{i}") for i in range(6)]
+    folder = parts_folder(out, stage)
+    _live_lock(folder / ".run.rank000.lock")
+    with pytest.raises(Busy, match=f"another run holds the cuts stage's parts of {out}"):
+        run_stage(stage, tasks, out)
+    (folder / ".run.rank000.lock").unlink()
+    assert not run_stage(stage, tasks, out, rank=0, world_size=2).complete  # rank 1's half is not done
+    _live_lock(folder / MERGE_CLAIM)  # rank 0 finished too and is merging
+    late = run_stage(stage, tasks, out, rank=1, world_size=2)
+    assert late.tasks_done == 6 and not late.complete and not late.tables  # it leaves the merge to rank 0
+    (folder / MERGE_CLAIM).unlink()
+    assert run_stage(stage, tasks, out, rank=1, world_size=2).complete
