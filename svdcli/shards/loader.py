@@ -290,10 +290,15 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
 def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
     """A SIGTERM sent to the whole job must not kill a loader worker mid-batch: the trainer
     finishes its step and saves a checkpoint first (svdcli/train/stop.py), then ends the loader
-    (a worker whose parent is gone exits by itself)."""
+    (a worker whose parent is gone exits by itself). A trainer starts its workers with the
+    signals blocked (`svdcli.interrupts.held`), so none can kill one before this runs."""
     import signal
 
+    from svdcli.interrupts import SIGNALS
+
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def pack_stats(folder: str | Path) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.interrupts import held
 from svdcli.train.config import TrainConfig
 
 
@@ -157,7 +158,8 @@ class TrainStream:
                              size=(d.height, d.width), num_workers=d.num_workers,
                              shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
                              rank=self.rank, world_size=self.world_size, drop_last=True, latents=d.latents)
-        it = iter(loader)
+        with held():  # loader workers start with SIGINT / SIGTERM blocked until their init
+            it = iter(loader)
         for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed (and counted)
             next(it)
         return it
