@@ -166,13 +166,14 @@ def test_cli_writes_a_manifest_with_error_rows_and_a_summary(tmp_path, corpus, b
     assert not (tmp_path / "clips.parquet.parts").exists()
 
 
-def test_a_video_without_any_clip_still_gets_a_row(tmp_path):
+def test_a_video_shorter_than_min_length_is_one_short_row_not_an_error(tmp_path):
     write_video(tmp_path / "tiny.mp4", [Shot(8, seed=11)], size=(160, 96), fps=FPS)
     out = tmp_path / "tiny.parquet"
     summary = run_cuts([tmp_path / "tiny.mp4"], out, CutsConfig(min_length=0.5))
     [row] = read_manifest(out).to_pylist()
-    assert summary.complete and summary.errors == 1
-    assert row["status"] == "error" and "--min-length 0.5" in row["error"]
+    assert summary.complete and summary.errors == 0 and summary.short == 1 and summary.clips == 0
+    assert row["status"] == "short" and "below --min-length 0.5" in row["error"]
+    assert (row["start_frame"], row["end_frame"], row["num_frames"]) == (0, 8, 8)  # the frames it holds
 
 
 def test_workers_and_ranks_give_the_same_manifest(tmp_path, corpus):

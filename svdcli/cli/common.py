@@ -28,21 +28,33 @@ def lora_pairs(files: list, scales: list[float], flag: str) -> list[tuple]:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn SvdError (and a few OS errors) into a one-line message instead of a traceback."""
+    """Run a command with the exit codes the README promises: an SvdError (and an OS error about
+    a path) is one line and exit 2 (RunFailed: 1), Ctrl-C exits 130 and SIGTERM 143, both after
+    the same clean-up (finished work flushed), never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from svdcli.errors import SvdError
+        from svdcli import interrupts
+        from svdcli.errors import SvdError, Terminated
+        from svdcli.outputs import os_error_line
 
+        previous = interrupts.install()
         try:
             return fn(*args, **kwargs)
         except SvdError as exc:
-            fail(str(exc))
+            fail(str(exc), exc.exit_code)
         except FileNotFoundError as exc:
             fail(f"file not found: {exc.filename or exc}")
-        except KeyboardInterrupt:
-            print("\ninterrupted; finished work is kept and a rerun resumes", file=sys.stderr)
-            raise typer.Exit(130)
+        except OSError as exc:  # a full disk, a read-only folder, a symlink loop...
+            if exc.errno is None:
+                raise
+            fail(os_error_line(exc))
+        except KeyboardInterrupt as exc:  # a Terminated may carry its own words (train: the checkpoint)
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"\n{str(exc) or what + '; finished work is kept and a rerun resumes'}", file=sys.stderr)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+        finally:
+            interrupts.restore(previous)
 
     return wrapper
 
@@ -71,8 +83,9 @@ def check_rank(rank: int, world_size: int) -> None:
         raise typer.BadParameter(f"--rank {rank} must be below --world-size {world_size}")
 
 
-def print_stage_result(stage: str, result, written, summary) -> None:
-    """After a per-clip stage: its summary, or how far a sharded run is when others still work.
+def print_stage_result(stage: str, result, written, summary, max_error_rate: float = 1.0) -> None:
+    """After a per-clip stage: its summary, or how far a sharded run is when others still work;
+    then exit 1 when no clip was scored or more than `max_error_rate` of them failed.
 
     `summary` is a callable turning the written manifest path into the text to print.
     """
@@ -81,3 +94,6 @@ def print_stage_result(stage: str, result, written, summary) -> None:
                         "written when every rank has finished (rerun any rank to merge)")
         return
     console().print(summary(written), markup=False)  # captions and paths may hold [brackets]
+    from svdcli.curate.outcome import check_outcome, outcome_of
+
+    check_outcome(outcome_of(stage, written), max_error_rate)

@@ -25,6 +25,9 @@ _HELP = (
     "\n\nfps_id is the sample frame rate minus one, as the SVD checkpoints were conditioned. A rerun "
     "resumes: finished shards are kept and each shard is written atomically. Clips that cannot be "
     "decoded or are too short are skipped and listed, with the reason, in stats.json."
+    "\n\nExit codes: 0 done; 1 no sample packed, more undecodable clips than --max-error-rate, or shards that "
+    "failed (rerun to retry them); 2 a bad manifest, setting or --out, or a full or read-only disk (the shards "
+    "already written stay); 130 / 143 interrupted (Ctrl-C / SIGTERM): finished shards are kept and a rerun resumes."
     "\n\n--executor ray writes the shards as tasks on a Ray cluster (one per shard; --out on storage "
     "every node sees, see docs/scale.md); its shards and markers are the local ones, so either resumes the other."
 )
@@ -68,6 +71,10 @@ def register(app: typer.Typer) -> None:
         world_size: int = typer.Option(1, "--world-size", help="Number of machines sharing the pack."),
         executor: ExecutorName = "local",
         ray_address: RayAddress = "auto",
+        max_error_rate: float = typer.Option(1.0, "--max-error-rate", min=0.0, max=1.0,
+                                             help="Fail (exit 1, after writing the index) when more than this share "
+                                                  "of the selected clips could not be decoded. Whatever it is, a "
+                                                  "pack of no sample exits 1."),
     ) -> None:
         from svdcli.shards.pack import PackConfig, run_pack
 
@@ -83,7 +90,7 @@ def register(app: typer.Typer) -> None:
 
         summary = run_pack(manifest, out, cfg, workers=workers, all_ok=all_ok, overwrite=overwrite,
                            rank=rank, world_size=world_size, executor=executor_for(executor, ray_address))
-        _report(summary)
+        _report(summary, max_error_rate)
 
 
 def _check_run_config(source: Path) -> None:
@@ -97,7 +104,7 @@ def _check_run_config(source: Path) -> None:
         config_from_dict(runs.read_config(source), source=runs.config_file(source))
 
 
-def _report(summary) -> None:
+def _report(summary, max_error_rate: float) -> None:
     con = console()
     rate = summary.shards_written / summary.seconds if summary.seconds else 0.0
     con.print(f"{summary.shards_written} shards written, {summary.shards_resumed} already done, "
@@ -108,7 +115,11 @@ def _report(summary) -> None:
         s = summary.stats
         reasons = ", ".join(f"{k}: {v}" for k, v in s["skipped_by_reason"].items()) or "none"
         con.print(f"{s['samples']} samples of {s['selected']} selected clips; skipped {s['skipped']} ({reasons}). "
-                  f"Wrote {summary.out}/index.parquet and stats.json")
+                  f"Wrote {summary.out}/index.parquet and stats.json", markup=False)
+        if not summary.failed:
+            from svdcli.shards.pack import check_pack
+
+            check_pack(s, max_error_rate)
     elif not summary.failed:
         con.print("other ranks' shards are not all written yet; the last rank to finish writes the index")
     if summary.failed:

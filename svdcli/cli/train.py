@@ -58,13 +58,18 @@ def register(app: typer.Typer) -> None:
             [], "--set", help="Override a config key, e.g. --set optim.lr=3e-5 --set data.batch_size=4 (repeatable)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
         tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Also log TensorBoard scalars."),
+        stop_timeout: float = typer.Option(
+            25.0, "--stop-timeout", min=1.0, help="On SIGTERM (a scheduler ending the job) finish the step, save a "
+            "checkpoint and exit 143, all within this many seconds (else exit without it; --resume takes the last "
+            "complete one). Keep it under the scheduler's grace period (SLURM KillWait, Kubernetes' "
+            "terminationGracePeriodSeconds: 30 s by default)."),
     ) -> None:
         from svdcli.train.loop import RunOptions, train
 
         sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
         opts = RunOptions(stage=stage, config=config, data=data, out=out, deepspeed=deepspeed,
                           init=init, family=family, resume=resume, overrides=tuple(sets),
-                          tensorboard=tensorboard, progress=progress)
+                          tensorboard=tensorboard, progress=progress, stop_timeout=stop_timeout)
         summary = train(opts)
         if summary["rank"] == 0:
             from svdcli.cli.common import console

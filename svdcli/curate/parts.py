@@ -29,6 +29,7 @@ from svdcli.manifest.io import write_parquet_atomic
 from svdcli.manifest.schema import schema_for
 
 TASK_COLUMN = "_task"
+MERGE_CLAIM = ".merge.lock"  # the process merging the parts (lock.py), removed with the folder
 
 
 class PartStore:
@@ -42,8 +43,11 @@ class PartStore:
     """
 
     def __init__(self, folder: Path, columns: Iterable[str], rank: int = 0):
+        from svdcli.outputs import writing
+
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
         self.schema = schema_for(list(columns)).append(pa.field(TASK_COLUMN, pa.string()))
         self.rank = rank
         self._last_ns = 0
@@ -53,9 +57,14 @@ class PartStore:
         return sorted(self.folder.glob("part-*.parquet"))
 
     def done_keys(self) -> set[str]:
+        """The task keys of the written parts; a part removed while this reads (another rank's
+        merge cleaning the folder) is left out, so the run looks unfinished rather than failing."""
         keys: set[str] = set()
         for part in self.parts():
-            keys.update(pq.read_table(part, columns=[TASK_COLUMN]).column(TASK_COLUMN).to_pylist())
+            try:
+                keys.update(pq.read_table(part, columns=[TASK_COLUMN]).column(TASK_COLUMN).to_pylist())
+            except FileNotFoundError:
+                continue
         return keys
 
     def write(self, rows: list[dict]) -> None:
@@ -94,17 +103,32 @@ def parts_folder(out: Path, stage: Stage) -> Path:
 
 def write_run_info(folder: Path, stage: Stage) -> None:
     """`stage.json` beside the parts: which stage, with which settings."""
+    from svdcli.outputs import writing
+
     info = folder / "stage.json"
     if not info.exists():  # written aside and renamed: ranks starting together each write a whole file
         tmp = folder / f".stage.json.{uuid.uuid4().hex[:12]}.tmp"
-        tmp.write_text(json.dumps({"stage": stage.name, "settings": stage.settings()}, indent=1, default=str))
-        os.replace(tmp, info)
+        try:
+            with writing(info):
+                tmp.write_text(json.dumps({"stage": stage.name, "settings": stage.settings()}, indent=1,
+                                          default=str))
+                os.replace(tmp, info)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def clean_parts(out: Path, stage: Stage) -> None:
-    """Remove this run's part folder (after a successful merge) and the parent if now empty."""
+    """Remove this run's part folder after its merge (the run's lock and merge claim go with it),
+    and the parent if now empty."""
     folder = parts_folder(out, stage)
-    shutil.rmtree(folder, ignore_errors=True)
+    # renamed first: a run entering the folder now finds none and starts a fresh one, instead
+    # of writing into a folder half deleted under it
+    trash = folder.with_name(f".removed-{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
     try:
         folder.parent.rmdir()
     except OSError:

@@ -164,13 +164,26 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
     is merged and no later stage runs on a partial manifest. The rank that completes the stage
     merges it and runs the remaining stages whole, as a rerun without a rank would.
     """
+    from svdcli.curate.lock import workdir_lock
+    from svdcli.outputs import check_writable, writing
+
     stages = check_runnable(recipe, skip)
     src = _first_input(stages, videos, manifest)
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise RecipeError(f"--workdir {workdir} is a file; it must be a folder (made if missing)")
-    (workdir / "manifests").mkdir(parents=True, exist_ok=True)
-    _save_resolved(recipe, workdir / "recipe.resolved.yaml")
+    check_writable(workdir, "--workdir")
+    with writing(workdir / "manifests"):
+        (workdir / "manifests").mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir, opts.rank, opts.world_size):
+        _save_resolved(recipe, workdir / "recipe.resolved.yaml")
+        return _run_steps(recipe, stages, src, workdir, opts, on_step)
+
+
+def _run_steps(recipe: Recipe, stages: list[str], src: Path, workdir: Path, opts: RunOptions,
+               on_step: Callable[[StepSummary], None] | None) -> list[StepSummary]:
+    from svdcli.curate.outcome import check_outcome, outcome_of
+
     summaries = []
     motion_rows = None  # motion scored inside the cuts pass, until the motion step writes it
     for i, stage in enumerate(stages):
@@ -203,6 +216,8 @@ def run_recipe(recipe: Recipe, workdir: Path, *, videos: Path | None = None, man
         summaries.append(summary)
         if on_step:
             on_step(summary)
+        # judged after its rows are written and stamped: a rerun skips the stage and judges it again
+        check_outcome(outcome_of(stage, out), recipe.max_error_rate, "max_error_rate")
         src = out
     return summaries
 
@@ -241,17 +256,30 @@ def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) 
 
 
 def _save_resolved(recipe: Recipe, path: Path) -> None:
+    """The recipe after overrides, beside the manifests (written aside and renamed: a full disk
+    leaves the previous one whole)."""
+    import os
+    import uuid
+
     import yaml
 
-    path.write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    from svdcli.outputs import writing
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with writing(path):
+            tmp.write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _summarize(stage: str, action: str, out: Path, seconds: float, note: str = "") -> StepSummary:
     from svdcli.manifest.io import read_manifest
 
     table = read_manifest(out)
-    if stage == "cuts":
-        errors = sum(s != "ok" for s in table.column("status").to_pylist())
+    if stage == "cuts":  # short pieces are no errors
+        errors = sum(s == "error" for s in table.column("status").to_pylist())
     elif f"{stage}_error" in table.column_names:
         column = table.column(f"{stage}_error")
         errors = len(column) - column.null_count

@@ -43,12 +43,14 @@ class Recipe:
     executor: str = "local"              # where the stages run: local | ray (docs/scale.md)
     ray_address: str = "auto"
     resources: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {num_cpus, num_gpus} on Ray
+    max_error_rate: float = 1.0  # a stage with more failed inputs than this share fails the run (exit 1)
 
 
 # --- reading ----------------------------------------------------------------------------------
 TOP_LEVEL = {"name": "a name", "workers": "an integer >= 1", "report": "true or false", "stages": "a mapping",
              "executor": "local or ray", "ray_address": "auto or HOST:PORT",
-             "resources": "a mapping of stage names to {num_cpus: N, num_gpus: N} (fractions allowed)"}
+             "resources": "a mapping of stage names to {num_cpus: N, num_gpus: N} (fractions allowed)",
+             "max_error_rate": "a number from 0 to 1"}
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 
 
@@ -104,7 +106,7 @@ def _parse(raw: dict, path: Path) -> Recipe:
             raise RecipeError(f"{path}: stage {stage!r} must map its settings to values "
                               f"(e.g. '{stage}: {{}}' for the defaults), not {settings!r}")
     recipe = Recipe(path.stem, {k: dict(v or {}) for k, v in stages.items()}, source=str(path))
-    for key in ("name", "workers", "report", "executor", "ray_address", "resources"):
+    for key in ("name", "workers", "report", "executor", "ray_address", "resources", "max_error_rate"):
         if key in raw:
             _set_top_level(recipe, key, raw[key], str(path))
     return recipe
@@ -118,7 +120,8 @@ def _set_top_level(recipe: Recipe, key: str, value: Any, where: str) -> None:
           "report": isinstance(value, bool),
           "executor": value in ("local", "ray"),
           "ray_address": isinstance(value, str) and bool(value.strip()),
-          "resources": True}[key]
+          "resources": True,
+          "max_error_rate": isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1}[key]
     if not ok:
         raise RecipeError(f"{where}: {key!r} must be {TOP_LEVEL[key]}, not {value!r}")
     setattr(recipe, key, str(value) if key == "name" else value)
@@ -151,10 +154,10 @@ def _override(recipe: Recipe, item: str) -> None:
 
     key, sep, text = item.partition("=")
     stage, dot, setting = key.strip().partition(".")
-    top_level = sep and not dot and stage in ("workers", "report", "executor", "ray_address")
+    top_level = sep and not dot and stage in ("workers", "report", "executor", "ray_address", "max_error_rate")
     if not top_level and not (sep and dot and setting):
         raise RecipeError(f"--set {item!r}: expected STAGE.SETTING=VALUE (e.g. motion.margin_frames=3), "
-                          "or workers=N, report=false, executor=ray, ray_address=HOST:PORT")
+                          "or workers=N, report=false, executor=ray, ray_address=HOST:PORT, max_error_rate=0.1")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -12,7 +12,11 @@
   task and when it ends (the CLI draws its bar from these).
 
 When every task of the whole run has a part, the parts come back as one table (with `_task`)
-for the caller to merge into the output manifest; until then `tables` is empty.
+for the caller to merge into the output manifest; until then `tables` is empty. A run holds a
+lock on its part folder (one per rank, `lock.py`): a second run of the same stage, output and
+rank stops at once. Of the ranks that find every task done, the one that claims the merge gets
+the tables and keeps its lock until the caller's `clean_parts` removes the folder; the others
+return without them, as if work remained.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ import pyarrow as pa
 
 from svdcli.curate.executors import Executor, TaskFailure
 from svdcli.curate.executors.local import LocalExecutor
-from svdcli.curate.parts import TASK_COLUMN, PartStore, parts_folder, write_run_info
+from svdcli.curate.lock import release, take, try_lock
+from svdcli.curate.parts import MERGE_CLAIM, TASK_COLUMN, PartStore, parts_folder, write_run_info
 from svdcli.curate.stage import Stage, Task
 
 
@@ -41,7 +46,8 @@ class RunResult:
 
     @property
     def complete(self) -> bool:
-        return self.tasks_done == self.tasks_total
+        """Every task is done and this run merges them (`tables` holds the parts)."""
+        return bool(self.tables)
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,34 @@ def run_stage(stage: Stage, tasks: list[Task], out: Path, *, workers: int = 1, e
     Returns the parts as a table (with `_task`) when every task of the whole run is done;
     otherwise `tables` is empty and the caller should not merge yet.
     """
+    what = f"the {stage.name} stage's parts of {out}" + (f" as rank {rank}" if world_size > 1 else "")
+    for attempt in range(3):
+        store = PartStore(parts_folder(out, stage), list(stage.columns), rank)
+        lock = store.folder / f".run.rank{rank:03d}.lock"
+        try:
+            take(lock, what)
+            break
+        except FileNotFoundError:  # a run that merged removed the folder just now: make it afresh
+            if attempt == 2:
+                raise
+    try:
+        result = _run_locked(stage, tasks, store, executor or LocalExecutor(workers, threads_per_worker), rank,
+                             world_size, flush_rows, flush_seconds, progress, describe)
+    except BaseException:
+        release(lock)
+        raise
+    if not result.complete:
+        release(lock)
+    return result  # a run that merges keeps its lock until clean_parts removes the folder
+
+
+def _run_locked(stage: Stage, tasks: list[Task], store: PartStore, executor: Executor, rank: int, world_size: int,
+                flush_rows: int, flush_seconds: float, progress: ProgressCallback | None,
+                describe: str | None) -> RunResult:
     t0 = time.perf_counter()
-    store = PartStore(parts_folder(out, stage), list(stage.columns), rank)
     write_run_info(store.folder, stage)
     done = store.done_keys()
     mine = [t for i, t in enumerate(tasks) if i % world_size == rank and t.key not in done]
-    executor = executor or LocalExecutor(workers, threads_per_worker)
     report = StageProgress("start", describe or stage.name, stage.unit, stage.row_unit, len(tasks),
                            len(tasks) - len(mine) if world_size == 1 else 0)
     buffer = _Buffer(store, flush_rows, flush_seconds)
@@ -117,7 +145,12 @@ def run_stage(stage: Stage, tasks: list[Task], out: Path, *, workers: int = 1, e
     done = store.done_keys()
     total_done = sum(t.key in done for t in tasks)
     seconds = time.perf_counter() - t0
-    tables = [store.read_all()] if total_done == len(tasks) else []
+    # one merge: a rank finishing with another claims it (the claim goes with the folder, clean_parts)
+    try:
+        merges = total_done == len(tasks) and try_lock(store.folder / MERGE_CLAIM) is None
+    except FileNotFoundError:  # another rank merged and removed the folder in between
+        merges = False
+    tables = [store.read_all()] if merges else []
     return RunResult(tables, total_done, len(tasks), report.rows, report.errors, seconds)
 
 

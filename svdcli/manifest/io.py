@@ -20,20 +20,24 @@ class ManifestError(SvdError):
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[bytes, bytes] | None = None) -> Path:
-    """Write `table` to `path` through a temp file in the same folder and a rename."""
+    """Write `table` to `path` through a temp file in the same folder and a rename: a failed
+    write (a full disk) leaves the old file whole and is an OutputError naming `path`."""
+    from svdcli.outputs import writing
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a manifest is shared data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a manifest is shared data
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 

@@ -1,6 +1,7 @@
 """Write sampled frames as an mp4, a gif or a folder of png frames."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,20 @@ def write_video(frames: np.ndarray, out: str | Path, fps: float, fmt: str | None
     path = output_path(out, fmt)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    if fmt == "mp4":
-        # near-lossless: the clip is short and users judge the model, not the encoder
-        return write_frames(path, frames, fps, crf=12)
-    if fmt == "gif":
-        return _write_gif(frames, path, fps)
-    return _write_pngs(frames, path)
+    if fmt == "png":
+        return _write_pngs(frames, path)
+    # written aside and renamed: a full disk leaves an earlier video of that name whole
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        if fmt == "mp4":  # near-lossless: the clip is short and users judge the model, not the encoder
+            write_frames(tmp, frames, fps, crf=12)
+        else:
+            _write_gif(frames, tmp, fps)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _write_gif(frames: np.ndarray, path: Path, fps: float) -> Path:

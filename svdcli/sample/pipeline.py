@@ -195,11 +195,15 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     """What `svd sample` does: load, sample (`progress(total)` gives the per-step callback),
     write; timings include loading."""
     from svdcli.families.image import read_image
+    from svdcli.outputs import check_writable, writing
     from svdcli.sample.options import check_sampler
-    from svdcli.sample.output import output_format, write_video
+    from svdcli.sample.output import output_format, output_path, write_video
 
-    output_format(Path(out), fmt)  # a bad --out, image or sampler fails before the model loads
+    # a bad --out (or one that cannot be written), image or sampler fails before the model loads
+    check_writable(output_path(Path(out), output_format(Path(out), fmt)), "--out")
     if isinstance(image, (str, Path)):
+        if Path(image).is_dir():
+            raise SvdError(f"--image {image} is a folder; give one image file (png, jpg, webp...)")
         read_image(image)
     if options.sampler is not None:
         check_sampler(options.sampler)  # a name no family knows
@@ -213,6 +217,7 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     with (progress(pipe.family.sampling_steps(pipe.model, opts)) if progress else nullcontext()) as step:
         result = pipe.generate(image, options, callback=step, warn=log)
     start = time.perf_counter()
-    result.path = write_video(result.frames, out, result.fps, fmt)
+    with writing(output_path(Path(out), output_format(Path(out), fmt))):
+        result.path = write_video(result.frames, out, result.fps, fmt)
     result.timings = {"loading": loading, **result.timings, "writing": time.perf_counter() - start}
     return result

@@ -279,11 +279,26 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
     dataset = ShardDataset(urls, cfg, rank=rank, world_size=world_size, epoch=epoch)
     workers_kw = {}
     if num_workers > 0:
-        workers_kw = {"persistent_workers": True, "multiprocessing_context": multiprocessing_context}
+        workers_kw = {"persistent_workers": True, "multiprocessing_context": multiprocessing_context,
+                      "worker_init_fn": _leave_sigterm_to_the_trainer}
     pin = device is not None and torch.device(device).type == "cuda"
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                         pin_memory=pin, **workers_kw)
     return VideoLoader(loader, device)
+
+
+def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
+    """A SIGTERM sent to the whole job must not kill a loader worker mid-batch: the trainer
+    finishes its step and saves a checkpoint first (svdcli/train/stop.py), then ends the loader
+    (a worker whose parent is gone exits by itself). A trainer starts its workers with the
+    signals blocked (`svdcli.interrupts.held`), so none can kill one before this runs."""
+    import signal
+
+    from svdcli.interrupts import SIGNALS
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def pack_stats(folder: str | Path) -> dict:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.interrupts import held
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
 from svdcli.shards.samples import ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
@@ -74,6 +75,8 @@ def write_shard(job: ShardJob) -> ShardResult:
     """Write one shard atomically (tmp + rename), then its completion marker."""
     out = Path(job.out)
     path, tmp = out / f"{job.name}.tar", out / f"{job.name}.tar.tmp"
+    from svdcli.outputs import writing
+
     result = ShardResult(job.name)
     encoder = None
     if job.config.latents:
@@ -81,7 +84,7 @@ def write_shard(job: ShardJob) -> ShardResult:
 
         encoder = latent_encoder(job.config.latents)
     try:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        with writing(path), tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for video_clips in _by_video(job.clips, group_size(job.config)):
                 decoded = video_clip_frames(video_clips, job.config)
                 for clip in video_clips:
@@ -99,7 +102,8 @@ def write_shard(job: ShardJob) -> ShardResult:
                         if ext in sample:
                             _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
                     result.rows.append({**row, "shard": path.name})
-        os.replace(tmp, path)
+        with writing(path):
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -128,10 +132,16 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from svdcli.outputs import writing
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(obj, indent=1, default=str))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 
@@ -191,9 +201,12 @@ def pack_fingerprint(cfg: PackConfig, plan: list[tuple[str, list[dict]]], latent
 
 def prepare_out(out: Path, fingerprint: str, info: dict, overwrite: bool) -> None:
     """Create `out`, or check that its shards were made from the same input and settings."""
+    from svdcli.outputs import writing
+
     if out.exists() and not out.is_dir():
         raise SvdError(f"--out {out} is a file; pass a folder for the shards")
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     pack_json = out / "pack.json"
     if pack_json.exists():
         old = _read_pack_json(pack_json, overwrite)
@@ -246,10 +259,13 @@ def run_pack(manifest: str | Path, out: str | Path, cfg: PackConfig, *, workers:
     cluster, one per shard; `out` must then be storage every node sees. Shards and completion
     markers are the same either way, so a Ray pack resumes a local one and back."""
     from svdcli.manifest.io import read_manifest
+    from svdcli.outputs import check_writable
 
     t0 = time.perf_counter()
     cfg.validate()
     out = Path(out)
+    if not (out.exists() and not out.is_dir()):  # a file: prepare_out says so
+        check_writable(out, "--out")
     clips, selection = select_clips(read_manifest(manifest), all_ok, source=manifest)
     if not clips:
         raise SvdError(f"no clips to pack in {manifest} ({selection['ok_rows']} ok rows, none kept); "
@@ -298,23 +314,47 @@ def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool, total_clips: i
         # a test or a notebook that made videos) can leave a lock held in a forked child, which
         # then hangs forever with no error
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(write_shard, job): job for job in jobs}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+            with held():  # starting the workers is not to be cut in half by a signal
+                futures = {pool.submit(_write_shard_in_worker, job): job for job in jobs}
             pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    _collect(futures[f], f.result, bar, failed)
+            try:
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        _collect(futures[f], f.result, bar, failed)
+            except BaseException:  # Ctrl-C, SIGTERM, a full disk: shards not started yet stay undone
+                for f in pending:
+                    f.cancel()
+                raise
     return failed
 
 
 def _collect(job: ShardJob, get_result, bar, failed: list[dict]) -> None:
+    from svdcli.outputs import OutputError
+
     try:
         result = get_result()
+    except OutputError:  # a full disk or a read-only folder: every other shard would fail the same way
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed shard is reported and retried by a rerun
         _failed(job, f"{type(exc).__name__}: {exc}", bar, failed)
         return
     bar.advance(len(job.clips), skipped=len(result.skipped), failed=0)
+
+
+def _init_worker() -> None:
+    """A signal to the process group stops a pack worker's shard as it stops the parent."""
+    from svdcli.interrupts import in_worker
+
+    in_worker()
+
+
+def _write_shard_in_worker(job: ShardJob) -> ShardResult:
+    from svdcli.interrupts import task
+
+    with task():
+        return write_shard(job)
 
 
 def _failed(job: ShardJob, error: str, bar, failed: list[dict]) -> None:
@@ -349,6 +389,24 @@ def finalize(out: Path, plan: list[tuple[str, list[dict]]], cfg: PackConfig, mot
     }
     _write_json_atomic(out / "stats.json", stats)
     return stats
+
+
+def check_pack(stats: dict, max_error_rate: float = 1.0) -> None:
+    """Raise RunFailed (exit 1; the index and stats.json are written) for a pack of no sample, or
+    one where more than `max_error_rate` of the selected clips could not be decoded."""
+    from svdcli.errors import RunFailed
+
+    skipped = stats["skipped_clips"]
+    e_g = f" (e.g. clip {skipped[0]['clip_id']}: {skipped[0]['reason']})" if skipped else ""
+    if stats["samples"] == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["skipped_by_reason"].items())
+        raise RunFailed(f"no sample packed: all {stats['selected']} selected clips were skipped ({reasons}){e_g}")
+    undecodable = stats["skipped_by_reason"].get("decode_error", 0)
+    if stats["selected"] and undecodable / stats["selected"] > max_error_rate:
+        first = next(s for s in skipped if s["kind"] == "decode_error")
+        raise RunFailed(f"{undecodable} of {stats['selected']} clips could not be decoded "
+                        f"({undecodable / stats['selected']:.1%}), above --max-error-rate {max_error_rate:g} "
+                        f"(e.g. clip {first['clip_id']}: {first['reason']})")
 
 
 def _histogram(values) -> dict[str, int]:

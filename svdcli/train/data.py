@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.interrupts import held
 from svdcli.train.config import TrainConfig
 
 
@@ -157,7 +158,8 @@ class TrainStream:
                              size=(d.height, d.width), num_workers=d.num_workers,
                              shuffle=d.shuffle_buffer, seed=self.cfg.seed, epoch=self.state.epoch,
                              rank=self.rank, world_size=self.world_size, drop_last=True, latents=d.latents)
-        it = iter(loader)
+        with held():  # loader workers start with SIGINT / SIGTERM blocked until their init
+            it = iter(loader)
         for _ in range(self.state.batch_in_epoch):  # resume: replay what this rank consumed (and counted)
             next(it)
         return it
@@ -180,6 +182,40 @@ class TrainStream:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
                 self._it = None
+        undecodable = every_sample_fails(self.urls, self.cfg)
+        if undecodable:
+            raise SvdError(undecodable)
         raise SvdError(f"rank {self.rank} got no full batch of {self.cfg.data.batch_size} from "
                        f"{len(self.urls)} shards: use fewer processes / data.num_workers, a smaller "
                        "data.batch_size, or pack more, smaller shards (--shard-size)")
+
+
+def every_sample_fails(urls: list[str], cfg: TrainConfig, most: int = 64) -> str | None:
+    """When a stream gave no batch: the message saying so if none of the first `most` samples
+    of the shards can be used (garbage frames, bad json), naming the first few and why; None
+    when some can (the batch size or the split is the problem then)."""
+    import webdataset as wds
+
+    from svdcli.shards.loader import LoaderConfig, ShardDataset
+
+    d = cfg.data
+    dataset = ShardDataset(urls, LoaderConfig(num_frames=cfg.frames, size=(d.height, d.width), shuffle=0,
+                                              latents=d.latents), rank=0, world_size=1)
+    failures: list[str] = []
+    samples = wds.tarfile_to_samples(handler=wds.ignore_and_continue)({"url": u} for u in urls)
+    for sample in samples:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            usable = dataset.decode(sample) is not None
+        if usable:
+            return None
+        why = str(caught[-1].message).removeprefix("skipping sample ") if caught else f"{sample.get('__key__')}: ?"
+        failures.append(why)
+        if len(failures) >= most:
+            break
+    if not failures:
+        return f"the {len(urls)} shards hold no samples; repack with `svd pack`"
+    which = (f"none of the first {most} samples of the {len(urls)} shards" if len(failures) >= most
+             else f"none of the {len(failures)} samples of the {len(urls)} shards")
+    return (f"{which} can be used: every one failed to decode, e.g. {'; '.join(failures[:3])}; repack the "
+            "shards with `svd pack` from readable videos")

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from svdcli import runs
-from svdcli.errors import SvdError
+from svdcli.errors import SvdError, Terminated
 from svdcli.train import checkpoint as ckpt
+from svdcli.train.stop import StopOnSigterm
 from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, family_of, load_config, read_yaml
 
 
@@ -37,6 +38,7 @@ class RunOptions:
     local_rank: int = -1
     tensorboard: bool = True
     progress: bool = True
+    stop_timeout: float = 25.0  # seconds from SIGTERM to exit, checkpoint included (train/stop.py)
 
 
 class NonFiniteLoss(SvdError):
@@ -159,7 +161,8 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, re
         for s in shards.skipped:
             logger.print(f"[yellow]warning:[/] skipped shard {s['shard']}: {s['reason']}")
     try:
-        _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3)
+        with StopOnSigterm(opts.stop_timeout) as stop:
+            _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop)
     except NonFiniteLoss as exc:
         kept = runs.latest_tag(opts.out)
         logger.event(exc.step, "nonfinite_loss", message=str(exc), kept=kept)
@@ -179,7 +182,7 @@ def _set_lr(scheduler, cfg: TrainConfig) -> None:
         group["lr"] = cfg.optim.lr * lr_lambda(cfg)(scheduler.last_epoch)
 
 
-def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3) -> None:
+def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop) -> None:
     from svdcli.train.runlog import Meter
 
     meter = Meter()
@@ -206,11 +209,17 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
             record.update(getattr(engine.module, "stats", None) or {})  # a model's own terms (decoder: d_loss, ...)
             logger.log(done, record)
             meter.reset()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        due = done % cfg.checkpoint_every == 0 or done == cfg.steps
+        stopping = stop.agreed(info)  # every rank stops after the same step
+        if due or stopping:
             trainer_state = {"step": done, "data": stream.state.to_dict()}
             path = ckpt.save(engine, ema, cfg, opts.out, done, trainer_state, info.rank,
                              cfg.keep_checkpoints, zero3)
             logger.event(done, "checkpoint", path=str(path))
+        if stopping and done < cfg.steps:
+            logger.event(done, "terminated", checkpoint=str(path))
+            raise Terminated(f"terminated (SIGTERM) after step {done}: checkpoint {path} saved; continue with "
+                             "--resume")
 
 
 def _micro_step(engine, stream, encoders, cfg: TrainConfig, info, step: int, micro: int):

@@ -9,7 +9,7 @@ Consumers pick the frames they want by timestamp; nothing here counts frames.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterable, Protocol
 
@@ -20,6 +20,7 @@ from svdcli.video.probe import VideoError, use_decoder_threads, frame_rotation, 
 ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
 OVERSAMPLE = 2  # bilinear to this many times the analysis size, then area-average down
 EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+GAP_SECONDS = 1.0  # a step between frame times longer than this (and 3 frames) is a hole in the video
 
 
 class FrameConsumer(Protocol):
@@ -39,11 +40,57 @@ class DecodeResult:
     height: int
     rotation: int  # degrees clockwise to display upright
     header_duration: float  # seconds, from the stream/container header (0 when unknown)
+    timestamps: TimestampCheck | None = None  # where frame times went back or leapt forward
 
     @property
     def end_time(self) -> float:
         """End of the last frame (exclusive), assuming it lasts one nominal frame."""
         return self.last_time + 1.0 / self.fps
+
+
+@dataclass
+class TimestampCheck:
+    """Where a stream's frame times stop rising steadily; O(1) per frame.
+
+    Times that go back (two files joined end to end, an encoder restarted) make every frame
+    after the jump unplaceable: `see` drops them, `dropped` counts them and `back` keeps the
+    first step back (frame number, time before, time after). Forward leaps longer than
+    GAP_SECONDS and 3 nominal frames (a paused recording, joined files whose clocks ran on) are
+    `gaps`, (time before, time after) each: frames exist on both sides, none in between.
+    """
+
+    fps: float
+    dropped: int = 0
+    back: tuple[int, float, float] | None = None
+    largest_back: float = 0.0  # seconds
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+
+    def see(self, index: int, last: float | None, t: float) -> bool:
+        """Check frame `index` at `t` after a kept frame at `last`: False when it must be dropped
+        (its time is not after the previous frame's)."""
+        if last is None:
+            return True
+        step = t - last
+        if step <= 0:
+            self.dropped += 1
+            self.back = self.back or (index, last, t)
+            self.largest_back = max(self.largest_back, -step)
+            return False
+        if step > max(GAP_SECONDS, 3.0 / self.fps):
+            self.gaps.append((last, t))
+        return True
+
+    @property
+    def restarted(self) -> bool:
+        """More than a stray duplicate: the times went back by over two frames, or more than two
+        frames had to be dropped."""
+        return self.dropped > 2 or self.largest_back > 2.0 / self.fps
+
+    def describe(self, frames: int) -> str:
+        index, before, after = self.back or (0, 0.0, 0.0)
+        return (f"timestamps go back from {before:.2f} s to {after:.2f} s at frame {index} ({self.dropped} of "
+                f"{frames + self.dropped} frames cannot be placed in time: files joined end to end?); split the "
+                "file at the jump or remux it with continuous timestamps")
 
 
 def yuv_analysis_size(width: int, height: int, target_width: int = ANALYSIS_WIDTH) -> tuple[int, int]:
@@ -105,6 +152,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         tb = stream.time_base  # exact: times are float(pts * tb) - first, as the frame readers compute them
         first = last = None
         n, rotation = 0, stream_rotation(stream)
+        check = TimestampCheck(fps)
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
@@ -116,7 +164,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                         first = float(frame.pts * tb)
                         rotation = rotation or frame_rotation(frame)
                     t = float(frame.pts * tb) - first
-                if last is not None and t <= last:
+                if not check.see(n + check.dropped, last, t):
                     continue  # duplicate or out-of-order PTS: keep times strictly increasing
                 for hook in hooks:
                     hook(t, frame)
@@ -131,7 +179,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
             raise VideoError("no decodable video frames")
         header = _header_duration(container, stream)
         return DecodeResult(n, float(first or 0.0), float(last), fps, int(ctx.width), int(ctx.height),
-                            rotation, header)
+                            rotation, header, check)
 
 
 def nominal_rate(stream) -> float:

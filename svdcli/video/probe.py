@@ -31,8 +31,13 @@ class VideoInfo:
 
 
 def video_id(path: str | os.PathLike) -> str:
-    """Stable id of a video: sha1 of its resolved absolute path, 16 hex digits."""
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    """Stable id of a video: sha1 of its resolved absolute path (its absolute path where links
+    cannot be resolved: a loop), 16 hex digits."""
+    try:
+        resolved = str(Path(path).resolve())
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError on a symlink loop
+        resolved = os.path.abspath(path)
+    return hashlib.sha1(resolved.encode()).hexdigest()[:16]
 
 
 def use_decoder_threads(stream, threads: int = 0) -> None:
@@ -48,18 +53,58 @@ def open_container(path: str | os.PathLike):
     import av
 
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"file not found: {path}")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise VideoError(_unreachable(path, exc)) from None
+    if path.is_dir():
+        raise VideoError(f"a folder, not a video: {path}")
+    if size == 0:
         raise VideoError(f"empty file (0 bytes): {path}")
     try:
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises av.error.* subclasses of OSError/ValueError
-        raise VideoError(f"cannot open {path.name}: {exc}") from exc
-    if not container.streams.video:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise VideoError(f"cannot open {path.name}: {why} (not a video, or one cut off or damaged)") from exc
+    problem = not_a_video(container)
+    if problem:
         container.close()
-        raise VideoError(f"no video stream in {path.name} (audio-only or not a video)")
+        raise VideoError(f"{path.name}: {problem}")
     return container
+
+
+def _unreachable(path: Path, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return f"symbolic link loop: {path}"
+    if path.is_symlink():
+        return f"broken symbolic link: {path} -> {os.readlink(path)}"
+    if exc.errno == errno.ENOENT:
+        return f"file not found: {path}"
+    return f"cannot read {path}: {exc.strerror}"
+
+
+def not_a_video(container) -> str | None:
+    """Why an opened container is no video (an image, audio with a cover picture, audio only), or None.
+
+    FFmpeg opens a PNG or JPEG under any name as a one-frame stream, and the cover art of an mp3
+    or m4a as a video stream holding one picture: neither is a video with a length.
+    """
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        return f"an image ({fmt.removesuffix('_pipe')}), not a video"
+    if not container.streams.video:
+        return "no video stream (audio only, or not a video)"
+    if all(s.disposition & _attached_picture() for s in container.streams.video):
+        return "no video stream, only a cover picture (an audio file)"
+    return None
+
+
+def _attached_picture() -> int:
+    import av
+
+    return int(av.stream.Disposition.attached_pic)
 
 
 def stream_rotation(stream) -> int:

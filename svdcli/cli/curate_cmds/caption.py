@@ -5,7 +5,8 @@ import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
-    Device, ExecutorName, Manifest, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers, WorldSize)
+    Device, ExecutorName, Manifest, MaxErrorRate, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers,
+    WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Caption the middle frame of every ok clip with CoCa through open_clip; writes `caption` and `caption_model`.
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         executor: ExecutorName = "local",
         ray_address: RayAddress = "auto",
         progress: Progress = True,
+        max_error_rate: MaxErrorRate = 1.0,
     ) -> None:
         from svdcli.curate.stages.caption import run_caption, summarize
 
@@ -54,4 +56,4 @@ def register(app: typer.Typer) -> None:
             num_beams=num_beams, num_beam_groups=num_beam_groups, top_k=top_k, top_p=top_p,
             temperature=temperature, repetition_penalty=repetition_penalty, seed=seed,
             batch_size=batch_size, device=device)
-        print_stage_result("caption", result, written, summarize)
+        print_stage_result("caption", result, written, summarize, max_error_rate)

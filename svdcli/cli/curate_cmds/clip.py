@@ -7,7 +7,8 @@ import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
-    Device, ExecutorName, Manifest, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers, WorldSize)
+    Device, ExecutorName, Manifest, MaxErrorRate, ModelBatchSize, Out, Pretrained, Progress, RayAddress, Rank, Workers,
+    WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Embed the first, middle and last frame of every ok clip with an open_clip image tower and score them.
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         executor: ExecutorName = "local",
         ray_address: RayAddress = "auto",
         progress: Progress = True,
+        max_error_rate: MaxErrorRate = 1.0,
     ) -> None:
         from svdcli.curate.stages.clip import run_clip, summarize
 
@@ -52,4 +54,4 @@ def register(app: typer.Typer) -> None:
                                    progress=stage_bars(progress), model=model, pretrained=pretrained,
                                    aesthetic=aesthetic, weights_dir=str(weights_dir) if weights_dir else None,
                                    batch_size=batch_size, device=device)
-        print_stage_result("clip", result, written, summarize)
+        print_stage_result("clip", result, written, summarize, max_error_rate)

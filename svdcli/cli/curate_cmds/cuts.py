@@ -7,7 +7,7 @@ from typing import List
 import typer
 
 from svdcli.cli.common import console, user_errors
-from svdcli.cli.curate_cmds.options import ExecutorName, RayAddress
+from svdcli.cli.curate_cmds.options import ExecutorName, MaxErrorRate, RayAddress, Verbose
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 
@@ -45,6 +45,8 @@ def cuts(
     executor: ExecutorName = "local",
     ray_address: RayAddress = "auto",
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_error_rate: MaxErrorRate = 1.0,
+    verbose: Verbose = False,
 ) -> None:
     """Find shot boundaries and write one row per clip.
 
@@ -52,8 +54,11 @@ def cuts(
     PySceneDetect's AdaptiveDetector for hard cuts; 15 and 8 fps: a motion-compensated span test
     for dissolves and fades), TransNetV2 reads the same frames. No boundary is ever suppressed:
     a piece shorter than --min-length gets a row with status 'short'. Each clip records which
-    levels found its start and their scores. Unreadable files become rows with status 'error'.
-    An interrupted run resumes on rerun (finished videos are skipped).
+    levels found its start and their scores. A readable video shorter than --min-length is one
+    'short' row; a file that is no readable video (an image, audio, a truncated or corrupt file)
+    is a row with status 'error'. Exit 1 when no video gave a clip or more than
+    --max-error-rate of them failed (the manifest is written all the same). An interrupted run
+    (Ctrl-C, SIGTERM) resumes on rerun (finished videos are skipped).
     """
     import time
 
@@ -61,8 +66,11 @@ def cuts(
     from svdcli.curate.stages.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
 
+    from svdcli.outputs import check_writable
+
     if rank >= world_size:
         raise SvdError(f"--rank {rank} must be below --world-size {world_size}")
+    check_writable(out, "--out")
     cfg = cuts_config(levels, thresholds, detector, transnet_threshold, merge_tolerance, trim, min_length, max_length)
     t0 = time.perf_counter()
     if motion_out is None:
@@ -80,12 +88,29 @@ def cuts(
             write_motion_manifest(out, motion_out, rows, MotionConfig())
     line = (f"{summary.videos} videos, {summary.clips} clips, {summary.short} short pieces, {summary.errors} errors, "
             f"{time.perf_counter() - t0:.1f} s")
+    print_skipped(summary.skipped, verbose)
     if summary.complete:
-        console().print(f"cuts: {line} -> {summary.out}")
+        from svdcli.curate.outcome import check_outcome, outcome_of
+
+        console().print(f"cuts: {line} -> {summary.out}", markup=False)
         if motion_out is not None:
             from svdcli.curate.stages.motion import summarize
 
-            console().print(summarize(motion_out, 0.25))
+            console().print(summarize(motion_out, 0.25), markup=False)
+        check_outcome(outcome_of("cuts", summary.out), max_error_rate)
     else:
         console().print(f"cuts: rank {rank}/{world_size} done ({line}); the manifest is written "
                         f"by the run that finishes the last videos (rerun with --rank/--world-size)")
+
+
+def print_skipped(skipped: list[tuple[str, str]], verbose: bool) -> None:
+    """What the folder scans passed over: a count per reason, each entry with --verbose."""
+    from svdcli.curate.stages.cuts import InputScan
+
+    line = InputScan([], skipped).skipped_line()
+    if line is None:
+        return
+    console().print(line + ("" if verbose else " (--verbose lists them)"), markup=False)
+    if verbose:
+        for path, why in skipped:
+            console().print(f"  {path!r}: {why}" if "\n" in path else f"  {path}: {why}", markup=False)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import typer
 
 from svdcli.cli.common import check_rank, print_stage_result, user_errors
-from svdcli.cli.curate_cmds.options import ExecutorName, Manifest, Out, Progress, RayAddress, Rank, Workers, WorldSize
+from svdcli.cli.curate_cmds.options import (ExecutorName, Manifest, MaxErrorRate, Out, Progress, RayAddress, Rank,
+                                            Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Score the motion of every ok clip: dense Farneback optical flow on frame pairs (1/15 s apart) sampled at 2 fps inside the clip, at a fixed analysis size (long side 256 px, aspect kept), so scores compare across videos of any size.
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
         executor: ExecutorName = "local",
         ray_address: RayAddress = "auto",
         progress: Progress = True,
+        max_error_rate: MaxErrorRate = 1.0,
     ) -> None:
         from svdcli.curate.stages.motion import run_motion, summarize
 
@@ -38,4 +40,4 @@ def register(app: typer.Typer) -> None:
         result, written = run_motion(manifest, out, workers=workers, rank=rank, world_size=world_size,
             executor=executor_for(executor, ray_address),
                                      progress=stage_bars(progress))
-        print_stage_result("motion", result, written, lambda w: summarize(w, threshold))
+        print_stage_result("motion", result, written, lambda w: summarize(w, threshold), max_error_rate)

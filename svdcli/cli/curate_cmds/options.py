@@ -31,3 +31,10 @@ ExecutorName = Annotated[str, typer.Option("--executor", help="local: worker pro
                                            "ray: the tasks of a Ray cluster (see docs/scale.md).")]
 RayAddress = Annotated[str, typer.Option("--ray-address", help="With --executor ray: auto (RAY_ADDRESS, or the "
                                          "cluster `ray start` made on this machine) or HOST:PORT of its head.")]
+
+MaxErrorRate = Annotated[float, typer.Option(
+    "--max-error-rate", min=0.0, max=1.0,
+    help="Fail (exit 1, after writing every row) when more than this share of the inputs failed (0..1). "
+         "Whatever it is, a run where no input gave a result exits 1.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="List every entry of the input folders that was "
+                                       "skipped (not a video type, hidden, a broken link...), not only the counts.")]

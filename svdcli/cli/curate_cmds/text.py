@@ -7,7 +7,7 @@ import typer
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (
-    Device, ExecutorName, Manifest, Out, Progress, RayAddress, Rank, Workers, WorldSize)
+    Device, ExecutorName, Manifest, MaxErrorRate, Out, Progress, RayAddress, Rank, Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
 
 HELP = """Score how much of every ok clip is covered by text (captions, titles, watermarks, slides).
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         executor: ExecutorName = "local",
         ray_address: RayAddress = "auto",
         progress: Progress = True,
+        max_error_rate: MaxErrorRate = 1.0,
     ) -> None:
         from svdcli.curate.stages.text import resolve_detector, run_text, summarize
 
@@ -52,4 +53,4 @@ def register(app: typer.Typer) -> None:
             executor=executor_for(executor, ray_address),
                                    progress=stage_bars(progress), detector=detector, model_dir=model_dir, frames=frames,
                                    size=size, batch_size=batch_size, device=device)
-        print_stage_result("text", result, written, lambda w: summarize(w, max_area))
+        print_stage_result("text", result, written, lambda w: summarize(w, max_area), max_error_rate)

@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 from svdcli.curate.executors.base import Outcome, run_task
 from svdcli.curate.stage import Stage, Task
+from svdcli import interrupts
 from svdcli.errors import SvdError
 
 
@@ -45,7 +46,8 @@ class LocalExecutor:
             pending: dict = {}  # future -> task
             try:
                 for task in tasks:
-                    pending[pool.submit(_run_in_worker, task)] = task
+                    with interrupts.held():  # a submit may start a worker: not to be cut in half by a signal
+                        pending[pool.submit(_run_in_worker, task)] = task
                     if len(pending) >= 2 * self.workers:
                         yield from _finished(pending)
                 while pending:
@@ -72,6 +74,7 @@ _WORKER_SETUP_ERROR: SvdError | None = None
 def _init_worker(stage: Stage, threads: int) -> None:
     """Runs first in each (spawned) worker: thread limits before any library starts its pool."""
     global _WORKER_STAGE, _WORKER_SETUP_ERROR
+    interrupts.in_worker()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     limit_threads(threads)
@@ -85,7 +88,8 @@ def _init_worker(stage: Stage, threads: int) -> None:
 def _run_in_worker(task: Task) -> Outcome:
     if _WORKER_SETUP_ERROR is not None:  # raised again in the parent by the task's future
         raise _WORKER_SETUP_ERROR
-    return run_task(_WORKER_STAGE, task)
+    with interrupts.task():
+        return run_task(_WORKER_STAGE, task)
 
 
 def limit_threads(threads: int) -> int | None:

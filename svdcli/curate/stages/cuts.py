@@ -8,6 +8,7 @@ part files, resume and progress reports; `run_cuts` merges the parts into the ma
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,16 +30,18 @@ DETECTORS = ("cascade", "transnetv2", "both")
 COLUMNS = (
     Column("start_levels", pa.list_(pa.string()), "cuts",
            "detector levels (e.g. 'native', '15fps', '8fps') that found the clip's start boundary; empty for a "
-           "clip that starts at the video start or at a max-length split; 'transnetv2' when the learned "
+           "clip that starts at the video start, at a max-length split or after a gap; 'transnetv2' when the learned "
            "detector found it (--detector transnetv2|both)"),
     Column("start_scores", pa.list_(pa.float32()), "cuts",
            "score of each of start_levels at that boundary, same order: native = PySceneDetect "
            "AdaptiveDetector ratio (frame change over its neighbours', >= 3 is a cut), 15fps/8fps = span ratio "
            "(change across the transition over the change within each side, >= 3), transnetv2 = transition "
            "probability (0..1)"),
-    Column("start_cause", pa.string(), "cuts", "why the clip starts here: 'video_start', 'cut' or 'split'"),
-    Column("status", pa.string(), "cuts", "'ok'; 'short' for a piece between two boundaries shorter than the "
-           "cuts stage's min_length (kept as a row, never a clip); 'error' for an unreadable video"),
+    Column("start_cause", pa.string(), "cuts", "why the clip starts here: 'video_start', 'cut', 'split' or 'gap' "
+           "(the first frame after a hole of over 1 s in the frame times: a paused recording, joined files)"),
+    Column("status", pa.string(), "cuts", "'ok'; 'short' for a piece shorter than the cuts stage's min_length "
+           "(kept as a row, never a clip; a readable video shorter than that is one 'short' row); 'error' for "
+           "a file that is no readable video"),
     Column("error", pa.string(), "cuts", "why the row is not a clip, when status is 'short' or 'error'"),
 )
 
@@ -66,6 +69,7 @@ class Segment:
     cause: str  # video_start, cut or split
     scores: tuple[tuple[str, float], ...] = ()  # (level, score) of the boundary that starts it
     short: bool = False  # shorter than min_length: a row with status 'short', not a clip
+    why: str = ""  # why a short row is no clip, where it is not its length
 
 
 def segments(bounds: list[Boundary], end_time: float, frame_after, cfg: CutsConfig) -> list[Segment]:
@@ -91,6 +95,27 @@ def segments(bounds: list[Boundary], end_time: float, frame_after, cfg: CutsConf
         out.extend(Segment(a, b, cause, scores) if i == 0 else Segment(a, b, "split")
                    for i, (a, b) in enumerate(zip(edges, edges[1:])))
     return out
+
+
+def split_at_gaps(segs: list[Segment], gaps: list[tuple[float, float]], fps: float,
+                  min_length: float) -> list[Segment]:
+    """Pieces without a hole in their frame times: a piece across a gap (a, b) (frames at a and
+    at b, none between) ends one nominal frame after a, and what follows b starts a new piece
+    (cause 'gap'), so no clip holds a frame frozen over the hole."""
+    for a, b in gaps:
+        hole_start = a + 1.0 / fps
+        out = []
+        for seg in segs:
+            if seg.end <= hole_start + 1e-9 or seg.start >= b - 1e-9:
+                out.append(seg)
+                continue
+            if seg.start < hole_start:
+                out.append(Segment(seg.start, hole_start, seg.cause, seg.scores,
+                                   short=seg.short or hole_start - seg.start < min_length))
+            if seg.end > b:
+                out.append(Segment(b, seg.end, "gap", short=seg.end - b < min_length))
+        segs = out
+    return segs
 
 
 class CutsStage(Stage):
@@ -141,10 +166,14 @@ class CutsStage(Stage):
             # frames stop well before the header's end: a cut-off file, not a short video
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
                              f"{info.header_duration:.2f} s")
+        jumps = info.timestamps
+        if jumps is not None and jumps.restarted:  # rows could not cover the frames after the jump
+            raise VideoError(jumps.describe(info.frames))
         segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
-        if not any(not s.short for s in segs):  # a row is needed all the same: it marks the video done
-            raise VideoError(f"no clip of at least --min-length {self.cfg.min_length:g} s "
-                             f"(video is {info.end_time:.2f} s)")
+        segs = split_at_gaps(segs, jumps.gaps if jumps else [], info.fps, self.cfg.min_length)
+        if not segs:  # a row is needed all the same: it marks the video done
+            segs = [Segment(0.0, info.end_time, "video_start", short=True,
+                            why=f"no frame is --trim {self.cfg.trim:g} s away from every cut")]
         vid = video_id(payload)
         base = {"video_id": vid, "video_path": payload, "fps": info.fps, "width": info.width,
                 "height": info.height, "rotation": info.rotation, "video_duration": info.end_time,
@@ -157,8 +186,8 @@ class CutsStage(Stage):
                    "start_levels": [k for k, _ in s.scores], "start_scores": [v for _, v in s.scores],
                    "start_cause": s.cause}
             if s.short:
-                row.update(status="short", error=f"{s.end - s.start:.2f} s is below --min-length "
-                                                 f"{self.cfg.min_length:g} s")
+                row.update(status="short", error=s.why or f"{s.end - s.start:.2f} s is below --min-length "
+                                                          f"{self.cfg.min_length:g} s")
             rows.append(row)
         return rows
 
@@ -173,22 +202,72 @@ class CutsStage(Stage):
         return row.get("status") == "error"
 
 
-def find_videos(inputs: list[str | Path]) -> list[str]:
-    """Resolved paths of the given files and of the videos under the given folders (recursive).
+@dataclass
+class InputScan:
+    """What `svd curate cuts` found in its inputs: the videos, and what the folder scans passed
+    over, (path, why) each, so nothing is left out without a word."""
+
+    videos: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skipped_line(self) -> str | None:
+        """'skipped 3 entries of the input folders: 2 not a video type (.mp3, .txt), 1 hidden'."""
+        if not self.skipped:
+            return None
+        counts: dict[str, int] = {}
+        for _, why in self.skipped:
+            counts[why] = counts.get(why, 0) + 1
+        kinds = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"skipped {len(self.skipped)} entries of the input folders: {kinds}"
+
+
+def scan_inputs(inputs: list[str | Path]) -> InputScan:
+    """Resolved paths of the given files and of the videos under the given folders (recursive),
+    and every other entry of those folders that is not a plain subfolder, with the reason.
 
     A named file is kept whatever its extension or state, even a missing one: it becomes an
     error row, so the manifest says what happened to every input.
     """
     found: dict[str, None] = {}
+    skipped: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
-            for p in sorted(path.rglob("*")):
-                if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
-                    found[str(p.resolve())] = None
-        else:
-            found[str(path.resolve())] = None
-    return list(found)
+        if not path.is_dir():
+            found[_absolute(path)] = None
+            continue
+        for p in sorted(path.rglob("*")):
+            why = _not_a_video(p)
+            if why is None:
+                found[str(p.resolve())] = None
+            elif why:
+                skipped.append((str(p), why))
+    return InputScan(list(found), skipped)
+
+
+def find_videos(inputs: list[str | Path]) -> list[str]:
+    """The videos `scan_inputs` finds."""
+    return scan_inputs(inputs).videos
+
+
+def _absolute(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13): an error row says so
+        return os.path.abspath(path)
+
+
+def _not_a_video(p: Path) -> str | None:
+    """Why a folder-scan entry is not taken as a video ('' for a plain subfolder), or None."""
+    suffix = p.suffix.lower()
+    if p.name.startswith("."):
+        return "" if p.is_dir() else "hidden"
+    if p.is_dir():
+        return "folder named like a video" if suffix in VIDEO_EXTENSIONS else ""
+    if not p.exists():
+        return "broken link"
+    if not p.is_file():
+        return "not a regular file"
+    return None if suffix in VIDEO_EXTENSIONS else f"not a video type ({suffix or 'no suffix'})"
 
 
 @dataclass
@@ -200,16 +279,19 @@ class CutsSummary:
     complete: bool
     out: Path
     short: int = 0  # pieces below min_length (rows with status 'short')
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) the folder scans passed over
 
 
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
              world_size: int = 1, progress=None, executor=None, threads: int = 0,
              device: str = "cpu") -> CutsSummary:
     """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
-    videos = find_videos_or_fail(inputs)
+    scan = find_videos_or_fail(inputs)
+    videos = scan.videos
     stage = CutsStage(cfg, decoder_threads(threads, workers), device)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)
+    summary.skipped = scan.skipped
     if table is None:
         return summary
     write_cuts_manifest(table, out, cfg, inputs, len(videos))
@@ -217,12 +299,13 @@ def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: i
     return summary
 
 
-def find_videos_or_fail(inputs: list[str | Path]) -> list[str]:
-    videos = find_videos(inputs)
-    if not videos:
+def find_videos_or_fail(inputs: list[str | Path]) -> InputScan:
+    scan = scan_inputs(inputs)
+    if not scan.videos:
+        passed = f"; {scan.skipped_line()}" if scan.skipped else ""
         raise SvdError(f"no videos found in {', '.join(map(str, inputs))} "
-                       f"(looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return videos
+                       f"(looked for {', '.join(sorted(VIDEO_EXTENSIONS))}){passed}")
+    return scan
 
 
 def decoder_threads(threads: int, workers: int) -> int:

@@ -72,11 +72,13 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
     (clip_id + motion columns) for `write_motion_manifest`, or None while the run is incomplete."""
     import os
 
-    videos = find_videos_or_fail(inputs)
+    scan = find_videos_or_fail(inputs)
+    videos = scan.videos
     pair_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     stage = CutsMotionStage(cfg, motion, decoder_threads(threads, workers), pair_threads)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)
+    summary.skipped = scan.skipped
     if table is None:
         return summary, None
     write_cuts_manifest(table, out, cfg, inputs, len(videos))
