@@ -19,3 +19,13 @@ def test_help_imports_nothing_heavy():
             "print([m for m in ('torch','cv2','av','open_clip','deepspeed','pyarrow','easyocr') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"heavy modules imported at CLI start-up: {out}"
+
+
+def test_an_error_is_one_line_however_long_its_path(tmp_path):
+    """Logs and scripts read the error line: a long path is never wrapped onto the next line."""
+    image = tmp_path / ("x" * 150) / "cond.png"
+    result = CliRunner().invoke(app, ["sample", "--image", str(image), "--checkpoint", str(tmp_path / "c.safetensors"),
+                                      "--out", str(tmp_path / "o.mp4")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(image) in lines[0], result.output

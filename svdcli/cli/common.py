@@ -10,10 +10,10 @@ import typer
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print `message` as an error and exit with `code`."""
+    """Print `message` as an error on one line (never wrapped: logs and scripts read it) and exit with `code`."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
