@@ -1,0 +1,125 @@
+"""`svd eval ...`: measure what a model generates (parse and dispatch; the work is in svdcli.eval)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from svdcli.cli.common import console, user_errors
+
+app = typer.Typer(
+    help="Measure what a trained model generates: FVD, per-frame FID, CLIPSIM, motion conditioning "
+         "against the motion stage's own scores, the curation scores of generated videos against the "
+         "training manifest, and the zero-shot UCF-101 protocol. Every result is a JSON file that records "
+         "its protocol (network and sha256, frames, resize, seeds, sample counts); docs/eval.md.",
+    no_args_is_help=True)
+
+SRC_HELP = ("a folder of videos (mp4/avi/webm/gif..., .npy arrays (T,H,W,3) uint8, or folders of png frames; "
+            "searched recursively), a shard folder of `svd pack`, or a curated manifest (.parquet)")
+OUT_HELP = "Result JSON to write (the value and its whole protocol)."
+WEIGHTS_DIR_HELP = "Folder of converted network files (default: SVD_WEIGHTS_DIR or ~/.cache/svdcli/weights)."
+
+
+@contextmanager
+def bars():
+    """A rich progress bar per named phase; yields progress(label, done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield update
+
+
+def show(result: dict, line: str) -> None:
+    con = console()
+    con.print(line, markup=False)
+    if result.get("written"):
+        con.print(f"wrote {result['written']}", markup=False)
+
+
+FVD_HELP = ("Fréchet Video Distance between --real and --fake on I3D Kinetics-400 features (Unterthiner et al. "
+            "2018). Defaults are StyleGAN-V's fvd2048_16f: 2048 clips of 16 frames per side, a seeded random "
+            "window of each real video, the first 16 frames of each generated one. Needs the converted I3D "
+            "file (`svd eval convert`).")
+
+
+@app.command("fvd", help=FVD_HELP, no_args_is_help=True)
+@user_errors
+def fvd(
+    real: Path = typer.Option(..., "--real", help=f"Real videos: {SRC_HELP}."),
+    fake: Path = typer.Option(..., "--fake", help=f"Generated videos: {SRC_HELP}. Lossless (.npy, png) keeps compression out of the number."),
+    protocol: str = typer.Option("styleganv", "--protocol", help="styleganv (StyleGAN-V's fvd2048_16f: 224x224 stretch, [-1,1], cov/N) or videogpt (short side 224 + centre crop, [-0.5,0.5], cov/(N-1))."),
+    samples: int = typer.Option(2048, "--samples", min=0, help="Clips per side (the protocol's 2048; fewer warns; 0 = every usable video)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Frames per clip (default 16)."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Take every n-th frame (default 1)."),
+    real_sampling: Optional[str] = typer.Option(None, "--real-sampling", help="Which window of each real video: random (default: a seeded random offset per video, StyleGAN-V), start, or center."),
+    fake_sampling: str = typer.Option("start", "--fake-sampling", help="Window of each generated video: start (default), random or center."),
+    seed: int = typer.Option(0, "--seed", help="Seed of which videos are drawn and of the random windows."),
+    i3d: Optional[Path] = typer.Option(None, "--i3d", help="Converted I3D file (`svd eval convert`); default: the protocol's in the weights folder."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP),
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="Cache of the real side's statistics (.npz): written once, reused while the protocol, network, source, samples and seed match."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Clips per network call."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads reading videos."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable videos out (counted in the result) instead of stopping."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    from svdcli.eval.fvd import FVDRequest, run_fvd
+    from svdcli.eval.networks import find_weights
+    from svdcli.eval.protocol import fvd_protocol
+    from svdcli.eval.videos import SAMPLINGS
+
+    for flag, value in (("--real-sampling", real_sampling), ("--fake-sampling", fake_sampling)):
+        if value is not None and value not in SAMPLINGS:
+            raise typer.BadParameter(f"{flag} {value!r}: choose one of {', '.join(SAMPLINGS)}")
+    proto = fvd_protocol(protocol, frames=frames, stride=stride, real_sampling=real_sampling)
+    path = find_weights(proto.network, i3d, weights_dir)
+    req = FVDRequest(real, fake, proto, path, samples, seed, fake_sampling, batch, workers, device, skip_bad,
+                     real_stats, out)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_fvd(req, bar, log=lambda m: console().print(m, markup=False))
+    show({**result, "written": out}, f"FVD {result['value']:.2f} ({proto.name}, {result['real']['measured']} real / "
+                                     f"{result['fake']['measured']} fake clips of {proto.frames} frames)")
+
+
+@contextmanager
+def _no_bar():
+    yield None
+
+
+CONVERT_HELP = (
+    "Convert a published feature network (I3D for FVD, Inception for FID) once into a safetensors file, "
+    "which `svd eval` then loads without running code from any file. State dicts (.pt/.pth) are read as "
+    "plain tensors (torch weights_only). A TorchScript file (StyleGAN-V's i3d_torchscript.pt) is a "
+    "program: reading it runs its code, so it is read only with --trusted, for a file you trust. The "
+    "output records the source file's sha256; every result records both.")
+
+
+@app.command("convert", help=CONVERT_HELP, no_args_is_help=True)
+@user_errors
+def convert(
+    src: Path = typer.Argument(..., metavar="SRC", help="The published file: i3d_torchscript.pt (StyleGAN-V), i3d_pretrained_400.pt (VideoGPT) or pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
+    trusted: bool = typer.Option(False, "--trusted", help="Allow reading a TorchScript file. TorchScript is a program: loading it RUNS CODE from the file. Pass this only for a file you trust (downloaded from its published URL)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+) -> None:
+    from svdcli.errors import SvdError
+    from svdcli.eval.networks import convert as run
+
+    if out.suffix != ".safetensors":
+        raise SvdError(f"--out {out}: write a .safetensors file")
+    if out.exists() and not force:
+        raise SvdError(f"{out} exists; pass --force to overwrite it")
+    info = run(src, out, trusted)
+    console().print(f"wrote {out}: {info['network']} ({info['tensors']} tensors), sha256 {info['sha256']}; "
+                    f"source {info['source']} sha256 {info['source_sha256']}", markup=False)
