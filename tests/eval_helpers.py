@@ -9,19 +9,25 @@ import torch
 TINY_WIDTH = 1 / 8   # every I3D channel count / 8: the same names, structure and input size
 
 
-def random_state(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> dict:
-    """A state dict of `module` with random values (positive running variances), same names."""
+def random_state(module: torch.nn.Module, seed: int = 0) -> dict:
+    """A state dict of `module` with random values that keep activations alive through a deep net:
+    He-scaled convolutions, batch norms near the identity (scale 1, as the TF-hub I3D has none)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for key, value in module.state_dict().items():
         if not value.dtype.is_floating_point:
             out[key] = value.clone()
         elif key.endswith("running_var"):
-            out[key] = torch.rand(value.shape, generator=g) + 0.5
+            out[key] = torch.rand(value.shape, generator=g) * 0.5 + 0.75
         elif key.endswith("running_mean"):
-            out[key] = torch.randn(value.shape, generator=g) * 0.1
+            out[key] = torch.randn(value.shape, generator=g) * 0.01
+        elif value.ndim == 1 and key.endswith("weight"):      # a batch norm's scale
+            out[key] = torch.ones(value.shape)
+        elif value.ndim == 1:                                  # a bias / batch-norm shift
+            out[key] = torch.randn(value.shape, generator=g) * 0.01
         else:
-            out[key] = torch.randn(value.shape, generator=g) * scale
+            fan_in = value[0].numel()
+            out[key] = torch.randn(value.shape, generator=g) * (2.0 / fan_in) ** 0.5
     return out
 
 

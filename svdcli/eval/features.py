@@ -75,15 +75,21 @@ def draw(refs: list[VideoRef], samples: int, frames: int, stride: int, sampling:
                         return
 
 
+def check_source(src: str | Path, samples: int) -> list[VideoRef]:
+    """The videos of `src`, refused before any work when there are none or fewer than `samples`."""
+    refs = list_videos(src)
+    if samples and samples > len(refs):
+        raise SvdError(f"{src} holds {len(refs)} videos, fewer than --samples {samples}; pass --samples "
+                       f"{len(refs)} or fewer (below the protocol's count the value is not comparable)")
+    return refs
+
+
 def measure(src: str | Path, samples: int, frames: int, stride: int, sampling: str, seed: int,
             embed: Callable[[list[np.ndarray]], torch.Tensor], batch: int, *, skip_bad: bool = False,
             workers: int = 2, progress: Progress | None = None) -> Side:
     """Statistics of `embed` over `samples` clips of `src`; too few usable clips is an SvdError."""
-    refs = list_videos(src)
+    refs = check_source(src, samples)
     side = Side(str(src), len(refs), sampling, seed)
-    if samples and samples > len(refs):
-        raise SvdError(f"{src} holds {len(refs)} videos, fewer than --samples {samples}; pass --samples "
-                       f"{len(refs)} or fewer (below the protocol's count the value is not comparable)")
     want = samples or len(refs)
     pending: list[np.ndarray] = []
     for clip in draw(refs, samples, frames, stride, sampling, seed, skip_bad, workers, side.skipped):

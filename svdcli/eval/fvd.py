@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from svdcli.eval.features import Progress, Side, i3d_embedder, load_stats, measure, pick_device, save_stats
+from svdcli.eval.features import Progress, Side, check_source, i3d_embedder, load_stats, measure, pick_device, save_stats
 from svdcli.eval.frechet import frechet_from_stats
 from svdcli.eval.protocol import FVDProtocol, network_record, sample_warning, write_result
 
@@ -43,6 +43,8 @@ def run_fvd(req: FVDRequest, progress: Progress | None = None, log=print) -> dic
     from svdcli.eval.networks import load_network
 
     proto, device = req.protocol, pick_device(req.device)
+    for src in (req.real, req.fake):   # both sides' mistakes fail before any video is measured
+        check_source(src, req.samples)
     net, kind = load_network(req.i3d, "i3d")
     net = net.to(device)
     network = network_record(req.i3d, kind)
