@@ -74,6 +74,7 @@ def fvd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
+    from svdcli.errors import SvdError
     from svdcli.eval.fvd import FVDRequest, run_fvd
     from svdcli.eval.networks import find_weights
     from svdcli.eval.protocol import fvd_protocol
@@ -81,7 +82,7 @@ def fvd(
 
     for flag, value in (("--real-sampling", real_sampling), ("--fake-sampling", fake_sampling)):
         if value is not None and value not in SAMPLINGS:
-            raise typer.BadParameter(f"{flag} {value!r}: choose one of {', '.join(SAMPLINGS)}")
+            raise SvdError(f"{flag} {value!r}: choose one of {', '.join(SAMPLINGS)}")
     proto = fvd_protocol(protocol, frames=frames, stride=stride, real_sampling=real_sampling)
     path = find_weights(proto.network, i3d, weights_dir)
     req = FVDRequest(real, fake, proto, path, samples, seed, fake_sampling, batch, workers, device, skip_bad,
@@ -123,3 +124,53 @@ def convert(
     info = run(src, out, trusted)
     console().print(f"wrote {out}: {info['network']} ({info['tensors']} tensors), sha256 {info['sha256']}; "
                     f"source {info['source']} sha256 {info['source_sha256']}", markup=False)
+
+
+MOTION_HELP = (
+    "Sample an image-to-video checkpoint at several --motion-bucket and --fps-id values (every image with "
+    "its own seed, the same for each value) and measure each video with the curation motion stage itself "
+    "(svd curate motion: Farneback pairs, median, camera-motion fit), in memory before any compression. "
+    "Reports Spearman's rho between the requested bucket and the measured motion score, the median score "
+    "per (fps_id, bucket), and with --lora the share of videos whose camera_motion label is the LoRA's, "
+    "beside the base model's share on the same images and seeds.")
+
+
+@app.command("motion", help=MOTION_HELP, no_args_is_help=True)
+@user_errors
+def motion(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="An image-to-video checkpoint (official SVD file, diffusers folder, ours, or a run folder)."),
+    images: Path = typer.Option(..., "--images", "-i", help="A conditioning image, or a folder of them."),
+    motion_bucket: list[int] = typer.Option([0, 64, 127, 191, 255], "--motion-bucket", help="motion_bucket_id values to sample (repeatable)."),
+    fps_id: list[int] = typer.Option([6], "--fps-id", help="fps_id values to sample (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Image i samples with seed + i."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=2, help="Frames per video (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Width (default: the model's)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Height (default: the model's)."),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="A camera-motion LoRA file: also sample with it and count the videos whose camera_motion is its label."),
+    lora_scale: float = typer.Option(1.0, "--lora-scale", help="Strength of --lora."),
+    lora_label: Optional[str] = typer.Option(None, "--lora-label", help="The camera_motion label the LoRA was trained for (pan_left, zoom_in, ...; default: the file's camera_motion metadata)."),
+    videos: Optional[Path] = typer.Option(None, "--videos", help="Keep every sample here as .npy (T, H, W, 3) uint8."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    from svdcli.errors import SvdError
+    from svdcli.eval.motion import MotionRequest, run_motion_eval
+
+    for value in motion_bucket:
+        if not 0 <= value <= 255:
+            raise SvdError(f"--motion-bucket {value}: must be 0..255")
+    req = MotionRequest(checkpoint, images, tuple(motion_bucket), tuple(fps_id), seed, frames, steps, width, height,
+                        lora, lora_scale, lora_label, device, dtype, videos, out)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_motion_eval(req, bar, log=lambda m: console().print(m, markup=False))
+    rho = result["spearman_motion_bucket"]
+    line = (f"motion: {result['videos']} videos; Spearman rho(motion bucket, motion score) = "
+            f"{'n/a' if rho is None else f'{rho:.3f}'}; medians " +
+            ", ".join(f"fps {c['fps_id']}/bucket {c['motion_bucket_id']}: {c['median_motion_score']:.3g}" for c in result["cells"]))
+    if "lora" in result:
+        lo = result["lora"]
+        line += f"; LoRA {lo['label']}: {lo['match_fraction']:.0%} of videos (base model {lo['base_match_fraction']:.0%})"
+    show({**result, "written": out}, line)
