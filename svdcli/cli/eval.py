@@ -174,3 +174,64 @@ def motion(
         lo = result["lora"]
         line += f"; LoRA {lo['label']}: {lo['match_fraction']:.0%} of videos (base model {lo['base_match_fraction']:.0%})"
     show({**result, "written": out}, line)
+
+
+FID_HELP = ("Per-frame FID between the frames of --real and --fake (Heusel et al. 2017): random frames of each "
+            "video in a seeded order, clean-fid's resize to 299 (PIL bicubic in float), the FID Inception-v3's "
+            "pool3 features. Defaults follow Video LDM: 10,000 frames per side. Needs the converted Inception "
+            "file (`svd eval convert pt_inception-2015-12-05-6726825d.pth ...`).")
+
+
+@app.command("fid", help=FID_HELP, no_args_is_help=True)
+@user_errors
+def fid(
+    real: Path = typer.Option(..., "--real", help=f"Real videos: {SRC_HELP}."),
+    fake: Path = typer.Option(..., "--fake", help=f"Generated videos: {SRC_HELP}."),
+    samples: int = typer.Option(10_000, "--samples", min=2, help="Frames per side (Video LDM: 10,000; fewer warns)."),
+    frames_per_video: Optional[int] = typer.Option(None, "--frames-per-video", min=1, help="At most this many frames of one video (default: as few as reach --samples)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the video order and of the frames drawn."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Converted FID Inception file; default: inception_fid.safetensors in the weights folder."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP),
+    batch: int = typer.Option(32, "--batch", min=1, help="Frames per network call."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable videos out (counted) instead of stopping."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    from svdcli.eval.fid import FIDRequest, run_fid
+    from svdcli.eval.networks import find_weights
+
+    req = FIDRequest(real, fake, find_weights("inception-fid", inception, weights_dir), samples, frames_per_video,
+                     seed, batch, device, skip_bad, out)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_fid(req, bar, log=lambda m: console().print(m, markup=False))
+    show({**result, "written": out}, f"FID {result['value']:.2f} ({result['real']['measured']} real / "
+                                     f"{result['fake']['measured']} fake frames)")
+
+
+CLIPSIM_HELP = ("CLIPSIM: the mean over videos of the mean per-frame cosine between CLIP image and prompt "
+                "embeddings (GODIVA; Video LDM and Make-A-Video report it with ViT-B/32, the default). Prompts: "
+                "--prompts FILE (JSON {video file name or stem: prompt}), else a .txt beside each video, a shard "
+                "sample's caption or a manifest's caption column. The backbone is named in the output.")
+
+
+@app.command("clipsim", help=CLIPSIM_HELP, no_args_is_help=True)
+@user_errors
+def clipsim(
+    videos: Path = typer.Option(..., "--videos", help=f"Generated videos: {SRC_HELP}."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON {video file name or stem: prompt}."),
+    model: str = typer.Option("ViT-B-32", "--model", help="open_clip model name (or a model-config .json)."),
+    pretrained: str = typer.Option("openai", "--pretrained", help="open_clip tag or a checkpoint file."),
+    frames_per_video: Optional[int] = typer.Option(None, "--frames-per-video", min=1, help="Frames per video, evenly spread (default: every frame)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable videos out (counted) instead of stopping."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    from svdcli.eval.clipsim import ClipsimRequest, run_clipsim
+
+    req = ClipsimRequest(videos, model, pretrained, prompts, frames_per_video, device, skip_bad, out)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_clipsim(req, bar, log=lambda m: console().print(m, markup=False))
+    show({**result, "written": out}, f"CLIPSIM {result['value']:.4f} ({result['backbone']}, "
+                                     f"{result['videos']['measured']} videos)")

@@ -83,6 +83,9 @@ def load_inception_state(state: dict, source: str) -> FIDInception:
     net = FIDInception()
     own = net.net.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+    for key, value in own.items():   # older files carry no batch-norm step counters
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, value)
     bad = sorted(set(own) ^ set(state)) or sorted(k for k in own if tuple(own[k].shape) != tuple(state[k].shape))
     if bad:
         raise SvdError(f"{source} is not the FID Inception-v3 state dict ({bad[0]} does not fit; {len(bad)} keys)")

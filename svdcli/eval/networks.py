@@ -144,8 +144,9 @@ def convert(src: Path, out: Path, trusted: bool = False) -> dict:
         raise SvdError(f"{src}: no such file")
     kind, state = identify(read_source(src, trusted))
     net = build(kind, state)   # refuses a state dict that does not fit the network
+    layout = getattr(net, "net", net)   # FIDInception wraps torchvision's names in .net
     tensors = {k: v.detach().contiguous().float() if v.is_floating_point() else v.contiguous()
-               for k, v in net.state_dict().items()}
+               for k, v in layout.state_dict().items()}
     meta = {"format": FORMAT, "network": kind, "source": src.name, "source_sha256": file_sha256(src),
             "width": repr(getattr(getattr(net, "cfg", None), "width", 1.0))}
     out.parent.mkdir(parents=True, exist_ok=True)
