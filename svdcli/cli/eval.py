@@ -235,3 +235,38 @@ def clipsim(
         result = run_clipsim(req, bar, log=lambda m: console().print(m, markup=False))
     show({**result, "written": out}, f"CLIPSIM {result['value']:.4f} ({result['backbone']}, "
                                      f"{result['videos']['measured']} videos)")
+
+
+DISTRIBUTION_HELP = (
+    "Score generated videos with the curation scorers themselves (motion and camera motion; text area with "
+    "the text stage's detector; the clip stage's aesthetic score when --aesthetic names a LAION head) and "
+    "compare each score's distribution with the training manifest's kept clips: medians, Wasserstein-1, "
+    "Kolmogorov-Smirnov, camera-motion label shares. Writes OUT/index.html (overlaid histograms, offline, "
+    "like `svd curate report`) and OUT/result.json.")
+
+
+@app.command("distribution", help=DISTRIBUTION_HELP, no_args_is_help=True)
+@user_errors
+def distribution(
+    fake: Path = typer.Option(..., "--fake", help=f"Generated videos: {SRC_HELP}."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="The curated training manifest (.parquet)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (index.html, plots/, result.json)."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of arrays / png folders, which carry none (SVD: fps_id + 1)."),
+    text: str = typer.Option("auto", "--text", help="Text detector: auto, craft, dbnet, or none (no text scores)."),
+    aesthetic: Optional[str] = typer.Option(None, "--aesthetic", help="LAION aesthetic head (laion-mlp, a file...) for aesthetic scores; default: none."),
+    clip_model: str = typer.Option("ViT-L-14", "--clip-model", help="open_clip model of the aesthetic head."),
+    clip_pretrained: str = typer.Option("openai", "--clip-pretrained", help="open_clip tag or checkpoint file."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable videos out (counted) instead of stopping."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    from svdcli.eval.distribution import DistributionRequest, run_distribution
+
+    req = DistributionRequest(fake, manifest, out, fps, None if text == "none" else text, aesthetic, clip_model,
+                              clip_pretrained, device, skip_bad)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_distribution(req, bar, log=lambda m: console().print(m, markup=False))
+    parts = [f"{col}: W1 {s['wasserstein1']:.3g}, KS {s['ks']:.2f}" for col, s in result["scores"].items() if "ks" in s]
+    if "camera_motion" in result["scores"]:
+        parts.append(f"camera_motion: TV {result['scores']['camera_motion']['total_variation']:.2f}")
+    show({**result, "written": out / "index.html"}, f"{result['videos']} generated videos vs {manifest.name}: " + "; ".join(parts))
