@@ -270,3 +270,56 @@ def distribution(
     if "camera_motion" in result["scores"]:
         parts.append(f"camera_motion: TV {result['scores']['camera_motion']['total_variation']:.2f}")
     show({**result, "written": out / "index.html"}, f"{result['videos']} generated videos vs {manifest.name}: " + "; ".join(parts))
+
+
+UCF_HELP = (
+    "Zero-shot UCF-101 FVD as SVD, Video LDM, PYoCo and Make-A-Video report it (docs/eval.md): 10,000 generated "
+    "videos with classes in the training split's proportions, one prompt per class (the class name in words, "
+    "or --prompts, e.g. PYoCo's), real statistics from 10,000 training videos' central 16 frames at 25 fps, "
+    "I3D Kinetics-400 under the styleganv FVD protocol. An image-to-video checkpoint takes --condition "
+    "first-frame (the first frame of a real video of the class). Generated frames reach I3D from memory.")
+
+
+@app.command("ucf101", help=UCF_HELP, no_args_is_help=True)
+@user_errors
+def ucf101(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model (any `svd sample` checkpoint)."),
+    data: Path = typer.Option(..., "--data", help="The UCF-101 folder (v_<Class>_gNN_cNN.avi files, in class folders or not)."),
+    split: Optional[Path] = typer.Option(None, "--split", help="trainlist01.txt: the training split (real videos and class shares); default: every video."),
+    samples: int = typer.Option(10_000, "--samples", min=1, help="Generated videos (Make-A-Video / Video LDM: 10,000)."),
+    real_samples: int = typer.Option(10_000, "--real-samples", min=2, help="Real videos for the statistics (VideoPoet: 10,000)."),
+    classes: str = typer.Option("train", "--classes", help="train (the split's class proportions) or uniform."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON {ClassName: prompt}; default: the class name in words through --template."),
+    template: str = typer.Option("{}", "--template", help="Prompt template around the class words, e.g. 'a person {}'."),
+    condition: str = typer.Option("prompt", "--condition", help="prompt (text-to-video) or first-frame (image-to-video)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=9, help="Frames per clip (default 16)."),
+    real_sampling: Optional[str] = typer.Option("center", "--real-sampling", help="Window of each real video: center (VideoPoet), random (StyleGAN-V) or start."),
+    seed: int = typer.Option(0, "--seed", help="Video k samples with seed + k; also the real draw."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Sampling width (default: the model's)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Sampling height (default: the model's)."),
+    i3d: Optional[Path] = typer.Option(None, "--i3d", help="Converted I3D file; default: i3d_styleganv.safetensors in the weights folder."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP),
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="Cache of the real statistics (.npz), reused while the protocol matches."),
+    videos: Optional[Path] = typer.Option(None, "--videos", help="Keep the generated videos here as .npy."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Clips per I3D call."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1 or cpu (default: cuda when available)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    from svdcli.errors import SvdError
+    from svdcli.eval.networks import find_weights
+    from svdcli.eval.protocol import fvd_protocol
+    from svdcli.eval.ucf101 import UCFRequest, run_ucf101
+    from svdcli.eval.videos import SAMPLINGS
+
+    if real_sampling not in SAMPLINGS:
+        raise SvdError(f"--real-sampling {real_sampling!r}: choose one of {', '.join(SAMPLINGS)}")
+    proto = fvd_protocol("styleganv", frames=frames, real_sampling=real_sampling)
+    req = UCFRequest(checkpoint, data, proto, find_weights(proto.network, i3d, weights_dir), samples, real_samples,
+                     split, classes, prompts, template, condition, seed, steps, width, height, batch, device, videos,
+                     real_stats, out)
+    with (bars() if progress else _no_bar()) as bar:
+        result = run_ucf101(req, bar, log=lambda m: console().print(m, markup=False))
+    show({**result, "written": out}, f"zero-shot UCF-101 FVD {result['value']:.2f} ({result['fake']['measured']} "
+                                     f"generated / {result['real']['measured']} real clips)")

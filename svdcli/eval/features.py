@@ -86,9 +86,10 @@ def check_source(src: str | Path, samples: int) -> list[VideoRef]:
 
 def measure(src: str | Path, samples: int, frames: int, stride: int, sampling: str, seed: int,
             embed: Callable[[list[np.ndarray]], torch.Tensor], batch: int, *, skip_bad: bool = False,
-            workers: int = 2, progress: Progress | None = None) -> Side:
-    """Statistics of `embed` over `samples` clips of `src`; too few usable clips is an SvdError."""
-    refs = check_source(src, samples)
+            workers: int = 2, progress: Progress | None = None, refs: list[VideoRef] | None = None) -> Side:
+    """Statistics of `embed` over `samples` clips of `src` (or of `refs`, a chosen part of it); too few
+    usable clips is an SvdError."""
+    refs = refs if refs is not None else check_source(src, samples)
     side = Side(str(src), len(refs), sampling, seed)
     want = samples or len(refs)
     pending: list[np.ndarray] = []
