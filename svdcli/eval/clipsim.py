@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from svdcli.errors import SvdError
-from svdcli.eval.videos import VideoRef, list_videos, read_video
+from svdcli.eval.videos import VideoRef, list_videos, read_or_skip
 
 
 @dataclass
@@ -88,14 +88,11 @@ def run_clipsim(req: ClipsimRequest, progress=None, log=print) -> dict:
     embedder = ClipEmbedder.load(weights, req.model, device)
     scores, skipped = [], 0
     for k, (ref, prompt) in enumerate(zip(refs, prompts)):
-        try:
-            video, _ = read_video(ref)
-        except Exception as exc:  # noqa: BLE001
-            if not req.skip_bad:
-                raise SvdError(f"{ref.name}: cannot be read as a video ({' '.join(str(exc).split())[:120]}); "
-                               "pass --skip-bad to leave unreadable videos out") from None
+        read = read_or_skip(ref, req.skip_bad)
+        if read is None:
             skipped += 1
             continue
+        video = read[0]
         image = embedder.embed_images(frames_for_clip(video, embedder.side, req.frames_per_video))
         text = embedder.embed_texts([prompt])
         scores.append((ref.name, float(clip_scores(image[None], text)[0])))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from svdcli.errors import SvdError
-from svdcli.eval.videos import list_videos, read_video
+from svdcli.eval.videos import list_videos, read_or_skip
 
 NUMERIC = ("motion_score", "text_area", "aesthetic_score")
 
@@ -128,15 +128,11 @@ def run_distribution(req: DistributionRequest, progress=None, log=print) -> dict
     generated: dict[str, list] = {}
     skipped = 0
     for k, ref in enumerate(refs):
-        try:
-            video, fps = read_video(ref)
-        except Exception as exc:  # noqa: BLE001
-            if not req.skip_bad:
-                raise SvdError(f"{ref.name}: cannot be read as a video ({' '.join(str(exc).split())[:120]}); "
-                               "pass --skip-bad to leave unreadable videos out") from None
+        read = read_or_skip(ref, req.skip_bad)
+        if read is None:
             skipped += 1
             continue
-        fps = fps or req.fps
+        video, fps = read[0], read[1] or req.fps
         if not fps:
             raise SvdError(f"{ref.name}: the video carries no frame rate; pass --fps (SVD: fps_id + 1)")
         for col, value in scorers.score(video, fps).items():

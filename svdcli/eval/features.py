@@ -116,9 +116,10 @@ def i3d_embedder(net, proto, device: torch.device) -> Callable[[list[np.ndarray]
     from svdcli.eval.protocol import to_network_input
 
     def embed(clips: list[np.ndarray]) -> torch.Tensor:
-        x = to_network_input(torch.from_numpy(np.stack(clips)), proto.size, proto.resize, proto.value_range)
+        clips = torch.from_numpy(np.stack(clips)).to(device)   # uint8 to the device: resize there
+        x = to_network_input(clips, proto.size, proto.resize, proto.value_range)
         with torch.inference_mode():
-            return net(x.to(device)).float()
+            return net(x).float()
 
     return embed
 

@@ -19,7 +19,7 @@ import torch
 from svdcli.errors import SvdError
 from svdcli.eval.features import Side, check_source, pick_device
 from svdcli.eval.frechet import frechet_from_stats
-from svdcli.eval.videos import permutation, read_video
+from svdcli.eval.videos import permutation, read_or_skip
 
 REFERENCE_SAMPLES = 10_000
 
@@ -54,14 +54,11 @@ def measure_frames(src: Path, samples: int, per_video: int | None, seed: int, ne
         pending.clear()
 
     for i in permutation(len(refs), seed):
-        try:
-            video, _ = read_video(refs[i])
-        except Exception as exc:  # noqa: BLE001 - named in one line, or skipped and counted
-            if not skip_bad:
-                raise SvdError(f"{refs[i].name}: cannot be read as a video ({' '.join(str(exc).split())[:120]}); "
-                               "pass --skip-bad to leave unreadable videos out") from None
+        read = read_or_skip(refs[i], skip_bad)
+        if read is None:
             side.skipped["unreadable"] = side.skipped.get("unreadable", 0) + 1
             continue
+        video = read[0]
         rng = np.random.default_rng([seed, int(i)])
         take = min(per_video, len(video), samples - side.measured - len(pending))
         pending.extend(video[j] for j in sorted(rng.choice(len(video), take, replace=False)))

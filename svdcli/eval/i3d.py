@@ -57,7 +57,7 @@ def pad_same(x: torch.Tensor, kernel, stride) -> torch.Tensor:
     pads = []
     for dim, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad wants the last dim first
         pads.extend(same_padding(dim, k, s))
-    return F.pad(x, pads)
+    return F.pad(x, pads) if any(pads) else x   # 1x1x1 units need none: no copy
 
 
 class Unit3D(nn.Module):

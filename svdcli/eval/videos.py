@@ -131,6 +131,17 @@ def read_video(ref: VideoRef, max_frames: int | None = None) -> tuple[np.ndarray
     return _decoded(ref, max_frames)
 
 
+def read_or_skip(ref: VideoRef, skip_bad: bool) -> tuple[np.ndarray, float] | None:
+    """`read_video(ref)`, or None for an unreadable video when `skip_bad` (else one clear SvdError)."""
+    try:
+        return read_video(ref)
+    except Exception as exc:  # noqa: BLE001 - any reader failure: named in one line, or skipped
+        if not skip_bad:
+            raise SvdError(f"{ref.name}: cannot be read as a video ({' '.join(str(exc).split())[:120]}); "
+                           "pass --skip-bad to leave unreadable videos out") from None
+        return None
+
+
 def _check_array(frames: np.ndarray, ref: VideoRef) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise SvdError(f"{ref.path}: an array video must be (T, H, W, 3) uint8, not {frames.shape} {frames.dtype}")
