@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from svdcli import __version__
-from svdcli.cli import convert, curate, pack, sample, train, tune
+from svdcli.cli import convert, curate, eval as eval_cmd, pack, sample, train, tune
 
 app = typer.Typer(
     name="svd",
@@ -20,6 +20,7 @@ train.register(app)
 tune.register(app)
 sample.register(app)
 convert.register(app)
+app.add_typer(eval_cmd.app, name="eval")
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from svdcli.train.validation import ValidationConfig
+from svdcli.train.validation import check as check_validation
 from svdcli.typed_config import ConfigError, check, field_names, fill, parse_overrides, read_yaml
 
 __all__ = ["ConfigError", "TrainConfig", "config_from_dict", "dump_yaml", "load_config", "read_yaml"]
@@ -85,6 +87,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)   # svdcli/train/validation.py
     # not a key: the family's own keys, which sit beside these at the top level of a recipe
     family_config: Any = field(default=None, repr=False)
 
@@ -175,6 +178,7 @@ def validate(cfg: TrainConfig) -> None:
     check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)")
     check(0.0 < cfg.ema.decay < 1.0, "ema.decay must be in (0, 1)")
     check(cfg.lora.rank >= 0, "lora.rank must be >= 0")
+    check_validation(cfg)
     family.validate(cfg)
 
 
@@ -183,4 +187,5 @@ def dump_yaml(cfg: TrainConfig) -> str:
 
     values = cfg.to_dict()
     values["optim"]["betas"] = list(values["optim"]["betas"])
+    values["validation"]["sigmas"] = list(values["validation"]["sigmas"])
     return yaml.safe_dump(values, sort_keys=False)

@@ -55,7 +55,9 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "optim.lr", "optim.grad_clip")
+RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "optim.lr", "optim.grad_clip",
+                     "validation.data", "validation.every", "validation.batches", "validation.levels",
+                     "validation.sigmas", "validation.seed")
 
 
 def resolve_config(opts: RunOptions) -> TrainConfig:
@@ -160,9 +162,15 @@ def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, re
                      **trainable_summary(engine.module))
         for s in shards.skipped:
             logger.print(f"[yellow]warning:[/] skipped shard {s['shard']}: {s['reason']}")
+    validator = None
+    if cfg.validation.data:
+        from svdcli.train.data import check_shards
+        from svdcli.train.validation import Validator
+
+        validator = Validator(cfg, family, encoders, info.device, check_shards(cfg.validation.data).good)
     try:
         with StopOnSigterm(opts.stop_timeout) as stop:
-            _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop)
+            _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop, validator)
     except NonFiniteLoss as exc:
         kept = runs.latest_tag(opts.out)
         logger.event(exc.step, "nonfinite_loss", message=str(exc), kept=kept)
@@ -182,7 +190,8 @@ def _set_lr(scheduler, cfg: TrainConfig) -> None:
         group["lr"] = cfg.optim.lr * lr_lambda(cfg)(scheduler.last_epoch)
 
 
-def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop) -> None:
+def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, start, zero3, stop,
+          validator=None) -> None:
     from svdcli.train.runlog import Meter
 
     meter = Meter()
@@ -209,6 +218,8 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
             record.update(getattr(engine.module, "stats", None) or {})  # a model's own terms (decoder: d_loss, ...)
             logger.log(done, record)
             meter.reset()
+        if validator is not None and validator.due(done):
+            logger.log(done, validator.run(engine, done))
         due = done % cfg.checkpoint_every == 0 or done == cfg.steps
         stopping = stop.agreed(info)  # every rank stops after the same step
         if due or stopping:
