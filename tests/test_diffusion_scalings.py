@@ -1,4 +1,4 @@
-"""Scalings: hand formulas, SVD's denoiser unchanged bit for bit, exact x0 from true eps / v."""
+"""Scalings: hand formulas, SVD's denoiser unchanged (to float rounding), exact x0 from true eps / v."""
 from __future__ import annotations
 
 import math
@@ -61,7 +61,7 @@ def _random_unet():
     return net.eval()
 
 
-def test_svd_denoiser_output_is_bitwise_the_formula_it_always_used():
+def test_svd_denoiser_output_is_the_formula_it_always_used():
     net = _random_unet()
     x = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     cond = {"crossattn": torch.randn(4, 1, 40), "vector": torch.randn(4, 24), "concat": torch.randn(4, 4, 8, 8)}
