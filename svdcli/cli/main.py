@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from svdcli import __version__
-from svdcli.cli import convert, curate, pack, render, sample, train, tune
+from svdcli.cli import convert, curate, eval_multiview, pack, render, sample, train, tune
 
 app = typer.Typer(
     name="svd",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(curate.app, name="curate")
 app.add_typer(render.app, name="render")
+app.add_typer(eval_multiview.app, name="eval")
 pack.register(app)
 train.register(app)
 tune.register(app)

@@ -54,12 +54,3 @@ def write_orbit_manifest(out: Path, object_ids: list[str], settings) -> Path:
     columns = [c for c in rows[0] if c in COLUMNS]
     return write_manifest(table_from_rows(rows, columns), out / "orbits.parquet",
                           record={"stage": "render", "settings": asdict(settings)})
-
-
-def camera_of_frames(camera_json: str, times: list[float], fps: float) -> dict:
-    """The orbit's camera record with `frames` cut to the views at `times` (seconds; view k is at k / fps)."""
-    camera = json.loads(camera_json)
-    frames = camera.get("frames", [])
-    picked = [frames[min(len(frames) - 1, round(t * fps))] for t in times]
-    keep = ("elevation_deg", "distance", "fov_deg", "start_azimuth_deg", "resolution", "convention", "object")
-    return {**{k: camera[k] for k in keep if k in camera}, "frames": picked}

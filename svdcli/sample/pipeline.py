@@ -191,14 +191,20 @@ StepBar = Callable[[int], ContextManager[Callable | None]]  # total steps -> con
 def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: SampleOptions, *,
                    fmt: str | None = None, family: str | None = None, device: str | None = None,
                    dtype: str = "auto", progress: StepBar | None = None, log: Callable = print,
-                   vae: str | Path | None = None) -> VideoResult:
+                   vae: str | Path | None = None, multiview: bool = False) -> VideoResult:
     """What `svd sample` does: load, sample (`progress(total)` gives the per-step callback),
-    write; timings include loading."""
+    write; timings include loading. `multiview`: the frames are an orbit's views, written as
+    svdcli.sample.multiview writes them (a multi-view checkpoint only)."""
     from svdcli.families.image import read_image
     from svdcli.sample.options import check_sampler
     from svdcli.sample.output import output_format, write_video
 
-    output_format(Path(out), fmt)  # a bad --out, image or sampler fails before the model loads
+    if multiview:
+        from svdcli.sample.multiview import check_out
+
+        check_out(Path(out))
+    else:
+        output_format(Path(out), fmt)  # a bad --out, image or sampler fails before the model loads
     if isinstance(image, (str, Path)):
         read_image(image)
     if options.sampler is not None:
@@ -208,11 +214,19 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     loading = time.perf_counter() - start
     for note in pipe.notes:
         log(f"note: {note}")
+    if multiview and not pipe.model.multiview:
+        raise SvdError(f"--multiview needs a multi-view checkpoint (`svd train --stage multiview`); {checkpoint} "
+                       "generates videos")
     opts = pipe.resolve(options, image, warn=lambda msg: None)
     log(pipe.describe(opts))
     with (progress(pipe.family.sampling_steps(pipe.model, opts)) if progress else nullcontext()) as step:
         result = pipe.generate(image, options, callback=step, warn=log)
     start = time.perf_counter()
-    result.path = write_video(result.frames, out, result.fps, fmt)
+    if multiview:
+        from svdcli.sample.multiview import write_views
+
+        result.path = write_views(result.frames, out, result.fps, opts.family_options["elevation"])
+    else:
+        result.path = write_video(result.frames, out, result.fps, fmt)
     result.timings = {"loading": loading, **result.timings, "writing": time.perf_counter() - start}
     return result
