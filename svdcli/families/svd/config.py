@@ -29,7 +29,8 @@ class SVDConfig:
     """Which SVD network and encoders train, and how they are conditioned."""
 
     model: str = "tiny"       # UNetConfig preset: tiny (tests, CPU) or svd (the paper's size)
-    weights: str = ""         # svd: official SVD .safetensors supplying the VAE and CLIP image tower
+    weights: str = ""         # svd: official SVD .safetensors supplying the VAE and CLIP image tower;
+    #                           tiny: optional file whose VAE replaces the seeded random one
     freeze_spatial: bool = False   # Video LDM: train only the temporal layers
     cond: CondConfig = field(default_factory=CondConfig)
 
