@@ -1,17 +1,25 @@
 # svdcli developer entry points. `make demo` and `make test` are all a fresh machine needs.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+# Blender's Python module for `svd render` lives in its own environment: the bpy wheel requires
+# numpy < 2, the project numpy 2. ~30 s and 0.8 GB to install; svdcli finds it by itself.
+RENDER_STAMP := .venv-render/.installed
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: setup test test-all test-portable demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(RENDER_STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[all,dev]'
 	touch $(STAMP)
+
+$(RENDER_STAMP):
+	python3 -m venv .venv-render
+	.venv-render/bin/pip install -q bpy==5.0.1
+	touch $(RENDER_STAMP)
 
 test: setup
 	$(PY) -m pytest -q
@@ -37,4 +45,4 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf .venv demo build *.egg-info
+	rm -rf .venv .venv-render demo build *.egg-info

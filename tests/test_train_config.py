@@ -13,7 +13,7 @@ DS_CONFIGS = sorted((REPO / "pipelines" / "deepspeed").glob("*.json"))
 
 
 def test_every_shipped_recipe_is_present():
-    assert {p.stem for p in RECIPES} == {"image", "video", "finetune", "camera_lora"}
+    assert {p.stem for p in RECIPES} == {"image", "video", "finetune", "camera_lora", "multiview"}
     assert {p.stem for p in DS_CONFIGS} == {"zero1", "zero2", "zero3"}
 
 
@@ -34,6 +34,9 @@ def test_shipped_recipes_load_validate_and_carry_the_paper_values(path):
         assert (cfg.noise.p_mean, cfg.noise.p_std, cfg.optim.lr) == (0.7, 1.6, 3e-5)
         assert cfg.ema.enabled and cfg.ema.decay == 0.9999
         assert load_config(path, ["lora.rank=16"]).lora.rank == 16
+    if cfg.stage == "multiview":  # SVD paper 4.5 / D.6: 21 views at 576x576, 12k steps, lr 1e-5
+        assert (cfg.data.frames, cfg.data.height, cfg.data.width) == (21, 576, 576)
+        assert (cfg.steps, cfg.optim.lr, cfg.family_config.cond.mode) == (12000, 1e-5, "i2v")
 
 
 @pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.stem)

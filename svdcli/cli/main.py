@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from svdcli import __version__
-from svdcli.cli import convert, curate, eval as eval_cmd, pack, sample, train, tune
+from svdcli.cli import convert, curate, eval as eval_cmd, pack, render, sample, train, tune
 
 app = typer.Typer(
     name="svd",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(curate.app, name="curate")
+app.add_typer(render.app, name="render")
 pack.register(app)
 train.register(app)
 tune.register(app)

@@ -26,7 +26,9 @@ HELP = (
     "Other families (docs/families.md): video_ldm (text-to-video; --long, --interpolate), vdm "
     "(pixel space; --extend / --upsample with reconstruction guidance; --cfg W is the paper's w + 1), "
     "tune_a_video (--tuned, --invert; cfg 12.5 and 50 DDIM steps by default, as its official code). "
-    "An option a checkpoint's family does not take is refused, naming the ones it does.")
+    "An option a checkpoint's family does not take is refused, naming the ones it does.\n\n"
+    "Multi-view (SVD-MV, `svd train --stage multiview`): --multiview --elevation DEG writes the views "
+    "of an orbit around the object in --image to the --out folder, with a turntable mp4.")
 
 MISSING_CHECKPOINT = (
     "no --checkpoint given. Official weights: download svd.safetensors from "
@@ -73,6 +75,8 @@ def register(app: typer.Typer) -> None:
         conditioning: str = typer.Option(None, "--conditioning", help="vdm: reconstruction (default) or replacement (the baseline)."),
         tuned: Path = typer.Option(None, "--tuned", help="tune_a_video: a `svd tune` run folder (or its delta file) applied to --checkpoint."),
         invert: Path = typer.Option(None, "--invert", help="tune_a_video: start from the DDIM inversion of this video (default: random noise)."),
+        multiview: bool = typer.Option(False, "--multiview", help="A multi-view checkpoint (`svd train --stage multiview`, SVD-MV): write its frames as the views of an orbit around the object in --image: OUT/views/NNN.png, OUT/turntable.mp4 and OUT/views.json (--out is a folder)."),
+        elevation: float = typer.Option(None, "--elevation", help="Multi-view checkpoints: the camera elevation of --image in degrees (the views come out at that elevation)."),
         vae: Path = typer.Option(None, "--vae", help="Decode with this VAE instead of the checkpoint's: a `svd train --family video_ldm --stage decoder` export or run folder, an official SVD file, or an SD 2.1 file (its image VAE inflated)."),
         device: str = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda when available)."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
@@ -96,13 +100,15 @@ def register(app: typer.Typer) -> None:
                  "lora": loras or None, "input": input_video, "long": long or None,
                  "context_frames": context_frames, "context_guidance": context_guidance,
                  "interpolate": interpolate, "extend": extend, "upsample": upsample,
-                 "guidance_weight": guidance_weight, "conditioning": conditioning, "tuned": tuned, "invert": invert}
+                 "guidance_weight": guidance_weight, "conditioning": conditioning, "tuned": tuned, "invert": invert,
+                 "elevation": elevation}
         options = SampleOptions(frames=frames, steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
                                 sampler=sampler, width=width, height=height,
                                 **{k: v for k, v in given.items() if v is not None})
         con = console()
         result = sample_to_file(checkpoint, image, out, options, fmt=fmt, family=family, device=device,
-                                dtype=dtype, progress=step_bar if progress else None, log=con.print, vae=vae)
+                                dtype=dtype, progress=step_bar if progress else None, log=con.print, vae=vae,
+                                multiview=multiview)
         phases = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.timings.items())
         con.print(f"wrote {result.path} ({result.num_frames} frames {result.width}x{result.height} "
                   f"at {result.fps:g} fps); {phases}")

@@ -16,6 +16,7 @@ SVD training stages (recipes in pipelines/train/):
   image     the spatial image model on single frames (T=1, image_only_indicator=1)
   video     video pretraining, 14 frames at 256x384, EDM noise; --init an image checkpoint
   finetune  higher resolution, noise shifted to P_mean/P_std, lower lr, EMA
+  multiview SVD-MV: orbits from `svd render orbits`, conditioned on the camera elevation
 \b
 Other families (--family NAME, recipes in pipelines/train/NAME/; docs/families.md):
   video_ldm  video | predict | interpolate | decoder (the VAE's temporal decoder finetune)
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train", help=HELP, no_args_is_help=True)
     @user_errors
     def train_cmd(
-        stage: str = typer.Option(..., "--stage", help="Training stage to run (svd: image, video or finetune)."),
+        stage: str = typer.Option(..., "--stage", help="Training stage to run (svd: image, video, finetune or multiview)."),
         family: Optional[str] = typer.Option(
             None, "--family", help="Model family to train (default: the config's `family`, else svd)."),
         data: Path = typer.Option(..., "--data", help="Shard folder written by `svd pack` (or one .tar)."),

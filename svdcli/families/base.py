@@ -126,6 +126,7 @@ class LoadedModel:
     defaults: SamplingDefaults
     kind: str                           # which checkpoint format it came from, for the user
     notes: list[str] = field(default_factory=list)
+    multiview: bool = False             # its frames are the views of one camera orbit (SVD-MV)
 
     def modules(self) -> list[nn.Module]:
         """Every module sampling runs, to be moved to the device and dtype."""

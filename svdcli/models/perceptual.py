@@ -45,8 +45,12 @@ def _lpips_state(vgg_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def lpips_vgg(backbone: str = "") -> nn.Module:
-    """The frozen LPIPS(vgg) network: `backbone` is a VGG16 file, "" (torch's cache) or "random"."""
+DECODER_HINT = ("decoder.lpips_backbone", "decoder.perceptual_weight=0 trains without the perceptual term")
+
+
+def lpips_vgg(backbone: str = "", hint: tuple[str, str] = DECODER_HINT) -> nn.Module:
+    """The frozen LPIPS(vgg) network: `backbone` is a VGG16 file, "" (torch's cache) or "random".
+    `hint`: (the setting that names the file, what to do without it), for the missing-file error."""
     import lpips
 
     with warnings.catch_warnings():  # lpips 0.1.4 calls torchvision's deprecated `pretrained=`
@@ -56,9 +60,9 @@ def lpips_vgg(backbone: str = "") -> nn.Module:
         path = Path(backbone) if backbone else default_backbone_path()
         if not path.is_file():
             raise MissingWeightsError(
-                f"the LPIPS perceptual loss needs torchvision's VGG16 ImageNet weights: fetch {VGG16_URL} "
-                f"and put it at {default_backbone_path()} (or pass its path as decoder.lpips_backbone); "
-                f"not found: {path}. decoder.perceptual_weight=0 trains without the perceptual term")
+                f"LPIPS needs torchvision's VGG16 ImageNet weights: fetch {VGG16_URL} "
+                f"and put it at {default_backbone_path()} (or pass its path as {hint[0]}); "
+                f"not found: {path}. {hint[1]}")
         vgg = torch.load(str(path), map_location="cpu", weights_only=True)
         state = _lpips_state(vgg)
         if len(state) != 26:  # 13 convolutions, weight and bias

@@ -191,16 +191,23 @@ StepBar = Callable[[int], ContextManager[Callable | None]]  # total steps -> con
 def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: SampleOptions, *,
                    fmt: str | None = None, family: str | None = None, device: str | None = None,
                    dtype: str = "auto", progress: StepBar | None = None, log: Callable = print,
-                   vae: str | Path | None = None) -> VideoResult:
+                   vae: str | Path | None = None, multiview: bool = False) -> VideoResult:
     """What `svd sample` does: load, sample (`progress(total)` gives the per-step callback),
-    write; timings include loading."""
+    write; timings include loading. `multiview`: the frames are an orbit's views, written as
+    svdcli.sample.multiview writes them (a multi-view checkpoint only)."""
     from svdcli.families.image import read_image
     from svdcli.outputs import check_writable, writing
     from svdcli.sample.options import check_sampler
     from svdcli.sample.output import output_format, output_path, write_video
 
     # a bad --out (or one that cannot be written), image or sampler fails before the model loads
-    check_writable(output_path(Path(out), output_format(Path(out), fmt)), "--out")
+    if multiview:
+        from svdcli.sample.multiview import check_out
+
+        check_out(Path(out))
+        check_writable(out, "--out")
+    else:
+        check_writable(output_path(Path(out), output_format(Path(out), fmt)), "--out")
     if isinstance(image, (str, Path)):
         if Path(image).is_dir():
             raise SvdError(f"--image {image} is a folder; give one image file (png, jpg, webp...)")
@@ -212,12 +219,21 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
     loading = time.perf_counter() - start
     for note in pipe.notes:
         log(f"note: {note}")
+    if multiview and not pipe.model.multiview:
+        raise SvdError(f"--multiview needs a multi-view checkpoint (`svd train --stage multiview`); {checkpoint} "
+                       "generates videos")
     opts = pipe.resolve(options, image, warn=lambda msg: None)
     log(pipe.describe(opts))
     with (progress(pipe.family.sampling_steps(pipe.model, opts)) if progress else nullcontext()) as step:
         result = pipe.generate(image, options, callback=step, warn=log)
     start = time.perf_counter()
-    with writing(output_path(Path(out), output_format(Path(out), fmt))):
-        result.path = write_video(result.frames, out, result.fps, fmt)
+    if multiview:
+        from svdcli.sample.multiview import write_views
+
+        with writing(out):
+            result.path = write_views(result.frames, out, result.fps, opts.family_options["elevation"])
+    else:
+        with writing(output_path(Path(out), output_format(Path(out), fmt))):
+            result.path = write_video(result.frames, out, result.fps, fmt)
     result.timings = {"loading": loading, **result.timings, "writing": time.perf_counter() - start}
     return result

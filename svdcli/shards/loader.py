@@ -207,10 +207,13 @@ class ShardDataset(IterableDataset):
 
 
 def _conditioning(meta: dict, key: str, start: int, stride: int) -> dict:
-    """A sample's conditioning from its json; frames shown every `stride`-th are at fps / stride."""
+    """A sample's conditioning from its json; frames shown every `stride`-th are at fps / stride.
+    `elevation_deg` is the camera elevation of a rendered orbit (`svd render orbits`), NaN otherwise."""
+    camera = meta.get("camera") or {}
     return {"fps_id": fps_id_for(float(meta["fps"]) / stride), "motion_bucket_id": int(meta["motion_bucket_id"]),
             "caption": str(meta.get("caption") or ""), "clip_id": str(meta["clip_id"]), "key": key,
-            "frame_start": start, "frame_stride": stride}
+            "frame_start": start, "frame_stride": stride,
+            "elevation_deg": float(camera.get("elevation_deg", float("nan")))}
 
 
 def _resample(urls: list[str], rng: random.Random):
@@ -268,6 +271,7 @@ def make_loader(urls, batch_size: int, num_frames: int = 14, stride: int = 1,
     """Batches (video (B, T, C, H, W) float32 in [-1, 1], cond) over shards; see the module docstring.
 
     cond: fps_id, motion_bucket_id, frame_start, frame_stride, skipped as LongTensors (B,) (on `device`);
+    elevation_deg (B,) float64 (a rendered orbit's camera elevation, NaN for other clips);
     caption, clip_id, key as lists of str; with `latents`, cond["latents"] (B, T, 4, H/8, W/8)
     float16, the stored latents of exactly the frames in `video`. cond_aug is not stored: sample
     it in the training step. With a CUDA `device`, batches are pinned and copied without blocking. Workers are

@@ -34,7 +34,8 @@ from svdcli.errors import SvdError
 from svdcli.interrupts import held
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
-from svdcli.shards.samples import ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
+from svdcli.shards.samples import (ORBIT_CAMERA, ClipSkipped, build_sample, group_size, sample_key, score_columns,
+                                  video_clip_frames)
 
 MARKERS = ".pack"
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
@@ -171,7 +172,8 @@ def select_clips(table, all_ok: bool = False, source: str | Path = "manifest") -
     if not all_ok and "keep" not in names:
         raise SvdError(f"{source} has no `keep` column: run `svd curate filter` first, or pass --all "
                        "to pack every ok clip")
-    rows = table.select([c for c in CLIP_COLUMNS + score_columns() + ("status", "keep") if c in names]).to_pylist()
+    wanted = CLIP_COLUMNS + score_columns() + (ORBIT_CAMERA, "status", "keep")
+    rows = table.select([c for c in wanted if c in names]).to_pylist()
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     kept = ok if all_ok else [r for r in ok if r.get("keep")]
     keys: dict[str, str] = {}

@@ -21,6 +21,7 @@ from svdcli.shards.frames import (
 )
 from svdcli.shards.pack_config import PackConfig
 MAX_GROUP = 16  # most clips of one video decoded in one pass
+ORBIT_CAMERA = "orbit_camera"  # manifest column of rendered orbits (svdcli/render/manifest.py): poses.json
 GROUP_BYTES = 256 << 20  # ... and at most this many bytes of decoded frames held at once
 
 
@@ -130,6 +131,8 @@ def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float
     }
     if latent is not None:
         meta["latents"] = {**latent[1], "shape": list(latent[0].shape)}
+    if clip.get(ORBIT_CAMERA):
+        meta["camera"] = orbit_camera(clip[ORBIT_CAMERA], times, clip["start_time"], clip["fps"])
     sample = {"__key__": key, "json": json.dumps(meta).encode(), "txt": meta["caption"].encode()}
     if cfg.format in ("mp4", "both"):
         sample["mp4"] = encode_mp4(frames, rate, crf=cfg.crf)
@@ -139,6 +142,15 @@ def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float
         sample["latents.npy"] = _npy_bytes(latent[0])
     row = {"clip_id": clip["clip_id"], "key": key, "num_frames": len(times), "fps": rate, **cond}
     return sample, row
+
+
+def orbit_camera(poses_json: str, times: list[float], start: float, fps: float) -> dict:
+    """A rendered orbit's poses.json with `frames` cut to the views packed (view k shows at start + k / fps)."""
+    poses = json.loads(poses_json)
+    frames = poses.get("frames", [])
+    picked = [frames[min(len(frames) - 1, round((t - start) * fps))] for t in times]
+    keep = ("object", "elevation_deg", "distance", "fov_deg", "start_azimuth_deg", "resolution", "convention")
+    return {**{k: poses[k] for k in keep if k in poses}, "frames": picked}
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -9,6 +9,7 @@ with v-scaling, image (or text) conditioning with micro-conditioning on fps, mot
                         checkpoint formats (official sgm, ours, diffusers, SD 2.1), at the edge
     loading.py, presets.py, sampling_conditioning.py, sampling.py
                         what sampling loads, its defaults, conditioning and decoding
+    multiview.py        SVD-MV: the elevation in the vector conditioning (stage multiview)
     tiny.py             a tiny random checkpoint for tests and trying the CLI
 Nothing here is imported before a command needs it; this module imports no torch.
 """
@@ -25,7 +26,7 @@ OFFICIAL_KEY_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "condit
 
 class SVDFamily(Family):
     name = "svd"
-    stages = ("image", "video", "finetune")
+    stages = ("image", "video", "finetune", "multiview")
     config_type = SVDConfig
 
     def validate(self, cfg) -> None:
@@ -60,7 +61,8 @@ class SVDFamily(Family):
         from svdcli.families.svd.formats import save_ours
 
         unet = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-        save_ours(path, {"unet": unet}, unet_config=unet_config(cfg.family_config.model), extra_metadata=metadata)
+        save_ours(path, {"unet": unet}, unet_config=unet_config(cfg.family_config.model, cfg.stage),
+                  extra_metadata=metadata)
 
     def saved_state(self, path: Path):
         from safetensors.torch import load_file
@@ -88,7 +90,7 @@ class SVDFamily(Family):
 
     # --- sampling ------------------------------------------------------------------------
     option_names = ("fps_id", "motion_bucket_id", "cond_aug", "prompt", "decode_chunk", "model",
-                    "temporal_prompt", "lora")
+                    "temporal_prompt", "lora", "elevation")
 
     def sampling_defaults(self, model, options: dict):
         from svdcli.families.svd.sampling import sampling_defaults

@@ -7,7 +7,8 @@ GeneralConditioner at training time), with condition dropout for classifier-free
 - i2v: concat = VAE posterior MODE of (first frame + cond_aug * n), not scaled, repeated over
   T; crossattn = image embedding of the first frame (B*T, 1, D); cond_aug ~ lognormal.
 - t2v: crossattn = text embedding of the caption (B*T, L, D); concat zero.
-- vector = sinusoidal embeddings of (fps_id, motion_bucket_id, cond_aug), concatenated.
+- vector = sinusoidal embeddings of (fps_id, motion_bucket_id, cond_aug), concatenated; the
+  multiview stage appends the camera elevation's (SVD paper app. D.6, multiview.py).
 - dropout: with prob p a sample's crossattn and concat are zeroed (vector kept), as the
   unconditional branch at sampling time.
 All randomness comes from the step's generator, so a resumed run redraws the same values.
@@ -65,7 +66,12 @@ def prepare_batch(video: torch.Tensor, meta: dict, enc: Encoders, cfg, gen: torc
         "concat": _repeat_frames(concat * keep[:, None, None, None], t),
     }
     if enc.adm_in_channels is not None:
-        vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, dim=enc.adm_in_channels // 3)
+        dim = enc.adm_in_channels // 3
+        vec = vector_embedding(meta["fps_id"], meta["motion_bucket_id"], cond_aug, dim=dim)
+        if cfg.stage == "multiview":
+            from svdcli.families.svd.multiview import append_elevation
+
+            vec = append_elevation(vec, meta["elevation_deg"], dim)
         cond["vector"] = _repeat_frames(vec.to(device), t)
     indicator = torch.full((b, t), 1.0 if cfg.stage == "image" else 0.0, device=device)
     return TrainBatch(x0.float(), cond, t, indicator)

@@ -29,7 +29,8 @@ class SVDConfig:
     """Which SVD network and encoders train, and how they are conditioned."""
 
     model: str = "tiny"       # UNetConfig preset: tiny (tests, CPU) or svd (the paper's size)
-    weights: str = ""         # svd: official SVD .safetensors supplying the VAE and CLIP image tower
+    weights: str = ""         # svd: official SVD .safetensors supplying the VAE and CLIP image tower;
+    #                           tiny: optional file whose VAE replaces the seeded random one
     freeze_spatial: bool = False   # Video LDM: train only the temporal layers
     cond: CondConfig = field(default_factory=CondConfig)
 
@@ -44,11 +45,16 @@ class SVDConfig:
         return cfg
 
 
-def unet_config(preset: str):
-    """The UNetConfig of a `model:` preset."""
+def unet_config(preset: str, stage: str | None = None):
+    """The UNetConfig of a `model:` preset; the multiview stage's takes the camera elevation too."""
     from svdcli.models.config import UNetConfig
 
-    return UNetConfig.tiny() if preset == "tiny" else UNetConfig.svd()
+    cfg = UNetConfig.tiny() if preset == "tiny" else UNetConfig.svd()
+    if stage == "multiview":
+        from svdcli.families.svd.multiview import unet_config as multiview_unet
+
+        cfg = multiview_unet(cfg)
+    return cfg
 
 
 def validate(cfg) -> None:
@@ -71,3 +77,6 @@ def validate(cfg) -> None:
         check(not own.freeze_spatial, "the image stage trains the spatial layers: freeze_spatial must be false")
         check(cfg.lora.rank == 0, "LoRA targets temporal attention, which the image stage does not train")
         check(own.cond.mode != "i2v", "the image stage cannot condition on its own first frame: use cond.mode t2v or none")
+    if cfg.stage == "multiview":
+        check(own.cond.mode == "i2v", "the multiview stage generates an orbit from one view: cond.mode must be i2v")
+        check(cfg.lora.rank == 0, "the multiview stage trains the new elevation embedding: lora.rank must be 0")

@@ -2,7 +2,9 @@
 latent), the CLIP image embedder (i2v crossattn) and the text embedder (t2v crossattn).
 
 - model `tiny`: the reference fixture's tiny VAE and tiny OpenCLIP towers with seeded random
-  weights (tests, CPU development). Same code paths as the full model.
+  weights (tests, CPU development). Same code paths as the full model. `weights:` may name a
+  file whose (tiny) VAE replaces the seeded one: a random VAE does not reconstruct images, so a
+  tiny model whose samples are judged in pixels needs one fitted to its data.
 - model `svd`: the VAE and OpenCLIP ViT-H-14 image tower from an official SVD checkpoint file
   (`weights:` in the config, e.g. svd.safetensors from stabilityai/stable-video-diffusion-img2vid);
   t2v adds SD 2.1's ViT-H-14 text tower (laion2b_s32b_b79k, looked up by the conditioner).
@@ -121,7 +123,10 @@ def svd_encoders(unet_cfg, weights: str | None, cond_mode: str) -> Encoders:
 def build_encoders(own: SVDConfig, seed: int) -> Encoders:
     """The encoders of a config's `model:` preset (`seed`: the run's seed, for the tiny ones)."""
     if own.model == "tiny":
-        return tiny_encoders(unet_config("tiny"), seed)
+        encoders = tiny_encoders(unet_config("tiny"), seed)
+        if own.weights:
+            encoders.vae = file_vae(Path(own.weights), "weights")
+        return encoders
     return svd_encoders(unet_config(own.model), own.weights, own.cond.mode)
 
 
@@ -154,7 +159,7 @@ def _run_dir_vae(folder: Path) -> nn.Module:
     values = runs.read_config(folder)
     own = SVDConfig.from_dict(values)
     if own.model == "tiny":
-        return pack_vae(f"tiny:{int(values.get('seed', 0))}")
+        return pack_vae(own.weights or f"tiny:{int(values.get('seed', 0))}")
     if not own.weights:
         raise MissingWeightsError(f"--latents {folder}: the run trains model {own.model} but its config sets no "
                                   "`weights:` file to take the VAE from; pass the official SVD file instead")

@@ -56,6 +56,9 @@ def load(family, header: CheckpointHeader) -> SVDModel:
 
         model = assemble(load_checkpoint(path, header=header), path, meta, family)
     model.source = path
+    from svdcli.families.svd.multiview import is_multiview
+
+    model.multiview = is_multiview(model.unet.cfg)
     return model
 
 
@@ -127,7 +130,8 @@ def _load_trained(family, path: Path, meta: dict, unet_state: dict, unet_cfg) ->
     unet = _unet(unet_state, unet_cfg)
     encoders = build_encoders(own, run.seed)
     defaults = own_defaults({"num_frames": run.frames, "width": run.width, "height": run.height})
-    notes = [f"trained {meta.get('step', '?')} steps, {own.model} model, {own.cond.mode} conditioning"]
+    notes = [f"trained {meta.get('step', '?')} steps, {own.model} model, {own.cond.mode} conditioning"
+             + (" (multi-view: frames are the views of an orbit)" if run.stage == "multiview" else "")]
     return SVDModel(family=family, defaults=defaults, kind="training export", notes=notes, unet=unet,
                     vae=encoders.vae.eval(), encode=TrainedConditioning(encoders, own.cond.mode))
 

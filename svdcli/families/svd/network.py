@@ -20,7 +20,7 @@ def build_denoiser(cfg, init: str | Path | None = None) -> nn.Module:
     from svdcli.models.unet import VideoUNet
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    unet = VideoUNet(unet_config(cfg.family_config.model))
+    unet = VideoUNet(unet_config(cfg.family_config.model, cfg.stage))
     unet.gradient_checkpointing = cfg.activation_checkpointing
     if init is not None:
         load_init(unet, init, cfg)
@@ -75,6 +75,10 @@ def load_init(unet: nn.Module, path: str | Path, cfg) -> None:
     """Load `path` into `unet`. Video stages may start from an image checkpoint: temporal layers
     missing from it keep their fresh initialisation (inflation, as Video LDM / SVD)."""
     state = read_state(Path(path), cfg)
+    if cfg.stage == "multiview":
+        from svdcli.families.svd.multiview import widen_vector_input
+
+        widen_vector_input(state, unet.cfg.adm_in_channels)  # an image-to-video start: elevation columns at 0
     own = unet.state_dict()
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
@@ -86,6 +90,6 @@ def load_init(unet: nn.Module, path: str | Path, cfg) -> None:
         sample = (missing_spatial or unexpected)[0]
         raise SvdError(f"--init {path} does not fit the UNet: {len(missing_spatial)} spatial tensors "
                        f"missing, {len(unexpected)} unexpected (e.g. {sample})")
-    if missing and cfg.stage == "finetune":
+    if missing and cfg.stage in ("finetune", "multiview"):
         raise SvdError(f"--init {path} has no temporal layers: finetune from a video checkpoint "
                        "(or run --stage video first)")

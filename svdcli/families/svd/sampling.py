@@ -4,8 +4,9 @@ Family options (beyond the common frames, steps, guidance, size, seed): `fps_id`
 plays at fps_id + 1), `motion_bucket_id`, `cond_aug` (noise on the conditioning image),
 `prompt` (text-conditioned checkpoints), `temporal_prompt` (their temporal cross-attention
 only, SVD paper sec. 6.4; default: `prompt`), `lora` ([(file, scale), ...] LoRAs applied to the
-UNet, svdcli.families.svd.lora), `decode_chunk` (frames per temporal-VAE call) and `model`
-(svd or svd_xt: whose defaults). Phases: conditioning (CLIP image embedding, VAE latent
+UNet, svdcli.families.svd.lora), `decode_chunk` (frames per temporal-VAE call), `model`
+(svd or svd_xt: whose defaults) and `elevation` (a multi-view checkpoint: the camera elevation
+of the input view, in degrees; multiview.py). Phases: conditioning (CLIP image embedding, VAE latent
 of the noised image, micro-conditioning vector), sampling (linear per-frame guidance with cond
 and uncond in one batch), decoding (temporal VAE, `decode_chunk` frames a call).
 """
@@ -23,7 +24,7 @@ from svdcli.families.base import SamplingInputs
 from svdcli.families.svd.presets import ModelDefaults, preset
 
 OPTION_DEFAULTS = {"fps_id": 6, "motion_bucket_id": 127, "cond_aug": 0.02, "prompt": None,
-                   "temporal_prompt": None, "lora": None}
+                   "temporal_prompt": None, "lora": None, "elevation": None}
 NEEDS_INPUT = "give a conditioning image with --image (or --prompt for a text-conditioned checkpoint)"
 
 
@@ -43,6 +44,12 @@ def resolve_options(model, options: dict, image, warn: Callable[[str], None]) ->
     out["lora"] = resolve_loras(model, out["lora"] or [])
     if image is None and out["prompt"] is None:
         raise SvdError(NEEDS_INPUT)
+    if model.multiview and out["elevation"] is None:
+        raise SvdError("this multi-view checkpoint is conditioned on the camera elevation of the input view: "
+                       "pass --elevation DEGREES (e.g. 10 for a camera slightly above the object)")
+    if not model.multiview and out["elevation"] is not None:
+        raise SvdError("--elevation conditions multi-view checkpoints (`svd train --stage multiview`); "
+                       "this one is not")
     if out["motion_bucket_id"] > 255:
         warn("note: motion buckets above 255 were never seen in training")
     out["decode_chunk"] = out.get("decode_chunk") or sampling_defaults(model, options).decode_chunk
@@ -108,6 +115,12 @@ def sampling_inputs(model, image, opts, device, dtype) -> SamplingInputs:
                                 fps_id=o["fps_id"], motion_bucket_id=o["motion_bucket_id"],
                                 cond_aug=o["cond_aug"], noise=image_noise.to(device, dtype), prompt=o["prompt"],
                                 temporal_prompt=o["temporal_prompt"])
+    if model.multiview:
+        from svdcli.families.svd.multiview import SCALARS, append_elevation
+
+        dim = model.unet.cfg.adm_in_channels // SCALARS
+        for c in (cond, uncond):  # the unconditional branch keeps the vector, elevation included
+            c["vector"] = append_elevation(c["vector"], o["elevation"], dim)
     cond = {k: v.float() for k, v in repeat_over_frames(cond, opts.frames).items()}
     uncond = {k: v.float() for k, v in repeat_over_frames(uncond, opts.frames).items()}
     return SamplingInputs(latent_noise.to(device), cond, uncond, fps=float(o["fps_id"] + 1), notes=notes)
