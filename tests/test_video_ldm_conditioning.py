@@ -116,3 +116,28 @@ def test_a_full_size_model_without_its_weights_file_says_what_to_fetch():
         cfg = config(model, stage="upsample" if model == "x4_upscaler" else "video")
         with pytest.raises(MissingWeightsError, match=name):
             family_for("video_ldm").encoders(cfg, "cpu")
+
+
+def test_the_upsampler_trains_on_one_random_patch_per_video_with_its_noise_level():
+    """Sec. 3.4: patches, the same crop in every frame of a video; x0 the 4x upscaler's latents of the
+    patch (on the low-resolution grid), concat its noise-augmented low-resolution frames, the level per video."""
+    from svdcli.families.video_ldm.upsample import random_patches
+
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(3, T, 3, 128, 128, generator=g) * 2 - 1
+    crops = random_patches(video, 64, torch.Generator().manual_seed(1))
+    assert crops.shape == (3, T, 3, 64, 64)
+    starts = []
+    for v in range(3):                                            # where each video's crop came from
+        hits = [(y, x) for y in range(65) for x in range(65)
+                if torch.equal(video[v, :, :, y:y + 64, x:x + 64], crops[v])]
+        assert len(hits) == 1
+        starts.append(hits[0])
+    assert len(set(starts)) > 1                                   # a fresh crop per video
+
+    cfg = config("tiny_x4_upscaler", stage="upsample", **{"upsample.patch": 64, "data.height": 128, "data.width": 128})
+    meta = {"caption": ["a", "b", "c"]}
+    batch = prepare(cfg, video, meta)
+    assert batch.x0.shape == (3 * T, 4, 16, 16) and batch.cond["concat"].shape == (3 * T, 3, 16, 16)
+    level = batch.cond["vector"].reshape(3, T)
+    assert (level == level[:, :1]).all() and ((0 <= level) & (level < 350)).all()
