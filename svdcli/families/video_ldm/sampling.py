@@ -195,7 +195,7 @@ def _with_context(cond: dict, c_s: torch.Tensor | None) -> dict:
 # --- inputs ---------------------------------------------------------------------------------
 def text_conditions(model: VideoLDMModel, prompt: str | None, device) -> tuple[dict, dict]:
     """Per-video (cond, uncond) (1, ...): the prompt's embedding and the image model's
-    unconditional text (SD: the empty prompt; ours: zeros), our image stage's vector."""
+    unconditional text (SD: the empty prompt; ours: zeros)."""
     from svdcli.families.video_ldm.image_base import is_sd
 
     enc, own = model.encoders, model.own
