@@ -150,3 +150,26 @@ def test_vp_conversions_round_trip():
     sigma = torch.tensor([0.1, 2.0, 14.6], dtype=torch.float64)
     torch.testing.assert_close(from_vp(to_vp(x, sigma), sigma), x, rtol=1e-15, atol=0)
     assert torch.allclose(to_vp(x, 3.0), x / math.sqrt(10.0))
+
+
+def test_loss_weight_makes_the_x0_error_the_networks_own_objective():
+    """lambda ||D - x0||^2 with lambda = scaling.loss_weight is the MSE of eps (eps network) or
+    v = alpha eps - s x0 (v network, Salimans & Ho 2022) written out by hand, and EDM eq. 8."""
+    from svdcli.diffusion.scalings import for_prediction
+
+    sched = DiscreteVPSchedule.scaled_linear()
+    g = torch.Generator().manual_seed(0)
+    sigma = sched.sigmas[torch.tensor([0, 10, 500, 999])].reshape(-1, 1, 1, 1)   # (4, 1, 1, 1) float64
+    x0, eps, f = (torch.randn(4, 3, 2, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    x = x0 + sigma * eps
+    alpha, s_vp = 1 / (1 + sigma**2).sqrt(), sigma / (1 + sigma**2).sqrt()
+    targets = {"eps": eps, "v": alpha * eps - s_vp * x0, "edm": alpha * eps - s_vp * x0}
+    for prediction, target in targets.items():
+        scaling = for_prediction(prediction, sched)
+        skip, out, _, _ = scaling(sigma)
+        d = skip * x + out * f                                    # D with network output f
+        weighted = scaling.loss_weight(sigma) * (d - x0) ** 2
+        torch.testing.assert_close(weighted, (f - target) ** 2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(for_prediction("edm").loss_weight(sigma), edm.loss_weight(sigma))
+    with pytest.raises(ValueError, match="schedule"):
+        for_prediction("v")

@@ -123,3 +123,13 @@ def test_cosine_sampling_grid():
     assert sched.sigmas(4).dtype == torch.float32
     with pytest.raises(ValueError, match="below logsnr_max"):
         CosineSchedule(logsnr_min=5.0, logsnr_max=-5.0)
+
+
+def test_training_sigmas_are_the_table_at_uniform_timesteps():
+    sched = DiscreteVPSchedule.scaled_linear()
+    s = sched.sample_sigmas(4000, torch.Generator().manual_seed(0))
+    t = sched.t(s.double())
+    assert s.dtype == torch.float32
+    torch.testing.assert_close(s.double(), sched.sigmas[t.long()], rtol=1e-7, atol=0)   # float32 copies of the table
+    counts = torch.bincount(t.long() // 100, minlength=10).float()
+    assert counts.min() > 300 and counts.max() < 500                   # uniform over t: ~400 per tenth

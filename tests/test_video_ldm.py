@@ -1,6 +1,8 @@
 """Video LDM (Blattmann et al. 2023) on the tiny model: the frozen image model inside the video
-model (Sec. 3.1), exact context guidance, and the mask conditioning keeping the frames it is
-given (Sec. 3.2, 3.3). Random weights throughout, so the conditioning changes the output."""
+model (Sec. 3.1) and what it is fed (its own micro-conditioning, its own unconditional text),
+exact context guidance, the mask conditioning reaching the network and the loss covering every
+frame (Sec. 3.2, eq. 3), long videos started by the image model, interpolation keeping its
+keyframes (Sec. 3.3). Random weights throughout, so the conditioning changes the output."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from svdcli.families import family_for
-from svdcli.families.video_ldm import sampling
+from svdcli.families.video_ldm import long_video, sampling
 from svdcli.families.video_ldm.network import context_channels
 from test_train_helpers import one_thread  # noqa: F401
 from numeric import assert_close_ulps
@@ -112,21 +114,81 @@ def text_inputs(frames: int):
 
 
 @torch.no_grad()
-def test_the_prediction_model_keeps_its_context_frames():
+def test_the_context_reaches_the_network_through_the_mask_convs():
+    """c_S changes the prediction of every frame, the free ones too, and only through the mask
+    convs: with them zeroed (disconnected) two different contexts give the same output."""
+    denoiser = randomised(family_for("video_ldm").build(config("predict")))
+    x, ctx, vec = inputs(T)
+    cond = {"crossattn": ctx, "concat": torch.zeros(T, 4, H, W), "vector": vec}
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    a, b = (context_channels(inputs(T, seed=s)[0], mask) for s in (2, 3))
+
+    def d(c_s):
+        return denoiser(x, torch.tensor(2.0), {**cond, "concat": torch.cat([cond["concat"], c_s], 1)}, T)
+
+    changed = (d(a) - d(b)).abs().amax((1, 2, 3))
+    assert (changed > 1e-3).all(), changed                                  # every frame, free ones too
+    for conv in denoiser.net.context_convs:
+        conv.weight.zero_()
+        conv.bias.zero_()
+    assert (d(a) - d(b)).abs().max() == 0                                   # nothing else carries c_S
+
+
+def test_the_loss_covers_the_context_frames_and_trains_every_mask_conv():
+    """Sec. 3.2, eq. 3: E ||y - f(z_tau; c_S, c, tau)||^2 over the whole clip: the given frames are
+    conditioning, not copied into D's output, so they are denoised and trained like the rest."""
+    from svdcli.diffusion.edm import loss_weight
+    from svdcli.families.base import TrainBatch
+
+    family = family_for("video_ldm")
+    denoiser = randomised(family.build(config("predict"))).train()
+    x0, ctx, vec = inputs(T, seed=4)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    cond = {"crossattn": ctx, "vector": vec,
+            "concat": torch.cat([torch.zeros(T, 4, H, W), context_channels(x0, mask)], 1)}
+    noise, sigma = inputs(T, seed=5)[0], torch.tensor([1.5])
+    loss = family.loss(denoiser, TrainBatch(x0, cond, T), sigma, noise)
+    # by hand: D = c_skip x + c_out F(c_in x (+) concat, c_noise) on every frame (EDM eq. 7)
+    x, s = x0 + 1.5 * noise, torch.full((T, 1, 1, 1), 1.5)
+    skip, out, c_in, c_noise = denoiser.scaling(s)
+    f = denoiser.net(torch.cat([x * c_in, cond["concat"]], 1), c_noise.flatten(), ctx, vec, T)
+    per_frame = loss_weight(s) * (f * out + x * skip - x0) ** 2
+    torch.testing.assert_close(loss, per_frame.mean().reshape(1), rtol=1e-5, atol=0)
+    assert per_frame[:2].mean() > 0.01 * per_frame[2:].mean()               # the context frames count
+    loss.sum().backward()
+    grads = [conv.weight.grad for conv in denoiser.net.context_convs]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)          # every mask conv is connected
+
+
+@torch.no_grad()
+def test_a_long_video_starts_from_the_image_model_then_chunks_on_its_context():
+    """Sec. 3.2: one frame from the image model, the first chunk conditioned on it (S = 1), then
+    each chunk on the last S = 2 frames. Frame 0 does not depend on the temporal layers (the
+    image model alone); the chunks depend on the context they are given."""
     from svdcli.diffusion.schedules import karras_sigmas
 
-    model = tiny_model("predict")
-    opts, sigmas = run_opts(), karras_sigmas(4)
-    known, mask = inputs(T, seed=3)[0], torch.tensor([1.0, 1.0, 0.0, 0.0])
-    den = sampling.guided_denoiser(model, opts, None)
-    ins = text_inputs(T)
-    x = sampling._generate(den, ins.noise, sigmas, ins.cond, ins.uncond, context_channels(known, mask), "euler", None)
-    error = (x[:2] - known[:2]).abs().max().item()
-    assert error < 1e-5, error                                          # measured: ~1e-7 (float32 rounding)
-    assert (x[2:] - known[2:]).abs().max() > 0.1                        # the free frames are generated
+    sigmas, ins = karras_sigmas(3), text_inputs(T)
+    opts = run_opts(frames=9, context_frames=2)
 
-    long = sampling.sample_long(model, ins, run_opts(frames=10, context_frames=2), den, sigmas, None)
-    assert long.shape == (10, 4, H, W)
+    def long(model, w=1.0):
+        o = run_opts(frames=9, context_frames=2, context_guidance=w)
+        return long_video.sample_long(model, ins, o, sampling.guided_denoiser(model, o, None), sigmas, None)
+
+    model = tiny_model("predict")
+    video = long(model)
+    assert video.shape == (9, 4, H, W) and long_video.chunk_count(9, T, 2) == 4   # 1 + 3 + 2 + 2 + 2, cut to 9
+    from svdcli.families.svd.inflate import is_temporal
+
+    other = tiny_model("predict")                             # other temporal layers and mask convs
+    for name, p in other.denoiser.net.named_parameters():
+        if is_temporal(name) or name.startswith("context_convs."):
+            p.add_(0.05 * torch.randn_like(p))
+    other_video = long(other)
+    assert (other_video[0] - video[0]).abs().max() < 1e-6                   # frame 0: the image model
+    assert (other_video[1:] - video[1:]).abs().max() > 1e-2
+    blind = long(model, w=0.0)                                              # context guidance 0: no context
+    assert (blind[0] - video[0]).abs().max() < 1e-6 and (blind[1:] - video[1:]).abs().max() > 1e-2
+    assert opts.family_options["context_frames"] == 2
 
 
 @torch.no_grad()
@@ -137,19 +199,19 @@ def test_interpolation_keeps_its_keyframes_and_makes_4t_minus_3_frames():
     opts, sigmas = run_opts(), karras_sigmas(3)
     den = sampling.guided_denoiser(model, opts, None)
     keys = inputs(5, seed=4)[0]                                         # 5 keyframes: windows of 3 sharing one
-    out = sampling.interpolate_once(model, keys, text_inputs(1), opts, den, sigmas, torch.Generator().manual_seed(0), None)
+    out = long_video.interpolate_once(model, keys, text_inputs(1), opts, den, sigmas,
+                                      torch.Generator().manual_seed(0), None)
     assert out.shape[0] == 4 * 5 - 3
-    error = (out[::4] - keys).abs().max().item()
-    assert error < 1e-5, error
+    assert torch.equal(out[::4], keys)                                  # copied back, not computed
     between = out[1::4]
     assert (between - keys[:-1]).abs().max() > 0.1                      # new frames, not copies
-    assert sampling.interpolation_windows(5, 3) == [(0, 3), (2, 5)]
+    assert long_video.interpolation_windows(5, 3) == [(0, 3), (2, 5)]
 
 
 def test_chunk_count_covers_the_length():
-    assert sampling.chunk_count(4, 4, 2) == 1
-    assert sampling.chunk_count(10, 4, 2) == 4                          # 4 + 2 + 2 + 2
-    assert sampling.chunk_count(11, 4, 2) == 5
+    assert long_video.chunk_count(4, 4, 2) == 1
+    assert long_video.chunk_count(10, 4, 2) == 4                        # 4 + 2 + 2 + 2
+    assert long_video.chunk_count(11, 4, 2) == 5
 
 
 def test_recipes_name_the_family_and_validate():
@@ -160,3 +222,7 @@ def test_recipes_name_the_family_and_validate():
         config("video", freeze_spatial="false")
     with pytest.raises(Exception, match="multiple of interpolation_factor"):
         config("interpolate", **{"data.frames": 6})
+    with pytest.raises(Exception, match="does not fit model tiny"):
+        config("video", prediction="v")                                 # our image stage is EDM-trained
+    with pytest.raises(Exception, match="x4 upscaler"):
+        config("video", model="tiny_x4_upscaler")

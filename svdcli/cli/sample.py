@@ -23,7 +23,7 @@ HELP = (
     "says when it does. Writes an mp4 (or a gif, or a folder of png frames: --format or the --out "
     "suffix) and prints how long each phase took. The same --seed gives the same video (the noise is "
     "drawn on the CPU, so devices differ only by rounding).\n\n"
-    "Other families (docs/families.md): video_ldm (text-to-video; --long, --interpolate), vdm "
+    "Other families (docs/families.md): video_ldm (text-to-video; --long, --interpolate, --upsample), vdm "
     "(pixel space; --extend / --upsample with reconstruction guidance; --cfg W is the paper's w + 1), "
     "tune_a_video (--tuned, --invert; cfg 12.5 and 50 DDIM steps by default, as its official code). "
     "An option a checkpoint's family does not take is refused, naming the ones it does.\n\n"
@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         context_guidance: float = typer.Option(None, "--context-guidance", help="video_ldm --long: classifier-free guidance scale on the context frames (0 ignores them, 1 = conditional)."),
         interpolate: int = typer.Option(None, "--interpolate", min=2, help="video_ldm: temporal interpolation factor (4: T keyframes -> 4T-3 frames; 16 = two passes)."),
         extend: int = typer.Option(None, "--extend", min=1, help="vdm: generate this many frames after the end of --input."),
-        upsample: int = typer.Option(None, "--upsample", min=2, help="vdm: spatial super-resolution factor of --input."),
+        upsample: int = typer.Option(None, "--upsample", min=2, help="Spatial super-resolution factor of --input: vdm (reconstruction guidance); video_ldm (a `--stage upsample` model, 4)."),
+        noise_level: int = typer.Option(None, "--noise-level", min=0, help="video_ldm --upsample: noise-augmentation level of the low-resolution input, 0-349 (default 20; higher trusts the input less)."),
         guidance_weight: float = typer.Option(None, "--guidance-weight", min=0.0, help="vdm: reconstruction guidance weight w_r (0 = unconditional)."),
         conditioning: str = typer.Option(None, "--conditioning", help="vdm: reconstruction (default) or replacement (the baseline)."),
         tuned: Path = typer.Option(None, "--tuned", help="tune_a_video: a `svd tune` run folder (or its delta file) applied to --checkpoint."),
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
                  "decode_chunk": decode_chunk, "model": model, "temporal_prompt": temporal_prompt,
                  "lora": loras or None, "input": input_video, "long": long or None,
                  "context_frames": context_frames, "context_guidance": context_guidance,
-                 "interpolate": interpolate, "extend": extend, "upsample": upsample,
+                 "interpolate": interpolate, "extend": extend, "upsample": upsample, "noise_level": noise_level,
                  "guidance_weight": guidance_weight, "conditioning": conditioning, "tuned": tuned, "invert": invert,
                  "elevation": elevation}
         options = SampleOptions(frames=frames, steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,

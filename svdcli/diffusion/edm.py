@@ -9,6 +9,8 @@ and the loss see only D. The UNet F knows nothing of EDM. The factors are a `Sca
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -43,8 +45,8 @@ def scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def loss_weight(sigma: torch.Tensor) -> torch.Tensor:
-    """EDM eq. 8 weighting lambda(sigma) = (sigma^2 + 1) / sigma^2 (sigma_data = 1)."""
-    return (sigma**2 + 1.0) / sigma**2
+    """EDM eq. 8 weighting lambda(sigma) = (sigma^2 + 1) / sigma^2 (sigma_data = 1): 1 / c_out^2."""
+    return _SVD_SCALING.loss_weight(sigma)
 
 
 def sample_sigmas_lognormal(n: int, P_mean: float = -1.2, P_std: float = 1.2,
@@ -107,11 +109,14 @@ def edm_loss(denoiser: nn.Module, x0: torch.Tensor, cond: dict[str, torch.Tensor
              num_video_frames: int, *, P_mean: float = -1.2, P_std: float = 1.2,
              generator: torch.Generator | None = None,
              image_only_indicator: torch.Tensor | None = None,
-             sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+             sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             weight: Callable[[torch.Tensor], torch.Tensor] = loss_weight) -> torch.Tensor:
     """EDM eq. 8: E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2], one mean per video (B,).
 
     One sigma per video, shared by its T frames (as at sampling time), drawn log-normal unless
-    `sigma` (B,) is given; `noise` defaults to N(0, 1) like x0.
+    `sigma` (B,) is given; `noise` defaults to N(0, 1) like x0. `weight` is lambda(sigma):
+    EDM's by default; a denoiser's `scaling.loss_weight` makes it the network's own objective
+    (SD's eps- or v-MSE, `Scaling.loss_weight`).
     """
     t = num_video_frames
     b = x0.shape[0] // t
@@ -122,5 +127,5 @@ def edm_loss(denoiser: nn.Module, x0: torch.Tensor, cond: dict[str, torch.Tensor
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_noisy = x0 + noise * _bcast(sigma, x0)
     denoised = denoiser(x_noisy, sigma, cond, t, image_only_indicator)
-    per_frame = (loss_weight(_bcast(sigma, x0)) * (denoised.float() - x0.float()) ** 2)
+    per_frame = (weight(_bcast(sigma, x0)) * (denoised.float() - x0.float()) ** 2)
     return per_frame.reshape(b, -1).mean(dim=1)                              # (B,)

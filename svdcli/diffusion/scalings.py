@@ -53,6 +53,13 @@ class Scaling(ABC):
     @abstractmethod
     def c_noise(self, sigma: Tensor) -> Tensor: ...
 
+    def loss_weight(self, sigma: Tensor) -> Tensor:
+        """lambda(sigma) = 1 / c_out^2: lambda ||D - x0||^2 is the squared error of the network
+        output F against its own target (x0 - c_skip x) / c_out. That is the eps-MSE of an eps
+        network and the v-MSE of a v network (SD's objectives), and EDM eq. 8's weighting for
+        `EDMScaling` and SVD's v-scaling."""
+        return 1.0 / self.c_out(sigma) ** 2
+
 
 @dataclass(frozen=True)
 class EDMScaling(Scaling):
@@ -137,6 +144,18 @@ class VScalingWithEDMcNoise(VScaling):
 
     def c_noise(self, sigma: Tensor) -> Tensor:
         return 0.25 * sigma.log()
+
+
+def for_prediction(prediction: str, schedule: TimeOfSigma | None = None) -> Scaling:
+    """The scaling of a network by what it predicts: "edm" (SVD's v-scaling with EDM c_noise),
+    or "v" / "eps" on the VP `schedule` whose time labels it was trained with."""
+    if prediction == "edm":
+        return VScalingWithEDMcNoise()
+    if prediction not in ("v", "eps"):
+        raise ValueError(f"prediction must be edm, v or eps, not {prediction!r}")
+    if schedule is None:
+        raise ValueError(f"a {prediction}-prediction network needs the schedule it was trained on")
+    return VScaling(schedule) if prediction == "v" else EpsScaling(schedule)
 
 
 def to_vp(x: Tensor, sigma: Tensor | float) -> Tensor:

@@ -115,6 +115,12 @@ class DiscreteVPSchedule:
         w = (ls.reshape(-1) - log_table[lo]) / (log_table[hi] - log_table[lo])
         return (lo + w).reshape(s.shape).to(sigma.dtype)
 
+    def sample_sigmas(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n training noise levels (float32): the sigma of t ~ U{0, ..., T-1}, as DDPM / SD train
+        (Ho et al. 2020, Alg. 1)."""
+        t = torch.randint(0, self.num_timesteps, (n,), generator=generator)
+        return self.sigmas[t].float()
+
     def ddim_timesteps(self, n: int, spacing: str = "leading", steps_offset: int = 1) -> Tensor:
         """The n timesteps DDIM visits, descending, as diffusers' `DDIMScheduler.set_timesteps`.
 

@@ -85,17 +85,21 @@ class FeedForward(nn.Module):
 
 
 class BasicTransformerBlock(nn.Module):
-    """Per-frame self-attention, cross-attention to the context, feed-forward (pre-norm)."""
+    """Per-frame self-attention, cross-attention to the context, feed-forward (pre-norm).
+    `disable_self_attn`: attn1 attends to the context as well (ldm's option; SD's x4 upscaler)."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float = 0.0,
+                 disable_self_attn: bool = False):
         super().__init__()
-        self.attn1 = CrossAttention(dim, heads, dim_head, dropout=dropout)
+        self.disable_self_attn = disable_self_attn
+        self.attn1 = CrossAttention(dim, heads, dim_head, context_dim=context_dim if disable_self_attn else None,
+                                    dropout=dropout)
         self.ff = FeedForward(dim, dropout=dropout)
         self.attn2 = CrossAttention(dim, heads, dim_head, context_dim=context_dim, dropout=dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = self.attn1(self.norm1(x)) + x
+        x = self.attn1(self.norm1(x), context=context if self.disable_self_attn else None) + x
         x = self.attn2(self.norm2(x), context=context) + x
         return self.ff(self.norm3(x)) + x
 
@@ -145,7 +149,7 @@ class SpatialVideoTransformer(nn.Module):
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int,
                  use_linear: bool, merge_strategy: str, merge_factor: float,
                  use_spatial_context: bool = True, disable_temporal_crossattention: bool = False,
-                 max_time_embed_period: int = 10000, dropout: float = 0.0):
+                 max_time_embed_period: int = 10000, dropout: float = 0.0, disable_self_attn: bool = False):
         super().__init__()
         inner = heads * dim_head
         self.use_linear = use_linear
@@ -154,7 +158,8 @@ class SpatialVideoTransformer(nn.Module):
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)])
+            [BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout, disable_self_attn)
+             for _ in range(depth)])
         # SVD's temporal cross-attention attends to the first frame's spatial context; without
         # use_spatial_context it becomes a second self-attention over frames (as in sgm).
         self.time_stack = nn.ModuleList(

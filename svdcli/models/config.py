@@ -20,9 +20,12 @@ class UNetConfig:
     num_res_blocks: int = 2
     attention_resolutions: tuple[int, ...] = (4, 2, 1)   # downsampling factors with attention
     num_head_channels: int = 64         # heads = channels // num_head_channels
+    num_heads: int = -1                 # > 0: this many heads at every level instead (SD's x4 upscaler: 8)
     transformer_depth: int = 1
     context_dim: int = 1024             # cross-attention context (CLIP image embedding)
     adm_in_channels: int | None = 768   # the micro-conditioning vector; None: no label_emb
+    num_classes: int | None = None      # label_emb as a class embedding (SD's x4 upscaler: noise level 0..999)
+    disable_self_attentions: tuple[bool, ...] | None = None  # per level: attn1 attends to the context too (x4 upscaler)
     use_linear_in_transformer: bool = True
     extra_ff_mix_layer: bool = True
     use_spatial_context: bool = True    # temporal cross-attention to the first frame's context
@@ -40,6 +43,12 @@ class UNetConfig:
         self.attention_resolutions = tuple(sorted({int(r) for r in self.attention_resolutions},
                                                   reverse=True))
         self.video_kernel_size = tuple(int(k) for k in self.video_kernel_size)
+        if self.disable_self_attentions is not None:
+            self.disable_self_attentions = tuple(bool(d) for d in self.disable_self_attentions)
+            if len(self.disable_self_attentions) != len(self.channel_mult):
+                raise ValueError("disable_self_attentions needs one value per level (channel_mult)")
+        if self.num_classes is not None and self.adm_in_channels is not None:
+            raise ValueError("label_emb is either a class embedding (num_classes) or a vector (adm_in_channels)")
         if self.merge_strategy not in MERGE_STRATEGIES:
             raise ValueError(f"merge_strategy must be one of {MERGE_STRATEGIES}, "
                              f"got {self.merge_strategy!r}")
@@ -47,8 +56,8 @@ class UNetConfig:
             if (self.model_channels * mult) % 32:
                 raise ValueError("every level's channel count must be a multiple of 32 "
                                  "(GroupNorm with 32 groups)")
-            if (self.model_channels * mult) % self.num_head_channels:
-                raise ValueError("channels must be a multiple of num_head_channels")
+            if (self.model_channels * mult) % self.heads_divisor:
+                raise ValueError("channels must be a multiple of num_heads (or of num_head_channels)")
 
     # --- presets -------------------------------------------------------------------------
     @classmethod
@@ -66,8 +75,8 @@ class UNetConfig:
     # --- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("channel_mult", "attention_resolutions", "video_kernel_size"):
-            d[key] = list(d[key])
+        for key in ("channel_mult", "attention_resolutions", "video_kernel_size", "disable_self_attentions"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
 
     @classmethod
@@ -89,7 +98,7 @@ class UNetConfig:
                 raise ValueError(f"sgm VideoUNet option {key}={params[key]!r} is not supported")
         if params.get("num_classes") not in (None, "sequential"):
             raise ValueError("only num_classes='sequential' (the SVD vector) is supported")
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "num_classes"}
         kwargs = {k: v for k, v in params.items() if k in known}
         if params.get("num_classes") is None:
             kwargs["adm_in_channels"] = None
@@ -105,3 +114,16 @@ class UNetConfig:
 
     def level_has_attention(self, level: int) -> bool:
         return 2 ** level in self.attention_resolutions
+
+    @property
+    def heads_divisor(self) -> int:
+        return self.num_heads if self.num_heads > 0 else self.num_head_channels
+
+    def heads(self, channels: int) -> tuple[int, int]:
+        """(heads, channels per head) of a transformer with `channels` channels."""
+        if self.num_heads > 0:
+            return self.num_heads, channels // self.num_heads
+        return channels // self.num_head_channels, self.num_head_channels
+
+    def self_attention_disabled(self, level: int) -> bool:
+        return bool(self.disable_self_attentions and self.disable_self_attentions[level])

@@ -42,6 +42,8 @@ class VideoUNet(nn.Module):
         if cfg.adm_in_channels is not None:
             self.label_emb = nn.Sequential(nn.Sequential(
                 nn.Linear(cfg.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted)))
+        elif cfg.num_classes is not None:
+            self.label_emb = nn.Embedding(cfg.num_classes, ted)
         self.input_blocks = nn.ModuleList(
             [TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
         skip_chans, ch = [mc], mc
@@ -54,7 +56,7 @@ class VideoUNet(nn.Module):
                 self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
                 skip_chans.append(ch)
         self.middle_block = TimestepEmbedSequential(
-            self._resblock(ch, ch), self._transformer(ch), self._resblock(ch, ch))
+            self._resblock(ch, ch), self._transformer(ch, self_attention=True), self._resblock(ch, ch))
         self.output_blocks = nn.ModuleList()
         for level, out_ch in reversed(list(enumerate(cfg.level_channels()))):
             for i in range(cfg.num_res_blocks + 1):
@@ -73,19 +75,21 @@ class VideoUNet(nn.Module):
         return VideoResBlock(ch, c.time_embed_dim, out_ch, c.video_kernel_size, c.merge_strategy,
                              c.merge_factor, dropout=c.dropout)
 
-    def _transformer(self, ch: int) -> SpatialVideoTransformer:
+    def _transformer(self, ch: int, self_attention: bool) -> SpatialVideoTransformer:
         c = self.cfg
+        heads, dim_head = c.heads(ch)
         return SpatialVideoTransformer(
-            ch, ch // c.num_head_channels, c.num_head_channels, c.transformer_depth,
+            ch, heads, dim_head, c.transformer_depth,
             c.context_dim, c.use_linear_in_transformer, c.merge_strategy, c.merge_factor,
             use_spatial_context=c.use_spatial_context,
             disable_temporal_crossattention=c.disable_temporal_crossattention,
-            max_time_embed_period=c.max_ddpm_temb_period, dropout=c.dropout)
+            max_time_embed_period=c.max_ddpm_temb_period, dropout=c.dropout,
+            disable_self_attn=not self_attention)
 
     def _block(self, level: int, ch: int, out_ch: int) -> TimestepEmbedSequential:
         layers = [self._resblock(ch, out_ch)]
         if self.cfg.level_has_attention(level):
-            layers.append(self._transformer(out_ch))
+            layers.append(self._transformer(out_ch, not self.cfg.self_attention_disabled(level)))
         return TimestepEmbedSequential(*layers)
 
     def _run(self, block: nn.Module, h: torch.Tensor, *args) -> torch.Tensor:
@@ -97,7 +101,8 @@ class VideoUNet(nn.Module):
                 y: torch.Tensor | None, num_video_frames: int,
                 image_only_indicator: torch.Tensor | None = None,
                 temporal_context: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B*T, C_in, H, W), timesteps (B*T,), context (B*T, L, D), y (B*T, adm) -> (B*T, C_out, H, W).
+        """x (B*T, C_in, H, W), timesteps (B*T,), context (B*T, L, D), y (B*T, adm) or class
+        labels (B*T,) -> (B*T, C_out, H, W).
 
         `temporal_context` (B*T, L', D), when given, is what the temporal cross-attention layers
         attend to instead of `context` (SVD paper sec. 6.4: a separate temporal prompt)."""
@@ -110,6 +115,8 @@ class VideoUNet(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
         if self.cfg.adm_in_channels is not None:
             emb = emb + self.label_emb(y.to(x.dtype))
+        elif self.cfg.num_classes is not None:                 # class labels (N,), e.g. a noise level
+            emb = emb + self.label_emb(y.long()).to(x.dtype)
         context = context.to(x.dtype) if context is not None else None
         if temporal_context is not None:
             temporal_context = temporal_context.to(x.dtype)

@@ -57,10 +57,11 @@ def unet_config(preset: str, stage: str | None = None):
     return cfg
 
 
-def validate(cfg) -> None:
-    """SVD settings against the generic config `cfg` (a svdcli.train.config.TrainConfig)."""
+def validate(cfg, presets: tuple[str, ...] = MODEL_PRESETS) -> None:
+    """SVD settings against the generic config `cfg` (a svdcli.train.config.TrainConfig); a family
+    built on SVD's keys names its own `model:` presets."""
     own: SVDConfig = cfg.family_config
-    check(own.model in MODEL_PRESETS, f"model must be one of {MODEL_PRESETS}, not {own.model!r}")
+    check(own.model in presets, f"model must be one of {presets}, not {own.model!r}")
     check(own.cond.mode in COND_MODES, f"cond.mode must be one of {COND_MODES}, not {own.cond.mode!r}")
     d = cfg.data
     # the VAE downsamples by 8 and the UNet's three downsamplers by 8 more: latents must halve cleanly

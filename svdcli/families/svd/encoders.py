@@ -101,7 +101,7 @@ def svd_encoders(unet_cfg, weights: str | None, cond_mode: str) -> Encoders:
     """VAE and conditioner (ViT-H-14 image tower, conditioning-frame VAE) of an official SVD file;
     for t2v, SD 2.1's OpenCLIP ViT-H-14 text tower (found by svdcli.models.conditioner)."""
     from svdcli.families.svd.formats import load_checkpoint
-    from svdcli.models.conditioner import CLIP_ARCH, CLIP_TAG, Conditioner, ConditionerConfig, TextEmbedder
+    from svdcli.models.conditioner import Conditioner, ConditionerConfig
     from svdcli.models.vae import VideoAutoencoder
 
     if not weights or not Path(weights).is_file():
@@ -114,10 +114,24 @@ def svd_encoders(unet_cfg, weights: str | None, cond_mode: str) -> Encoders:
     vae.load_state_dict(ckpt.parts["vae"], strict=True)
     conditioner = Conditioner(ConditionerConfig.svd())
     conditioner.load_state_dict(ckpt.parts["conditioner"], strict=True)
-    text = TextEmbedder(CLIP_ARCH, CLIP_TAG) if cond_mode == "t2v" else None
+    text = sd_text_tower() if cond_mode == "t2v" else None
     return Encoders(vae=vae, encode_cond_frame=conditioner.frame_encoder,
                     embed_image=conditioner.image_embedder, embed_text=text,
                     context_dim=unet_cfg.context_dim, adm_in_channels=unet_cfg.adm_in_channels)
+
+
+def sd_text_tower() -> nn.Module:
+    """SD 2.x's OpenCLIP ViT-H-14 text tower (penultimate layer), or a missing-weights error naming it."""
+    from svdcli.models.conditioner import CLIP_ARCH, CLIP_TAG, TextEmbedder
+
+    try:
+        return TextEmbedder(CLIP_ARCH, CLIP_TAG)
+    except MissingWeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - open_clip's download / lookup failures
+        raise MissingWeightsError(f"SD 2.x's text tower (open_clip {CLIP_ARCH}, {CLIP_TAG}) is not available "
+                                  f"here ({str(exc)[:200]}); put open_clip_pytorch_model.bin of "
+                                  "laion/CLIP-ViT-H-14-laion2B-s32B-b79K in the Hugging Face cache") from None
 
 
 def build_encoders(own: SVDConfig, seed: int) -> Encoders:

@@ -1,6 +1,12 @@
 """The Video LDM family's training-config keys: the SVD keys (`model`, `weights`, `cond`,
-`freeze_spatial`) with text conditioning and frozen spatial layers by default, plus the mask
-conditioning of the prediction and interpolation models (Blattmann et al. 2023, Sec. 3.2-3.3)."""
+`freeze_spatial`) with text conditioning and frozen spatial layers by default, the frozen image
+model's parameterisation (`prediction`), the mask conditioning of the prediction and
+interpolation models (Blattmann et al. 2023, Sec. 3.2-3.3) and the upsampler's (Sec. 3.4).
+
+`model:` names the frozen image model the temporal layers go over (image_base.py says what
+each is): `svd` / `tiny` our `svd train --stage image` network, `sd21` / `tiny_sd21` SD 2.x's
+text-to-image UNet, `x4_upscaler` / `tiny_x4_upscaler` SD 2.x's x4 upscaler (`--stage upsample`).
+The tiny ones are for tests and trying the commands on a CPU."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +16,9 @@ from svdcli.families.svd.config import CondConfig, SVDConfig
 from svdcli.families.svd.config import validate as validate_svd
 from svdcli.typed_config import check, field_names, fill
 
-STAGES = ("video", "predict", "interpolate", "decoder")
+STAGES = ("video", "predict", "interpolate", "upsample", "decoder")
+MODEL_PRESETS = ("tiny", "svd", "tiny_sd21", "sd21", "tiny_x4_upscaler", "x4_upscaler")
+PREDICTIONS = ("auto", "edm", "v", "eps")
 
 
 @dataclass
@@ -32,15 +40,31 @@ class DecoderConfig:
 
 
 @dataclass
+class UpsampleConfig:
+    """`upsample:` keys of the video upsampler (Sec. 3.4): SD 2.x's x4 upscaler, whose latents sit
+    on the low-resolution pixel grid (its VAE downsamples by 4), given the noise-augmented
+    low-resolution frames as 3 more input channels and the noise level as its class label."""
+
+    patch: int = 0               # training patch side in pixels (0: whole frames); Sec. 3.4 trains on patches
+    max_noise_level: int = 350   # noise level ~ U{0, ..., max - 1} (the x4 upscaler's max_noise_level)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class VideoLDMConfig(SVDConfig):
-    """Which context frames the prediction / interpolation models see in training."""
+    """The frozen image model, and which context frames the prediction / interpolation models see
+    in training."""
 
     freeze_spatial: bool = True           # Sec. 3.1: only the temporal layers train
     cond: CondConfig = field(default_factory=lambda: CondConfig(mode="t2v"))
+    prediction: str = "auto"              # edm | v | eps: the image model's; auto: edm for ours, v for SD 2.x
     max_context_frames: int = 2           # Sec. 3.2: S drawn uniformly from {0, ..., 2}
     interpolation_factor: int = 4         # Sec. 3.3: T -> 4T (one pass fills 3 frames per gap)
     context_dropout: float = 0.1          # interpolate: prob. of dropping the keyframes (context CFG)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)   # the decoder stage (Sec. 3.1.1)
+    upsample: UpsampleConfig = field(default_factory=UpsampleConfig)  # the upsample stage (Sec. 3.4)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,10 +78,21 @@ class VideoLDMConfig(SVDConfig):
 
 def validate(cfg) -> None:
     """Video LDM settings against the generic config `cfg` (a svdcli.train.config.TrainConfig)."""
-    validate_svd(cfg)
+    from svdcli.families.video_ldm.image_base import layout, resolved_prediction
+
+    validate_svd(cfg, MODEL_PRESETS)
     own: VideoLDMConfig = cfg.family_config
     check(cfg.stage in STAGES, f"video_ldm stages are {STAGES}; train the image model with --family svd "
                                f"--stage image (or --init an SD 2.1 file)")
+    check(own.prediction in PREDICTIONS, f"prediction must be one of {PREDICTIONS}, not {own.prediction!r}")
+    if cfg.stage != "decoder":
+        ours = layout(own) == "svd"
+        check(ours == (resolved_prediction(own) == "edm"),
+              f"prediction {own.prediction} does not fit model {own.model}: our image models (tiny, svd) are "
+              "EDM-trained (prediction: edm); SD 2.x models predict v or eps (768-v files: v; 512 base files: eps)")
+        check((cfg.stage == "upsample") == (layout(own) == "upscaler"),
+              "the upsample stage trains over SD 2.x's x4 upscaler (model: x4_upscaler or tiny_x4_upscaler), "
+              "and the x4 upscaler only in the upsample stage")
     check(own.freeze_spatial, "video_ldm trains temporal layers over a frozen image model: freeze_spatial must be true")
     check(cfg.lora.rank == 0, "video_ldm trains its temporal layers in full: lora.rank must be 0")
     check(own.cond.mode in ("t2v", "none"), "video_ldm is text-to-video: cond.mode must be t2v or none")
@@ -71,8 +106,20 @@ def validate(cfg) -> None:
     if cfg.stage == "predict":
         check(0 <= own.max_context_frames < frames,
               f"max_context_frames must be in [0, data.frames) = [0, {frames})")
+    if cfg.stage == "upsample":
+        validate_upsample(cfg)
     if cfg.stage == "interpolate":
         k = own.interpolation_factor
         check(k >= 2 and frames > k and (frames - 1) % k == 0,
               f"interpolate: data.frames - 1 must be a multiple of interpolation_factor ({k}), got {frames}")
         check(0.0 <= own.context_dropout < 1.0, "context_dropout must be in [0, 1)")
+
+
+def validate_upsample(cfg) -> None:
+    u, d = cfg.family_config.upsample, cfg.data
+    check(not d.latents, "the upsample stage encodes its patches itself: data.latents must be false")
+    check(d.frames >= 2, "the upsample stage trains on videos: data.frames must be at least 2")
+    check(u.patch == 0 or (u.patch % 64 == 0 and 0 < u.patch <= min(d.height, d.width)),
+          f"upsample.patch must be 0 (whole frames) or a multiple of 64 up to the frame size "
+          f"({d.height}x{d.width}), got {u.patch}")
+    check(1 <= u.max_noise_level <= 1000, "upsample.max_noise_level must be in [1, 1000]")

@@ -1,15 +1,21 @@
-"""Video LDM sampling (Blattmann et al. 2023): text-to-video in one pass, long videos chunk
-after chunk with the prediction model (Sec. 3.2), and temporal interpolation (Sec. 3.3).
+"""Video LDM sampling (Blattmann et al. 2023): text-to-video in one pass, long videos chunk after
+chunk with the prediction model (Sec. 3.2), temporal interpolation (Sec. 3.3) and the video
+upsampler (Sec. 3.4); the loops are in long_video.py and upsample.py.
 
-Guidance: text guidance D = D(0) + s (D(text) - D(0)) inside each context branch, and on the
-context (Sec. 3.2): D = D(no context) + w (D(context) - D(no context)); w = 0 and w = 1 return
-the two branches themselves.
+Everything runs in the frozen image model's own parameterisation (image_base.py): an SD 2.x
+model on SD's DDIM timesteps (leading spacing, offset 1, ending at alpha_bar_0, as diffusers'
+DDIMScheduler configured like SD 2.x; Euler on that grid is DDIM with eta = 0), returning the VP
+latent z at the last level as diffusers does; our EDM model on the Karras grid to sigma = 0.
+
+Guidance: text guidance D = D(u) + s (D(text) - D(u)) inside each context branch, with u the
+image model's unconditional text (SD: the empty prompt; ours: zeros), and on the context
+(Sec. 3.2): D = D(no context) + w (D(context) - D(no context)); w = 0 and w = 1 return the two
+branches themselves.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -17,34 +23,35 @@ from torch import nn
 
 from svdcli.errors import SvdError
 from svdcli.families.base import LoadedModel, SamplingDefaults, SamplingInputs, TrainedRun
-from svdcli.families.video_ldm.network import CONTEXT_CHANNELS, context_channels
+from svdcli.families.video_ldm.clip_loop import FPS, generate
+from svdcli.families.video_ldm.network import context_channels
 
 OPTION_DEFAULTS = {"prompt": None, "long": False, "context_frames": None, "context_guidance": 1.0,
-                   "interpolate": None, "input": None}
-FPS = 8.0
-LATENT_SHAPE_C = 4
+                   "interpolate": None, "input": None, "upsample": None, "noise_level": None,
+                   "fps_id": None, "motion_bucket_id": None}
+MICRO_DEFAULTS = {"fps_id": 6, "motion_bucket_id": 127}   # `svd sample`'s, for our image stage's vector
 
 
 @dataclass(kw_only=True)
 class VideoLDMModel(LoadedModel):
-    denoiser: nn.Module        # ContextDenoiser
+    denoiser: nn.Module        # svdcli.diffusion.edm.Denoiser(MaskedContextUNet, the image model's scaling)
     vae: nn.Module
-    encode: Callable           # svdcli.families.svd.sampling_conditioning.TrainedConditioning
+    encoders: object           # svdcli.families.svd.encoders.Encoders (VAE and text tower)
     stage: str
     own: object                # VideoLDMConfig
 
     def modules(self) -> list[nn.Module]:
-        return [self.denoiser, self.vae, *self.encode.modules]
+        text = self.encoders.embed_text
+        return [self.denoiser, self.vae, *([text] if isinstance(text, nn.Module) else [])]
 
 
 def load(family, header) -> VideoLDMModel:
     from safetensors.torch import load_file
 
-    from svdcli.families.svd.config import unet_config
-    from svdcli.families.svd.encoders import build_encoders
-    from svdcli.families.svd.sampling_conditioning import TrainedConditioning
+    from svdcli.diffusion.edm import Denoiser
     from svdcli.families.video_ldm.config import VideoLDMConfig
-    from svdcli.families.video_ldm.network import ContextDenoiser, MaskedContextUNet
+    from svdcli.families.video_ldm.image_base import build_encoders, is_sd, layout, network_config, scaling
+    from svdcli.families.video_ldm.network import MaskedContextUNet
     from svdcli.models.unet import VideoUNet
 
     run = TrainedRun.from_metadata(header.metadata, default_family=family.name)
@@ -53,23 +60,40 @@ def load(family, header) -> VideoLDMModel:
                        f"model with it as the decoder, `svd sample --vae {header.path} ...`, or encode "
                        f"shards with it, `svd pack --latents {header.path}`")
     own = VideoLDMConfig.from_dict(run.values)
-    net = MaskedContextUNet(VideoUNet(unet_config(own.model)))
+    net = MaskedContextUNet(VideoUNet(network_config(own)))
     state = {k[len("net."):]: v for k, v in load_file(str(header.path)).items() if k.startswith("net.")}
     net.load_state_dict(state)
     encoders = build_encoders(own, run.seed)
-    defaults = SamplingDefaults("video_ldm " + run.stage, frames=run.frames, steps=25, min_cfg=7.5, max_cfg=7.5,
+    upscaler = layout(own) == "upscaler"
+    defaults = SamplingDefaults("video_ldm " + run.stage, frames=run.frames, steps=50 if is_sd(own) else 25,
+                                min_cfg=9.0 if upscaler else 7.5, max_cfg=9.0 if upscaler else 7.5,
                                 width=run.width, height=run.height, trained_frames=run.frames)
-    notes = [f"trained {header.metadata.get('step', '?')} steps, stage {run.stage}, {own.model} model"]
+    notes = [f"trained {header.metadata.get('step', '?')} steps, stage {run.stage}, over {own.model}"]
     return VideoLDMModel(family=family, defaults=defaults, kind="video_ldm", notes=notes,
-                         denoiser=ContextDenoiser(net).eval(), vae=encoders.vae.eval(),
-                         encode=TrainedConditioning(encoders, own.cond.mode), stage=run.stage, own=own)
+                         denoiser=Denoiser(net, scaling(own)).eval(), vae=encoders.vae.eval(), encoders=encoders,
+                         stage=run.stage, own=own)
+
+
+def sigmas(model: VideoLDMModel, steps: int, device) -> torch.Tensor:
+    """The image model's sampling grid: SD's DDIM timesteps, or EDM's Karras levels."""
+    from svdcli.diffusion.schedules import karras_sigmas
+    from svdcli.families.video_ldm.image_base import schedule
+
+    sched = schedule(model.own)
+    return karras_sigmas(steps, device=device) if sched is None else sched.ddim_sigmas(steps).to(device)
 
 
 def sampling_defaults(model: VideoLDMModel, options: dict) -> SamplingDefaults:
-    """Chunked and interpolated videos are longer than a training clip by design."""
-    if options.get("long") or options.get("interpolate"):
-        from dataclasses import replace
+    """Chunked and interpolated videos are longer than a training clip by design; an upsampled
+    one is the --input video, 4 times larger."""
+    if model.stage == "upsample" and options.get("upsample") and options.get("input") is not None:
+        from svdcli.families.video_ldm.upsample import input_video
 
+        frames, _, h, w = input_video(options["input"]).shape
+        f = model.vae.cfg.downsampling
+        return replace(model.defaults, frames=frames, height=h * f, width=w * f, trained_frames=None,
+                       size_multiple=8 * f)
+    if options.get("long") or options.get("interpolate"):
         return replace(model.defaults, trained_frames=None)
     return model.defaults
 
@@ -78,76 +102,85 @@ def resolve_options(model: VideoLDMModel, options: dict, image, warn) -> dict:
     out = {**OPTION_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     if image is not None:
         raise SvdError("video_ldm is text-to-video: leave out --image (use --prompt)")
-    if out["long"] and out["interpolate"]:
-        raise SvdError("--long and --interpolate are two uses of two models: give one")
+    if sum(bool(out[k]) for k in ("long", "interpolate", "upsample")) > 1:
+        raise SvdError("--long, --interpolate and --upsample are uses of three models: give one")
+    _resolve_micro_conditioning(model, out)
+    if model.stage == "upsample" or out["upsample"]:
+        from svdcli.families.video_ldm.upsample import resolve_upsample
+
+        return resolve_upsample(model, out)
     if out["long"]:
         if model.stage != "predict":
             raise SvdError(f"--long needs a prediction model (--stage predict), not a {model.stage} one")
         s = out["context_frames"] if out["context_frames"] is not None else model.own.max_context_frames
-        if not 0 <= s < model.defaults.frames:
-            raise SvdError(f"--context-frames must be below the {model.defaults.frames}-frame chunk")
+        if not 1 <= s < model.defaults.frames:
+            raise SvdError(f"--context-frames must be at least 1 and below the {model.defaults.frames}-frame chunk")
         out["context_frames"] = s
     if out["interpolate"]:
-        if model.stage != "interpolate":
-            raise SvdError(f"--interpolate needs an interpolation model (--stage interpolate), not a {model.stage} one")
-        k = model.own.interpolation_factor
-        passes = round(math.log(out["interpolate"], k))
-        if k ** passes != out["interpolate"] or passes < 1:
-            raise SvdError(f"--interpolate must be a power of the model's factor {k} ({k}, {k * k}, ...)")
-        if out["input"] is None:
-            raise SvdError("--interpolate needs the keyframes: --input keyframes.mp4")
-        out["passes"] = passes
-        out["keyframes"], out["input_fps"] = read_video(out["input"])
-        out["prompt"] = out["prompt"] or ""
+        _resolve_interpolation(model, out)
     elif out["prompt"] is None and model.own.cond.mode == "t2v":
         raise SvdError('this checkpoint is text-to-video: pass --prompt "..."')
     return out
 
 
-def read_video(path) -> tuple[torch.Tensor, float]:
-    """Frames of a video file (T, 3, H, W) in [-1, 1] and its rate."""
-    import av
-    import numpy as np
+def _resolve_micro_conditioning(model: VideoLDMModel, out: dict) -> None:
+    """--fps-id / --motion-bucket feed our image stage's micro-conditioning; SD models have none."""
+    if model.denoiser.net.cfg.adm_in_channels is None:
+        for key, flag in (("fps_id", "--fps-id"), ("motion_bucket_id", "--motion-bucket")):
+            if out[key] is not None:
+                raise SvdError(f"{flag}: this Video LDM's image model ({model.own.model}) has no micro-conditioning")
+        return
+    for key, value in MICRO_DEFAULTS.items():
+        out[key] = value if out[key] is None else out[key]
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or FPS)
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    if len(frames) < 2:
-        raise SvdError(f"--input {path}: interpolation needs at least two keyframes")
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0, fps
+
+def _resolve_interpolation(model: VideoLDMModel, out: dict) -> None:
+    from svdcli.families.video_ldm.long_video import read_video
+
+    if model.stage != "interpolate":
+        raise SvdError(f"--interpolate needs an interpolation model (--stage interpolate), not a {model.stage} one")
+    k = model.own.interpolation_factor
+    passes = round(math.log(out["interpolate"], k))
+    if k ** passes != out["interpolate"] or passes < 1:
+        raise SvdError(f"--interpolate must be a power of the model's factor {k} ({k}, {k * k}, ...)")
+    if out["input"] is None:
+        raise SvdError("--interpolate needs the keyframes: --input keyframes.mp4")
+    out["passes"] = passes
+    out["keyframes"], out["input_fps"] = read_video(out["input"])
+    out["prompt"] = out["prompt"] or ""
 
 
 # --- guidance -------------------------------------------------------------------------------
 def guided_denoiser(model: VideoLDMModel, opts, autocast_dtype) -> Callable:
-    """D(x, sigma, *, cond, uncond, context=None): text guidance s = --cfg, context guidance w."""
+    """D(x, sigma, *, cond, uncond, context=None, image=False): text guidance s = --cfg, context
+    guidance w; `image` runs the image model alone (one frame, temporal layers mixed out)."""
     from contextlib import nullcontext
 
     s, w = float(opts.max_cfg), float(opts.family_options.get("context_guidance", 1.0))
     device = next(model.denoiser.parameters()).device
-    frames = lambda x: x.shape[0]  # noqa: E731 - one video per call: T = all rows
 
-    def run(x, sigma, cond):
+    def run(x, sigma, cond, image):
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-        with ctx:
-            return model.denoiser(x, sigma, cond, frames(x)).float()
+        indicator = torch.ones(1, x.shape[0], device=x.device) if image else None   # (B=1, T)
+        with ctx:                                 # one video per call: T = all rows
+            return model.denoiser(x, sigma, cond, x.shape[0], indicator).float()
 
-    def text_guided(x, sigma, cond, uncond, c_s):
+    def text_guided(x, sigma, cond, uncond, c_s, image):
         c, u = _with_context(cond, c_s), _with_context(uncond, c_s)
         if s == 1.0:
-            return run(x, sigma, c)
-        d_u = run(x, sigma, u)
-        return d_u + s * (run(x, sigma, c) - d_u)
+            return run(x, sigma, c, image)
+        d_u = run(x, sigma, u, image)
+        return d_u + s * (run(x, sigma, c, image) - d_u)
 
-    def denoise(x, sigma, *, cond, uncond, context=None):
+    def denoise(x, sigma, *, cond, uncond, context=None, image=False):
         if context is None:
-            return text_guided(x, sigma, cond, uncond, None)
+            return text_guided(x, sigma, cond, uncond, None, image)
         if w == 1.0:
-            return text_guided(x, sigma, cond, uncond, context)
-        d_none = text_guided(x, sigma, cond, uncond, torch.zeros_like(context))
+            return text_guided(x, sigma, cond, uncond, context, image)
+        d_none = text_guided(x, sigma, cond, uncond, torch.zeros_like(context), image)
         if w == 0.0:
             return d_none
-        return d_none + w * (text_guided(x, sigma, cond, uncond, context) - d_none)
+        return d_none + w * (text_guided(x, sigma, cond, uncond, context, image) - d_none)
 
     return denoise
 
@@ -155,138 +188,88 @@ def guided_denoiser(model: VideoLDMModel, opts, autocast_dtype) -> Callable:
 def _with_context(cond: dict, c_s: torch.Tensor | None) -> dict:
     if c_s is None:
         return cond
-    return {**cond, "concat": torch.cat([cond["concat"], c_s.to(cond["concat"].dtype)], dim=1)}
+    c_s = c_s.to(cond["crossattn"].dtype)
+    return {**cond, "concat": torch.cat([cond["concat"], c_s], dim=1) if "concat" in cond else c_s}
 
 
-# --- inputs and loops -----------------------------------------------------------------------
+# --- inputs ---------------------------------------------------------------------------------
+def text_conditions(model: VideoLDMModel, prompt: str | None, device) -> tuple[dict, dict]:
+    """Per-video (cond, uncond) (1, ...): the prompt's embedding and the image model's
+    unconditional text (SD: the empty prompt; ours: zeros)."""
+    from svdcli.families.video_ldm.image_base import is_sd
+
+    enc, own = model.encoders, model.own
+    if own.cond.mode == "t2v":
+        text = enc.embed_text([prompt or ""]).float()                          # (1, L, D)
+        empty = enc.embed_text([""]).float() if is_sd(own) else torch.zeros_like(text)
+    else:
+        text = empty = torch.zeros(1, 1, enc.context_dim, device=device)
+    cond, uncond = {"crossattn": text}, {"crossattn": empty}
+    return cond, uncond
+
+
+def _model_inputs(model: VideoLDMModel, opts, latent_hw, device) -> tuple[dict, dict]:
+    """(cond, uncond) with the UNet's zero concat slot and micro-conditioning vector, if it has them."""
+    from svdcli.models.conditioner import vector_embedding
+
+    o, net = opts.family_options, model.denoiser.net.cfg
+    cond, uncond = text_conditions(model, o.get("prompt"), device)
+    n_concat = net.in_channels - net.out_channels
+    for c in (cond, uncond):
+        if n_concat and model.stage != "upsample":
+            c["concat"] = torch.zeros(1, n_concat, *latent_hw, device=device)
+        if net.adm_in_channels is not None:
+            c["vector"] = vector_embedding(o["fps_id"], o["motion_bucket_id"], 0.0, dim=net.adm_in_channels // 3).to(device)
+    return cond, uncond
+
+
 def sampling_inputs(model: VideoLDMModel, image, opts, device, dtype) -> SamplingInputs:
-    """Per-video (cond, uncond) (1, ...) and the first chunk's noise, from the seed."""
+    """Per-video (cond, uncond) (1, ...) and the first clip's noise, from the seed."""
     o = opts.family_options
     f = model.vae.cfg.downsampling
-    shape = (LATENT_SHAPE_C, opts.height // f, opts.width // f)
-    probe = torch.zeros(1, 3, opts.height, opts.width, device=device)
-    cond, uncond = model.encode(None, fps_id=0, motion_bucket_id=0, cond_aug=0.0, noise=probe, prompt=o["prompt"])
-    for c in (cond, uncond):  # no micro-conditioning in Video LDM: zero, as in training (batch.py)
-        if "vector" in c:
-            c["vector"] = torch.zeros_like(c["vector"])
+    latent_hw = (opts.height // f, opts.width // f)
+    cond, uncond = _model_inputs(model, opts, latent_hw, device)
     gen = torch.Generator().manual_seed(int(opts.seed))
-    noise = torch.randn(opts.frames, *shape, generator=gen)
-    fps = o["input_fps"] * o["interpolate"] if o.get("interpolate") else FPS
+    noise = torch.randn(opts.frames, model.denoiser.net.cfg.out_channels, *latent_hw, generator=gen)
+    fps = o["input_fps"] * (o.get("interpolate") or 1) if o.get("input_fps") else FPS
     return SamplingInputs(noise.to(device), {k: v.float() for k, v in cond.items()},
                           {k: v.float() for k, v in uncond.items()}, fps=fps)
 
 
-def _per_frame(cond: dict, t: int) -> dict:
-    return {k: v.repeat_interleave(t, dim=0) for k, v in cond.items()}
-
-
-def _generate(denoiser, noise, sigmas, cond, uncond, context, sampler: str, callback):
-    """One clip of noise.shape[0] frames, with c_S `context` (or none)."""
-    from svdcli.diffusion.samplers import SAMPLERS, prior_sample
-
-    t = noise.shape[0]
-    extra = {"cond": _per_frame(cond, t), "uncond": _per_frame(uncond, t), "context": context}
-    return SAMPLERS[sampler](denoiser, prior_sample(noise.float(), sigmas), sigmas, extra_args=extra,
-                             callback=callback)
-
-
-def chunk_count(total: int, chunk: int, s: int) -> int:
-    """Chunks of `chunk` frames to cover `total`: the first gives `chunk`, each next one chunk - s."""
-    return 1 + max(0, math.ceil((total - chunk) / (chunk - s)))
-
-
-def sample_long(model: VideoLDMModel, inputs, opts, denoiser, sigmas, callback) -> torch.Tensor:
-    """Sec. 3.2: the first chunk from the prediction model with S = 0, then each next chunk with
-    the last S generated frames as its first S (context) frames; (N, 4, h, w)."""
-    t, s, total = model.defaults.frames, opts.family_options["context_frames"], opts.frames
-    gen = torch.Generator().manual_seed(int(opts.seed))
-    device = inputs.noise.device
-    shape = inputs.noise.shape[1:]
-    out: list[torch.Tensor] = []
-    previous = None
-    for k in range(chunk_count(total, t, s)):
-        noise = torch.randn(t, *shape, generator=gen).to(device)
-        mask = torch.zeros(t, device=device)
-        known = torch.zeros(t, *shape, device=device)
-        if previous is not None and s:
-            mask[:s] = 1.0
-            known[:s] = previous[-s:]
-        x = _generate(denoiser, noise, sigmas, inputs.cond, inputs.uncond, context_channels(known, mask),
-                      opts.sampler, callback)
-        out.append(x if previous is None else x[s:])
-        previous = x
-    return torch.cat(out)[:total]
-
-
-def interpolation_windows(n_keys: int, keys_per_window: int) -> list[tuple[int, int]]:
-    """[start, end) keyframe windows sharing their boundary keyframe, covering 0..n_keys-1."""
-    windows, start = [], 0
-    while start < n_keys - 1:
-        end = min(start + keys_per_window, n_keys)
-        windows.append((start, end))
-        start = end - 1
-    return windows
-
-
-def interpolate_once(model, keys: torch.Tensor, inputs, opts, denoiser, sigmas, gen, callback) -> torch.Tensor:
-    """Sec. 3.3: K keyframe latents (K, 4, h, w) -> (k (K-1) + 1) frames, keyframes kept at every
-    k-th frame; windows of the trained clip's keyframe count."""
-    k = model.own.interpolation_factor
-    per_window = (model.defaults.frames - 1) // k + 1
-    pieces = []
-    for a, b in interpolation_windows(keys.shape[0], per_window):
-        t = k * (b - a - 1) + 1
-        mask = torch.zeros(t, device=keys.device)
-        mask[::k] = 1.0
-        known = torch.zeros(t, *keys.shape[1:], device=keys.device)
-        known[::k] = keys[a:b]
-        noise = torch.randn(t, *keys.shape[1:], generator=gen).to(keys.device)
-        x = _generate(denoiser, noise, sigmas, inputs.cond, inputs.uncond, context_channels(known, mask),
-                      opts.sampler, callback)
-        pieces.append(x if not pieces else x[1:])
-    return torch.cat(pieces)
-
-
-def sample_interpolated(model, inputs, opts, denoiser, sigmas, callback) -> torch.Tensor:
-    """`passes` interpolation passes over the --input keyframes' latents."""
-    from svdcli.models.vae import SCALE_FACTOR
-
-    o = opts.family_options
-    device = inputs.noise.device
-    frames = torch.nn.functional.interpolate(o["keyframes"], size=(opts.height, opts.width), mode="area")
-    vae_dtype = next(model.vae.parameters()).dtype
-    keys = SCALE_FACTOR * model.vae.encode(frames.to(device, vae_dtype)).float()
-    gen = torch.Generator().manual_seed(int(opts.seed))
-    for _ in range(o["passes"]):
-        keys = interpolate_once(model, keys, inputs, opts, denoiser, sigmas, gen, callback)
-    return keys
-
-
-def sampling_steps(model, opts) -> int:
-    o = opts.family_options
-    if o.get("long"):
-        return opts.steps * chunk_count(opts.frames, model.defaults.frames, o["context_frames"])
-    if o.get("interpolate"):
-        k, n = model.own.interpolation_factor, o["keyframes"].shape[0]
-        per_window, windows = (model.defaults.frames - 1) // k + 1, 0
-        for _ in range(o["passes"]):
-            windows += len(interpolation_windows(n, per_window))
-            n = k * (n - 1) + 1
-        return opts.steps * windows
-    return opts.steps
-
-
+# --- loops ----------------------------------------------------------------------------------
 def sample(model, inputs, opts, denoiser, sigmas, callback) -> torch.Tensor:
+    from svdcli.families.video_ldm.long_video import sample_interpolated, sample_long
+    from svdcli.families.video_ldm.upsample import sample_upsampled
+
     o = opts.family_options
+    if o.get("upsample"):
+        return sample_upsampled(model, inputs, opts, denoiser, sigmas, callback)
     if o.get("long"):
         return sample_long(model, inputs, opts, denoiser, sigmas, callback)
     if o.get("interpolate"):
         return sample_interpolated(model, inputs, opts, denoiser, sigmas, callback)
     context = None
     if model.stage in ("predict", "interpolate"):  # no frame given: the S = 0 branch
-        context = context_channels(torch.zeros_like(inputs.noise), torch.zeros(inputs.noise.shape[0]).to(inputs.noise.device))
-    return _generate(denoiser, inputs.noise, sigmas, inputs.cond, inputs.uncond, context, opts.sampler, callback)
+        n = inputs.noise.shape[0]
+        context = context_channels(torch.zeros_like(inputs.noise), torch.zeros(n, device=inputs.noise.device))
+    return generate(denoiser, inputs.noise, sigmas, inputs.cond, inputs.uncond, context, opts.sampler, callback)
+
+
+def sampling_steps(model, opts) -> int:
+    from svdcli.families.video_ldm.long_video import chunk_count, interpolation_window_count
+    from svdcli.families.video_ldm.upsample import window_count
+
+    o = opts.family_options
+    if o.get("upsample"):
+        return opts.steps * window_count(o["low_res"].shape[0], model.defaults.frames)
+    if o.get("long"):
+        return opts.steps * (1 + chunk_count(opts.frames, model.defaults.frames, o["context_frames"]))
+    if o.get("interpolate"):
+        return opts.steps * interpolation_window_count(model, o)
+    return opts.steps
 
 
 def decode(model, x: torch.Tensor, opts) -> torch.Tensor:
-    return model.vae.decode_diffusion_latents(x, x.shape[0], None)
+    from svdcli.families.video_ldm.image_base import latent_scale
+
+    return model.vae.decode(x / latent_scale(model.own), x.shape[0])
