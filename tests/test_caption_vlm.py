@@ -187,6 +187,37 @@ def test_model_labels_merge_by_kind():
         "coca=a:b; video=new (vllm)"
 
 
+def test_filter_and_pack_read_the_chosen_caption(models, manifest, tmp_path):
+    from svdcli.curate.stages.filter import run_filter
+    from svdcli.shards.micro_conditioning import MotionBuckets
+    from svdcli.shards.pack_config import PackConfig
+    from svdcli.shards.samples import build_sample
+
+    _, out = run_caption(manifest, tmp_path / "v.parquet", **vlm(models))
+    words = sorted(r["caption_words"] for r in rows_of(out)[:4])
+    filtered, counts, _ = run_filter(out, [f"caption_words >= {words[-1]}"], tmp_path / "f.parquet")
+    reasons = [r["drop_reason"] for r in rows_of(filtered)]
+    assert reasons[4] == "caption_error" and counts["kept"] == sum(w >= words[-1] for w in words)
+    assert all(r is None or r.startswith("caption_words <") or r == "caption_error" for r in reasons)
+    clip = {**rows_of(out)[0], "caption_coca": "a dog", "rotation": 0}
+    sample, _ = build_sample(clip, np.zeros((2, 8, 8, 3), np.uint8), [0.0, 0.1], 10.0,
+                             PackConfig(size=(8, 8), format="npy"), MotionBuckets())
+    meta = json.loads(sample["json"])
+    assert sample["txt"].decode() == clip["caption_video"] == meta["caption"]
+    assert meta["captions"] == {"source": "video", "coca": "a dog", "video": clip["caption_video"]}
+
+
+def test_the_report_draws_caption_lengths_and_shows_captions(models, manifest, tmp_path):
+    from svdcli.curate.report import write_report
+
+    _, out = run_caption(manifest, tmp_path / "v.parquet", **vlm(models))
+    page = write_report(out, tmp_path / "report")
+    html = page.read_text()
+    assert (tmp_path / "report" / "plots" / "caption_lengths.png").is_file()
+    assert (tmp_path / "report" / "plots" / "caption_words.png").is_file()
+    assert rows_of(out)[0]["caption"] in html
+
+
 def test_output_tokens_are_metered_for_the_progress_bar_and_the_result(models, manifest, tmp_path):
     from svdcli.curate.stages.caption import throughput_line
 

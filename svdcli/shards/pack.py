@@ -34,11 +34,12 @@ from svdcli.errors import SvdError
 from svdcli.interrupts import held
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
-from svdcli.shards.samples import ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
+from svdcli.shards.samples import CAPTION_KINDS, ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
 
 MARKERS = ".pack"
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
-                "end_frame", "fps", "width", "height", "rotation", "caption")  # + every stage's scores
+                "end_frame", "fps", "width", "height", "rotation", "caption",
+                *CAPTION_KINDS)  # + every stage's scores
 
 
 @dataclass
