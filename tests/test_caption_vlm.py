@@ -130,6 +130,37 @@ def test_batching_gives_the_captions_of_one_by_one(models, manifest, tmp_path):
     assert len({r["caption_summary"] for r in a}) > 1
 
 
+def test_clips_whose_inputs_differ_in_length_caption_as_one_by_one(models):
+    """Clips of other sizes and frame counts make inputs of other lengths; a padded batch would shift
+    the padded rows' positions (transformers 4.55's Qwen2.5-VL), so they must not share a batch."""
+    from svdcli.curate.scorers.captioning.vlm import VlmCaptioner
+    from svdcli.weights import hf_model
+
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8) for n, h, w in [(4, 64, 96), (2, 112, 112), (6, 56, 84)]]
+    captioner = VlmCaptioner(hf_model(models["vlm"], "--pretrained"), "the {frames} frames", max_new_tokens=5,
+                             batch_size=3)
+    batched = captioner.caption(clips, [1.0, 0.5, 2.0])
+    captioner.batch_size = 1
+    assert batched == captioner.caption(clips, [1.0, 0.5, 2.0])
+    lengths = {len(captioner.processor(text=[captioner.render(len(c), 1.0)], videos=[c])["input_ids"][0]) for c in clips}
+    assert len(lengths) == 3  # the prompts really differ in length
+
+
+def test_a_caption_ends_at_its_stop_token_which_is_not_counted(models):
+    from svdcli.curate.scorers.captioning.summary import Summarizer
+    from svdcli.weights import hf_model
+
+    summarizer = Summarizer(hf_model(models["llm"], "--summarize"), "{coca} and {video}", max_new_tokens=4)
+    pairs = [("a dog", "a cat"), ("the sea", "a boat")]
+    free = summarizer.summarize(pairs)
+    assert [g.tokens for g in free] == [4, 4] and all(len(g.text.split()) == 4 for g in free)
+    first = summarizer.tokenizer(free[0].text.split()[0], add_special_tokens=False)["input_ids"]
+    summarizer.net.generation_config.eos_token_id = first  # the first word it writes now ends the caption
+    stopped = summarizer.summarize(pairs)
+    assert stopped[0].text == "" and stopped[0].tokens == 0
+
+
 def summary_input(tmp_path, manifest, coca: list[str], video: list[str]):
     import pyarrow as pa
 

@@ -57,14 +57,28 @@ class VlmCaptioner:
         return chat_text(self.processor, content, f"processor of {self.model.label}")
 
     def caption(self, clips: list[np.ndarray], seconds: list[float]) -> list[Generated]:
-        """One caption per clip; `seconds` is each clip's length (for the prompt and the frame rate)."""
-        out: list[Generated] = []
-        for i in range(0, len(clips), self.batch_size):
-            out.extend(self._batch(clips[i:i + self.batch_size], seconds[i:i + self.batch_size]))
+        """One caption per clip; `seconds` is each clip's length (for the prompt and the frame rate).
+
+        A batch holds only clips whose inputs are equally long (the same prompt text and frame
+        shape), so nothing is padded: transformers 4.55's Qwen2.5-VL places the generated tokens
+        of a left-padded row at the wrong rotary positions (the padding is subtracted twice), and
+        no model's caption should depend on its batch's other clips. The clips of one video
+        usually share both, so they still batch.
+        """
+        texts = [self.render(len(f), s) for f, s in zip(clips, seconds)]
+        groups: dict[tuple, list[int]] = {}
+        for i, (text, frames) in enumerate(zip(texts, clips)):
+            groups.setdefault((text, frames.shape), []).append(i)
+        out: list[Generated | None] = [None] * len(clips)
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start:start + self.batch_size]
+                generated = self._batch([clips[i] for i in batch], [seconds[i] for i in batch], [texts[i] for i in batch])
+                for i, g in zip(batch, generated):
+                    out[i] = g
         return out
 
-    def _batch(self, clips: list[np.ndarray], seconds: list[float]) -> list[Generated]:
-        texts = [self.render(len(f), s) for f, s in zip(clips, seconds)]
+    def _batch(self, clips: list[np.ndarray], seconds: list[float], texts: list[str]) -> list[Generated]:
         if self.as_video:
             rates = [len(f) / max(s, 1e-3) for f, s in zip(clips, seconds)]
             inputs = self.processor(text=texts, videos=list(clips), fps=rates, do_sample_frames=False,
