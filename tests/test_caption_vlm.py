@@ -340,3 +340,24 @@ def test_vllm_and_transformers_caption_alike(models, manifest, tmp_path):
     _, b = run_caption(manifest, tmp_path / "vllm.parquet", engine="vllm", **settings)
     columns = ["caption_video", "caption_summary"]
     assert read_manifest(a, columns=columns).to_pylist() == read_manifest(b, columns=columns).to_pylist()
+
+
+def test_a_recipe_makes_the_three_captions_and_filters_on_the_chosen_one(models, manifest, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "captions.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "captions", "report": False, "stages": {
+        "caption": {**vlm(models), "coca": models["coca"], "coca_pretrained": models["coca_pretrained"],
+                    "summarize": models["llm"], "use": "video", "generation": "top_k", "seq_len": 8},
+        "filter": {"rules": ["caption_words >= 1"]}}}))
+    result = CliRunner().invoke(app, ["curate", "run", str(recipe), "--manifest", str(manifest), "--workdir",
+                                      str(tmp_path / "work"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = rows_of(tmp_path / "work" / "manifests" / "filter.parquet")
+    assert all(r["caption"] == r["caption_video"] and r["caption_coca"] and r["caption_summary"] for r in rows[:4])
+    assert [r["keep"] for r in rows] == [True] * 4 + [False] and rows[4]["drop_reason"] == "caption_error"
+    offline = CliRunner().invoke(app, ["curate", "run", str(recipe), "--manifest", str(manifest), "--workdir",
+                                       str(tmp_path / "w2"), "--set", "caption.summarize=svdcli-test/none"],
+                                 env={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(offline, "--summarize svdcli-test/none")  # before any stage ran
+    assert not (tmp_path / "w2" / "manifests" / "caption.parquet").exists()

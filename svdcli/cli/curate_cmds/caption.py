@@ -12,7 +12,7 @@ HELP = """Caption every ok clip, as the SVD paper's LVD corpus did (three captio
 
 --model coca_ViT-L-14 (default): CoCa on the clip's middle frame -> caption_coca. --model vlm: a transformers vision-language model over --frames frames spread evenly over the clip by timestamp -> caption_video (--pretrained: a Hugging Face model id or a local folder; default Qwen/Qwen2.5-VL-7B-Instruct). --coca coca_ViT-L-14 beside --model vlm makes the CoCa caption in the same run. --summarize MODEL: a causal LM (id or folder) writes caption_summary from the CoCa and video captions (made in this run, or read from the input). `caption` is the one --use names (auto: summary, else video, else coca); clip_score, the filter and `svd pack` read it. Columns of captions a run does not make keep their input values.
 
-Decoding: the VLM and the LLM decode greedily (the same frames give the same caption in any batch); --engine auto runs them on vLLM when it is installed and a GPU is visible, else on transformers. CoCa: beam search by default; --generation top_k / top_p sample, seeded with --seed per batch. bf16 on GPU. Weights are never downloaded silently offline: a model missing from the Hugging Face cache stops the run with what to fetch; with network access it is fetched into that cache.
+Decoding: the VLM and the LLM decode greedily, so a clip's caption does not depend on the other clips of its batch (exactly so in fp32 on CPU; in bf16 on a GPU a batch may round differently); --engine auto runs them on vLLM when it is installed and a GPU is visible, else on transformers. CoCa: beam search by default; --generation top_k / top_p sample, seeded with --seed per batch. bf16 on GPU. Weights are never downloaded silently offline: a model missing from the Hugging Face cache stops the run with what to fetch; with network access it is fetched into that cache.
 
 Prompts: --prompt-file holds the VLM's prompt ({frames} and {seconds} are filled in); --summary-prompt-file the LLM's ({coca} and {video} required). The progress bar and the last line show output tokens per second (on Ray also per actor).
 
@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         manifest: Manifest,
         out: Out = None,
         model: str = typer.Option("coca_ViT-L-14", help="coca_ViT-L-14 (or another open_clip CoCa name, or a "
-                                  "model-config .json), or vlm: a transformers vision-language model."),
+                                  "model-config .json); vlm: a transformers vision-language model; none: no "
+                                  "captioner (with --summarize: summarize the input's captions)."),
         pretrained: str = typer.Option("", help="CoCa: open_clip tag or checkpoint file (default "
                                        "mscoco_finetuned_laion2b_s13b_b90k); vlm: a Hugging Face model id or a model "
                                        "folder (default Qwen/Qwen2.5-VL-7B-Instruct)."),

@@ -4,7 +4,8 @@
 device is not cpu), else transformers; `--engine vllm` without either is one clear error.
 The prompts are the transformers path's (the same chat template rendering, the same frames,
 the frame rate passed to the processor), decoding is greedy (temperature 0), so both engines
-caption alike; vLLM batches the requests of a task itself (continuous batching).
+caption alike up to bf16 rounding (a gpu-marked test compares them); vLLM batches the requests
+of a task itself (continuous batching).
 """
 from __future__ import annotations
 
