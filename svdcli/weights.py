@@ -300,8 +300,21 @@ def _cached_snapshot(repo: str) -> str | None:
         folder = Path(snapshot_download(repo, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached (or a broken cache entry): not here
         return None
-    has_weights = any(folder.glob("*.safetensors"))
-    return str(folder) if (folder / "config.json").is_file() and has_weights else None
+    return str(folder) if (folder / "config.json").is_file() and _all_weights(folder) else None
+
+
+def _all_weights(folder: Path) -> bool:
+    """Safetensors weights are there, every shard the index names (a download cut short lacks some)."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, AttributeError):
+            return False
+        return all((folder / shard).is_file() for shard in shards)
+    return any(folder.glob("*.safetensors"))
 
 
 def hf_cache_dir() -> str:

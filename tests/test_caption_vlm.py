@@ -212,6 +212,17 @@ def test_columns_recipe_choice_and_a_second_run_keeping_the_first_runs_captions(
     assert second[0]["caption_model"] == rows[0]["caption_model"]  # the same models made what it holds
 
 
+def test_a_cached_model_missing_a_weight_shard_is_not_taken_as_present(tmp_path):
+    from svdcli.weights import _all_weights
+
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"")
+    assert not _all_weights(tmp_path)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"")
+    assert _all_weights(tmp_path)
+
+
 def test_model_labels_merge_by_kind():
     assert merge_labels("coca_ViT-L-14:tag", {"video": "Q/VL (vllm)"}) == "coca=coca_ViT-L-14:tag; video=Q/VL (vllm)"
     assert merge_labels("coca=a:b; video=old (transformers)", {"video": "new (vllm)"}) == \
@@ -315,6 +326,9 @@ def test_engine_choice_and_its_errors(monkeypatch):
     assert vllm_engine.resolve_engine("transformers", "cuda") == "transformers"
     with pytest.raises(SvdError, match="needs a CUDA GPU and --device cpu was asked for"):
         vllm_engine.resolve_engine("vllm", "cpu")
+    assert vllm_engine.resolve_engine("auto", "cuda:1") == "transformers"  # vLLM would take GPU 0
+    with pytest.raises(SvdError, match="set CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+        vllm_engine.resolve_engine("vllm", "cuda:1")
     monkeypatch.setattr(vllm_engine, "cuda_visible", lambda: False)
     assert vllm_engine.resolve_engine("auto", "auto") == "transformers"
     with pytest.raises(SvdError, match="no CUDA GPU is visible"):

@@ -35,8 +35,9 @@ def resolve_engine(engine: str, device: str) -> str:
     if engine not in ENGINES:
         raise SvdError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     on_gpu = device != "cpu" and cuda_visible()
+    first_gpu = device in ("auto", "cuda", "cuda:0")  # vLLM runs on the GPUs CUDA_VISIBLE_DEVICES shows, from 0
     if engine == "auto":
-        return "vllm" if on_gpu and vllm_installed() else "transformers"
+        return "vllm" if on_gpu and first_gpu and vllm_installed() else "transformers"
     if engine == "vllm":
         if not vllm_installed():
             raise SvdError("--engine vllm needs the vllm package, which is not installed (pip install vllm, on "
@@ -44,6 +45,10 @@ def resolve_engine(engine: str, device: str) -> str:
         if not on_gpu:
             where = "--device cpu was asked for" if device == "cpu" else "no CUDA GPU is visible"
             raise SvdError(f"--engine vllm needs a CUDA GPU and {where}; use --engine transformers")
+        if not first_gpu:
+            raise SvdError(f"--engine vllm cannot be placed with --device {device}: it runs on the first GPU "
+                           f"CUDA_VISIBLE_DEVICES shows; set CUDA_VISIBLE_DEVICES={device.split(':')[-1]} and "
+                           "--device cuda")
     return engine
 
 
