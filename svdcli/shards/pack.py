@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.shards.samples import CAPTION_KINDS  # the captions every sample json carries
 from svdcli.interrupts import held
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
-from svdcli.shards.samples import CAPTION_KINDS, ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
+from svdcli.shards.samples import ClipSkipped, build_sample, group_size, sample_key, score_columns, video_clip_frames
 
 MARKERS = ".pack"
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
