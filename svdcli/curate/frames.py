@@ -1,7 +1,8 @@
 """The frames the model stages look at: sample times inside a clip, read in one pass per video.
 
 Shared by text (first, middle and last frame, or a fixed rate), clip (first, middle, last) and
-caption (the middle frame for CoCa, N frames spread evenly over the clip for a video captioner). `read_clip_frames` decodes the frames of every clip of a task in one
+caption (the middle frame for CoCa, N frames spread evenly over the clip for a video
+captioner). `read_clip_frames` decodes the frames of every clip of a task in one
 pass over the video and isolates a clip whose frames cannot be read, so it fails alone.
 """
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 The page (`OUT/index.html`, relative links to `OUT/plots/*.png` and `OUT/thumbs/*.jpg`) shows:
 counts of kept and dropped clips per reason, histograms of clip length and every score column
-present that a stage declares (motion, text area, aesthetic, CLIP, caption words) with the filter's thresholds drawn (absolute ones
-and the cut-offs the percentile rules resolved to), the length distributions of the captions
-each captioner wrote (CoCa, video model, LLM summary; words per caption, one curve each), and a
-contact sheet of middle-frame thumbnails, with their captions, of kept clips and of dropped
-clips grouped by reason. Nothing is loaded from the net.
+present that a stage declares (motion, text area, aesthetic, CLIP, caption words) with the
+filter's thresholds drawn (absolute ones and the cut-offs the percentile rules resolved to),
+the length distributions of the captions each captioner wrote (CoCa, video model, LLM summary;
+words per caption, one curve each), and a contact sheet of middle-frame thumbnails, with their
+captions, of kept clips and of dropped clips grouped by reason. Nothing is loaded from the net.
 """
 from __future__ import annotations
 
@@ -264,8 +264,8 @@ def render_html(manifest: Path, counts: dict[str, int], plots: list[tuple[str, s
             score = f' · motion {r["motion_score"]:.2f}' if r.get("motion_score") is not None else ""
             length = r["end_time"] - r["start_time"]
             text = (captions or {}).get(r["clip_id"], "")
-            caption = (f'<div class="caption" title="{esc(text)}">{esc(text[:117] + "..." if len(text) > 120 else text)}'
-                       "</div>" if text else "")
+            shown = text[:117] + "..." if len(text) > 120 else text
+            caption = f'<div class="caption" title="{esc(text)}">{esc(shown)}</div>' if text else ""
             cells.append(f'<div class="cell">{img}<div>{esc(r["clip_id"])}</div>'
                          f'<div>{length:.1f} s{score}</div>{caption}</div>')
         sheets.append(f"<h3>{esc(name)} ({counts[name]} clips, {len(rows)} shown)</h3>"

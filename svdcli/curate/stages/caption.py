@@ -199,7 +199,8 @@ class CaptionStage(ClipStage):
         self.resolved = resolve(config)  # fail early, in the parent
         self.columns = ("clip_id", *(f"caption_{k}" for k in self.made), "caption", "caption_source", "caption_model",
                         "caption_words", "caption_tokens", "caption_error")
-        self.carries = (*(f"caption_{k}" for k in self.inputs), *(["caption_model"] if "caption_model" in present else []))
+        self.carries = (*(f"caption_{k}" for k in self.inputs),
+                        *(["caption_model"] if "caption_model" in present else []))
         self.reads_if_present = ("status", *self.carries)
         self.engine = None
         self.coca = self.vlm = self.summarizer = None

@@ -29,7 +29,8 @@ def load(what: str, model: HfModel, build: Callable):
         raise
     except Exception as exc:  # an unknown architecture, a damaged file, a missing tokenizer file
         detail = " ".join(str(exc).split())[:300]
-        raise SvdError(f"cannot load {model.label} ({model.folder}) as a {what}: {type(exc).__name__}: {detail}") from exc
+        raise SvdError(f"cannot load {model.label} ({model.folder}) as a {what}: "
+                       f"{type(exc).__name__}: {detail}") from exc
 
 
 def stop_ids(net, tokenizer) -> list[int]:

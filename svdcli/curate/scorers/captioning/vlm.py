@@ -73,7 +73,8 @@ class VlmCaptioner:
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
                 batch = members[start:start + self.batch_size]
-                generated = self._batch([clips[i] for i in batch], [seconds[i] for i in batch], [texts[i] for i in batch])
+                generated = self._batch([clips[i] for i in batch], [seconds[i] for i in batch],
+                                        [texts[i] for i in batch])
                 for i, g in zip(batch, generated):
                     out[i] = g
         return out
