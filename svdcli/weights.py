@@ -10,11 +10,13 @@ naming the file, where it comes from and where to put it.
 | CRAFT (`craft_mlt_25k.pth`, easyocr) | `~/.EasyOCR/model` | `--model-dir`, `SVD_EASYOCR_DIR`, `EASYOCR_MODULE_PATH/model` |
 | DBNet (PP-OCRv4 det, onnx) | inside the rapidocr-onnxruntime wheel | - |
 | open_clip models (CLIP, CoCa) | Hugging Face cache (`HF_HOME`) | `--pretrained /path/to/file` |
+| transformers models (caption VLM, summary LLM) | Hugging Face cache (`HF_HOME`) | a model folder for `--pretrained` / `--summarize` |
 | LAION aesthetic heads | `~/.cache/svdcli/weights` | `--aesthetic PATH`, `--weights-dir`, `SVD_WEIGHTS_DIR` |
 """
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +245,82 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+# --- transformers models (caption VLM, summary LLM) ---------------------------------------------------
+@dataclass(frozen=True)
+class HfModel:
+    """A transformers model folder on this machine and the name the manifest records for it."""
+
+    folder: str
+    label: str  # the hub id (e.g. 'Qwen/Qwen2.5-VL-7B-Instruct') or the folder's name
+
+
+HF_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]  # what a download fetches
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def hf_model(spec: str, flag: str) -> HfModel:
+    """Resolve a model folder or a Hugging Face hub id (`org/name`) to a local folder.
+
+    A folder must hold `config.json`. A hub id is looked up in the Hugging Face cache; when it is
+    absent there it is downloaded into the cache (safetensors weights, configs, tokenizer files) if
+    the hub can be reached, else MissingWeightsError says what to fetch. `flag` names the option
+    in messages (e.g. '--pretrained').
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SvdError(f"{flag} {spec}: the folder has no config.json, so it is no transformers model folder")
+        return HfModel(str(path.resolve()), path.resolve().name)
+    if not _HUB_ID.match(spec):
+        raise SvdError(f"{flag} {spec!r} is neither a model folder nor a Hugging Face model id (org/name)")
+    folder = _cached_snapshot(spec)
+    if folder is None and hub_reachable():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(spec, allow_patterns=HF_FILES)
+        except Exception as exc:  # noqa: BLE001 - an unknown or private repo, a broken connection
+            raise MissingWeightsError(f"{flag} {spec}: download from the Hugging Face hub failed "
+                                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if folder is None:
+        raise MissingWeightsError(
+            f"{flag} {spec}: the model is not in the Hugging Face cache ({hf_cache_dir()}) and the hub cannot be "
+            f"reached. Fetch it with `huggingface-cli download {spec}` (which fills that cache), or download it "
+            f"to a folder and pass {flag} /path/to/folder")
+    return HfModel(folder, spec)
+
+
+def _cached_snapshot(repo: str) -> str | None:
+    """The cached snapshot folder of `repo` when it holds a config and safetensors weights."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or a broken cache entry): not here
+        return None
+    return str(folder) if (folder / "config.json").is_file() and _all_weights(folder) else None
+
+
+def _all_weights(folder: Path) -> bool:
+    """Safetensors weights are there, every shard the index names (a download cut short lacks some)."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, AttributeError):
+            return False
+        return all((folder / shard).is_file() for shard in shards)
+    return any(folder.glob("*.safetensors"))
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
 
 
 # --- aesthetic heads ----------------------------------------------------------------------------

@@ -1,7 +1,6 @@
-"""Caption stage with a tiny CoCa config (random weights): captions are gibberish but must be plumbed right."""
+"""Caption stage, CoCa engine, with a tiny CoCa config (random weights): captions are gibberish but must be
+plumbed right. The video-language model, the summary and the caption columns: test_caption_vlm.py."""
 from __future__ import annotations
-
-import json
 
 import pytest
 from typer.testing import CliRunner
@@ -10,9 +9,10 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from svdcli.cli.main import app  # noqa: E402
-from svdcli.curate.stages.caption import CaptionConfig, clean_caption, run_caption  # noqa: E402
+from svdcli.curate.scorers.captioning.coca import clean_caption  # noqa: E402
+from svdcli.curate.stages.caption import CaptionConfig, run_caption  # noqa: E402
 from svdcli.curate.scorers.open_clip_models import clip_read_size  # noqa: E402
-from svdcli.demo.tiny_models import TINY_COCA  # noqa: E402  (the demo's stand-in, same config)
+from svdcli.demo.tiny_models import write_tiny_coca  # noqa: E402  (the demo's stand-in)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
 from svdcli.video.probe import video_id  # noqa: E402
@@ -27,20 +27,7 @@ GREEDY = {"generation": "top_k", "top_k": 1, "seq_len": 10}
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_coca")
-    config = d / "tiny-coca.json"
-    config.write_text(json.dumps(TINY_COCA))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-coca")
-    with torch.no_grad():
-        # open_clip leaves the decoder's text_projection uninitialised (torch.empty: garbage, at times
-        # NaN) and zero-inits others (all logits would tie): give every such tensor seeded values
-        for name, p in model.named_parameters():
-            if name == "text_decoder.text_projection" or not p.any():
-                p.normal_(std=0.02)
-    torch.save(model.state_dict(), d / "tiny-coca.pt")
-    return {"model": str(config), "pretrained": str(d / "tiny-coca.pt")}
+    return write_tiny_coca(tmp_path_factory.mktemp("tiny_coca"))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +54,9 @@ def test_stage_writes_captions_and_model_and_error_rows(tiny, manifest, tmp_path
     rows = read_manifest(out).to_pylist()
     good, broken = rows[:4], rows[4]
     assert all(r["caption"] and "<" not in r["caption"] for r in good)
-    assert {r["caption_model"] for r in good} == {"tiny-coca:tiny-coca.pt"}
+    assert {r["caption_model"] for r in good} == {"coca=tiny-coca:tiny-coca.pt"}
+    assert all(r["caption_coca"] == r["caption"] and r["caption_source"] == "coca" for r in good)
+    assert all(r["caption_words"] == len(r["caption"].split()) and 0 < r["caption_tokens"] < 10 for r in good)
     assert broken["caption"] is None and "not found" in broken["caption_error"]
     assert result.errors == 1
 

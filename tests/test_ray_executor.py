@@ -138,6 +138,31 @@ def test_a_model_stage_runs_on_an_actor_pool_and_writes_the_local_manifest(clust
     assert _rows(there)[1]["text_area"] > 0.07  # the texty clip is seen as such
 
 
+def test_caption_actors_load_the_vlm_once_and_report_tokens_per_second(cluster, tmp_path):
+    """caption (a tiny video-language model): the local captions, and each actor's tokens per busy second."""
+    pytest.importorskip("transformers")
+    from svdcli.curate.stages.caption import run_caption, throughput_line
+    from svdcli.demo.tiny_models import write_tiny_vlm
+
+    video = tmp_path / "c.mp4"
+    write_video(video, [Shot(24, seed=s, speed=(2.0, 1.0)) for s in range(3)], size=(96, 64), fps=FPS)
+    manifest = write_rows(clip_rows(video, [0, 24, 48, 72], FPS, (96, 64), tag="c"), tmp_path / "clips.parquet")
+    settings = {"model": "vlm", "pretrained": str(write_tiny_vlm(tmp_path / "vlm")), "frames": 4,
+                "max_new_tokens": 5, "frame_size": 96}
+    _, here = run_caption(manifest, tmp_path / "local.parquet", **settings)
+    executor = RayExecutor(cluster["address"])
+    result, there = run_caption(manifest, tmp_path / "ray.parquet", executor=executor, **settings)
+    assert result.complete and result.errors == 0
+    columns = ["clip_id", "caption", "caption_video", "caption_tokens", "caption_model"]
+    assert _rows(there) and [{k: r[k] for k in columns} for r in _rows(there)] == \
+        [{k: r[k] for k in columns} for r in _rows(here)]
+    tokens = sum(r["caption_tokens"] for r in _rows(there))
+    assert result.metered == tokens > 0
+    assert result.workers and sum(w["metered"] for w in result.workers) == tokens  # every task, on some actor
+    assert all(w["busy_seconds"] > 0 and w["setup_seconds"] > 0 for w in result.workers if w["tasks"])
+    assert "per actor, tokens per busy second" in throughput_line(result)
+
+
 def test_recipe_resources_are_what_ray_reserves(cluster, corpus, tmp_path):
     """num_gpus from a recipe's `resources:` reaches Ray: a cluster without GPUs says so."""
     from svdcli.errors import SvdError

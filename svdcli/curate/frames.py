@@ -1,7 +1,8 @@
 """The frames the model stages look at: sample times inside a clip, read in one pass per video.
 
 Shared by text (first, middle and last frame, or a fixed rate), clip (first, middle, last) and
-caption (the middle frame). `read_clip_frames` decodes the frames of every clip of a task in one
+caption (the middle frame for CoCa, N frames spread evenly over the clip for a video
+captioner). `read_clip_frames` decodes the frames of every clip of a task in one
 pass over the video and isolates a clip whose frames cannot be read, so it fails alone.
 """
 from __future__ import annotations
@@ -41,6 +42,13 @@ def frame_times(clip: dict, spec: str = "fml") -> list[float]:
 
 def middle_time(clip: dict) -> float:
     return (clip["start_time"] + clip["end_time"]) / 2
+
+
+def even_times(clip: dict, n: int) -> list[float]:
+    """`n` timestamps spread evenly over the clip: the centres of n equal slices of
+    [start_time, end_time), so n = 1 is the middle frame and no time falls on the clip's edges."""
+    start, end = clip["start_time"], clip["end_time"]
+    return [start + (k + 0.5) * (end - start) / n for k in range(n)]
 
 
 def read_clip_frames(payload: dict, times: Callable[[dict], list[float]],

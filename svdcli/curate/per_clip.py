@@ -25,10 +25,11 @@ CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame",
                "num_frames", "fps", "width", "height", "rotation"]
 
 
-def clip_tasks(table: pa.Table, clips_per_task: int = 64) -> list[Task]:
-    """Group the ok clips of `table` by video into tasks with stable keys."""
+def clip_tasks(table: pa.Table, clips_per_task: int = 64, carry: tuple[str, ...] = ()) -> list[Task]:
+    """Group the ok clips of `table` by video into tasks with stable keys; each clip's row holds
+    the clip fields and the `carry` columns the table has."""
     ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
-    fields = [f for f in CLIP_FIELDS if f in ok.column_names]
+    fields = [f for f in [*CLIP_FIELDS, *carry] if f in ok.column_names]
     by_video: dict[str, list[dict]] = {}
     for row in ok.select(fields).to_pylist():
         by_video.setdefault(row["video_path"], []).append(row)
@@ -66,7 +67,7 @@ def run_clip_stage(stage: ClipStage, manifest_path: Path, out_path: Path | None 
     except (pa.ArrowException, OSError) as exc:  # a damaged body behind a readable footer
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ManifestError(f"{manifest_path} cannot be read: {first}") from exc
-    tasks = clip_tasks(manifest, clips_per_task)
+    tasks = clip_tasks(manifest, clips_per_task, stage.carries)
     result = run_stage(stage, tasks, out_path, **run_kwargs)
     if not result.complete:
         return result, None

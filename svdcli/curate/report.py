@@ -2,9 +2,11 @@
 
 The page (`OUT/index.html`, relative links to `OUT/plots/*.png` and `OUT/thumbs/*.jpg`) shows:
 counts of kept and dropped clips per reason, histograms of clip length and every score column
-present that a stage declares (motion, text area, aesthetic, CLIP) with the filter's thresholds drawn (absolute ones
-and the cut-offs the percentile rules resolved to), and a contact sheet of middle-frame
-thumbnails of kept clips and of dropped clips grouped by reason. Nothing is loaded from the net.
+present that a stage declares (motion, text area, aesthetic, CLIP, caption words) with the
+filter's thresholds drawn (absolute ones and the cut-offs the percentile rules resolved to),
+the length distributions of the captions each captioner wrote (CoCa, video model, LLM summary;
+words per caption, one curve each), and a contact sheet of middle-frame thumbnails, with their
+captions, of kept clips and of dropped clips grouped by reason. Nothing is loaded from the net.
 """
 from __future__ import annotations
 
@@ -128,7 +130,56 @@ def group_counts(names: np.ndarray) -> dict[str, int]:
 
 
 NEEDED_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "width", "height"]  # what cuts writes
+CAPTIONS = {"caption_coca": "CoCa (middle frame)", "caption_video": "video model", "caption_summary": "LLM summary"}
 REPORT_COLUMNS = NEEDED_COLUMNS + ["status", "keep", "drop_reason", "motion_score"]
+
+
+def caption_lengths(manifest: Path, present: set[str]) -> dict[str, np.ndarray]:
+    """Words per caption of each captioner's column present (rows with status ok and a caption);
+    one column read at a time, counted by Arrow, so a corpus' captions are never all in memory."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = {}
+    for column, label in CAPTIONS.items():
+        if column not in present:
+            continue
+        table = pq.read_table(manifest, columns=[column] + (["status"] if "status" in present else []))
+        if "status" in present:
+            table = table.filter(pc.equal(table.column("status"), "ok"))
+        text = table.column(column).drop_null()
+        if len(text):
+            out[label] = pc.list_value_length(pc.utf8_split_whitespace(text)).to_numpy().astype(np.int64)
+    return out
+
+
+def captions_of(manifest: Path, clip_ids: list[str]) -> dict[str, str]:
+    """clip_id -> `caption` for a few clips (the contact sheet's), read row group by row group."""
+    import pyarrow.parquet as pq
+
+    if not clip_ids or "caption" not in pq.read_schema(manifest).names:
+        return {}
+    table = pq.read_table(manifest, columns=["clip_id", "caption"], filters=[("clip_id", "in", clip_ids)])
+    return {c: t for c, t in zip(table.column("clip_id").to_pylist(), table.column("caption").to_pylist()) if t}
+
+
+def plot_caption_lengths(lengths: dict[str, np.ndarray], path: Path) -> None:
+    """One step histogram per captioner, on shared bins, with its median in the legend."""
+    import matplotlib.pyplot as plt
+
+    top = max(int(v.max()) for v in lengths.values())
+    bins = np.arange(0, top + 2) - 0.5 if top <= 60 else 40
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for (label, words), color in zip(lengths.items(), ["#4c72b0", "#dd8452", "#55a868"]):
+        ax.hist(words, bins=bins, histtype="step", linewidth=2, color=color,
+                label=f"{label}: n={len(words)}, median {np.median(words):g}")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("caption length (words)")
+    ax.set_ylabel("clips")
+    ax.set_title("caption length by captioner", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 class ReportError(SvdError):
@@ -162,13 +213,19 @@ def write_report(manifest: Path, out: Path, per_group: int = 12, max_thumbs: int
         if len(values):
             plot_histogram(values, label, lines.get(column, []), out / "plots" / f"{column}.png")
             plots.append((label, f"plots/{column}.png"))
+    lengths = caption_lengths(manifest, present)
+    if lengths:
+        plot_caption_lengths(lengths, out / "plots" / "caption_lengths.png")
+        plots.append(("caption length by captioner (words)", "plots/caption_lengths.png"))
     names = group_names(table)
     counts = group_counts(names)
     plot_reasons(counts, out / "plots" / "reasons.png")
     picked = pick_thumbnails(table, names, per_group, max_thumbs)
-    thumbs = write_thumbnails([r for members in picked.values() for r in members], out / "thumbs")
+    rows = [r for members in picked.values() for r in members]
+    thumbs = write_thumbnails(rows, out / "thumbs")
+    captions = captions_of(manifest, [r["clip_id"] for r in rows])
     page = out / "index.html"
-    page.write_text(render_html(Path(manifest), counts, plots, picked, thumbs))
+    page.write_text(render_html(Path(manifest), counts, plots, picked, thumbs, captions))
     return page
 
 
@@ -190,7 +247,7 @@ def _column_values(table, column: str) -> np.ndarray:
 
 
 def render_html(manifest: Path, counts: dict[str, int], plots: list[tuple[str, str]],
-                picked: dict[str, list[dict]], thumbs: dict[str, str]) -> str:
+                picked: dict[str, list[dict]], thumbs: dict[str, str], captions: dict[str, str] | None = None) -> str:
     """The page: summary table, reason chart, histograms, contact sheets (relative links only)."""
     esc = html.escape
     total = sum(counts.values())
@@ -206,8 +263,11 @@ def render_html(manifest: Path, counts: dict[str, int], plots: list[tuple[str, s
                    else '<div class="missing">unreadable</div>')
             score = f' · motion {r["motion_score"]:.2f}' if r.get("motion_score") is not None else ""
             length = r["end_time"] - r["start_time"]
+            text = (captions or {}).get(r["clip_id"], "")
+            shown = text[:117] + "..." if len(text) > 120 else text
+            caption = f'<div class="caption" title="{esc(text)}">{esc(shown)}</div>' if text else ""
             cells.append(f'<div class="cell">{img}<div>{esc(r["clip_id"])}</div>'
-                         f'<div>{length:.1f} s{score}</div></div>')
+                         f'<div>{length:.1f} s{score}</div>{caption}</div>')
         sheets.append(f"<h3>{esc(name)} ({counts[name]} clips, {len(rows)} shown)</h3>"
                       f'<div class="sheet">{"".join(cells)}</div>')
     return _PAGE.format(title=esc(manifest.name), manifest=esc(str(manifest)), total=total, table=table,
@@ -222,6 +282,7 @@ table {{ border-collapse: collapse; }} td {{ padding: 2px 12px; border-bottom: 1
 figure {{ display: inline-block; margin: 0 1em 1em 0; }} figcaption {{ font-size: 0.8em; color: #555; }}
 .sheet {{ display: flex; flex-wrap: wrap; gap: 8px; }}
 .cell {{ width: {w}px; font-size: 0.7em; overflow-wrap: anywhere; }}
+.caption {{ color: #555; font-style: italic; }}
 .missing {{ width: {w}px; height: 90px; background: #eee; text-align: center; line-height: 90px; }}
 </style></head><body>
 <h1>Curation report</h1>

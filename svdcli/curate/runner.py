@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,13 @@ class RunResult:
     rows: int
     errors: int
     seconds: float
+    metered: float = 0.0  # this run's sum of the stage's `throughput` column (e.g. output tokens)
+    workers: list[dict] = field(default_factory=list)  # per-worker figures an executor reports (Ray actors)
+
+    @property
+    def rate(self) -> float:
+        """`metered` per second of this run."""
+        return self.metered / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def complete(self) -> bool:
@@ -63,6 +70,9 @@ class StageProgress:
     tasks: int = 0  # tasks this run finished so far
     rows: int = 0
     errors: int = 0
+    metered: float = 0.0  # sum of the stage's `throughput` column so far (e.g. output tokens)
+    meter_unit: str = ""  # what `metered` counts; '' for a stage without a throughput column
+    seconds: float = 0.0  # since this run started
 
 
 ProgressCallback = Callable[[StageProgress], None]
@@ -124,8 +134,10 @@ def _run_locked(stage: Stage, tasks: list[Task], store: PartStore, executor: Exe
     write_run_info(store.folder, stage)
     done = store.done_keys()
     mine = [t for i, t in enumerate(tasks) if i % world_size == rank and t.key not in done]
+    meter = stage.throughput[0] if stage.throughput else None
     report = StageProgress("start", describe or stage.name, stage.unit, stage.row_unit, len(tasks),
-                           len(tasks) - len(mine) if world_size == 1 else 0)
+                           len(tasks) - len(mine) if world_size == 1 else 0,
+                           meter_unit=stage.throughput[1] if stage.throughput else "")
     buffer = _Buffer(store, flush_rows, flush_seconds)
     if progress:
         progress(report)
@@ -135,7 +147,9 @@ def _run_locked(stage: Stage, tasks: list[Task], store: PartStore, executor: Exe
                 rows = stage.error_rows(task.payload, outcome.message) if isinstance(outcome, TaskFailure) else outcome
                 buffer.add(task.key, rows)
                 report = replace(report, event="task", tasks=report.tasks + 1, rows=report.rows + len(rows),
-                                 errors=report.errors + sum(stage.is_error(r) for r in rows))
+                                 errors=report.errors + sum(stage.is_error(r) for r in rows),
+                                 metered=report.metered + (sum(r.get(meter) or 0 for r in rows) if meter else 0),
+                                 seconds=time.perf_counter() - t0)
                 if progress:
                     progress(report)
     finally:
@@ -151,7 +165,8 @@ def _run_locked(stage: Stage, tasks: list[Task], store: PartStore, executor: Exe
     except FileNotFoundError:  # another rank merged and removed the folder in between
         merges = False
     tables = [store.read_all()] if merges else []
-    return RunResult(tables, total_done, len(tasks), report.rows, report.errors, seconds)
+    return RunResult(tables, total_done, len(tasks), report.rows, report.errors, seconds, report.metered,
+                     list(getattr(executor, "worker_stats", None) or []))
 
 
 class _Buffer:

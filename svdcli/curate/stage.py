@@ -55,6 +55,7 @@ class Stage:
     unit: str = "videos"  # what a task is, for the progress bar
     row_unit: str = "rows"  # what a row is, for the progress bar
     loaded: tuple[str, ...] = ()  # attributes setup() fills (models): left out when the stage pickles
+    throughput: tuple[str, str] | None = None  # (numeric column, unit) the runner sums for a rate, e.g. tokens/s
 
     def __getstate__(self) -> dict:
         """The stage as an executor ships it to a worker: its settings, not its loaded models."""
@@ -100,6 +101,7 @@ class ClipStage(Stage):
     unit = "videos"
     needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
     reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
+    carries: tuple[str, ...] = ()  # more manifest columns each clip's row brings to `process`, when present
 
     def error_rows(self, payload: dict, message: str) -> list[dict]:
         return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]

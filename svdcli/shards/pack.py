@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
+from svdcli.shards.samples import CAPTION_KINDS  # the captions every sample json carries
 from svdcli.interrupts import held
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
@@ -39,7 +40,8 @@ from svdcli.shards.samples import (ORBIT_CAMERA, ClipSkipped, build_sample, grou
 
 MARKERS = ".pack"
 CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
-                "end_frame", "fps", "width", "height", "rotation", "caption")  # + every stage's scores
+                "end_frame", "fps", "width", "height", "rotation", "caption",
+                *CAPTION_KINDS)  # + every stage's scores
 
 
 @dataclass

@@ -33,6 +33,10 @@ class ClipSkipped(Exception):
         self.kind = kind
 
 
+# the manifest's captions besides `caption` (the recipe's choice), carried in the json as `captions`
+CAPTION_KINDS = ("caption_source", "caption_coca", "caption_video", "caption_summary")
+
+
 @functools.cache
 def score_columns() -> tuple[str, ...]:
     """The manifest scores every sample's json carries (`scores`): each stage declares its own."""
@@ -129,6 +133,9 @@ def build_sample(clip: dict, frames: np.ndarray, times: list[float], rate: float
         "scores": {k: clip.get(k) for k in score_columns()},
         "caption": clip.get("caption") or "", **cond,
     }
+    captions = {k.removeprefix("caption_"): clip[k] for k in CAPTION_KINDS if clip.get(k) is not None}
+    if captions:  # every caption the manifest holds, so training can pick another one without repacking
+        meta["captions"] = captions
     if latent is not None:
         meta["latents"] = {**latent[1], "shape": list(latent[0].shape)}
     if clip.get(ORBIT_CAMERA):

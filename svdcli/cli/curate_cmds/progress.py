@@ -1,7 +1,8 @@
 """The progress bar of a curation stage, drawn from the runner's reports (`StageProgress`).
 
 One bar per stage run: tasks done of total (with what a task is), rows written less errors, the
-errors so far, time elapsed and left. A resumed run starts at the tasks already done. Keep this
+errors so far, the rate of a stage that meters its output (caption: output tokens per second,
+over every worker), time elapsed and left. A resumed run starts at the tasks already done. Keep this
 module light: rich is imported when the first bar starts.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ class StageBars:
             self._stop()
         elif self._bar is not None:
             info = f"· {report.rows - report.errors} {report.row_unit} · {report.errors} errors"
+            if report.meter_unit and report.seconds > 0:
+                info += f" · {report.metered / report.seconds:,.0f} {report.meter_unit}/s"
             self._bar.update(self._id, completed=report.resumed + report.tasks, info=info)
 
     def _start(self, report) -> None:

@@ -6,7 +6,10 @@
   task and keeps it for the next ones.
 - Model stages (text, clip, caption) run on a pool of actors, each of which loads its model
   once in `setup()` and then takes task after task; the pool has one actor per reserved slot
-  the cluster can hold (`workers` caps it).
+  the cluster can hold (`workers` caps it). Each actor counts its tasks, the seconds it spent
+  in them and, for a stage with a `throughput` column (caption: output tokens), that column's
+  sum; after the pool's last task `worker_stats` holds one dict per actor (tokens per busy
+  second is the engine's rate on that GPU, the figure a capacity plan needs).
 - Workers read the videos themselves: a task carries a path and row fields, never frames, so
   the object store holds stages and rows only.
 - Faults: an exception inside `process` is the video's error (a TaskFailure, as locally, no
@@ -67,15 +70,38 @@ def _call_with_shared(fn, item, holder: list):
 
 
 class _Worker:
-    """An actor of a model stage: sets the stage up once, then runs tasks."""
+    """An actor of a model stage: sets the stage up once, then runs tasks, counting what it did."""
 
     def __init__(self, stage: Stage, threads: int):
+        import time
+
         os.environ["OMP_NUM_THREADS"] = str(threads)
         self.stage = stage
+        t0 = time.perf_counter()
         stage.setup()
+        self.stats = {"node": _node_name(), "setup_seconds": time.perf_counter() - t0, "tasks": 0,
+                      "busy_seconds": 0.0, "metered": 0.0}
 
     def run(self, task: Task) -> Outcome:
-        return run_task(self.stage, task)
+        import time
+
+        t0 = time.perf_counter()
+        outcome = run_task(self.stage, task)
+        self.stats["tasks"] += 1
+        self.stats["busy_seconds"] += time.perf_counter() - t0
+        column = self.stage.throughput[0] if self.stage.throughput else None
+        if column and isinstance(outcome, list):
+            self.stats["metered"] += sum(row.get(column) or 0 for row in outcome)
+        return outcome
+
+    def report(self) -> dict:
+        return dict(self.stats)
+
+
+def _node_name() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 class RayExecutor:
@@ -87,6 +113,7 @@ class RayExecutor:
         self.address, self.workers, self.threads = address, workers, max(1, threads)
         self.max_attempts, self.in_flight = max(1, max_attempts), in_flight
         self.resources = dict(resources or {})
+        self.worker_stats: list[dict] = []  # the actors of the last model stage (see the module docstring)
 
     def stage_resources(self, stage: Stage) -> Resources:
         """What one worker of `stage` reserves: the stage's own ask, with the recipe's
@@ -113,6 +140,7 @@ class RayExecutor:
 
     def map(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
         ray = self.connect()
+        self.worker_stats = []
         if not tasks:
             return
         res = self.stage_resources(stage)
@@ -200,6 +228,7 @@ class RayExecutor:
                 except ray.exceptions.RayTaskError as exc:  # setup() failed in the actor
                     outcome = _setup_failure(exc)
                 yield task, outcome
+            self.worker_stats = _reports(ray, pool)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -215,6 +244,17 @@ class RayExecutor:
             return TaskFailure(_crash(exc, attempts))
         except ray.exceptions.RayTaskError as exc:
             return _setup_failure(exc, raise_user_errors)
+
+
+def _reports(ray, pool) -> list[dict]:
+    """Each live actor's counts (an actor that died and restarted reports since its restart)."""
+    reports = []
+    for worker in pool:
+        try:
+            reports.append(ray.get(worker.report.remote(), timeout=30))
+        except Exception:  # noqa: BLE001 - a figure lost with a dead actor must not fail a finished run
+            continue
+    return reports
 
 
 def _setup_failure(exc, raise_user_errors: bool = True) -> TaskFailure:
