@@ -27,6 +27,13 @@ slow levels (gradual transitions): a span test between samples `span` seconds ap
     above the local baseline accumulates (5% to 95% of it): one frame pair for a hard cut, the
     dissolve's frames for a dissolve. Those frames belong to no clip.
 
+Every level's candidates then pass the transition gate (`transition_gate.py`): a hard cut must
+stay a change once camera motion is compensated; a gradual one must have a transition's
+structure (A before, B or black after, the middle a blend of the two). The size of a change
+proposes, its shape decides: pans, tilts, subjects leaving the frame, overlays fading in over an
+unchanged scene and lighting changes are rejected, and `Cascade.explain()` lists every candidate
+with the verdict and its reason.
+
 Levels are merged by time: boundaries closer than `merge_tolerance` or whose transitions overlap
 are one, spanning all their transitions and keeping every level's name and score. The optional
 learned level (TransNetV2) lives in `transnet.py` and merges the same way. Nothing here knows
@@ -35,9 +42,12 @@ about files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from svdcli.curate.scorers.transition_gate import GateConfig, Verdict, judge_gradual, judge_hard
 
 NATIVE = "native"
 
@@ -62,6 +72,7 @@ class CascadeConfig:
     min_content: float = 15.0  # native: least HSV content change of a cut (AdaptiveDetector min_content_val)
     min_change: float = 8.0  # slow levels: least aligned RMS change (grey levels) across a transition
     merge_tolerance: float = 0.5  # seconds: boundaries of different levels closer than this are one
+    gate: GateConfig | None = field(default_factory=GateConfig)  # None: keep every candidate (the old cascade)
 
 
 def default_threshold(rate: float | None) -> float:
@@ -92,6 +103,7 @@ def pixel_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 SPAN_SIZE = (48, 27)  # (w, h) of the span test's thumbnails
 SHIFT = 6  # pixels of that grid: the largest camera move between two compared samples
+FADE_CONTEXT = 1.0  # seconds around a located transition in which a black sample makes it a fade
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
@@ -136,6 +148,23 @@ class Boundary:
         return list(self.scores)
 
 
+@dataclass
+class Candidate:
+    """A boundary one level proposed, and what the transition gate made of it (for --explain)."""
+
+    level: str
+    time: float
+    last_old: float
+    first_new: float
+    score: float
+    kept: bool
+    reason: str
+    measures: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
 class _Sampler:
     """Picks frames by timestamp on a level's own grid, so jitter never accumulates."""
 
@@ -155,10 +184,14 @@ class NativeLevel:
     """Every frame through PySceneDetect's AdaptiveDetector; also keeps the per-frame changes
     (`frame_scores`) that slow levels use to put a hard cut on its exact frame."""
 
-    def __init__(self, spec: LevelSpec | None, min_content: float):
+    RECENT = 16  # frames kept for the gate: the detector names a cut a few frames after it
+
+    def __init__(self, spec: LevelSpec | None, min_content: float, gate: GateConfig | None = None):
         from scenedetect import AdaptiveDetector, StatsManager
 
-        self.spec = spec
+        self.spec, self.gate = spec, gate
+        self.log: list[Candidate] = []  # every cut the detector named, and the gate's verdict
+        self._recent: deque = deque(maxlen=self.RECENT)  # (index, analysis frame)
         # min_scene_len=0: never suppress a boundary (failure class 1)
         self.detector = AdaptiveDetector(adaptive_threshold=spec.threshold if spec else 3.0,
                                          min_scene_len=0, min_content_val=min_content)
@@ -178,15 +211,32 @@ class NativeLevel:
         self.times.append(t)
         if self.spec is None:
             return
+        self._recent.append((index, frame))
         bgr = cv2.cvtColor(np.ascontiguousarray(frame.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
         for cut in self.detector.process_frame(self._timecode(index), bgr):
-            self.found.append(int(cut.frame_num))
+            self._judge(int(cut.frame_num))
+
+    def _judge(self, k: int) -> None:
+        """Keep cut k (frame k starts the new shot) unless camera motion explains it."""
+        frames = dict(self._recent)
+        verdict = Verdict(True, "hard cut (no gate)")
+        if self.gate is not None and k - 1 in frames and k in frames:
+            verdict = judge_hard(thumbnail(frames[k - 1]), thumbnail(frames[k]), self.gate)
+        [ratio] = self.stats.get_metrics(self._timecode(k), [self._ratio_key()])
+        self.log.append(Candidate(self.spec.name, self.times[k], self.times[k - 1], self.times[k],
+                                  round(float(ratio or 0.0), 3), verdict.kept, verdict.reason, verdict.measures))
+        if verdict.kept:
+            self.found.append(k)
+
+    def _ratio_key(self) -> str:
+        (key,) = [k for k in self.detector.get_metrics() if k.startswith("adaptive_ratio")]
+        return key
 
     def boundaries(self) -> list[Boundary]:
         """Cut k: frame k starts the new shot; scored by the detector's adaptive ratio there."""
         if self.spec is None:
             return []
-        (key,) = [k for k in self.detector.get_metrics() if k.startswith("adaptive_ratio")]
+        key = self._ratio_key()
         out = []
         for k in self.found:
             [ratio] = self.stats.get_metrics(self._timecode(k), [key])
@@ -217,8 +267,9 @@ class NativeLevel:
 class SlowLevel:
     """One low-rate level: keeps a thumbnail per sample, then runs the span test (module docstring)."""
 
-    def __init__(self, spec: LevelSpec, min_change: float):
-        self.spec, self.min_change = spec, min_change
+    def __init__(self, spec: LevelSpec, min_change: float, gate: GateConfig | None = None):
+        self.spec, self.min_change, self.gate = spec, min_change, gate
+        self.log: list[Candidate] = []  # the last `boundaries` call's candidates and verdicts
         self.sampler = _Sampler(spec.rate)
         self.times: list[float] = []
         self.thumbs: list[np.ndarray] = []
@@ -231,6 +282,7 @@ class SlowLevel:
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
         s = max(1, round(self.spec.span * self.spec.rate))
         n = len(self.thumbs)
+        self.log = []
         if n < 2 * s + 1:
             return []
         # cross[k] = d(k - s, k + s); the same gap entirely before k is cross[k - 2s], after it cross[k + 2s]
@@ -269,7 +321,27 @@ class SlowLevel:
             cut = native.is_adjacent(last_old, first_new)
             at = first_new if cut else (last_old + first_new) / 2
             out.append(Boundary(at, last_old, first_new, {self.spec.name: score}, gradual=not cut and steps >= 1))
-        return out
+        return [b for b in out if self._judge(b, native)]
+
+    def _judge(self, b: Boundary, native: NativeLevel) -> bool:
+        """The transition gate on one located boundary; the verdict goes to the log."""
+        if self.gate is None:
+            verdict = Verdict(True, "no gate")
+        elif native.is_adjacent(b.last_old, b.first_new):
+            if native.cut_within(b.last_old, b.first_new):
+                verdict = Verdict(True, "the native level's hard cut")
+            else:  # a one-frame change the native level did not take: the samples around it
+                i = int(np.searchsorted(self.times, b.last_old + 1e-6)) - 1
+                verdict = judge_hard(self.thumbs[max(i, 0)], self.thumbs[min(i + 1, len(self.thumbs) - 1)], self.gate)
+        else:
+            i = max(int(np.searchsorted(self.times, b.last_old + 1e-6)) - 1, 0)
+            j = min(int(np.searchsorted(self.times, b.first_new - 1e-6)), len(self.thumbs) - 1)
+            s = max(1, round(FADE_CONTEXT * self.spec.rate))
+            verdict = judge_gradual(self.thumbs[i], self.thumbs[i + 1:j], self.thumbs[j], self.gate,
+                                    self.thumbs[max(i - s, 0):i] + self.thumbs[j + 1:j + 1 + s])
+        self.log.append(Candidate(self.spec.name, b.time, b.last_old, b.first_new, b.scores[self.spec.name],
+                                  verdict.kept, verdict.reason, verdict.measures))
+        return verdict.kept
 
     def _transition(self, a: int, b: int, level: float, native: NativeLevel) -> tuple[float, float]:
         """(last clean old frame, first clean new frame) between samples a and b.
@@ -332,8 +404,9 @@ class Cascade:
     def __init__(self, cfg: CascadeConfig, extra=()):
         self.cfg = cfg
         native = [s for s in cfg.levels if s.rate is None]
-        self.native = NativeLevel(native[0] if native else None, cfg.min_content)
-        self.slow = [SlowLevel(s, cfg.min_change) for s in cfg.levels if s.rate is not None]
+        self.native = NativeLevel(native[0] if native else None, cfg.min_content, cfg.gate)
+        self.slow = [SlowLevel(s, cfg.min_change, cfg.gate) for s in cfg.levels if s.rate is not None]
+        self._learned: list[Candidate] = []
         self.extra = list(extra)  # e.g. the TransNetV2 level: feed(t, frame) + boundaries()
 
     def feed(self, t: float, frame: np.ndarray) -> None:
@@ -349,8 +422,19 @@ class Cascade:
     def boundaries(self) -> list[Boundary]:
         slow = sorted(self.slow, key=lambda lv: -lv.spec.rate)
         per_level = [self.native.boundaries()] + [lv.boundaries(self.native) for lv in slow]
-        per_level += [lv.boundaries() for lv in self.extra]
+        self._learned = []
+        for lv in self.extra:
+            found = lv.boundaries()
+            self._learned += [Candidate(name, b.time, b.last_old, b.first_new, score, True, "learned detector")
+                              for b in found for name, score in b.scores.items()]
+            per_level.append(found)
         return merge_boundaries(per_level, self.cfg.merge_tolerance)
+
+    def explain(self) -> list[dict]:
+        """Every candidate boundary of the last `boundaries()` call in time order: level, score,
+        kept or not, and why."""
+        log = self.native.log + [c for lv in self.slow for c in lv.log] + self._learned
+        return [c.as_dict() for c in sorted(log, key=lambda c: (c.time, c.level))]
 
     def frame_after(self, t: float) -> float | None:
         """Time of the first decoded frame after `t` (None past the last frame)."""

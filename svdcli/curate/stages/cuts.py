@@ -101,10 +101,11 @@ class CutsStage(Stage):
     row_unit = "clips"
     loaded = ("_network",)  # TransNetV2, loaded on a worker's first video
 
-    def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
+    def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu", explain: str | None = None):
         self.cfg = cfg
         self.threads = threads  # decoder threads; speed only, so not part of the settings
         self.device = device  # where TransNetV2 runs; speed only
+        self.explain = explain  # folder for one JSON per video: every candidate boundary and its verdict
         self._network = None
         self.columns = tuple(stage_columns("cuts"))
 
@@ -141,7 +142,10 @@ class CutsStage(Stage):
             # frames stop well before the header's end: a cut-off file, not a short video
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "
                              f"{info.header_duration:.2f} s")
-        segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
+        bounds = cascade.boundaries()
+        if self.explain:
+            write_explanation(Path(self.explain), payload, bounds, cascade.explain())
+        segs = segments(bounds, info.end_time, cascade.frame_after, self.cfg)
         if not any(not s.short for s in segs):  # a row is needed all the same: it marks the video done
             raise VideoError(f"no clip of at least --min-length {self.cfg.min_length:g} s "
                              f"(video is {info.end_time:.2f} s)")
@@ -171,6 +175,26 @@ class CutsStage(Stage):
 
     def is_error(self, row: dict) -> bool:
         return row.get("status") == "error"
+
+
+def write_explanation(folder: Path, video: str, bounds: list[Boundary], candidates: list[dict]) -> Path:
+    """`folder/<video_id>.json`: the boundaries kept and every level's candidates with the
+    transition gate's verdict and reason (`svd curate cuts --explain`), written atomically."""
+    import json
+    import os
+
+    from svdcli.video.probe import video_id
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{video_id(video)}.json"
+    record = {"video_path": video,
+              "boundaries": [{"time": round(b.time, 4), "last_old": round(b.last_old, 4), "first_new": round(b.first_new, 4),
+                              "gradual": b.gradual, "scores": b.scores} for b in bounds],
+              "candidates": candidates}
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(target)
+    return target
 
 
 def find_videos(inputs: list[str | Path]) -> list[str]:
@@ -204,10 +228,11 @@ class CutsSummary:
 
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
              world_size: int = 1, progress=None, executor=None, threads: int = 0,
-             device: str = "cpu") -> CutsSummary:
-    """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
+             device: str = "cpu", explain: str | Path | None = None) -> CutsSummary:
+    """Detect clips in every video and write the manifest `out` (resuming an interrupted run);
+    `explain`: a folder for each video's candidate boundaries and the verdicts on them."""
     videos = find_videos_or_fail(inputs)
-    stage = CutsStage(cfg, decoder_threads(threads, workers), device)
+    stage = CutsStage(cfg, decoder_threads(threads, workers), device, str(explain) if explain else None)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)
     if table is None:
