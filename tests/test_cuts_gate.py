@@ -118,7 +118,7 @@ def thumbs(frames: np.ndarray) -> list[np.ndarray]:
 
     from svdcli.curate.scorers.cascade import thumbnail
 
-    return [thumbnail(cv2.cvtColor(f, cv2.COLOR_RGB2YUV).transpose(2, 0, 1)) for f in frames]
+    return [thumbnail(cv2.cvtColor(f, cv2.COLOR_RGB2YUV)) for f in frames]
 
 
 def test_blend_fit_explains_a_dissolve_and_not_a_pan():

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from svdcli.curate.scorers.adaptive import AdaptiveRatio
 from svdcli.curate.scorers.transition_gate import GateConfig, Verdict, judge_gradual, judge_hard
 
 NATIVE = "native"
@@ -96,22 +97,17 @@ def default_levels(rates: tuple[float | None, ...] = (None, 15.0, 8.0)) -> tuple
     return tuple(LevelSpec(level_name(r), r, default_threshold(r), default_span(r)) for r in rates)
 
 
-def pixel_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Sum over the Y, U, V planes of the mean absolute difference of two (3, h, w) frames."""
-    return float(np.abs(a.astype(np.int16) - b).reshape(3, -1).mean(axis=1).sum())
-
-
 SPAN_SIZE = (48, 27)  # (w, h) of the span test's thumbnails
 SHIFT = 6  # pixels of that grid: the largest camera move between two compared samples
 FADE_CONTEXT = 1.0  # seconds around a located transition in which a black sample makes it a fade
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """(27, 48, 3) uint8 Y/U/V thumbnail of a (3, h, w) analysis frame, for `aligned_distance`
+    """(27, 48, 3) uint8 Y/U/V thumbnail of an (h, w, 3) analysis frame, for `aligned_distance`
     (3.9 KB a sample: a level at 15 fps keeps ~210 MB per hour of video)."""
     import cv2
 
-    return cv2.resize(np.ascontiguousarray(frame.transpose(1, 2, 0)), SPAN_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, SPAN_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -122,9 +118,8 @@ def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
     import cv2
 
     h, w = a.shape[:2]
-    a = a.astype(np.float32)
-    centre = b[SHIFT:h - SHIFT, SHIFT:w - SHIFT].astype(np.float32)
-    best = float(cv2.matchTemplate(a, centre, cv2.TM_SQDIFF).min())
+    centre = np.ascontiguousarray(b[SHIFT:h - SHIFT, SHIFT:w - SHIFT])
+    best = float(cv2.matchTemplate(a, centre, cv2.TM_SQDIFF).min())  # uint8 in, float sums out
     return float(np.sqrt(max(best, 0.0) / centre.size))
 
 
@@ -181,72 +176,62 @@ class _Sampler:
 
 
 class NativeLevel:
-    """Every frame through PySceneDetect's AdaptiveDetector; also keeps the per-frame changes
-    (`frame_scores`) that slow levels use to put a hard cut on its exact frame."""
+    """Every frame through PySceneDetect's AdaptiveDetector score (`adaptive.py`), each cut it
+    names through the gate; also keeps the per-frame changes (`frame_scores`) that slow levels
+    use to put a hard cut on its exact frame."""
 
-    RECENT = 16  # frames kept for the gate: the detector names a cut a few frames after it
+    RECENT = 48  # frames kept for the gate: a cut is named 2 frames after it, at the end of a batch
 
     def __init__(self, spec: LevelSpec | None, min_content: float, gate: GateConfig | None = None):
-        from scenedetect import AdaptiveDetector, StatsManager
-
         self.spec, self.gate = spec, gate
         self.log: list[Candidate] = []  # every cut the detector named, and the gate's verdict
         self._recent: deque = deque(maxlen=self.RECENT)  # (index, analysis frame)
-        # min_scene_len=0: never suppress a boundary (failure class 1)
-        self.detector = AdaptiveDetector(adaptive_threshold=spec.threshold if spec else 3.0,
-                                         min_scene_len=0, min_content_val=min_content)
-        # the detector's own per-frame adaptive ratios, for the manifest's audit scores
-        self.detector.stats_manager = self.stats = StatsManager()
+        # no minimum scene length: never suppress a boundary (failure class 1)
+        self.detector = AdaptiveRatio(spec.threshold if spec else 3.0, min_content)
         self.times: list[float] = []
-        self.frame_scores: list[float] = []  # content change from frame k-1 to k (0 for k=0)
-        self.found: list[int] = []
-        self._prev: np.ndarray | None = None
+        self.found: list[tuple[int, float]] = []  # (frame k starting a new shot, adaptive ratio)
 
-    def feed(self, t: float, frame: np.ndarray) -> None:
+    @property
+    def frame_scores(self) -> list[float]:
+        """Content change from frame k-1 to k (0 for k=0): the detector's HSV score."""
+        return self.detector.scores
+
+    def feed_many(self, times: list[float], frames: np.ndarray) -> None:
+        """(n, h, w, 3) Y/U/V analysis frames shown at `times`: through the detector, the cuts it
+        names through the gate."""
         import cv2
 
-        self.frame_scores.append(0.0 if self._prev is None else pixel_distance(self._prev, frame))
-        self._prev = frame
-        index = len(self.times)
-        self.times.append(t)
-        if self.spec is None:
-            return
-        self._recent.append((index, frame))
-        bgr = cv2.cvtColor(np.ascontiguousarray(frame.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
-        for cut in self.detector.process_frame(self._timecode(index), bgr):
-            self._judge(int(cut.frame_num))
+        n, h, w, _ = frames.shape
+        for i in range(n):
+            self._recent.append((len(self.times), frames[i]))
+            self.times.append(times[i])
+        # pixel-wise conversions: one call for the whole stack
+        hsv = cv2.cvtColor(cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_YUV2BGR), cv2.COLOR_BGR2HSV)
+        for k, ratio in self.detector.feed_many(hsv.reshape(n, h, w, 3)):
+            if self.spec is not None:
+                self._judge(k, round(ratio, 3))
 
-    def _judge(self, k: int) -> None:
+    def _judge(self, k: int, ratio: float) -> None:
         """Keep cut k (frame k starts the new shot) unless camera motion explains it."""
         frames = dict(self._recent)
         verdict = Verdict(True, "hard cut (no gate)")
         if self.gate is not None and k - 1 in frames and k in frames:
             verdict = judge_hard(thumbnail(frames[k - 1]), thumbnail(frames[k]), self.gate)
-        [ratio] = self.stats.get_metrics(self._timecode(k), [self._ratio_key()])
-        self.log.append(Candidate(self.spec.name, self.times[k], self.times[k - 1], self.times[k],
-                                  round(float(ratio or 0.0), 3), verdict.kept, verdict.reason, verdict.measures))
+        self.log.append(Candidate(self.spec.name, self.times[k], self.times[k - 1], self.times[k], ratio,
+                                  verdict.kept, verdict.reason, verdict.measures))
         if verdict.kept:
-            self.found.append(k)
-
-    def _ratio_key(self) -> str:
-        (key,) = [k for k in self.detector.get_metrics() if k.startswith("adaptive_ratio")]
-        return key
+            self.found.append((k, ratio))
 
     def boundaries(self) -> list[Boundary]:
         """Cut k: frame k starts the new shot; scored by the detector's adaptive ratio there."""
         if self.spec is None:
             return []
-        key = self._ratio_key()
-        out = []
-        for k in self.found:
-            [ratio] = self.stats.get_metrics(self._timecode(k), [key])
-            out.append(Boundary(self.times[k], self.times[k - 1], self.times[k],
-                                {self.spec.name: round(float(ratio or 0.0), 3)}))
-        return out
+        return [Boundary(self.times[k], self.times[k - 1], self.times[k], {self.spec.name: ratio})
+                for k, ratio in self.found]
 
     def cut_within(self, a: float, b: float) -> tuple[float, float] | None:
         """(last old, first new) frame times of the native cut with a < first new <= b, if one."""
-        for k in self.found:
+        for k, _ in self.found:
             if a < self.times[k] <= b + 1e-9:
                 return self.times[k - 1], self.times[k]
         return None
@@ -255,13 +240,6 @@ class NativeLevel:
         """True when frames at times a and b follow each other (a hard cut between them)."""
         i = int(np.searchsorted(self.times, a + 1e-6))
         return i < len(self.times) and abs(self.times[i] - b) < 1e-6
-
-    @staticmethod
-    def _timecode(index: int):
-        from scenedetect.common import FrameTimecode
-
-        # the detector's frame grid only orders frames; our times come from PTS
-        return FrameTimecode(index, 1000.0)
 
 
 class SlowLevel:
@@ -274,10 +252,12 @@ class SlowLevel:
         self.times: list[float] = []
         self.thumbs: list[np.ndarray] = []
 
-    def feed(self, t: float, frame: np.ndarray) -> None:
-        if self.sampler.wants(t):
-            self.times.append(t)
-            self.thumbs.append(thumbnail(frame))
+    def feed_many(self, times: list[float], frames: np.ndarray) -> None:
+        """(n, h, w, 3) analysis frames shown at `times`: a thumbnail of each one the level samples."""
+        for t, frame in zip(times, frames):
+            if self.sampler.wants(t):
+                self.times.append(t)
+                self.thumbs.append(thumbnail(frame))
 
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
         s = max(1, round(self.spec.span * self.spec.rate))
@@ -401,26 +381,42 @@ def merge_boundaries(per_level: list[list[Boundary]], tolerance: float) -> list[
 class Cascade:
     """Every level fed from one decode (plus optional extra detectors); the merged result."""
 
+    BATCH = 32  # frames handed to the levels at once
+
     def __init__(self, cfg: CascadeConfig, extra=()):
         self.cfg = cfg
         native = [s for s in cfg.levels if s.rate is None]
         self.native = NativeLevel(native[0] if native else None, cfg.min_content, cfg.gate)
         self.slow = [SlowLevel(s, cfg.min_change, cfg.gate) for s in cfg.levels if s.rate is not None]
         self._learned: list[Candidate] = []
+        self._pending: list[tuple[float, np.ndarray]] = []  # frames fed, not yet given to the levels
         self.extra = list(extra)  # e.g. the TransNetV2 level: feed(t, frame) + boundaries()
 
     def feed(self, t: float, frame: np.ndarray) -> None:
-        self.native.feed(t, frame)
-        for level in self.slow:
-            level.feed(t, frame)
+        """One (3, h, w) analysis frame at `t`; the levels get them in stacks of BATCH, as
+        (n, h, w, 3), so the per-frame work is a few array operations per stack."""
         for level in self.extra:
             level.feed(t, frame)
+        self._pending.append((t, frame))
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        times = [t for t, _ in self._pending]
+        frames = np.ascontiguousarray(np.stack([f for _, f in self._pending]).transpose(0, 2, 3, 1))
+        self._pending = []
+        self.native.feed_many(times, frames)
+        for level in self.slow:
+            level.feed_many(times, frames)
 
     def consumers(self) -> list[Cascade]:
         return [self]
 
     def boundaries(self) -> list[Boundary]:
         slow = sorted(self.slow, key=lambda lv: -lv.spec.rate)
+        self._flush()
         per_level = [self.native.boundaries()] + [lv.boundaries(self.native) for lv in slow]
         self._learned = []
         for lv in self.extra:
@@ -438,6 +434,7 @@ class Cascade:
 
     def frame_after(self, t: float) -> float | None:
         """Time of the first decoded frame after `t` (None past the last frame)."""
+        self._flush()
         times = self.native.times
         i = int(np.searchsorted(times, t + 1e-6))
         return times[i] if i < len(times) else None
