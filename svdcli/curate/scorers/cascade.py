@@ -8,12 +8,14 @@ is wrong at 29.97 fps) and none ever suppresses a boundary: two cuts 0.2 s apart
 boundaries, and the short piece between them is a short clip that `min_length` drops with a
 reason (failure class 1 of the cut-detection issue: a suppressed cut is a clip that straddles it).
 
-native (hard cuts): PySceneDetect's `AdaptiveDetector`, driven frame by frame through its
-    `process_frame` API with our analysis frames (no second decode, no scene manager). Its score
-    is the HSV content change of a frame over the mean change of the 2 frames on each side
-    (adaptive ratio >= 3 and content >= 15): fast motion changes every frame a lot, a cut one
-    frame far more than its neighbours. On the labelled fast-cut music video it scores F1 0.996
-    against 0.966 for `ContentDetector` at its fixed threshold of 27 (docs/benchmarks.md).
+native (hard cuts): PySceneDetect's `AdaptiveDetector` score on our analysis frames (no second
+    decode, no scene manager), computed in stacks of frames by `adaptive.py` with the library's
+    arithmetic (its cuts and ratios, frame for frame, at a sixteenth of the cost of driving its
+    `process_frame`). The score is the HSV content change of a frame over the mean change of
+    the 2 frames on each side (adaptive ratio >= 3 and content >= 15): fast motion changes
+    every frame a lot, a cut one frame far more than its neighbours. On the labelled fast-cut
+    music video it scores F1 0.996 against 0.966 for `ContentDetector` at its fixed threshold
+    of 27 (docs/benchmarks.md).
 slow levels (gradual transitions): a span test between samples `span` seconds apart,
 
         ratio(t) = d(t - s, t + s) / max(d(t - 3s, t - s), d(t + s, t + 3s), floor)
