@@ -96,7 +96,10 @@ def test_low_contrast_slide_changes_are_found(testdata):
     found = {round(b.first_new * info.fps) for b in cascade.boundaries()}
     for frame in (2096, 2698, 2785, 3015):
         assert any(abs(frame - f) <= 2 for f in found), sorted(found)
-    assert len(found) <= 6  # a nearly static screen recording: no spurious cuts
+    # a nearly static screen recording: no spurious cuts, only the 7 slide changes labelled in
+    # tests/data/cut_labels.json (the 4 above and 3 that ContentDetector at 5 misses)
+    labelled = (213, 1523, 2096, 2698, 2785, 3015, 3411)
+    assert all(any(abs(f - x) <= 2 for x in labelled) for f in found), sorted(found)
 
 
 # --- labelled real footage: tests/data/cut_labels.json (how the labels were made is written there)
