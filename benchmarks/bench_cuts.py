@@ -8,6 +8,11 @@ On one 60 s 1280x720 H.264 clip (synthetic pans, cuts, dissolves; made once unde
   - `svd curate cuts --detector transnetv2`: frames/s on the CPU, and on the GPU when there is one.
 Targets: cascade <= 1.3x bare decode, >= 2x faster than the three passes. Then throughput with
 --workers 1 and 2 over several copies of the clip. Each timing is the best of `REPEATS`.
+
+Whole commands (start-up included), the cost a user sees: `svd curate cuts DIR --workers 1` over
+four copies of a 60 s 1280x720 25 fps clip of panning textures with a hard cut every 5 s,
+against a bare threaded PyAV decode of the same four files in a fresh interpreter; the two
+alternate, 3 rounds, medians of wall and CPU time (target: <= 1.3x).
 Accuracy on labelled footage: bench_cuts_accuracy.py.
 """
 from __future__ import annotations
@@ -66,6 +71,87 @@ def make_clip(path: Path) -> Path:
             container.mux(packet)
     tmp.rename(path)
     return path
+
+
+def make_cut_clip(path: Path, seconds: int = 60, fps: int = 25) -> Path:
+    """60 s of 1280x720 at 25 fps: panning textured shots, a hard cut every 5 s (12 shots)."""
+    import av
+    import cv2
+
+    from svdcli.video.synth import Shot, render_shot
+
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng, tmp = np.random.default_rng(0), path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(seconds // 5):
+            shot = render_shot(Shot(5 * fps, seed=i, speed=tuple(rng.uniform(-1.0, 1.0, 2))), SIZE[1] // 2, SIZE[0] // 2)
+            for f in shot:
+                frame = av.VideoFrame.from_ndarray(cv2.resize(f, SIZE, interpolation=cv2.INTER_CUBIC), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+BARE_DECODE = """
+import sys, av
+for p in sys.argv[1:]:
+    with av.open(p) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            pass
+"""
+
+
+def timed_command(args: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of one command run to completion (its children's CPU time)."""
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def whole_command_cost(rounds: int = 3) -> tuple[float, float]:
+    """`svd curate cuts` over 4 copies of the 25 fps cut clip against a bare threaded decode of
+    them, both as whole commands, alternating; prints medians, returns (wall ratio, CPU ratio)."""
+    import statistics
+    import sys
+
+    clip = make_cut_clip(OUT / "cuts25fps720p60s.mp4")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        copies = [folder / f"copy{i}.mp4" for i in range(COPIES)]
+        for c in copies:
+            shutil.copyfile(clip, c)
+        env_python = sys.executable
+        bare, ours = [], []
+        for r in range(rounds):
+            bare.append(timed_command([env_python, "-c", BARE_DECODE, *map(str, copies)]))
+            ours.append(timed_command([env_python, "-m", "svdcli", "curate", "cuts", str(folder), "--out",
+                                       str(Path(tmp) / f"clips{r}.parquet"), "--workers", "1", "--no-progress"]))
+    med = lambda runs, i: statistics.median(x[i] for x in runs)  # noqa: E731
+    print(f"whole commands, {COPIES} x 60 s 1280x720 25 fps (cut every 5 s), median of {rounds}:")
+    print(f"{'':32s} {'wall s':>7s} {'cpu s':>7s}")
+    print(f"{'bare threaded PyAV decode':32s} {med(bare, 0):7.2f} {med(bare, 1):7.2f}")
+    print(f"{'svd curate cuts --workers 1':32s} {med(ours, 0):7.2f} {med(ours, 1):7.2f}")
+    ratios = (statistics.median(o[0] / b[0] for o, b in zip(ours, bare)),
+              statistics.median(o[1] / b[1] for o, b in zip(ours, bare)))
+    print(f"cuts / bare decode (median of per-round ratios): wall {ratios[0]:.2f}x  cpu {ratios[1]:.2f}x  "
+          f"(target <= 1.3x)")
+    return ratios
 
 
 def _cpu() -> float:
@@ -137,6 +223,7 @@ def transnet_rates(clip: Path, frames: int) -> None:
 def main() -> None:
     clip = make_clip(OUT / "clip720p60s.mp4")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    whole_command_cost()
     w_bare, c_bare, frames = best(lambda: bare_decode(clip))
     w_ours, c_ours, (clips, errors) = best(lambda: ours([clip]))
     w_psd, c_psd, cuts = best(lambda: three_scenedetect_passes(clip), repeats=1)

@@ -269,3 +269,36 @@ def test_leftover_parts_of_other_inputs_stay_out(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr(cuts_mod.CutsStage, "process", real)
     run_cuts([root / "slowpan.mp4"], out, CutsConfig())
     assert {r["video_path"].rsplit("/", 1)[-1] for r in read_manifest(out).to_pylist()} == {"slowpan.mp4"}
+
+
+def test_read_ahead_hands_over_every_frame_in_order_and_stops_with_its_caller():
+    """The decode's read-ahead thread: same items in order, the producer's error after the items
+    before it, and a caller that stops early stops the helper (no thread left running)."""
+    import threading
+
+    from svdcli.video.decode import read_ahead
+
+    assert list(read_ahead(iter(range(103)), depth=16)) == list(range(103))
+
+    def failing():
+        yield from range(10)
+        raise ValueError("broken packet")
+
+    got = []
+    with pytest.raises(ValueError, match="broken packet"):
+        for x in read_ahead(failing(), depth=8):
+            got.append(x)
+    assert got == list(range(10))
+
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(1)
+            yield len(pulled)
+
+    for x in read_ahead(endless(), depth=8):
+        if x == 5:
+            break
+    assert not any(t.name == "decode-read-ahead" for t in threading.enumerate())
+    assert len(pulled) <= 5 + 8 + 4 + 1  # at most a queue's worth ahead

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from svdcli.video.probe import VideoError, use_decoder_threads, frame_rotation, 
 
 ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
 OVERSAMPLE = 2  # bilinear to this many times the analysis size, then area-average down
+READ_AHEAD = 16  # decoded frames the decoder may run ahead of the analysis (read_ahead)
 EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
 GAP_SECONDS = 1.0  # a step between frame times longer than this (and 3 frames) is a hole in the video
 
@@ -154,7 +155,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         n, rotation = 0, stream_rotation(stream)
         check = TimestampCheck(fps)
         try:
-            for frame in container.decode(stream):
+            for frame in read_ahead(container.decode(stream), READ_AHEAD):
                 if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
                     if last is None:
                         continue  # nothing to place it after yet
@@ -180,6 +181,68 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         header = _header_duration(container, stream)
         return DecodeResult(n, float(first or 0.0), float(last), fps, int(ctx.width), int(ctx.height),
                             rotation, header, check)
+
+
+def read_ahead(frames: Iterable, depth: int, chunk: int = 4) -> Iterator:
+    """The items of `frames`, pulled by a helper thread up to `depth` ahead of the caller.
+
+    FFmpeg's frame threads decode only a few frames beyond the one the caller holds: while
+    the caller analyses a frame, or waits for a core on a busy machine, they stop. Pulling
+    frames on another thread (PyAV leaves the GIL while FFmpeg decodes) keeps them decoding.
+    Items travel in lists of `chunk`: one hand-over per frame costs more than the analysis
+    saves. An exception of the producer is raised in the caller, after the items before it;
+    stopping early (the caller's error, a `break`) stops the helper before the container can
+    close under it.
+    """
+    import queue
+    import threading
+
+    if depth <= 0:
+        yield from frames
+        return
+    lists: queue.Queue = queue.Queue(maxsize=max(1, depth // chunk))
+    stop = threading.Event()
+
+    def hand_over(batch: list, exc: BaseException | None = None, last: bool = False) -> bool:
+        while not stop.is_set():
+            try:
+                lists.put((batch, exc, last), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        batch: list = []
+        try:
+            for item in frames:
+                batch.append(item)
+                if len(batch) >= chunk:
+                    if not hand_over(batch):
+                        return
+                    batch = []
+            hand_over(batch, last=True)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            hand_over(batch, exc, last=True)
+
+    helper = threading.Thread(target=produce, name="decode-read-ahead", daemon=True)
+    helper.start()
+    try:
+        while True:
+            batch, exc, last = lists.get()
+            yield from batch
+            if exc is not None:
+                raise exc
+            if last:
+                return
+    finally:
+        stop.set()
+        while helper.is_alive():
+            try:
+                lists.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        helper.join()
 
 
 def nominal_rate(stream) -> float:

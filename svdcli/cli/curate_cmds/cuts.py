@@ -44,6 +44,9 @@ def cuts(
     world_size: int = typer.Option(1, min=1, help="Number of machines sharing the run."),
     executor: ExecutorName = "local",
     ray_address: RayAddress = "auto",
+    explain: Path = typer.Option(None, "--explain", help="Folder for one JSON file per video: every candidate "
+                                 "boundary each level proposed, whether it was kept, and why (the transition "
+                                 "gate's reason and measures). Output only: changes no result."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     max_error_rate: MaxErrorRate = 1.0,
     verbose: Verbose = False,
@@ -65,25 +68,26 @@ def cuts(
     from svdcli.curate.executors import executor_for
     from svdcli.curate.stages.cuts import cuts_config, run_cuts
     from svdcli.errors import SvdError
-
     from svdcli.outputs import check_writable
 
     if rank >= world_size:
         raise SvdError(f"--rank {rank} must be below --world-size {world_size}")
     check_writable(out, "--out")
+    if explain is not None:
+        check_writable(explain, "--explain")
     cfg = cuts_config(levels, thresholds, detector, transnet_threshold, merge_tolerance, trim, min_length, max_length)
     t0 = time.perf_counter()
     if motion_out is None:
         summary = run_cuts(inputs, out, cfg, workers=workers, rank=rank, world_size=world_size,
                            executor=executor_for(executor, ray_address),
-                           progress=stage_bars(progress), device=device)
+                           progress=stage_bars(progress), device=device, explain=explain)
     else:
         from svdcli.curate.stages.cuts_motion import run_cuts_motion, write_motion_manifest
         from svdcli.curate.stages.motion import MotionConfig
 
         summary, rows = run_cuts_motion(inputs, out, cfg, MotionConfig(), workers=workers, rank=rank,
                                         world_size=world_size, progress=stage_bars(progress),
-                                        executor=executor_for(executor, ray_address))
+                                        executor=executor_for(executor, ray_address), explain=explain)
         if rows is not None:
             write_motion_manifest(out, motion_out, rows, MotionConfig())
     line = (f"{summary.videos} videos, {summary.clips} clips, {summary.short} short pieces, {summary.errors} errors, "

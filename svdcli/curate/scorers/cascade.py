@@ -8,12 +8,14 @@ is wrong at 29.97 fps) and none ever suppresses a boundary: two cuts 0.2 s apart
 boundaries, and the short piece between them is a short clip that `min_length` drops with a
 reason (failure class 1 of the cut-detection issue: a suppressed cut is a clip that straddles it).
 
-native (hard cuts): PySceneDetect's `AdaptiveDetector`, driven frame by frame through its
-    `process_frame` API with our analysis frames (no second decode, no scene manager). Its score
-    is the HSV content change of a frame over the mean change of the 2 frames on each side
-    (adaptive ratio >= 3 and content >= 15): fast motion changes every frame a lot, a cut one
-    frame far more than its neighbours. On the labelled fast-cut music video it scores F1 0.996
-    against 0.966 for `ContentDetector` at its fixed threshold of 27 (docs/benchmarks.md).
+native (hard cuts): PySceneDetect's `AdaptiveDetector` score on our analysis frames (no second
+    decode, no scene manager), computed in stacks of frames by `adaptive.py` with the library's
+    arithmetic (its cuts and ratios, frame for frame, at a sixteenth of the cost of driving its
+    `process_frame`). The score is the HSV content change of a frame over the mean change of
+    the 2 frames on each side (adaptive ratio >= 3 and content >= 15): fast motion changes
+    every frame a lot, a cut one frame far more than its neighbours. On the labelled fast-cut
+    music video it scores F1 0.996 against 0.966 for `ContentDetector` at its fixed threshold
+    of 27 (docs/benchmarks.md).
 slow levels (gradual transitions): a span test between samples `span` seconds apart,
 
         ratio(t) = d(t - s, t + s) / max(d(t - 3s, t - s), d(t + s, t + 3s), floor)
@@ -27,6 +29,13 @@ slow levels (gradual transitions): a span test between samples `span` seconds ap
     above the local baseline accumulates (5% to 95% of it): one frame pair for a hard cut, the
     dissolve's frames for a dissolve. Those frames belong to no clip.
 
+Every level's candidates then pass the transition gate (`transition_gate.py`): a hard cut must
+stay a change once camera motion is compensated; a gradual one must have a transition's
+structure (A before, B or black after, the middle a blend of the two). The size of a change
+proposes, its shape decides: pans, tilts, subjects leaving the frame, overlays fading in over an
+unchanged scene and lighting changes are rejected, and `Cascade.explain()` lists every candidate
+with the verdict and its reason.
+
 Levels are merged by time: boundaries closer than `merge_tolerance` or whose transitions overlap
 are one, spanning all their transitions and keeping every level's name and score. The optional
 learned level (TransNetV2) lives in `transnet.py` and merges the same way. Nothing here knows
@@ -35,9 +44,13 @@ about files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from svdcli.curate.scorers.adaptive import AdaptiveRatio
+from svdcli.curate.scorers.transition_gate import GateConfig, Verdict, judge_gradual, judge_hard
 
 NATIVE = "native"
 
@@ -62,6 +75,7 @@ class CascadeConfig:
     min_content: float = 15.0  # native: least HSV content change of a cut (AdaptiveDetector min_content_val)
     min_change: float = 8.0  # slow levels: least aligned RMS change (grey levels) across a transition
     merge_tolerance: float = 0.5  # seconds: boundaries of different levels closer than this are one
+    gate: GateConfig | None = field(default_factory=GateConfig)  # None: keep every candidate (the old cascade)
 
 
 def default_threshold(rate: float | None) -> float:
@@ -85,21 +99,17 @@ def default_levels(rates: tuple[float | None, ...] = (None, 15.0, 8.0)) -> tuple
     return tuple(LevelSpec(level_name(r), r, default_threshold(r), default_span(r)) for r in rates)
 
 
-def pixel_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Sum over the Y, U, V planes of the mean absolute difference of two (3, h, w) frames."""
-    return float(np.abs(a.astype(np.int16) - b).reshape(3, -1).mean(axis=1).sum())
-
-
 SPAN_SIZE = (48, 27)  # (w, h) of the span test's thumbnails
 SHIFT = 6  # pixels of that grid: the largest camera move between two compared samples
+FADE_CONTEXT = 1.0  # seconds around a located transition in which a black sample makes it a fade
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """(27, 48, 3) uint8 Y/U/V thumbnail of a (3, h, w) analysis frame, for `aligned_distance`
+    """(27, 48, 3) uint8 Y/U/V thumbnail of an (h, w, 3) analysis frame, for `aligned_distance`
     (3.9 KB a sample: a level at 15 fps keeps ~210 MB per hour of video)."""
     import cv2
 
-    return cv2.resize(np.ascontiguousarray(frame.transpose(1, 2, 0)), SPAN_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, SPAN_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,9 +120,8 @@ def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
     import cv2
 
     h, w = a.shape[:2]
-    a = a.astype(np.float32)
-    centre = b[SHIFT:h - SHIFT, SHIFT:w - SHIFT].astype(np.float32)
-    best = float(cv2.matchTemplate(a, centre, cv2.TM_SQDIFF).min())
+    centre = np.ascontiguousarray(b[SHIFT:h - SHIFT, SHIFT:w - SHIFT])
+    best = float(cv2.matchTemplate(a, centre, cv2.TM_SQDIFF).min())  # uint8 in, float sums out
     return float(np.sqrt(max(best, 0.0) / centre.size))
 
 
@@ -136,6 +145,23 @@ class Boundary:
         return list(self.scores)
 
 
+@dataclass
+class Candidate:
+    """A boundary one level proposed, and what the transition gate made of it (for --explain)."""
+
+    level: str
+    time: float
+    last_old: float
+    first_new: float
+    score: float
+    kept: bool
+    reason: str
+    measures: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
 class _Sampler:
     """Picks frames by timestamp on a level's own grid, so jitter never accumulates."""
 
@@ -152,51 +178,62 @@ class _Sampler:
 
 
 class NativeLevel:
-    """Every frame through PySceneDetect's AdaptiveDetector; also keeps the per-frame changes
-    (`frame_scores`) that slow levels use to put a hard cut on its exact frame."""
+    """Every frame through PySceneDetect's AdaptiveDetector score (`adaptive.py`), each cut it
+    names through the gate; also keeps the per-frame changes (`frame_scores`) that slow levels
+    use to put a hard cut on its exact frame."""
 
-    def __init__(self, spec: LevelSpec | None, min_content: float):
-        from scenedetect import AdaptiveDetector, StatsManager
+    RECENT = 48  # frames kept for the gate: a cut is named 2 frames after it, at the end of a batch
 
-        self.spec = spec
-        # min_scene_len=0: never suppress a boundary (failure class 1)
-        self.detector = AdaptiveDetector(adaptive_threshold=spec.threshold if spec else 3.0,
-                                         min_scene_len=0, min_content_val=min_content)
-        # the detector's own per-frame adaptive ratios, for the manifest's audit scores
-        self.detector.stats_manager = self.stats = StatsManager()
+    def __init__(self, spec: LevelSpec | None, min_content: float, gate: GateConfig | None = None):
+        self.spec, self.gate = spec, gate
+        self.log: list[Candidate] = []  # every cut the detector named, and the gate's verdict
+        self._recent: deque = deque(maxlen=self.RECENT)  # (index, analysis frame)
+        # no minimum scene length: never suppress a boundary (failure class 1)
+        self.detector = AdaptiveRatio(spec.threshold if spec else 3.0, min_content)
         self.times: list[float] = []
-        self.frame_scores: list[float] = []  # content change from frame k-1 to k (0 for k=0)
-        self.found: list[int] = []
-        self._prev: np.ndarray | None = None
+        self.found: list[tuple[int, float]] = []  # (frame k starting a new shot, adaptive ratio)
 
-    def feed(self, t: float, frame: np.ndarray) -> None:
+    @property
+    def frame_scores(self) -> list[float]:
+        """Content change from frame k-1 to k (0 for k=0): the detector's HSV score."""
+        return self.detector.scores
+
+    def feed_many(self, times: list[float], frames: np.ndarray) -> None:
+        """(n, h, w, 3) Y/U/V analysis frames shown at `times`: through the detector, the cuts it
+        names through the gate."""
         import cv2
 
-        self.frame_scores.append(0.0 if self._prev is None else pixel_distance(self._prev, frame))
-        self._prev = frame
-        index = len(self.times)
-        self.times.append(t)
-        if self.spec is None:
-            return
-        bgr = cv2.cvtColor(np.ascontiguousarray(frame.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
-        for cut in self.detector.process_frame(self._timecode(index), bgr):
-            self.found.append(int(cut.frame_num))
+        n, h, w, _ = frames.shape
+        for i in range(n):
+            self._recent.append((len(self.times), frames[i]))
+            self.times.append(times[i])
+        # pixel-wise conversions: one call for the whole stack
+        hsv = cv2.cvtColor(cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_YUV2BGR), cv2.COLOR_BGR2HSV)
+        for k, ratio in self.detector.feed_many(hsv.reshape(n, h, w, 3)):
+            if self.spec is not None:
+                self._judge(k, round(ratio, 3))
+
+    def _judge(self, k: int, ratio: float) -> None:
+        """Keep cut k (frame k starts the new shot) unless camera motion explains it."""
+        frames = dict(self._recent)
+        verdict = Verdict(True, "hard cut (no gate)")
+        if self.gate is not None and k - 1 in frames and k in frames:
+            verdict = judge_hard(thumbnail(frames[k - 1]), thumbnail(frames[k]), self.gate)
+        self.log.append(Candidate(self.spec.name, self.times[k], self.times[k - 1], self.times[k], ratio,
+                                  verdict.kept, verdict.reason, verdict.measures))
+        if verdict.kept:
+            self.found.append((k, ratio))
 
     def boundaries(self) -> list[Boundary]:
         """Cut k: frame k starts the new shot; scored by the detector's adaptive ratio there."""
         if self.spec is None:
             return []
-        (key,) = [k for k in self.detector.get_metrics() if k.startswith("adaptive_ratio")]
-        out = []
-        for k in self.found:
-            [ratio] = self.stats.get_metrics(self._timecode(k), [key])
-            out.append(Boundary(self.times[k], self.times[k - 1], self.times[k],
-                                {self.spec.name: round(float(ratio or 0.0), 3)}))
-        return out
+        return [Boundary(self.times[k], self.times[k - 1], self.times[k], {self.spec.name: ratio})
+                for k, ratio in self.found]
 
     def cut_within(self, a: float, b: float) -> tuple[float, float] | None:
         """(last old, first new) frame times of the native cut with a < first new <= b, if one."""
-        for k in self.found:
+        for k, _ in self.found:
             if a < self.times[k] <= b + 1e-9:
                 return self.times[k - 1], self.times[k]
         return None
@@ -206,31 +243,28 @@ class NativeLevel:
         i = int(np.searchsorted(self.times, a + 1e-6))
         return i < len(self.times) and abs(self.times[i] - b) < 1e-6
 
-    @staticmethod
-    def _timecode(index: int):
-        from scenedetect.common import FrameTimecode
-
-        # the detector's frame grid only orders frames; our times come from PTS
-        return FrameTimecode(index, 1000.0)
-
 
 class SlowLevel:
     """One low-rate level: keeps a thumbnail per sample, then runs the span test (module docstring)."""
 
-    def __init__(self, spec: LevelSpec, min_change: float):
-        self.spec, self.min_change = spec, min_change
+    def __init__(self, spec: LevelSpec, min_change: float, gate: GateConfig | None = None):
+        self.spec, self.min_change, self.gate = spec, min_change, gate
+        self.log: list[Candidate] = []  # the last `boundaries` call's candidates and verdicts
         self.sampler = _Sampler(spec.rate)
         self.times: list[float] = []
         self.thumbs: list[np.ndarray] = []
 
-    def feed(self, t: float, frame: np.ndarray) -> None:
-        if self.sampler.wants(t):
-            self.times.append(t)
-            self.thumbs.append(thumbnail(frame))
+    def feed_many(self, times: list[float], frames: np.ndarray) -> None:
+        """(n, h, w, 3) analysis frames shown at `times`: a thumbnail of each one the level samples."""
+        for t, frame in zip(times, frames):
+            if self.sampler.wants(t):
+                self.times.append(t)
+                self.thumbs.append(thumbnail(frame))
 
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
         s = max(1, round(self.spec.span * self.spec.rate))
         n = len(self.thumbs)
+        self.log = []
         if n < 2 * s + 1:
             return []
         # cross[k] = d(k - s, k + s); the same gap entirely before k is cross[k - 2s], after it cross[k + 2s]
@@ -269,7 +303,27 @@ class SlowLevel:
             cut = native.is_adjacent(last_old, first_new)
             at = first_new if cut else (last_old + first_new) / 2
             out.append(Boundary(at, last_old, first_new, {self.spec.name: score}, gradual=not cut and steps >= 1))
-        return out
+        return [b for b in out if self._judge(b, native)]
+
+    def _judge(self, b: Boundary, native: NativeLevel) -> bool:
+        """The transition gate on one located boundary; the verdict goes to the log."""
+        if self.gate is None:
+            verdict = Verdict(True, "no gate")
+        elif native.is_adjacent(b.last_old, b.first_new):
+            if native.cut_within(b.last_old, b.first_new):
+                verdict = Verdict(True, "the native level's hard cut")
+            else:  # a one-frame change the native level did not take: the samples around it
+                i = int(np.searchsorted(self.times, b.last_old + 1e-6)) - 1
+                verdict = judge_hard(self.thumbs[max(i, 0)], self.thumbs[min(i + 1, len(self.thumbs) - 1)], self.gate)
+        else:
+            i = max(int(np.searchsorted(self.times, b.last_old + 1e-6)) - 1, 0)
+            j = min(int(np.searchsorted(self.times, b.first_new - 1e-6)), len(self.thumbs) - 1)
+            s = max(1, round(FADE_CONTEXT * self.spec.rate))
+            verdict = judge_gradual(self.thumbs[i], self.thumbs[i + 1:j], self.thumbs[j], self.gate,
+                                    self.thumbs[max(i - s, 0):i] + self.thumbs[j + 1:j + 1 + s])
+        self.log.append(Candidate(self.spec.name, b.time, b.last_old, b.first_new, b.scores[self.spec.name],
+                                  verdict.kept, verdict.reason, verdict.measures))
+        return verdict.kept
 
     def _transition(self, a: int, b: int, level: float, native: NativeLevel) -> tuple[float, float]:
         """(last clean old frame, first clean new frame) between samples a and b.
@@ -329,31 +383,60 @@ def merge_boundaries(per_level: list[list[Boundary]], tolerance: float) -> list[
 class Cascade:
     """Every level fed from one decode (plus optional extra detectors); the merged result."""
 
+    BATCH = 32  # frames handed to the levels at once
+
     def __init__(self, cfg: CascadeConfig, extra=()):
         self.cfg = cfg
         native = [s for s in cfg.levels if s.rate is None]
-        self.native = NativeLevel(native[0] if native else None, cfg.min_content)
-        self.slow = [SlowLevel(s, cfg.min_change) for s in cfg.levels if s.rate is not None]
+        self.native = NativeLevel(native[0] if native else None, cfg.min_content, cfg.gate)
+        self.slow = [SlowLevel(s, cfg.min_change, cfg.gate) for s in cfg.levels if s.rate is not None]
+        self._learned: list[Candidate] = []
+        self._pending: list[tuple[float, np.ndarray]] = []  # frames fed, not yet given to the levels
         self.extra = list(extra)  # e.g. the TransNetV2 level: feed(t, frame) + boundaries()
 
     def feed(self, t: float, frame: np.ndarray) -> None:
-        self.native.feed(t, frame)
-        for level in self.slow:
-            level.feed(t, frame)
+        """One (3, h, w) analysis frame at `t`; the levels get them in stacks of BATCH, as
+        (n, h, w, 3), so the per-frame work is a few array operations per stack."""
         for level in self.extra:
             level.feed(t, frame)
+        self._pending.append((t, frame))
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        times = [t for t, _ in self._pending]
+        frames = np.ascontiguousarray(np.stack([f for _, f in self._pending]).transpose(0, 2, 3, 1))
+        self._pending = []
+        self.native.feed_many(times, frames)
+        for level in self.slow:
+            level.feed_many(times, frames)
 
     def consumers(self) -> list[Cascade]:
         return [self]
 
     def boundaries(self) -> list[Boundary]:
         slow = sorted(self.slow, key=lambda lv: -lv.spec.rate)
+        self._flush()
         per_level = [self.native.boundaries()] + [lv.boundaries(self.native) for lv in slow]
-        per_level += [lv.boundaries() for lv in self.extra]
+        self._learned = []
+        for lv in self.extra:
+            found = lv.boundaries()
+            self._learned += [Candidate(name, b.time, b.last_old, b.first_new, score, True, "learned detector")
+                              for b in found for name, score in b.scores.items()]
+            per_level.append(found)
         return merge_boundaries(per_level, self.cfg.merge_tolerance)
+
+    def explain(self) -> list[dict]:
+        """Every candidate boundary of the last `boundaries()` call in time order: level, score,
+        kept or not, and why."""
+        log = self.native.log + [c for lv in self.slow for c in lv.log] + self._learned
+        return [c.as_dict() for c in sorted(log, key=lambda c: (c.time, c.level))]
 
     def frame_after(self, t: float) -> float | None:
         """Time of the first decoded frame after `t` (None past the last frame)."""
+        self._flush()
         times = self.native.times
         i = int(np.searchsorted(times, t + 1e-6))
         return times[i] if i < len(times) else None

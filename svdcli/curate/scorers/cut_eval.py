@@ -75,12 +75,16 @@ class LabelledClip:
         return [(k, a / self.fps, b / self.fps) for k, (a, b) in self.split.items()]
 
 
-def locate(spec: str, shared: Path | None) -> Path | None:
-    """'package:NAME:REL' (a file inside an installed package), 'shared:REL' (shared/testdata)."""
+def locate(spec: str, shared: Path | None, fetched: Path | None = None) -> Path | None:
+    """'package:NAME:REL' (a file inside an installed package), 'shared:REL' (shared/testdata),
+    'sdist:REQ:MEMBER' / 'wheel:REQ:MEMBER' (a file of a package-index archive, once a benchmark
+    has fetched it into `fetched`: see `fetched_path`)."""
     import importlib.util
 
     kind, _, rest = spec.partition(":")
-    if kind == "shared":
+    if kind in ("sdist", "wheel"):
+        path = fetched_path(spec, fetched) if fetched is not None else None
+    elif kind == "shared":
         path = shared / rest if shared is not None else None
     elif kind == "package":
         name, _, rel = rest.partition(":")
@@ -89,8 +93,14 @@ def locate(spec: str, shared: Path | None) -> Path | None:
             return None
         path = Path(list(found.submodule_search_locations)[0]) / rel
     else:
-        return None  # fetched by the benchmark only
+        return None
     return path.resolve() if path is not None and path.is_file() else None
+
+
+def fetched_path(spec: str, fetched: Path) -> Path:
+    """Where an 'sdist:REQ:MEMBER' or 'wheel:REQ:MEMBER' file lives once fetched."""
+    _, req, member = spec.split(":", 2)
+    return fetched / req.replace("==", "-") / member
 
 
 def load_labels(labels: Path, shared: Path | None) -> list[LabelledClip]:
@@ -112,3 +122,40 @@ def score_clip(boundaries: list[float], clips: list[tuple[float, float]], truth:
     score = match([b for b in boundaries if inside(b)], truth, tolerance)
     clips = [(max(s, lo), min(e, hi)) for s, e in clips if e > lo and s < hi]
     return Score(score.tp, score.fp, score.fn, straddling(clips, truth))
+
+
+@dataclass(frozen=True)
+class SingleShots:
+    """Real footage with stretches of one continuous shot (tests/data/cut_negatives.json)."""
+
+    name: str
+    path: Path | None
+    split: str  # 'tune' or 'heldout'
+    shots: list[tuple[float, float, str]]  # (start s, end s, motion class)
+    transitions: list[tuple[float, float]]  # real shot changes, (t, t) for a cut
+    ignore: list[tuple[float, float]]
+    locate: str = ""
+
+
+def load_single_shots(labels: Path, shared: Path | None, fetched: Path | None = None) -> list[SingleShots]:
+    data = json.loads(Path(labels).read_text())
+    return [SingleShots(v["name"], locate(v["locate"], shared, fetched), v["split"],
+                        [(float(a), float(b), c) for a, b, c, *_ in v["shots"]],
+                        [(float(a), float(b)) for a, b in v.get("transitions", [])],
+                        [(float(a), float(b)) for a, b in v.get("ignore", [])], v["locate"])
+            for v in data["videos"]]
+
+
+def false_boundaries(boundaries: list[float], shots: list[tuple[float, float, str]]) -> dict[str, tuple[int, float]]:
+    """{motion class: (boundaries inside its labelled single shots, seconds of those shots)}."""
+    out: dict[str, tuple[int, float]] = {}
+    for a, b, cls in shots:
+        n, seconds = out.get(cls, (0, 0.0))
+        out[cls] = (n + sum(a < t < b for t in boundaries), seconds + (b - a))
+    return out
+
+
+def transitions_found(boundaries: list[float], transitions: list[tuple[float, float]],
+                      tolerance: float = 0.5) -> int:
+    """Labelled transitions with a detected boundary within `tolerance` s of their span."""
+    return sum(any(a - tolerance <= t <= b + tolerance for t in boundaries) for a, b in transitions)

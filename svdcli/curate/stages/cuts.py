@@ -126,10 +126,11 @@ class CutsStage(Stage):
     row_unit = "clips"
     loaded = ("_network",)  # TransNetV2, loaded on a worker's first video
 
-    def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu"):
+    def __init__(self, cfg: CutsConfig, threads: int = 0, device: str = "cpu", explain: str | None = None):
         self.cfg = cfg
         self.threads = threads  # decoder threads; speed only, so not part of the settings
         self.device = device  # where TransNetV2 runs; speed only
+        self.explain = explain  # folder for one JSON per video: every candidate boundary and its verdict
         self._network = None
         self.columns = tuple(stage_columns("cuts"))
 
@@ -169,7 +170,10 @@ class CutsStage(Stage):
         jumps = info.timestamps
         if jumps is not None and jumps.restarted:  # rows could not cover the frames after the jump
             raise VideoError(jumps.describe(info.frames))
-        segs = segments(cascade.boundaries(), info.end_time, cascade.frame_after, self.cfg)
+        bounds = cascade.boundaries()
+        if self.explain:
+            write_explanation(Path(self.explain), payload, bounds, cascade.explain())
+        segs = segments(bounds, info.end_time, cascade.frame_after, self.cfg)
         segs = split_at_gaps(segs, jumps.gaps if jumps else [], info.fps, self.cfg.min_length)
         if not segs:  # a row is needed all the same: it marks the video done
             segs = [Segment(0.0, info.end_time, "video_start", short=True,
@@ -200,6 +204,28 @@ class CutsStage(Stage):
 
     def is_error(self, row: dict) -> bool:
         return row.get("status") == "error"
+
+
+def write_explanation(folder: Path, video: str, bounds: list[Boundary], candidates: list[dict]) -> Path:
+    """`folder/<video_id>.json`: the boundaries kept and every level's candidates with the
+    transition gate's verdict and reason (`svd curate cuts --explain`), written atomically."""
+    import json
+    import os
+
+    from svdcli.outputs import writing
+    from svdcli.video.probe import video_id
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{video_id(video)}.json"
+    record = {"video_path": video,
+              "boundaries": [{"time": round(b.time, 4), "last_old": round(b.last_old, 4), "first_new": round(b.first_new, 4),
+                              "gradual": b.gradual, "scores": b.scores} for b in bounds],
+              "candidates": candidates}
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with writing(target):  # a full disk is one line naming the file
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(target)
+    return target
 
 
 @dataclass
@@ -284,11 +310,12 @@ class CutsSummary:
 
 def run_cuts(inputs: list[str | Path], out: Path, cfg: CutsConfig, *, workers: int = 1, rank: int = 0,
              world_size: int = 1, progress=None, executor=None, threads: int = 0,
-             device: str = "cpu") -> CutsSummary:
-    """Detect clips in every video and write the manifest `out` (resuming an interrupted run)."""
+             device: str = "cpu", explain: str | Path | None = None) -> CutsSummary:
+    """Detect clips in every video and write the manifest `out` (resuming an interrupted run);
+    `explain`: a folder for each video's candidate boundaries and the verdicts on them."""
     scan = find_videos_or_fail(inputs)
     videos = scan.videos
-    stage = CutsStage(cfg, decoder_threads(threads, workers), device)
+    stage = CutsStage(cfg, decoder_threads(threads, workers), device, str(explain) if explain else None)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)
     summary.skipped = scan.skipped

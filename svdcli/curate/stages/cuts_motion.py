@@ -36,8 +36,9 @@ class CutsMotionStage(CutsStage):
 
     name = "cuts-motion"
 
-    def __init__(self, cfg: CutsConfig, motion: MotionConfig, threads: int = 0, pair_threads: int = 1):
-        super().__init__(cfg, threads)
+    def __init__(self, cfg: CutsConfig, motion: MotionConfig, threads: int = 0, pair_threads: int = 1,
+                 explain: str | None = None):
+        super().__init__(cfg, threads, explain=explain)
         self.motion, self.pair_threads = motion, pair_threads
         self.columns = self.columns + MOTION_COLUMNS
 
@@ -67,7 +68,7 @@ class CutsMotionStage(CutsStage):
 
 def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion: MotionConfig, *,
                     workers: int = 1, rank: int = 0, world_size: int = 1, progress=None, executor=None,
-                    threads: int = 0) -> tuple[CutsSummary, pa.Table | None]:
+                    threads: int = 0, explain: str | Path | None = None) -> tuple[CutsSummary, pa.Table | None]:
     """Write the cuts manifest `out` as `run_cuts` does; also return the motion rows of its clips
     (clip_id + motion columns) for `write_motion_manifest`, or None while the run is incomplete."""
     import os
@@ -75,7 +76,7 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
     scan = find_videos_or_fail(inputs)
     videos = scan.videos
     pair_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    stage = CutsMotionStage(cfg, motion, decoder_threads(threads, workers), pair_threads)
+    stage = CutsMotionStage(cfg, motion, decoder_threads(threads, workers), pair_threads, str(explain) if explain else None)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)
     summary.skipped = scan.skipped
