@@ -92,7 +92,7 @@ class EmulatedAutocast(TorchFunctionMode):
             self._cache.clear()                      # autocast exited: its weight cache goes too
         if enabled and name is not None:
             args, kwargs = self._cast(name, args, kwargs, torch.get_autocast_dtype("cpu"))
-        if name == "scaled_dot_product_attention":
+        if name == "scaled_dot_product_attention" and _fused_kernel_takes(*args):
             return self._attention(*args, **kwargs)
         return func(*args, **kwargs)
 
@@ -143,6 +143,12 @@ class EmulatedAutocast(TorchFunctionMode):
         needs_lse = any(t.requires_grad for t in (q, k, v))
         return aten._scaled_dot_product_efficient_attention(
             q, k, v, attn_mask, needs_lse, dropout_p, is_causal, scale=scale)[0]
+
+
+def _fused_kernel_takes(q, k=None, v=None, *_, **__) -> bool:
+    """What torch's kernel choice requires before a fused kernel: (B, heads, L, d) tensors and a
+    head size of a multiple of 8; otherwise it runs the math path, and so does the trace."""
+    return all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k, v)) and q.shape[-1] % 8 == 0
 
 
 def _tensors(x) -> list[torch.Tensor]:

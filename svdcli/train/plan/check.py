@@ -32,9 +32,16 @@ def check_fits(cfg, ds_config: dict, info, force: bool = False) -> None:
     from svdcli.train.plan.plan import Target, make_plan
     from svdcli.train.plan.report import refusal
 
+    from svdcli.train.plan.trace import NotTraceable
+
     name, memory = gpu
     target = Target(gpus=info.world_size, memory_gib=memory)
-    plan = make_plan(cfg, ds_config, info.world_size)
+    try:
+        plan = make_plan(cfg, ds_config, info.world_size)
+    except NotTraceable as exc:
+        if info.rank == 0:
+            print(f"warning: memory not checked before the start: {exc}", file=sys.stderr)
+        return
     if plan.fits(target):
         return
     if force:

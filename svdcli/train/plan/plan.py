@@ -114,6 +114,10 @@ def _trace(family, cfg, device: str) -> tuple[StepTrace, Params, int, list]:
     with torch.device("meta"):
         denoiser = family.build(cfg)
         encoders = family.encoders(cfg, "meta")
+    # what a build makes outside the device context (legacy torch.Tensor(...) buffers) moves
+    # to the device as DeepSpeed moves the model there
+    for module in [denoiser, *_modules(encoders)]:
+        module.to("meta")
     params = Params.of(denoiser)
     shapes = [tuple(p.shape) for p in denoiser.parameters() if p.requires_grad]
     shape = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRACED}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from svdcli.errors import SvdError
 from svdcli.train.plan.autocast import EmulatedAutocast
 from svdcli.train.plan.live import CUDA_BLOCK, LiveBytes
 from svdcli.train.plan.memory import Layout
@@ -86,6 +87,20 @@ def trace_step(family, cfg, denoiser, encoders, *, device: str = "cuda") -> Step
     `device` picks the autocast policy, the attention kernel and the allocator's rounding:
     "cuda" for GPU plans, "cpu" to reproduce a CPU run.
     """
+    try:
+        return _trace_step(family, cfg, denoiser, encoders, device)
+    except RuntimeError as exc:
+        if "meta" not in str(exc):
+            raise
+        raise NotTraceable(f"family {cfg.family} stage {cfg.stage}: its step cannot be traced without data "
+                           f"({str(exc).splitlines()[0]}), so it has no plan") from None
+
+
+class NotTraceable(SvdError):
+    """A step that reads tensor values (e.g. logs a loss with .item() inside the forward)."""
+
+
+def _trace_step(family, cfg, denoiser, encoders, device: str) -> StepTrace:
     live = Timeline(round_to=CUDA_BLOCK if device == "cuda" else 1)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in denoiser.parameters() if p.requires_grad]
