@@ -210,8 +210,10 @@ def part_train(device: str, dry: bool, tmp: Path) -> dict:
            "--data", str(shard), "--out", str(tmp / "run"), "--deepspeed", str(zero2),
            "--no-progress", "--no-tensorboard", *[a for kv in overrides for a in ("--set", kv)]]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    # a fresh single process: no rendezvous variables inherited from a caller that set up its own
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)})
     if proc.returncode:
         raise RuntimeError(f"svd train failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
     log = [json.loads(l) for l in (tmp / "run" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
