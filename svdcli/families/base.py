@@ -162,7 +162,11 @@ class Family(ABC):
         """The denoiser D with `init` weights loaded and requires_grad set for the training stage."""
 
     def encoders(self, cfg, device: str) -> Any:
-        """The frozen parts (VAE, text / image towers) on `device`, or None."""
+        """The frozen parts (VAE, text / image towers) on `device`, or None.
+
+        `device` "meta": their modules without weights (the planner, svdcli.train.plan, builds
+        them inside `torch.device("meta")` and reads no weights file); `build` likewise runs
+        on the meta device with `init` None."""
         return None
 
     def training_vae(self, encoders) -> nn.Module | None:

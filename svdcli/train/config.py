@@ -48,8 +48,12 @@ class NoiseConfig:
     p_std: float = 1.2
 
 
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+
 @dataclass
 class OptimConfig:
+    name: str = "adamw"       # adamw (torch), adamw8bit (bitsandbytes' 8-bit AdamW: 2 bytes of state per weight, not 8)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -175,6 +179,7 @@ def validate(cfg: TrainConfig) -> None:
     check(cfg.noise.p_std > 0 and math.isfinite(cfg.noise.p_mean), "noise.p_std must be > 0")
     o = cfg.optim
     check(o.lr > 0 and o.grad_clip >= 0 and o.warmup_steps >= 0, "optim.lr must be > 0, grad_clip and warmup_steps >= 0")
+    check(o.name in OPTIMIZERS, f"optim.name must be one of {OPTIMIZERS}, not {o.name!r}")
     check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)")
     check(0.0 < cfg.ema.decay < 1.0, "ema.decay must be in (0, 1)")
     check(cfg.lora.rank >= 0, "lora.rank must be >= 0")

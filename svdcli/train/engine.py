@@ -110,8 +110,13 @@ def load_ds_config(path: str | Path | None, cfg: TrainConfig, world_size: int) -
     ds.setdefault("zero_optimization", {"stage": 0})
     ds["steps_per_print"] = 10**9      # our logger reports; keep DeepSpeed's quiet
     ds["wall_clock_breakdown"] = False
-    # A torch optimizer is passed in (no JIT-built fused/CPU Adam); ZeRO accepts AdamW as tested.
+    # A torch optimizer is passed in (no JIT-built fused/CPU Adam); ZeRO accepts AdamW as tested,
+    # bitsandbytes' 8-bit AdamW when told to, and an offloaded optimizer only when not forced to
+    # DeepSpeed's own CPU Adam (which would be JIT-built).
     ds.pop("optimizer", None)
+    if cfg.optim.name != "adamw":
+        ds["zero_allow_untested_optimizer"] = True
+    ds.setdefault("zero_force_ds_cpu_optimizer", False)
     ds.pop("scheduler", None)
     stage = ds["zero_optimization"].get("stage", 0)
     if str(stage) not in ("0", "1", "2", "3"):  # only a file sets it (the default is 0)
@@ -130,7 +135,7 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def build_engine(model, cfg: TrainConfig, ds_config: dict):
-    """deepspeed.initialize over the trainable parameters with AdamW and the warm-up schedule."""
+    """deepspeed.initialize over the trainable parameters with AdamW (`optim.name`) and the warm-up schedule."""
     import deepspeed
     import torch
 
@@ -138,13 +143,26 @@ def build_engine(model, cfg: TrainConfig, ds_config: dict):
     if not params:
         raise SvdError("nothing to train: every parameter is frozen (check freeze_spatial / lora)")
     o = cfg.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                  weight_decay=o.weight_decay)
+    optimizer = _optimizer_class(o.name)(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                         weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
         model_parameters=params, dist_init_required=False)
     return engine, optimizer, scheduler
+
+
+def _optimizer_class(name: str):
+    """torch's AdamW, or bitsandbytes' 8-bit AdamW (optional: `pip install 'svdcli[lowmem]'`)."""
+    import torch
+
+    if name == "adamw":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise SvdError("optim.name adamw8bit needs bitsandbytes: pip install 'svdcli[lowmem]'") from None
+    return bitsandbytes.optim.AdamW8bit
 
 
 def zero_stage(ds_config: dict) -> int:

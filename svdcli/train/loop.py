@@ -39,6 +39,7 @@ class RunOptions:
     tensorboard: bool = True
     progress: bool = True
     stop_timeout: float = 25.0  # seconds from SIGTERM to exit, checkpoint included (train/stop.py)
+    force: bool = False       # start even when the plan says the run cannot fit the GPU
 
 
 class NonFiniteLoss(SvdError):
@@ -123,6 +124,9 @@ def train(opts: RunOptions) -> dict:
         raise SvdError(f"--init checkpoint not found: {opts.init}")
     info = setup_env(opts.local_rank)
     ds_config = load_ds_config(opts.deepspeed, cfg, info.world_size)
+    from svdcli.train.plan.check import check_fits
+
+    check_fits(cfg, ds_config, info, opts.force)     # on a GPU: refuse a run that cannot fit it
     resume_from = check_run_dir(opts, cfg, info.rank)
     init_distributed(info)
     return _train(opts, cfg, info, shards, ds_config, resume_from)
@@ -215,6 +219,8 @@ def _loop(engine, scheduler, ema, stream, encoders, cfg, opts, info, logger, sta
             record["loss"] = _mean_over_ranks(record["loss"], info)
             record["skipped_samples"] = int(_sum_over_ranks(stream.state.skipped_samples, info))
             record["lr"] = scheduler.get_last_lr()[0]
+            if info.device.startswith("cuda"):     # to set beside `svd train --plan`'s peak
+                record["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             record.update(getattr(engine.module, "stats", None) or {})  # a model's own terms (decoder: d_loss, ...)
             logger.log(done, record)
             meter.reset()

@@ -43,7 +43,7 @@ class SVDFamily(Family):
     def encoders(self, cfg, device: str):
         from svdcli.families.svd.encoders import build_encoders
 
-        return build_encoders(cfg.family_config, cfg.seed).to(device)
+        return build_encoders(cfg.family_config, cfg.seed, structure_only=device == "meta").to(device)
 
     def training_vae(self, encoders):
         return encoders.vae

@@ -93,8 +93,9 @@ def _target_latents(video: torch.Tensor, meta: dict, enc: Encoders, cfg,
 
 
 def _device_gen(gen: torch.Generator, device) -> torch.Generator:
-    """A generator on `device` seeded from the step's CPU generator (CUDA needs its own)."""
-    if str(device) == "cpu":
+    """A generator on `device` seeded from the step's CPU generator (CUDA needs its own; meta
+    tensors, which the planner traces, take the CPU one)."""
+    if str(device) in ("cpu", "meta"):
         return gen
     seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     return torch.Generator(device=device).manual_seed(seed)

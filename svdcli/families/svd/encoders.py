@@ -134,14 +134,30 @@ def sd_text_tower() -> nn.Module:
                                   "laion/CLIP-ViT-H-14-laion2B-s32B-b79K in the Hugging Face cache") from None
 
 
-def build_encoders(own: SVDConfig, seed: int) -> Encoders:
-    """The encoders of a config's `model:` preset (`seed`: the run's seed, for the tiny ones)."""
+def build_encoders(own: SVDConfig, seed: int, structure_only: bool = False) -> Encoders:
+    """The encoders of a config's `model:` preset (`seed`: the run's seed, for the tiny ones);
+    `structure_only`: the full-size modules without their weights (for the planner, on meta)."""
     if own.model == "tiny":
         encoders = tiny_encoders(unet_config("tiny"), seed)
-        if own.weights:
+        if own.weights and not structure_only:  # a fitted tiny VAE: the same structure
             encoders.vae = file_vae(Path(own.weights), "weights")
         return encoders
+    if structure_only:
+        return svd_encoder_structure(unet_config(own.model), own.cond.mode)
     return svd_encoders(unet_config(own.model), own.weights, own.cond.mode)
+
+
+def svd_encoder_structure(unet_cfg, cond_mode: str) -> Encoders:
+    """The modules `svd_encoders` loads, with random weights: SVD's VAE, its conditioner (ViT-H-14
+    image tower, conditioning-frame VAE) and, for t2v, the ViT-H-14 text tower."""
+    from svdcli.models.conditioner import CLIP_ARCH, Conditioner, ConditionerConfig, TextEmbedder
+    from svdcli.models.vae import VAEConfig, VideoAutoencoder
+
+    conditioner = Conditioner(ConditionerConfig.svd())
+    text = TextEmbedder(CLIP_ARCH, None) if cond_mode == "t2v" else None
+    return Encoders(vae=VideoAutoencoder(VAEConfig.svd()), encode_cond_frame=conditioner.frame_encoder,
+                    embed_image=conditioner.image_embedder, embed_text=text,
+                    context_dim=unet_cfg.context_dim, adm_in_channels=unet_cfg.adm_in_channels)
 
 
 def pack_vae(source: str) -> nn.Module:

@@ -26,7 +26,7 @@ def build_denoiser(cfg, init: str | Path | None = None) -> nn.Module:
         load_init(unet, init, cfg)
     # the weights the LoRA is trained on, in float32 before any bf16 cast: its file records them
     digest = None
-    if cfg.lora.rank:
+    if cfg.lora.rank and not unet.out[-1].weight.is_meta:   # meta: the planner's weightless build
         from svdcli.models.lora import base_digest
 
         digest = base_digest(unet.state_dict())
