@@ -65,10 +65,10 @@ def register(app: typer.Typer) -> None:
             "complete one). Keep it under the scheduler's grace period (SLURM KillWait, Kubernetes' "
             "terminationGracePeriodSeconds: 30 s by default)."),
     ) -> None:
-        from svdcli.train.loop import RunOptions, train
+        from svdcli.train.loop import TrainOptions, train
 
         sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
-        opts = RunOptions(stage=stage, config=config, data=data, out=out, deepspeed=deepspeed,
+        opts = TrainOptions(stage=stage, config=config, data=data, out=out, deepspeed=deepspeed,
                           init=init, family=family, resume=resume, overrides=tuple(sets),
                           tensorboard=tensorboard, progress=progress, stop_timeout=stop_timeout)
         summary = train(opts)
