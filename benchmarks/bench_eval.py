@@ -24,17 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.timing import median_seconds
+
 REPO = Path(__file__).resolve().parents[1]
 REPEATS = 3
 
 
 def _timed(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeats)
 
 
 def i3d_throughput(device: str) -> None:

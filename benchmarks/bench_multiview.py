@@ -23,18 +23,13 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.timing import median_seconds
+
 REPEATS = 3
 
 
 def _median_time(fn, repeats: int = REPEATS, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup)
 
 
 def render_throughput(work: Path) -> None:

@@ -43,10 +43,8 @@ def _run(attention: str, base: str, sample: bool) -> dict:
 
     import torch
 
-    from svdcli.families.base import TrainBatch
-    from svdcli.families.tune_a_video.base import load_base, prediction_of
+    from svdcli.families.tune_a_video.base import load_base
     from svdcli.families.tune_a_video.network import build_denoiser, make_cond
-    from svdcli.families.tune_a_video.training import loss
 
     torch.set_num_threads(2)
     b = load_base(base)
@@ -61,8 +59,7 @@ def _run(attention: str, base: str, sample: bool) -> dict:
     for i in range(STEPS + 1):                  # the first step warms up the kernels
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss(denoiser, TrainBatch(x0, cond, FRAMES), torch.tensor([1.0]), torch.randn(x0.shape, generator=g),
-             prediction_of(denoiser.scaling)).mean().backward()
+        denoiser.loss(x0, torch.randn(x0.shape, generator=g), torch.tensor([1.0]), cond, FRAMES).mean().backward()
         opt.step()
         times.append(time.perf_counter() - t0)
     out = {"attention": attention, "step_s": sorted(times[1:])[len(times[1:]) // 2],

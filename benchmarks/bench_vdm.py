@@ -12,22 +12,15 @@ on a shared 2-core machine run several times slower, not faster). Run: python -m
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+
+from benchmarks.timing import median_seconds
 
 REPEATS = 3
 
 
 def _time(fn, repeats: int = REPEATS) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup=True)
 
 
 def train_step_times() -> dict[str, float]:

@@ -65,14 +65,16 @@ def main() -> None:
     import torch
 
     from svdcli.diffusion.schedules import karras_sigmas
+    from svdcli.families import family_for
     from svdcli.families.video_ldm import long_video, sampling
+    from svdcli.families.video_ldm.config import VideoLDMOptions
 
     torch.set_num_threads(1)
     sigmas = karras_sigmas(STEPS)
     predict = _model("predict", 4)
     opts = SimpleNamespace(max_cfg=1.0, sampler="euler", seed=0, frames=FRAMES,
-                           family_options={"context_guidance": 1.5, "context_frames": 2})
-    den = sampling.guided_denoiser(predict, opts, None)
+                           family_options=VideoLDMOptions(context_guidance=1.5, context_frames=2))
+    den = sampling.guided_denoiser(family_for("video_ldm"), predict, opts, None)
     with torch.no_grad():
         long = _best(lambda: long_video.sample_long(predict, _inputs(4), opts, den, sigmas, None))
         one = _best(lambda: sampling.generate(den, torch.randn(FRAMES, 4, 16, 16), sigmas, _inputs(1).cond,
@@ -83,8 +85,8 @@ def main() -> None:
           f"one-shot {FRAMES} frames: {one / FRAMES:.3f} s/frame; long / one-shot x{long / one:.2f}")
 
     interp = _model("interpolate", 5)
-    opts = SimpleNamespace(max_cfg=1.0, sampler="euler", seed=0, family_options={"context_guidance": 1.0})
-    den = sampling.guided_denoiser(interp, opts, None)
+    opts = SimpleNamespace(max_cfg=1.0, sampler="euler", seed=0, family_options=VideoLDMOptions())
+    den = sampling.guided_denoiser(family_for("video_ldm"), interp, opts, None)
     keys = torch.randn(5, 4, 16, 16)
     for passes in (1, 2):
         def run():
@@ -181,12 +183,13 @@ def _sd_sampling(model: str, stage: str, path, unet, schedule) -> tuple[float, f
 
     from svdcli.families import family_for
     from svdcli.families.video_ldm import sampling
+    from svdcli.families.video_ldm.config import VideoLDMOptions
     from svdcli.families.video_ldm.image_base import schedule as vp_schedule
 
     cfg = _sd_config(model, stage)
     den = family_for("video_ldm").build(cfg, path).eval()
-    opts = SimpleNamespace(max_cfg=7.5, family_options={})
-    guided = sampling.guided_denoiser(SimpleNamespace(denoiser=den), opts, None)
+    opts = SimpleNamespace(max_cfg=7.5, family_options=VideoLDMOptions())
+    guided = sampling.guided_denoiser(family_for("video_ldm"), SimpleNamespace(denoiser=den), opts, None)
     sigmas = vp_schedule(cfg.family_config).ddim_sigmas(STEPS)
     z, text, extra = _sd_inputs(stage)
     n = z.shape[0]

@@ -25,8 +25,18 @@ def check(ok: bool, message: str) -> None:
 
 
 def coerce(value: Any, typ: Any, key: str) -> Any:
-    """Convert a YAML / command-line value to the field's declared type, or fail naming `key`."""
+    """Convert a YAML / command-line value to the field's declared type, or fail naming `key`.
+
+    Types are read as written in the dataclass (`from __future__ import annotations`): bool,
+    int, float, str, Path, tuple, list, Any, and any of them `| None` (None kept as is).
+    """
     typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if typ.endswith(" | None"):
+        if value is None:
+            return None
+        typ = typ[: -len(" | None")]
+    if typ == "Any":
+        return value
     try:
         if typ == "bool":
             if isinstance(value, str):
@@ -42,6 +52,12 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
             return float(value)
         if typ == "str":
             return str(value)
+        if typ == "Path":
+            return Path(value)
+        if typ == "list":
+            if isinstance(value, (str, bytes)):
+                raise ValueError(value)
+            return list(value)
         if typ.startswith("tuple"):
             items = value.strip("()[] ").split(",") if isinstance(value, str) else list(value)
             return tuple(float(v) for v in items)
@@ -69,6 +85,21 @@ def fill(obj: Any, values: dict, prefix: str = "") -> None:
 
 def field_names(obj_or_type: Any) -> list[str]:
     return [f.name for f in fields(obj_or_type)]
+
+
+class RecipeKeys:
+    """Base of a family's config dataclass, whose fields sit at the top level of a training
+    recipe beside the generic keys: `to_dict`, and `from_dict` reading its own keys out of a
+    whole config (the generic ones are left to it)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        cfg = cls()
+        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
+        return cfg
 
 
 def parse_overrides(items: list[str]) -> dict:

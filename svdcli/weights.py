@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from svdcli.errors import MissingWeightsError, SvdError
+from svdcli.optional import imported
 
 CRAFT_FILE = "craft_mlt_25k.pth"
 CRAFT_URL = "https://github.com/JaidedAI/EasyOCR/releases/download/pre-v1.1.6/craft_mlt_25k.zip"
@@ -97,11 +98,7 @@ def craft_weights(model_dir: str | os.PathLike | None = None) -> Path:
 
 def dbnet_weights() -> Path:
     """The DBNet (PP-OCRv4 detection) onnx model shipped inside rapidocr-onnxruntime."""
-    try:
-        import rapidocr_onnxruntime
-    except ImportError as exc:
-        raise MissingWeightsError("the dbnet text detector needs the rapidocr-onnxruntime package: "
-                                  "pip install 'svdcli[text]'") from exc
+    rapidocr_onnxruntime = imported("rapidocr_onnxruntime", "the dbnet text detector")
     path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
     if not path.is_file():
         raise MissingWeightsError(f"{path} is missing from the rapidocr-onnxruntime install; reinstall it")

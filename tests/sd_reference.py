@@ -3,9 +3,11 @@
 reference checks. The weights are random on every path (no zeroed output layers), so a wrong
 key, scaling or time label changes the outputs.
 
-- `tiny_unet(seed)`: a diffusers `UNet2DConditionModel` in SD 2.x's layout (cross-attention on
-  the first three levels, linear projections), sized like `UNetConfig.tiny(in_channels=4,
-  adm_in_channels=None)`: level channels 32/32/32/64, 16-channel heads, text width 40.
+- `tiny_unet(seed, **overrides)`: a diffusers `UNet2DConditionModel` in SD 2.x's layout
+  (cross-attention on the first three levels, linear projections), sized like
+  `UNetConfig.tiny(in_channels=4, adm_in_channels=None)`: level channels 32/32/32/64, 16-channel
+  heads, text width 40. `TAV_UNET` overrides it into the three-level, 64-channel-head model the
+  Tune-A-Video checks use (text width 32: the `text: tiny` tower's).
 - `tiny_upscaler_unet(seed)`: the same size in the layout of SD 2.x's x4 upscaler (7 input
   channels: 4 latent + 3 low-resolution pixels, noise level as class label, no attention on the
   first level, self-attention replaced by cross-attention on levels 1-2, 2 heads everywhere).
@@ -13,6 +15,7 @@ key, scaling or time label changes the outputs.
 - `unet_to_ldm`, `vae_to_ldm`: diffusers names -> ldm names. Each checks itself by converting
   back with diffusers' own single-file converter, which must give the diffusers state exactly.
 - `write_sd_file(path, unet, vae)`: `model.diffusion_model.*` + `first_stage_model.*`.
+- `transformer_blocks(unet)`: the ldm path of every transformer block -> the block.
 - `sd_scheduler(prediction)`: diffusers' `DDIMScheduler` with SD 2.x's configuration.
 """
 from __future__ import annotations
@@ -41,6 +44,12 @@ TINY_UPSCALER_UNET = dict(
     attention_head_dim=2, num_class_embeds=1000,
     cross_attention_dim=40, use_linear_projection=True, norm_num_groups=32,
     flip_sin_to_cos=True, freq_shift=0,
+)
+TAV_UNET = dict(   # heads of 64 channels, what `infer_unet_config` assumes for an SD 2.x file
+    block_out_channels=(64, 128, 128),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(1, 2, 2), cross_attention_dim=32,
 )
 # SD 2.x's scheduler config (stabilityai/stable-diffusion-2-1 scheduler_config.json)
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -168,6 +177,14 @@ def vae_to_ldm(state: dict, config) -> dict:
     assert set(back) == set(state), sorted(set(back) ^ set(state))[:5]
     assert all(torch.equal(back[k].reshape(state[k].shape), state[k]) for k in state)  # copies, not computed
     return out
+
+
+def transformer_blocks(unet) -> dict[str, torch.nn.Module]:
+    """The ldm path of every BasicTransformerBlock (`input_blocks.1.1.transformer_blocks.0`) -> the block."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    return {_unet_name(name + ".x", unet.config)[: -len(".x")]: m for name, m in unet.named_modules()
+            if isinstance(m, BasicTransformerBlock)}
 
 
 def write_sd_file(path: Path, unet, vae=None) -> Path:

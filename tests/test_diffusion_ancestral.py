@@ -1,11 +1,13 @@
-"""Ancestral sampler: VDM's posterior step exactly, DDPM (diffusers) step for step, marginals, seeds."""
+"""Ancestral sampler: VDM's posterior step exactly, DDPM (diffusers) step for step, marginals, seeds;
+the one ancestral step (`get_ancestral_step`) accurate in float32 however far a step falls."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from svdcli.diffusion.samplers import prior_sample, sample_ancestral, step_noise
-from svdcli.diffusion.scalings import EpsScaling, VScaling, precondition, to_vp
+from svdcli.diffusion.samplers import get_ancestral_step, prior_sample, sample_ancestral, step_ancestral, step_noise
+from svdcli.diffusion.edm import precondition
+from svdcli.diffusion.scalings import EpsScaling, VScaling, to_vp
 from svdcli.diffusion.schedules import CosineSchedule, DiscreteVPSchedule
 from numeric import assert_close_ulps
 
@@ -107,3 +109,32 @@ def test_seeds_decide_the_sample_and_per_sample_generators_ignore_the_batch():
 def test_gamma_outside_unit_interval_is_refused():
     with pytest.raises(ValueError, match=r"gamma .* \[0, 1\]"):
         sample_ancestral(_constant(0.0), torch.zeros(2), torch.tensor([1.0, 0.0]), gamma=1.5)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_ancestral_step_split_is_exact_in_float32_from_any_height(eta):
+    """sigma_down^2 = sigma_to^2 - sigma_up^2 cancels when sigma_to << sigma_from (VDM's first step
+    falls from e^10 to ~3.7): written as sigma_to sqrt(1 - eta^2 + eta^2 r) it stays within a few
+    float32 ulps of the exact value (the definitions in 40-digit decimals), and the step within a
+    few ulps of DDPM's posterior mean."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 40
+    for hi, lo in ((22026.465, 3.7316), (80.0, 79.9), (14.6, 0.0292), (1.0, 0.5)):
+        f_hi, f_lo = torch.tensor(hi), torch.tensor(lo)                      # float32 inputs
+        down, up = get_ancestral_step(f_hi, f_lo, eta)
+        H, L, E = Decimal(float(f_hi)), Decimal(float(f_lo)), Decimal(eta)
+        up_exact = (E * E * L * L * (H * H - L * L) / (H * H)).sqrt()
+        down_exact = (L * L - up_exact * up_exact).sqrt()
+        assert_close_ulps(down, torch.tensor(float(down_exact)), ulps=4, msg=f"sigma_down {hi}->{lo}")
+        # sigma_up of near-equal levels is as exact as sigma_to itself (1 - r carries its rounding)
+        assert_close_ulps(up, torch.tensor(float(up_exact)), ulps=4, scale=lo, msg=f"sigma_up {hi}->{lo}")
+    # eta = 1 is the posterior: mean r x + (1 - r) D with r = sigma_to^2 / sigma_from^2
+    hi, lo = torch.tensor(22026.465), torch.tensor(3.7316)
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.randn(64, generator=g) * hi, torch.randn(64, generator=g)
+    got = step_ancestral(x, d, hi, lo, generator=torch.Generator().manual_seed(1))
+    r = (lo.double() / hi.double()) ** 2
+    z = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    expected = r * x.double() + (1 - r) * d.double() + ((1 - r) * lo.double() ** 2).sqrt() * z.double()
+    assert_close_ulps(got, expected.float(), ulps=4)

@@ -7,7 +7,8 @@ import torch
 from svdcli.diffusion import edm
 from svdcli.diffusion.ddim import invert_ddim, sample_ddim
 from svdcli.diffusion.samplers import prior_sample, sample_ancestral, sample_euler
-from svdcli.diffusion.scalings import EpsScaling, VScaling, from_vp, precondition, to_vp
+from svdcli.diffusion.edm import precondition
+from svdcli.diffusion.scalings import EpsScaling, VScaling, from_vp, to_vp
 from svdcli.diffusion.schedules import DiscreteVPSchedule
 from numeric import assert_close_ulps
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from svdcli.diffusion import edm
-from svdcli.diffusion.scalings import (EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise,
-                                       from_vp, precondition, to_vp)
+from svdcli.diffusion.edm import precondition
+from svdcli.diffusion.scalings import EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise, from_vp, to_vp
 from svdcli.diffusion.schedules import CosineSchedule, DiscreteVPSchedule
 from numeric import assert_close_ulps
 

@@ -10,7 +10,7 @@ from svdcli.diffusion import edm
 from svdcli.diffusion.schedules import karras_sigmas
 from svdcli.models.config import UNetConfig
 from svdcli.models.unet import VideoUNet
-from numeric import assert_ulp_distance
+from numeric import assert_close_ulps, assert_ulp_distance
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,51 @@ def test_denoiser_rejects_per_video_sigma_for_a_video_batch():
     cond = {"crossattn": torch.zeros(4, 1, 40), "vector": torch.zeros(4, 24), "concat": torch.zeros(4, 4, 8, 8)}
     with pytest.raises(ValueError, match="one value per frame"):
         den(torch.zeros(4, 4, 8, 8), torch.tensor([1.0, 2.0]), cond, 2)
+
+
+def test_the_denoiser_owns_its_loss_and_a_training_engine_reaches_it_through_forward():
+    """`Denoiser.loss` is the network's own objective: for SVD's scaling EDM eq. 8 (the weighted
+    denoising error above); `forward(x0, sigma, ..., loss_noise=n)` returns the same, so a
+    DeepSpeed engine, which runs only forward, trains the same loss."""
+    den = _tiny_denoiser()
+    from random_weights import randomize_
+
+    randomize_(den, 0)
+    x0, cond = torch.randn(4, 4, 8, 8), {"crossattn": torch.randn(4, 1, 40), "vector": torch.randn(4, 24),
+                                         "concat": torch.randn(4, 4, 8, 8)}
+    sigma, noise = torch.tensor([0.5, 3.0]), torch.randn(4, 4, 8, 8)
+    with torch.no_grad():
+        own = den.loss(x0, noise, sigma, cond, 2)
+        assert_close_ulps(own, edm.edm_loss(den, x0, cond, 2, sigma=sigma, noise=noise))
+        assert_close_ulps(den(x0, sigma, cond, 2, loss_noise=noise), own)
+    with pytest.raises(ValueError, match="objective must be"):
+        edm.Denoiser(den.net, objective="x0")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_the_network_objective_is_the_eps_or_v_mse_and_exact_at_small_sigma(prediction):
+    """objective "network": ||F - eps||^2 or ||F - v||^2 with v = alpha eps - s x0 (Salimans & Ho
+    2022); it equals lambda ||D - x0||^2 (lambda = 1 / c_out^2) where D - x0 keeps its digits, and
+    stays exact at sigma = 1e-5, where D - x0 has cancelled them away in float32."""
+    from svdcli.diffusion.scalings import EpsScaling, VScaling
+    from svdcli.diffusion.schedules import CosineSchedule
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 3, generator=g) * 0.3
+    net = lambda z, c, **_: torch.einsum("oi,nihw->nohw", w, z) * (1 + c.reshape(-1, 1, 1, 1))  # noqa: E731
+    scaling = (EpsScaling if prediction == "eps" else VScaling)(CosineSchedule())
+    den = edm.KeywordDenoiser(net, scaling, objective="network")
+    x0, noise = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    for sigma in (torch.tensor([0.7, 2.0]), torch.tensor([1e-5, 1e-5])):
+        s = sigma.repeat_interleave(2).reshape(-1, 1, 1, 1)
+        x = x0 + noise * s
+        f = net(x / (1 + s**2).sqrt(), scaling.c_noise(s).reshape(-1))
+        target = noise if prediction == "eps" else (noise - s * x0) / (1 + s**2).sqrt()
+        expected = ((f - target) ** 2).reshape(2, -1).mean(1)
+        got = den.loss(x0, noise, sigma, {}, 2)
+        assert_close_ulps(got, expected, scale=float(expected.max()), ulps=64)
+        weighted = edm.edm_loss(den, x0, {}, 2, sigma=sigma, noise=noise, weight=scaling.loss_weight)
+        if sigma[0] > 0.1:
+            assert_close_ulps(weighted, expected, scale=float(expected.max()), ulps=256)
+        else:
+            assert (weighted - expected).abs().max() > 1e-4 * expected.max()   # the denoised form lost ~3 digits

@@ -154,4 +154,4 @@ def test_svd_options_are_refused_by_a_family_that_has_none(toy, tmp_path):
                      net=ToyNet(4))
     with pytest.raises(Exception, match="takes no --fps-id"):
         resolve(SampleOptions(fps_id=3), model, None, print)
-    assert resolve(SampleOptions(), model, None, print).family_options == {}
+    assert asdict(resolve(SampleOptions(), model, None, print).family_options) == {}

@@ -266,3 +266,40 @@ def test_temporal_prompt_through_the_cli(t2v_run, tmp_path):
     other = frames("other", "--temporal-prompt", "the camera pans right")
     assert np.abs(plain - same).max() <= 1  # uint8 rounding of ulp-level differences
     assert np.abs(other - plain).mean() > 1.0, np.abs(other - plain).mean()   # measured: 12.6 uint8 levels
+
+
+def test_edm_churn_through_svd_sample(random_pipe, tiny_ckpt, cond_png, tmp_path):
+    """--s-churn runs EDM's Algorithm 2 in the Euler sampler: the same seed gives the same video,
+    another seed another one, and S_churn = 0 is the deterministic sampler; a family with its
+    own sampling loop refuses it by name."""
+    from svdcli.sample.options import SampleOptions
+
+    def frames(seed=0, **churn):
+        opts = SampleOptions(steps=4, frames=2, seed=seed, **churn)
+        return random_pipe.generate(_gradient(), opts, warn=lambda m: None).frames.astype(int)
+
+    plain = frames()
+    assert np.abs(frames(s_churn=0.0, s_noise=1.5) - plain).max() <= 1   # uint8 rounding of ulp-level differences
+    churned = frames(s_churn=20.0, s_noise=1.007)
+    assert np.abs(churned - plain).mean() > 0.1
+    assert np.abs(frames(s_churn=20.0, s_noise=1.007) - churned).max() <= 1   # its noise from the seed
+    assert np.abs(frames(seed=1, s_churn=20.0, s_noise=1.007) - churned).mean() > 0.1
+    assert np.abs(frames(s_churn=20.0, s_tmin=100.0, s_tmax=200.0) - plain).max() <= 1  # no step in range
+    result = _run("--image", cond_png, "--checkpoint", tiny_ckpt, "--out", tmp_path / "o.mp4", "--steps", 2,
+                  "--s-churn", 10, "--no-progress")
+    assert result.exit_code == 0 and "euler steps (churn 10, S_noise 1" in result.output, result.output
+    with pytest.raises(Exception, match="--s-tmin 5 is above --s-tmax 1"):
+        frames(s_churn=1.0, s_tmin=5.0, s_tmax=1.0)
+
+
+def test_a_family_with_its_own_loop_refuses_churn():
+    from svdcli.families import family_for
+    from svdcli.families.base import SamplingDefaults
+    from svdcli.families.vdm.sampling import VDMModel
+    from svdcli.sample.options import SampleOptions, resolve
+
+    model = VDMModel(family=family_for("vdm"), defaults=SamplingDefaults("vdm", 4, 4, 1.0, 1.0, 16, 16, sampler="ancestral"),
+                     kind="vdm", denoiser=None, text=None, run=None)
+    with pytest.raises(Exception, match="--s-churn: family vdm samples with its own loop"):
+        resolve(SampleOptions(s_churn=10.0), model, None, print)
+    assert resolve(SampleOptions(), model, None, print).s_churn == 0

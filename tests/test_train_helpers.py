@@ -72,9 +72,9 @@ def one_thread():
 def run(out: Path, data: Path, stage: str = "video", resume: bool = False, init: Path | None = None,
         tensorboard: bool = False, **overrides) -> dict:
     """A tiny `svd train` run (ZeRO-2, one CPU process) with `tiny_overrides(**overrides)`."""
-    from svdcli.train.loop import RunOptions, train
+    from svdcli.train.loop import TrainOptions, train
 
-    opts = RunOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
+    opts = TrainOptions(stage=stage, config=REPO / f"pipelines/train/{stage}.yaml", data=data, out=out,
                       deepspeed=ZERO2, init=init, resume=resume,
                       overrides=tuple(tiny_overrides(**overrides)), progress=False, tensorboard=tensorboard)
     return train(opts)

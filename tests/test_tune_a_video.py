@@ -83,8 +83,7 @@ def test_frame_0_of_the_inflated_model_is_the_image_models_output(bases, kind):
 
 def test_only_the_query_projections_and_temporal_attention_tune(bases):
     """Two AdamW steps on the tuning loss: exactly the named parameters move."""
-    from svdcli.families.tune_a_video.base import prediction_of
-    from svdcli.families.tune_a_video.training import loss
+    from svdcli.families import family_for
 
     base = _base(bases, "edm")
     denoiser = build_denoiser(base, "sparse_causal", seed=0)
@@ -103,8 +102,8 @@ def test_only_the_query_projections_and_temporal_attention_tune(bases):
     batch = TrainBatch(x0, make_cond(base.text(["a man is skiing"]).float(), FRAMES, base, (8, 8)), FRAMES)
     for _ in range(2):
         opt.zero_grad()
-        loss(denoiser, batch, torch.tensor([0.8]), torch.randn(x0.shape, generator=g),
-             prediction_of(denoiser.scaling)).mean().backward()
+        family_for("tune_a_video").loss(denoiser, batch, torch.tensor([0.8]),
+                                        torch.randn(x0.shape, generator=g)).mean().backward()
         opt.step()
     changed = {k for k, v in denoiser.state_dict().items() if not torch.equal(v, before[k])}   # copied vs updated
     assert changed == trainable

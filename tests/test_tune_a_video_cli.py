@@ -91,7 +91,6 @@ def _square_x(frames) -> list[float]:
 def _fixed_loss(model, x0, cond, draws: int = 6) -> float:
     """The tuning loss on fixed (sigma, noise) draws, so two models compare on the same ones."""
     from svdcli.families.base import TrainBatch
-    from svdcli.families.tune_a_video.training import loss
 
     g = torch.Generator().manual_seed(11)
     batch = TrainBatch(x0, cond, FRAMES)
@@ -99,7 +98,7 @@ def _fixed_loss(model, x0, cond, draws: int = 6) -> float:
     with torch.no_grad():
         for _ in range(draws):
             sigma = (-1.2 + 1.2 * torch.randn(1, generator=g)).exp()
-            total += float(loss(model.denoiser, batch, sigma, torch.randn(x0.shape, generator=g), "edm").mean())
+            total += float(model.family.loss(model.denoiser, batch, sigma, torch.randn(x0.shape, generator=g)).mean())
     return total / draws
 
 

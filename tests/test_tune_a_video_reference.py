@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sd_tiny_reference import ddim_scheduler, tiny_unet, tiny_vae, transformer_blocks, write_sd_file
+from sd_reference import TAV_UNET, sd_scheduler, tiny_unet, tiny_vae, transformer_blocks, write_sd_file
 from tav_helpers import moving_square, write_clip
 from test_train_helpers import one_thread  # noqa: F401
 
@@ -27,7 +27,7 @@ PROMPT, FRAMES, SIZE, STEPS, GUIDANCE = "a panda is skiing", 4, 64, 8, 12.5
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
-    unet, vae = tiny_unet(0), tiny_vae(1)
+    unet, vae = tiny_unet(0, **TAV_UNET), tiny_vae(1)
     return write_sd_file(tmp_path_factory.mktemp("sd") / "sd.safetensors", unet, vae), unet, vae
 
 
@@ -57,7 +57,7 @@ def _pipeline(unet, vae, prediction: str):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
-                                   scheduler=ddim_scheduler(prediction), safety_checker=None, feature_extractor=None,
+                                   scheduler=sd_scheduler(prediction), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -196,7 +196,7 @@ def test_tuned_model_inverts_and_edits_a_clip_as_the_official_code_does(sd, pred
     try:
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
-            inverse = DDIMInverseScheduler(**{k: v for k, v in ddim_scheduler(prediction).config.items()
+            inverse = DDIMInverseScheduler(**{k: v for k, v in sd_scheduler(prediction).config.items()
                                               if not k.startswith("_")})
             inverse.set_timesteps(STEPS)
             empty = model.base.text([""]).float().expand(FRAMES, -1, -1)

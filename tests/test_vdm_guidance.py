@@ -15,11 +15,9 @@ import torch
 
 from svdcli.diffusion.samplers import per_sample_noise, prior_sample
 from svdcli.diffusion.schedules import CosineSchedule
-from svdcli.families.base import TrainBatch
 from svdcli.families.vdm import guidance
 from svdcli.families.vdm.config import VDMNetConfig
 from svdcli.families.vdm.network import VDMDenoiser, VDMUNet
-from svdcli.families.vdm.training import loss
 from test_train_helpers import one_thread  # noqa: F401
 
 SIZE, WINDOW, LONG, KNOWN = 8, 6, 12, 3
@@ -53,7 +51,7 @@ def overfit(clips: torch.Tensor) -> VDMDenoiser:
         start = torch.randint(0, LONG - WINDOW + 1, (4,), generator=gen)
         x0 = torch.stack([clips[c, s:s + WINDOW] for c, s in zip(pick, start)]).reshape(-1, 3, SIZE, SIZE)
         sigma = schedule.sigma(torch.rand(4, generator=gen)).float()
-        per_video = loss(den, TrainBatch(x0, {}, WINDOW), sigma, torch.randn(x0.shape, generator=gen), "v")
+        per_video = den.loss(x0, torch.randn(x0.shape, generator=gen), sigma, {}, WINDOW)
         opt.zero_grad()
         per_video.mean().backward()
         opt.step()

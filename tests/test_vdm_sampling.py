@@ -45,8 +45,6 @@ def _random_model(size: int = 16, frames: int = 6, text: str = "none") -> VDMMod
 def test_cfg_w_is_the_papers_guidance_with_w_minus_one():
     """--cfg W gives D_u + W (D_c - D_u), i.e. Ho et al.'s (1 + w) x_c - w x_u with w = W - 1,
     each branch the network's own prediction with the prompt's tokens or with none (zeros)."""
-    from svdcli.families.vdm.sampling import guided_denoiser
-
     model = _random_model(text="tiny")
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     sigma = torch.tensor(1.5)
@@ -57,8 +55,8 @@ def test_cfg_w_is_the_papers_guidance_with_w_minus_one():
         assert float((d_c - d_u).abs().max()) > 1e-2                        # the prompt matters
         for cfg in (0.0, 1.0, 3.0, 7.5):
             opts = SampleOptions(min_cfg=cfg, max_cfg=cfg)
-            got = guided_denoiser(model, opts)(x, sigma, cond={"context": context},
-                                               uncond={"context": torch.zeros_like(context)})
+            got = model.family.guided_denoiser(model, opts, None)(x, sigma, cond={"context": context},
+                                                                  uncond={"context": torch.zeros_like(context)})
             w = cfg - 1.0
             torch.testing.assert_close(got, (1 + w) * d_c - w * d_u, rtol=0, atol=1e-5 * float(d_c.abs().max()))
 
@@ -227,3 +225,51 @@ def test_vdm_sampling_refuses_what_it_cannot_do(tmp_path):
         clip = tmp_path / "c.mp4"
         write_frames(clip, np.zeros((2, 16, 16, 3), np.uint8), 8.0)
         pipe.resolve(SampleOptions(input=clip, extend=2, conditioning="inpaint"))
+
+
+def _export(path: Path, overrides: dict, meta_drop: tuple[str, ...] = ()) -> Path:
+    """A VDM export written by the family's own `save`, with random weights on every path."""
+    from safetensors.torch import load_file, save_file
+    from svdcli.train.config import config_from_dict
+
+    family = family_for("vdm")
+    cfg = config_from_dict({"family": "vdm", "stage": "video", "model": "tiny", "seed": 0,
+                            "data": {"frames": 4, "height": 16, "width": 16}, **overrides})
+    den = family.build(cfg)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    family.save(path, den.state_dict(), cfg, {"family": "vdm", "train_config": json.dumps(cfg.to_dict()), "step": "1"})
+    if meta_drop:   # as files were written before the network config was saved
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: v for k, v in f.metadata().items() if k not in meta_drop}
+        save_file(load_file(str(path)), str(path), metadata=meta)
+    return path
+
+
+def test_a_checkpoint_is_rebuilt_from_the_network_config_it_saved(tmp_path, monkeypatch):
+    """The resolved network config travels in the file: a preset that changes later (or a
+    preset this install does not have) does not change what a checkpoint loads as; a file
+    written before the config was saved still loads from its preset."""
+    import svdcli.families.vdm.config as vdm_config
+    from svdcli.families.base import read_header
+
+    ckpt = _export(tmp_path / "vdm.safetensors", {"channels": 24})
+    old = _export(tmp_path / "old.safetensors", {}, meta_drop=("net_config",))
+    saved = json.loads(read_header(ckpt).metadata["net_config"])
+    assert saved["channels"] == 24 and saved["mults"] == [1, 2] and saved["context_dim"] == 0
+
+    def frames():
+        pipe = VideoPipeline.from_checkpoint(ckpt, device="cpu", dtype="fp32")
+        return pipe.generate(None, SampleOptions(seed=3, steps=3), warn=lambda m: None).frames
+
+    before = frames()
+    monkeypatch.setitem(vdm_config.PRESETS, "tiny", lambda: vdm_config.VDMNetConfig(channels=8, mults=(1, 2, 2)))
+    np.testing.assert_array_equal(frames(), before)      # decoded from the same weights, same computation
+    with pytest.raises(Exception, match="does not fit the VDM network its config describes"):
+        VideoPipeline.from_checkpoint(old, device="cpu", dtype="fp32")   # read the (changed) preset, as before
+    monkeypatch.undo()
+    assert VideoPipeline.from_checkpoint(old, device="cpu", dtype="fp32").model.denoiser.net.cfg.channels == 16

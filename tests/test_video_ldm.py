@@ -13,6 +13,7 @@ import torch
 
 from svdcli.families import family_for
 from svdcli.families.video_ldm import long_video, sampling
+from svdcli.families.video_ldm.config import VideoLDMOptions
 from svdcli.families.video_ldm.network import context_channels
 from test_train_helpers import one_thread  # noqa: F401
 from numeric import assert_close_ulps
@@ -65,8 +66,8 @@ def test_with_alpha_one_the_video_model_is_the_image_model_frame_by_frame():
 
 
 def guided(model, w: float):
-    opts = SimpleNamespace(max_cfg=1.0, family_options={"context_guidance": w})
-    return sampling.guided_denoiser(model, opts, None)
+    opts = SimpleNamespace(max_cfg=1.0, family_options=VideoLDMOptions(context_guidance=w))
+    return sampling.guided_denoiser(family_for("video_ldm"), model, opts, None)
 
 
 @torch.no_grad()
@@ -103,7 +104,7 @@ def tiny_model(stage: str, **extra):
 
 def run_opts(**family_options):
     return SimpleNamespace(max_cfg=1.0, steps=4, sampler="euler", seed=0, frames=family_options.pop("frames", T),
-                           family_options={"context_guidance": 1.0, **family_options})
+                           family_options=VideoLDMOptions(**family_options))
 
 
 def text_inputs(frames: int):
@@ -172,7 +173,7 @@ def test_a_long_video_starts_from_the_image_model_then_chunks_on_its_context():
 
     def long(model, w=1.0):
         o = run_opts(frames=9, context_frames=2, context_guidance=w)
-        return long_video.sample_long(model, ins, o, sampling.guided_denoiser(model, o, None), sigmas, None)
+        return long_video.sample_long(model, ins, o, sampling.guided_denoiser(family_for("video_ldm"), model, o, None), sigmas, None)
 
     model = tiny_model("predict")
     video = long(model)
@@ -188,7 +189,7 @@ def test_a_long_video_starts_from_the_image_model_then_chunks_on_its_context():
     assert (other_video[1:] - video[1:]).abs().max() > 1e-2
     blind = long(model, w=0.0)                                              # context guidance 0: no context
     assert (blind[0] - video[0]).abs().max() < 1e-6 and (blind[1:] - video[1:]).abs().max() > 1e-2
-    assert opts.family_options["context_frames"] == 2
+    assert opts.family_options.context_frames == 2
 
 
 @torch.no_grad()
@@ -197,7 +198,7 @@ def test_interpolation_keeps_its_keyframes_and_makes_4t_minus_3_frames():
 
     model = tiny_model("interpolate", **{"data.frames": 9})
     opts, sigmas = run_opts(), karras_sigmas(3)
-    den = sampling.guided_denoiser(model, opts, None)
+    den = sampling.guided_denoiser(family_for("video_ldm"), model, opts, None)
     keys = inputs(5, seed=4)[0]                                         # 5 keyframes: windows of 3 sharing one
     out = long_video.interpolate_once(model, keys, text_inputs(1), opts, den, sigmas,
                                       torch.Generator().manual_seed(0), None)

@@ -109,6 +109,31 @@ def test_sampling_feeds_the_same_conditioning(tmp_path):
         sampling_conditions(sd, fps_id=3)
 
 
+def test_a_checkpoint_is_rebuilt_from_the_unet_config_it_saved(tmp_path, monkeypatch):
+    """The resolved UNet config travels in the export: a `model:` preset that changes later does
+    not change what a checkpoint loads as; files written before it was saved use the preset."""
+    import svdcli.families.video_ldm.image_base as image_base
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from svdcli.families.base import read_header
+    from svdcli.models.config import UNetConfig
+
+    path = export(tmp_path, config("tiny"))
+    assert json.loads(read_header(path).metadata["unet_config"]) == image_base.network_config(config("tiny").family_config).to_dict()
+    old = tmp_path / "old.safetensors"                       # as exports were written before
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "unet_config"}
+    save_file(load_file(str(path)), str(old), metadata=meta)
+    before = family_for("video_ldm").load(read_header(path)).denoiser.net.cfg
+    monkeypatch.setattr(image_base, "network_config", lambda own: UNetConfig.tiny(model_channels=64))
+    assert family_for("video_ldm").load(read_header(path)).denoiser.net.cfg == before
+    with pytest.raises(SvdError, match="does not fit the Video LDM network its config describes .size mismatch"):
+        family_for("video_ldm").load(read_header(old))           # the old file reads the (changed) preset
+    monkeypatch.undo()
+    assert family_for("video_ldm").load(read_header(old)).denoiser.net.cfg == before
+
+
 def test_a_full_size_model_without_its_weights_file_says_what_to_fetch():
     from svdcli.errors import MissingWeightsError
 

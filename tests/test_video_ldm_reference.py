@@ -219,6 +219,7 @@ def test_video_ldm_over_sd_samples_what_diffusers_ddim_samples(sd_file):
     from types import SimpleNamespace
 
     from svdcli.families.video_ldm import sampling
+    from svdcli.families.video_ldm.config import VideoLDMOptions
 
     path, unet = sd_file
     cfg = config("video", "tiny_sd21", "v")
@@ -227,8 +228,9 @@ def test_video_ldm_over_sd_samples_what_diffusers_ddim_samples(sd_file):
     steps, g = 5, torch.Generator().manual_seed(4)
     z_T = torch.randn(T, 4, HW, HW, generator=g)
     text, empty = torch.randn(1, 5, CTX, generator=g), torch.randn(1, 5, CTX, generator=g)
-    guided = sampling.guided_denoiser(model, SimpleNamespace(max_cfg=3.0, family_options={}), None)
-    got = sampling.generate(guided, z_T, sampling.sigmas(model, steps, "cpu"), {"crossattn": text},
+    family = family_for("video_ldm")
+    guided = sampling.guided_denoiser(family, model, SimpleNamespace(max_cfg=3.0, family_options=VideoLDMOptions()), None)
+    got = sampling.generate(guided, z_T, sampling.sigmas(family, model, steps, "cpu"), {"crossattn": text},
                             {"crossattn": empty}, None, "euler", None)
     sched = ref.sd_scheduler("v")
     sched.set_timesteps(steps)

@@ -74,7 +74,7 @@ def test_long_video_seams_are_smoothed_by_the_context():
         opts = run_opts(frames=N, context_frames=S, context_guidance=w)
         opts.steps = 20
         with torch.no_grad():
-            x = long_video.sample_long(model, inputs, opts, sampling.guided_denoiser(model, opts, None),
+            x = long_video.sample_long(model, inputs, opts, sampling.guided_denoiser(family_for("video_ldm"), model, opts, None),
                                        karras_sigmas(20), None)
         step = (x[1:] - x[:-1]).abs().mean((1, 2, 3))
         rough[w] = float(step[seams].mean()), float(step[inside].mean())

@@ -10,10 +10,13 @@ import typer
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print `message` as an error on one line (never wrapped: logs and scripts read it) and exit with `code`."""
+    """Print `message` as an error on one line (never wrapped: logs and scripts read it) and exit with
+    `code`. The message is text, not markup: `pip install 'svdcli[train]'` and paths with brackets
+    print as they are."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         cond_aug: float = typer.Option(None, "--cond-aug", min=0.0, help="SVD: noise added to the conditioning image (default 0.02)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the initial noise and the conditioning noise."),
         sampler: str = typer.Option(None, "--sampler", help="euler (as the official sampler) or heun (2x the network calls); default: the family's."),
+        s_churn: float = typer.Option(0.0, "--s-churn", min=0.0, help="EDM's stochastic churn S_churn (Karras et al. 2022, Alg. 2) in --sampler euler / heun: each step inside [--s-tmin, --s-tmax] first adds noise that raises sigma by a factor 1 + min(S_churn / steps, sqrt(2) - 1), drawn from --seed; 0 (default) is the deterministic sampler. svd checkpoints."),
+        s_tmin: float = typer.Option(0.0, "--s-tmin", min=0.0, help="Lowest sigma that churns (EDM S_tmin; default 0)."),
+        s_tmax: float = typer.Option(float("inf"), "--s-tmax", min=0.0, help="Highest sigma that churns (EDM S_tmax; default: every step)."),
+        s_noise: float = typer.Option(1.0, "--s-noise", min=0.0, help="Scale of the churn noise (EDM S_noise; default 1; EDM used 1.003-1.007)."),
         decode_chunk: int = typer.Option(None, "--decode-chunk", min=1, help="Frames decoded per VAE call (default: 14); lower it to save memory."),
         width: int = typer.Option(None, "--width", help="Output width, multiple of 64 (default: the model's)."),
         height: int = typer.Option(None, "--height", help="Output height, multiple of 64 (default: the model's)."),
@@ -104,8 +108,8 @@ def register(app: typer.Typer) -> None:
                  "guidance_weight": guidance_weight, "conditioning": conditioning, "tuned": tuned, "invert": invert,
                  "elevation": elevation}
         options = SampleOptions(frames=frames, steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
-                                sampler=sampler, width=width, height=height,
-                                **{k: v for k, v in given.items() if v is not None})
+                                sampler=sampler, width=width, height=height, s_churn=s_churn, s_tmin=s_tmin,
+                                s_tmax=s_tmax, s_noise=s_noise, **{k: v for k, v in given.items() if v is not None})
         con = console()
         result = sample_to_file(checkpoint, image, out, options, fmt=fmt, family=family, device=device,
                                 dtype=dtype, progress=step_bar if progress else None, log=con.print, vae=vae,

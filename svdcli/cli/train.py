@@ -85,14 +85,14 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Start even when the plan says the run cannot fit the visible GPU."),
     ) -> None:
-        from svdcli.train.loop import RunOptions, train
+        from svdcli.train.loop import TrainOptions, train
 
         sets = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
         if not plan:
             for flag, value in (("--data", data), ("--out", out)):
                 if value is None:
                     raise typer.BadParameter(f"{flag} is required (except with --plan)", param_hint=flag)
-        opts = RunOptions(stage=stage, config=config, data=data, out=out if out is not None else Path("."),
+        opts = TrainOptions(stage=stage, config=config, data=data, out=out if out is not None else Path("."),
                           deepspeed=deepspeed, init=init, family=family, resume=resume, overrides=tuple(sets),
                           tensorboard=tensorboard, progress=progress, force=force,
                           stop_timeout=stop_timeout)

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from svdcli.cli.common import console
-        from svdcli.train.loop import RunOptions, train
+        from svdcli.train.loop import TrainOptions, train
 
         from svdcli.errors import SvdError
 
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
             shards = pack_clip(video, prompt, frames, size, out / "data", frame_stride)
         else:
             shards = out / "data" / "shards"
-        opts = RunOptions(stage="tune", family="tune_a_video", config=recipe, data=shards, out=out,
+        opts = TrainOptions(stage="tune", family="tune_a_video", config=recipe, data=shards, out=out,
                           deepspeed=deepspeed, resume=resume, overrides=tuple(overrides),
                           tensorboard=tensorboard, progress=progress)
         summary = train(opts)

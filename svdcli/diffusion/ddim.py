@@ -26,38 +26,26 @@ configs turn them off).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from svdcli.diffusion.samplers import Callback, Denoiser, sigma_batch, step_noise
+from svdcli.diffusion.samplers import Callback, Denoiser, Generators, sample_ancestral, sigma_batch
 
 
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 0.0,
                 extra_args: dict | None = None, callback: Callback | None = None,
-                generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
-    """DDIM with stochasticity eta (Song et al. 2021, eq. 12 and 16) over descending sigmas.
+                generator: Generators = None) -> torch.Tensor:
+    """DDIM with stochasticity eta (Song et al. 2021, eq. 12 and 16) over descending sigmas: the
+    ancestral sampler's loop and step (`samplers.step_ancestral`) at this eta.
 
-    With eta > 0 one N(0, I) draw per step from `generator` (after the denoiser call, every step,
-    as diffusers' `DDIMScheduler.step`), so the same generator gives diffusers' samples.
+    With eta > 0 one N(0, I) draw per step from `generator` (after the denoiser call, every step
+    to a positive level, as diffusers' `DDIMScheduler.step`), so the same generator gives
+    diffusers' samples.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"DDIM's eta must be in [0, 1], got {eta}")
-    extra_args = extra_args or {}
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma_batch(x, s), **extra_args)
-        eps = (x - denoised) / s
-        if eta == 0:
-            x = denoised + s_next * eps
-        else:
-            sigma_up = eta * (s_next**2 * (s**2 - s_next**2) / s**2).sqrt()
-            sigma_down = (s_next**2 - sigma_up**2).clamp(min=0).sqrt()
-            x = denoised + sigma_down * eps + sigma_up * step_noise(x, generator)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    return x
+    return sample_ancestral(denoiser, x, sigmas, eta=eta, extra_args=extra_args, callback=callback,
+                            generator=generator)
 
 
 @torch.no_grad()
@@ -72,7 +60,7 @@ def invert_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, la
     `label` is the time label the network sees. "target" (the default) labels each step with
     the level it steps to, as diffusers' pipelines feed `DDIMInverseScheduler` and as
     Tune-A-Video's `ddim_inversion` does: the denoiser is then called with
-    `noise_sigma=sigma_next` and must accept it (`edm.Denoiser`, `scalings.precondition` do).
+    `noise_sigma=sigma_next` and must accept it (`edm.Denoiser`, `edm.precondition` do).
     "current" labels it with the current level: the plain Euler step of the probability-flow
     ODE, i.e. `sample_euler` over the ascending sigmas.
     """

@@ -15,6 +15,9 @@ returns (c_skip, c_out, c_in, c_noise), as sgm's `denoiser_scaling` classes do.
 - `EDMScaling(sigma_data)`: Karras et al. 2022, Table 1 (F predicts a scaled mix of x0 and eps).
 - `VScalingWithEDMcNoise`: SVD's choice (sgm's class of that name): v-prediction factors with
   sigma_data = 1 and EDM's c_noise = ln(sigma) / 4. This is what `edm.Denoiser` uses by default.
+
+The denoiser itself is `edm.Denoiser(net, scaling)`, the one place EDM eq. 7 is computed;
+`edm.precondition` gives it for a network called with keywords.
 - `EpsScaling(schedule)`, `VScaling(schedule)`: VP networks predicting eps or v (Salimans & Ho
   2022), conditioned on the schedule's time t(sigma) (discrete timestep index or continuous t).
 """
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import torch
+
+from svdcli.diffusion.samplers import append_dims
 
 Tensor = torch.Tensor
 
@@ -59,6 +64,11 @@ class Scaling(ABC):
         network and the v-MSE of a v network (SD's objectives), and EDM eq. 8's weighting for
         `EDMScaling` and SVD's v-scaling."""
         return 1.0 / self.c_out(sigma) ** 2
+
+    def target(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+        """What F is trained to output at x = x0 + sigma noise: (x0 - c_skip x) / c_out, so that
+        D = x0 exactly (k-diffusion's `Denoiser.loss`). VP scalings give it in closed form."""
+        return (x0 - self.c_skip(sigma) * (x0 + noise * sigma)) / self.c_out(sigma)
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,10 @@ class EpsScaling(Scaling):
     def c_noise(self, sigma: Tensor) -> Tensor:
         return self.schedule.t(sigma)
 
+    def target(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+        """eps (Ho et al. 2020, eq. 14)."""
+        return noise
+
 
 @dataclass(frozen=True)
 class VScaling(Scaling):
@@ -133,6 +147,11 @@ class VScaling(Scaling):
 
     def c_noise(self, sigma: Tensor) -> Tensor:
         return self.schedule.t(sigma)
+
+    def target(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+        """v = alpha_t eps - s_t x0 with alpha_t = 1 / sqrt(1 + sigma^2), s_t = sigma / sqrt(1 + sigma^2)."""
+        alpha, sigma_t = 1.0 / (1.0 + sigma**2).sqrt(), sigma / (1.0 + sigma**2).sqrt()
+        return alpha * noise - sigma_t * x0
 
 
 @dataclass(frozen=True)
@@ -160,41 +179,11 @@ def for_prediction(prediction: str, schedule: TimeOfSigma | None = None) -> Scal
 
 def to_vp(x: Tensor, sigma: Tensor | float) -> Tensor:
     """The sampler's x = x0 + sigma eps as the VP sample z_t = x / sqrt(1 + sigma^2)."""
-    s = _rows(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x)
+    s = append_dims(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x.ndim)
     return x / (1.0 + s**2).sqrt()
 
 
 def from_vp(z: Tensor, sigma: Tensor | float) -> Tensor:
     """A VP sample z_t (an SD latent, or VP noise at t = T) as x = z_t sqrt(1 + sigma^2)."""
-    s = _rows(torch.as_tensor(sigma, dtype=z.dtype, device=z.device), z)
+    s = append_dims(torch.as_tensor(sigma, dtype=z.dtype, device=z.device), z.ndim)
     return z * (1.0 + s**2).sqrt()
-
-
-def _rows(sigma: Tensor, x: Tensor) -> Tensor:
-    """A scalar or per-row sigma (N,) reshaped to broadcast against x (N, ...)."""
-    return sigma.reshape(-1, *([1] * (x.ndim - 1))) if sigma.ndim else sigma
-
-
-def precondition(net: Callable[..., Tensor], scaling: Scaling) -> Callable[..., Tensor]:
-    """D(x, sigma, **cond) = c_skip x + c_out net(c_in x, c_noise, **cond) (EDM eq. 7).
-
-    For networks called as `net(x, time_label, **cond)` (diffusers-style U-Nets, pixel U-Nets);
-    `edm.Denoiser` is the module form with SVD's network signature. sigma is a scalar or one
-    value per row and is computed in at least float32. `noise_sigma` (per row) replaces the
-    sigma whose c_noise the network sees: DDIM inversion as diffusers and Tune-A-Video run it
-    labels each step with its target level (`ddim.invert_ddim`).
-    """
-
-    def denoiser(x: Tensor, sigma: Tensor | float, *, noise_sigma: Tensor | None = None,
-                 **cond: Any) -> Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device).expand(x.shape[0])
-        s = _rows(sigma, x)                                        # (N,) -> (N, 1, ..., 1)
-        skip, out, inp, noise = scaling(s)
-        if noise_sigma is not None:
-            ns = torch.as_tensor(noise_sigma, dtype=dtype, device=x.device).expand(x.shape[0])
-            noise = scaling.c_noise(_rows(ns, x))
-        f = net(x * inp, noise.reshape(sigma.shape), **cond)
-        return f * out + x * skip
-
-    return denoiser

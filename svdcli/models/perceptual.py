@@ -51,7 +51,9 @@ DECODER_HINT = ("decoder.lpips_backbone", "decoder.perceptual_weight=0 trains wi
 def lpips_vgg(backbone: str = "", hint: tuple[str, str] = DECODER_HINT) -> nn.Module:
     """The frozen LPIPS(vgg) network: `backbone` is a VGG16 file, "" (torch's cache) or "random".
     `hint`: (the setting that names the file, what to do without it), for the missing-file error."""
-    import lpips
+    from svdcli.optional import imported
+
+    lpips = imported("lpips", "LPIPS (the decoder stage's perceptual term, svd eval multiview)")
 
     with warnings.catch_warnings():  # lpips 0.1.4 calls torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)

@@ -5,6 +5,10 @@ diffusers' temporal-decoder VAE carries a `quant_conv` that the official checkpo
 have: converting from diffusers folds it into `encoder.conv_out` (a 1x1 conv after a conv is
 one conv), converting to diffusers writes an identity `quant_conv`. Attention projections are
 1x1 convs here and Linear layers there.
+
+The renaming is one table of rules read in both directions (`_RULES`): a block path in each
+naming, with `{i}` / `{j}` indices and the parameter path `{rest}`; decoder up-block indices run
+the other way round in diffusers, mid-block resnets are 1-based in sgm.
 """
 from __future__ import annotations
 
@@ -24,6 +28,27 @@ _RESNET = {
 _ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _TOP = {"norm_out": "conv_norm_out", "conv_out.time_mix_conv": "time_conv_out"}
 
+# (ours, diffusers, how `{rest}` is renamed, how `{i}` maps): tried in order, first match wins
+_RULES = (
+    ("mid.block_{i}.{rest}", "mid_block.resnets.{i}.{rest}", _RESNET, "one_based"),
+    ("mid.attn_1.{rest}", "mid_block.attentions.0.{rest}", _ATTN, None),
+    ("down.{i}.block.{j}.{rest}", "down_blocks.{i}.resnets.{j}.{rest}", _RESNET, None),
+    ("down.{i}.downsample.{rest}", "down_blocks.{i}.downsamplers.0.{rest}", {}, None),
+    # diffusers numbers decoder stages from the lowest resolution, sgm from full resolution
+    ("up.{i}.block.{j}.{rest}", "up_blocks.{i}.resnets.{j}.{rest}", _RESNET, "reversed"),
+    ("up.{i}.upsample.{rest}", "up_blocks.{i}.upsamplers.0.{rest}", {}, "reversed"),
+    ("{rest}", "{rest}", _TOP, None),
+)
+
+
+def _pattern(template: str) -> re.Pattern:
+    regex = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{j\}", r"(?P<j>\d+)")
+    return re.compile(regex.replace(r"\{rest\}", r"(?P<rest>.+)"))
+
+
+_COMPILED = [(_pattern(ours), _pattern(theirs), ours, theirs, table, index)
+             for ours, theirs, table, index in _RULES]
+
 
 def _rename(tail: str, table: dict[str, str]) -> str:
     """Replace the longest table entry that `tail` starts with (whole dotted components)."""
@@ -33,57 +58,45 @@ def _rename(tail: str, table: dict[str, str]) -> str:
     return tail
 
 
-def _resnet_to_diffusers(tail: str, temporal: bool) -> str:
+def _index(i: str, how: str | None, levels: int, to_diffusers: bool) -> int:
+    if how == "one_based":
+        return int(i) - 1 if to_diffusers else int(i) + 1
+    if how == "reversed":
+        return levels - 1 - int(i)
+    return int(i)
+
+
+def _resnet_tail(tail: str, video: bool, to_diffusers: bool) -> str:
+    """A resnet's parameter path; in the video decoder diffusers wraps the 2-D parts of a
+    SpatioTemporalResBlock as `spatial_res_block`."""
+    if not to_diffusers:
+        return _rename(tail.removeprefix("spatial_res_block."), {v: k for k, v in _RESNET.items()})
     new = _rename(tail, _RESNET)
-    if temporal and not new.startswith(("temporal_res_block.", "time_mixer.")):
-        new = "spatial_res_block." + new  # 2-D parts of a diffusers SpatioTemporalResBlock
+    if video and not new.startswith(("temporal_res_block.", "time_mixer.")):
+        new = "spatial_res_block." + new
     return new
 
 
-def _resnet_from_diffusers(tail: str) -> str:
-    tail = tail.removeprefix("spatial_res_block.")
-    return _rename(tail, {v: k for k, v in _RESNET.items()})
-
-
-def _key_to_diffusers(key: str, levels: int, temporal: bool) -> str:
-    part, _, rest = key.partition(".")
-    if part not in ("encoder", "decoder"):
-        return key  # quant_conv / post_quant_conv
-    video = temporal and part == "decoder"
-    if m := re.fullmatch(r"mid\.block_(\d)\.(.+)", rest):
-        return f"{part}.mid_block.resnets.{int(m[1]) - 1}.{_resnet_to_diffusers(m[2], video)}"
-    if m := re.fullmatch(r"mid\.attn_1\.(.+)", rest):
-        return f"{part}.mid_block.attentions.0.{_rename(m[1], _ATTN)}"
-    if m := re.fullmatch(r"down\.(\d+)\.block\.(\d+)\.(.+)", rest):
-        return f"{part}.down_blocks.{m[1]}.resnets.{m[2]}.{_resnet_to_diffusers(m[3], False)}"
-    if m := re.fullmatch(r"down\.(\d+)\.downsample\.(.+)", rest):
-        return f"{part}.down_blocks.{m[1]}.downsamplers.0.{m[2]}"
-    # diffusers numbers decoder stages from the lowest resolution, sgm from full resolution
-    if m := re.fullmatch(r"up\.(\d+)\.block\.(\d+)\.(.+)", rest):
-        i = levels - 1 - int(m[1])
-        return f"{part}.up_blocks.{i}.resnets.{m[2]}.{_resnet_to_diffusers(m[3], video)}"
-    if m := re.fullmatch(r"up\.(\d+)\.upsample\.(.+)", rest):
-        return f"{part}.up_blocks.{levels - 1 - int(m[1])}.upsamplers.0.{m[2]}"
-    return f"{part}.{_rename(rest, _TOP)}"
-
-
-def _key_from_diffusers(key: str, levels: int) -> str:
+def _translate(key: str, levels: int, video: bool, to_diffusers: bool) -> str:
+    """One encoder / decoder key in the other naming (quant_conv / post_quant_conv stay)."""
     part, _, rest = key.partition(".")
     if part not in ("encoder", "decoder"):
         return key
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d)\.(.+)", rest):
-        return f"{part}.mid.block_{int(m[1]) + 1}.{_resnet_from_diffusers(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", rest):
-        return f"{part}.mid.attn_1.{_rename(m[1], {v: k for k, v in _ATTN.items()})}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", rest):
-        return f"{part}.down.{m[1]}.block.{m[2]}.{_resnet_from_diffusers(m[3])}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.(.+)", rest):
-        return f"{part}.down.{m[1]}.downsample.{m[2]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", rest):
-        return f"{part}.up.{levels - 1 - int(m[1])}.block.{m[2]}.{_resnet_from_diffusers(m[3])}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", rest):
-        return f"{part}.up.{levels - 1 - int(m[1])}.upsample.{m[2]}"
-    return f"{part}.{_rename(rest, {v: k for k, v in _TOP.items()})}"
+    video = video and part == "decoder"
+    for ours, theirs, ours_t, theirs_t, table, how in _COMPILED:
+        source, target = (ours, theirs_t) if to_diffusers else (theirs, ours_t)
+        m = source.fullmatch(rest)
+        if m is None:
+            continue
+        fields = m.groupdict()
+        if "i" in fields:
+            fields["i"] = _index(fields["i"], how, levels, to_diffusers)
+        if table is _RESNET:
+            fields["rest"] = _resnet_tail(fields["rest"], video, to_diffusers)
+        else:
+            fields["rest"] = _rename(fields["rest"], table if to_diffusers else {v: k for k, v in table.items()})
+        return f"{part}.{target.format(**fields)}"
+    raise AssertionError("the last rule matches every key")
 
 
 def _levels(keys, pattern: str) -> int:
@@ -103,7 +116,7 @@ def vae_state_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     temporal = any(k.startswith("decoder.") and "time_stack" in k for k in sd)
     out = {}
     for key, value in sd.items():
-        out[_key_to_diffusers(key, levels, temporal)] = value[:, :, 0, 0] if _is_attn_weight(key) else value
+        out[_translate(key, levels, temporal, True)] = value[:, :, 0, 0] if _is_attn_weight(key) else value
     if "quant_conv.weight" not in sd:
         w = sd["encoder.conv_out.weight"]
         z2 = w.shape[0]
@@ -121,7 +134,7 @@ def vae_state_from_diffusers(sd: dict[str, torch.Tensor], *, keep_quant_conv: bo
     levels = _levels(sd, r"encoder\.down_blocks\.(\d+)\.")
     out = {}
     for key, value in sd.items():
-        ours = _key_from_diffusers(key, levels)
+        ours = _translate(key, levels, False, False)
         out[ours] = value[:, :, None, None] if _is_attn_weight(ours) and value.dim() == 2 else value
     if not keep_quant_conv and "quant_conv.weight" in out:
         q = out.pop("quant_conv.weight")[:, :, 0, 0].double()  # (2z, 2z)

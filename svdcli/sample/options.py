@@ -1,16 +1,19 @@
 """What one `svd sample` request asks for, and how it is completed from the model's defaults.
 
 Common options (frames, steps, guidance, size, seed, sampler) are fields; anything else is a
-family option (`SampleOptions(fps_id=2)` for SVD), which the checkpoint's family fills in and
-checks (svdcli.families.base.Family.resolve_options).
+family option (`SampleOptions(fps_id=2)` for SVD): asked for by name, then parsed into the
+checkpoint's family's typed options (its `Options`, svdcli.families.options), completed and
+checked by that family (svdcli.families.base.Family.resolve_options).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 from svdcli.errors import SvdError
+from svdcli.families.options import FamilyOptions
 
 
 @dataclass(init=False)
@@ -25,14 +28,29 @@ class SampleOptions:
     sampler: str | None = None
     width: int | None = None
     height: int | None = None
-    family_options: dict = field(default_factory=dict)
+    # EDM's stochastic churn (Karras et al. 2022, Alg. 2) in the Euler / Heun samplers; 0: none
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+    # asked: a dict of option names; resolved (`resolve`): the family's typed options
+    family_options: dict | FamilyOptions = field(default_factory=dict)
 
     def __init__(self, frames: int | None = None, steps: int | None = None, min_cfg: float | None = None,
                  max_cfg: float | None = None, seed: int = 0, sampler: str | None = None,
-                 width: int | None = None, height: int | None = None, **family_options):
+                 width: int | None = None, height: int | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
+                 s_tmax: float = math.inf, s_noise: float = 1.0, **family_options):
         self.frames, self.steps, self.min_cfg, self.max_cfg = frames, steps, min_cfg, max_cfg
         self.seed, self.sampler, self.width, self.height = seed, sampler, width, height
+        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
         self.family_options = family_options
+
+    @classmethod
+    def resolved(cls, family_options: FamilyOptions, **common) -> "SampleOptions":
+        """Options whose family options are already the family's typed, resolved ones."""
+        opts = cls(**common)
+        opts.family_options = family_options
+        return opts
 
 
 def check_frames(defaults, frames: int, warn: Callable[[str], None]) -> None:
@@ -66,21 +84,39 @@ def check_sampler(name: str, family=None) -> None:
         raise SvdError(f"unknown --sampler {name!r} for {whose}; choose one of {', '.join(known)}")
 
 
+def check_churn(options: SampleOptions, family) -> None:
+    """EDM's churn settings in range, and a family whose sampling runs the Euler / Heun samplers."""
+    if not options.s_churn >= 0:
+        raise SvdError(f"--s-churn must be >= 0 (0: no churn), not {options.s_churn:g}")
+    if not options.s_noise > 0:
+        raise SvdError(f"--s-noise must be > 0, not {options.s_noise:g}")
+    if not options.s_tmin <= options.s_tmax:
+        raise SvdError(f"--s-tmin {options.s_tmin:g} is above --s-tmax {options.s_tmax:g}: no step would churn")
+    if options.s_churn > 0 and not family.takes_churn:
+        raise SvdError(f"--s-churn: family {family.name} samples with its own loop; EDM's churn runs in the "
+                       "Euler and Heun samplers of svd checkpoints")
+
+
 def resolve(options: SampleOptions, model, image, warn: Callable[[str], None]) -> SampleOptions:
     """Every None filled from the model's defaults, the family options filled by its family, and
     what the model cannot do refused. `model` is a svdcli.families.base.LoadedModel."""
     from svdcli.families.image import fit_size
 
     family = model.family
-    base = family.sampling_defaults(model, options.family_options)
+    asked = options.family_options
+    own = asked if isinstance(asked, FamilyOptions) else family.parse_options(asked)
+    base = family.sampling_defaults(model, own)
     d = with_overrides(base, frames=options.frames, steps=options.steps, min_cfg=options.min_cfg,
                        max_cfg=options.max_cfg)
     check_frames(base, d.frames, warn)
     sampler = options.sampler or d.sampler
     check_sampler(sampler, family)
+    check_churn(options, family)
     width, height = fit_size(options.width or d.width, options.height or d.height, d.size_multiple)
     if (options.width and width != options.width) or (options.height and height != options.height):
         warn(f"note: sizes must be multiples of {d.size_multiple}; sampling at {width}x{height}")
-    extra = family.resolve_options(model, options.family_options, image, warn)
-    return SampleOptions(frames=d.frames, steps=d.steps, min_cfg=d.min_cfg, max_cfg=d.max_cfg, seed=options.seed,
-                         sampler=sampler, width=width, height=height, **extra)
+    own = family.resolve_options(model, own, image, warn)
+    return SampleOptions.resolved(own, frames=d.frames, steps=d.steps, min_cfg=d.min_cfg, max_cfg=d.max_cfg,
+                                  seed=options.seed, sampler=sampler, width=width, height=height,
+                                  s_churn=options.s_churn, s_tmin=options.s_tmin, s_tmax=options.s_tmax,
+                                  s_noise=options.s_noise)

@@ -155,8 +155,10 @@ class VideoPipeline:
     def describe(self, opts: SampleOptions) -> str:
         """One line on what is about to be sampled (`opts` resolved)."""
         name = self.family.sampling_defaults(self.model, opts.family_options).name
+        churn = (f" (churn {opts.s_churn:g}, S_noise {opts.s_noise:g}, sigma {opts.s_tmin:g}..{opts.s_tmax:g})"
+                 if opts.s_churn > 0 else "")
         return (f"{self.model.kind} checkpoint{f' ({name})' if name else ''}: {opts.frames} frames "
-                f"{opts.width}x{opts.height}, {opts.steps} {opts.sampler} steps, cfg {opts.min_cfg:g}->"
+                f"{opts.width}x{opts.height}, {opts.steps} {opts.sampler} steps{churn}, cfg {opts.min_cfg:g}->"
                 f"{opts.max_cfg:g}, seed {opts.seed}, {self.device.type} {str(self.dtype).replace('torch.', '')}")
 
     def _autocast(self):
@@ -231,7 +233,7 @@ def sample_to_file(checkpoint: str | Path, image, out: str | Path, options: Samp
         from svdcli.sample.multiview import write_views
 
         with writing(out):
-            result.path = write_views(result.frames, out, result.fps, opts.family_options["elevation"])
+            result.path = write_views(result.frames, out, result.fps, opts.family_options.elevation)
     else:
         with writing(output_path(Path(out), output_format(Path(out), fmt))):
             result.path = write_video(result.frames, out, result.fps, fmt)

@@ -14,10 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from svdcli import runs
+from svdcli.diffusion.samplers import step_generator
 from svdcli.errors import SvdError, Terminated
 from svdcli.train import checkpoint as ckpt
 from svdcli.train.stop import StopOnSigterm
@@ -25,7 +25,9 @@ from svdcli.train.config import TrainConfig, config_from_dict, dump_yaml, family
 
 
 @dataclass
-class RunOptions:
+class TrainOptions:
+    """What `svd train` (and `svd tune`) was asked to run."""
+
     stage: str | None
     config: Path | None
     data: Path
@@ -50,18 +52,12 @@ class NonFiniteLoss(SvdError):
         self.step = step
 
 
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """The generator of one micro-batch: independent of when the run was (re)started."""
-    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "optim.lr", "optim.grad_clip",
                      "validation.data", "validation.every", "validation.batches", "validation.levels",
                      "validation.sigmas", "validation.seed")
 
 
-def resolve_config(opts: RunOptions) -> TrainConfig:
+def resolve_config(opts: TrainOptions) -> TrainConfig:
     """The run's config: from --config + overrides, or (with --resume) the one saved in the run dir.
 
     On resume only RESUME_MAY_CHANGE may differ: steps (to extend a run), logging and
@@ -100,7 +96,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def check_run_dir(opts: RunOptions, cfg: TrainConfig, rank: int) -> Path | None:
+def check_run_dir(opts: TrainOptions, cfg: TrainConfig, rank: int) -> Path | None:
     """The checkpoint folder --resume continues from (every file it reads checked), else None;
     a new run must not write over one that has checkpoints."""
     if opts.out.exists() and not opts.out.is_dir():
@@ -113,12 +109,15 @@ def check_run_dir(opts: RunOptions, cfg: TrainConfig, rank: int) -> Path | None:
     return None
 
 
-def train(opts: RunOptions) -> dict:
+def train(opts: TrainOptions) -> dict:
     """Run one training stage; returns the run summary (also written to RUN_DIR/summary.json)."""
+    from svdcli.optional import require
     from svdcli.train.data import check_shards
     from svdcli.train.engine import init_distributed, load_ds_config, setup_env
 
     cfg = resolve_config(opts)  # user mistakes fail before any process group or model exists
+    require("deepspeed", "webdataset", needed_by="svd train")
+    family_of(cfg).check_requirements(cfg)
     shards = check_shards(opts.data)
     if opts.init is not None and not opts.resume and not opts.init.exists():
         raise SvdError(f"--init checkpoint not found: {opts.init}")
@@ -132,7 +131,7 @@ def train(opts: RunOptions) -> dict:
     return _train(opts, cfg, info, shards, ds_config, resume_from)
 
 
-def _train(opts: RunOptions, cfg: TrainConfig, info, shards, ds_config: dict, resume_from: Path | None) -> dict:
+def _train(opts: TrainOptions, cfg: TrainConfig, info, shards, ds_config: dict, resume_from: Path | None) -> dict:
     from svdcli.train.data import DataState, TrainStream, check_latents
     from svdcli.train.ema import EMA
     from svdcli.train.engine import build_engine, zero_stage
@@ -243,7 +242,7 @@ def _micro_step(engine, stream, encoders, cfg: TrainConfig, info, step: int, mic
     """Forward, NaN guard and backward of one micro-batch; returns (loss per video, sigma)."""
     family = family_of(cfg)
     video, meta = stream.next()
-    gen = step_generator(cfg.seed, step, micro, info.rank)
+    gen = step_generator(cfg.seed, step, micro, info.rank)   # independent of when the run was (re)started
     batch = family.prepare(video, meta, encoders, cfg, gen, info.device)
     batch.step = step
     sigma = family.training_sigmas(video.shape[0], cfg, gen)

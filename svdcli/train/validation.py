@@ -77,9 +77,8 @@ class Validator:
     @torch.no_grad()
     def run(self, denoiser, step: int) -> dict:
         """{'val_loss': mean, 'val_loss_by_sigma': {level: mean}} over the held-out batches."""
-        cfg, module = self.cfg, getattr(denoiser, "module", denoiser)
-        was_training = module.training
-        module.eval()
+        cfg, was_training = self.cfg, denoiser.training   # a DeepSpeed engine passes eval / train on
+        denoiser.eval()
         per_level = [[] for _ in self.levels]
         dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
@@ -94,6 +93,6 @@ class Validator:
                     with torch.autocast(device_type, dtype=dtype, enabled=cfg.precision == "bf16"):
                         per_level[j].extend(self.family.loss(denoiser, batch, sigma, noise).float().cpu().tolist())
         finally:
-            module.train(was_training)
+            denoiser.train(was_training)
         by_level = {f"{float(level):.4g}": float(np.mean(v)) for level, v in zip(self.levels, per_level)}
         return {"val_loss": float(np.mean([x for v in per_level for x in v])), "val_loss_by_sigma": by_level}

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 from svdcli.curate.executors.base import Outcome, TaskFailure, run_task
 from svdcli.curate.stage import Resources, Stage, Task
 from svdcli.errors import SvdError
+from svdcli.optional import imported
 
 MAX_ATTEMPTS = 3
 _STAGES: dict[str, Stage] = {}  # per worker process: stages already set up, by fingerprint
@@ -125,10 +126,7 @@ class RayExecutor:
     def connect(self):
         if "RAY_AUTH_MODE" not in os.environ and _token_available():
             os.environ["RAY_AUTH_MODE"] = "token"  # read when ray loads: a driver sends its token only in token mode
-        try:
-            import ray
-        except ImportError:
-            raise SvdError("--executor ray needs Ray: pip install 'svdcli[ray]'") from None
+        ray = imported("ray", "--executor ray")
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, log_to_driver=False, include_dashboard=False,

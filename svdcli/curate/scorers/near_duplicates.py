@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from svdcli.errors import SvdError
+from svdcli.optional import imported
 
 EXACT_LIMIT = 50_000  # clips; above it the IVF index: at 100k it was 2.8x faster at recall 1.0 (docs/benchmarks.md)
 QUERY_BATCH = 4096
@@ -54,11 +55,7 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 def build_index(emb: np.ndarray, kind: str, nprobe: int = 16, seed: int = 0):
     """A faiss inner-product index over unit rows `emb` (N, D): flat (exact) or IVF."""
-    try:
-        import faiss
-    except ImportError:
-        raise SvdError("near-duplicate removal needs faiss: pip install 'svdcli[dedup]' "
-                       "(faiss-cpu)") from None
+    faiss = imported("faiss", "near-duplicate removal")
     n, d = emb.shape
     if kind == "exact":
         index = faiss.IndexFlatIP(d)

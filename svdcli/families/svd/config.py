@@ -5,10 +5,10 @@ as they always have, so every existing recipe and run folder reads unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from svdcli.typed_config import check, field_names, fill
+from svdcli.families.options import FamilyOptions
+from svdcli.typed_config import RecipeKeys, check
 
 MODEL_PRESETS = ("tiny", "svd")
 COND_MODES = ("i2v", "t2v", "none")
@@ -25,7 +25,7 @@ class CondConfig:
 
 
 @dataclass
-class SVDConfig:
+class SVDConfig(RecipeKeys):
     """Which SVD network and encoders train, and how they are conditioned."""
 
     model: str = "tiny"       # UNetConfig preset: tiny (tests, CPU) or svd (the paper's size)
@@ -34,15 +34,20 @@ class SVDConfig:
     freeze_spatial: bool = False   # Video LDM: train only the temporal layers
     cond: CondConfig = field(default_factory=CondConfig)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "SVDConfig":
-        """The SVD keys of a whole training config (the generic keys are left to it)."""
-        cfg = cls()
-        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
-        return cfg
+@dataclass
+class SVDOptions(FamilyOptions):
+    """`svd sample` options of SVD checkpoints (the official sampler's defaults)."""
+
+    fps_id: int = 6                      # the output plays at fps_id + 1
+    motion_bucket_id: int = 127
+    cond_aug: float = 0.02               # noise on the conditioning image
+    prompt: str | None = None            # text-conditioned checkpoints
+    temporal_prompt: str | None = None   # their temporal cross-attention only (SVD paper sec. 6.4)
+    decode_chunk: int | None = None      # frames per temporal-VAE call (None: the model's)
+    model: str | None = None             # svd or svd_xt: whose defaults
+    lora: list | None = None             # [(file, scale), ...] applied to the UNet (checked: resolve)
+    elevation: float | None = None       # multi-view checkpoints: the input view's elevation (degrees)
 
 
 def unet_config(preset: str, stage: str | None = None):

@@ -73,6 +73,11 @@ def load_base(path: str | Path, prediction: str = "auto", text: str = "auto", se
     return _CACHE[key]
 
 
+def base_of(own, seed: int, path: str | Path | None = None) -> Base:
+    """The base a Tune-A-Video config (`TAVConfig`) names, or the file at `path`, as it reads it."""
+    return load_base(path or own.base, own.prediction, own.text, seed)
+
+
 def _read(path: Path, prediction: str, text: str, seed: int) -> Base:
     from svdcli.families.base import read_header
     from svdcli.families.svd.formats import load_checkpoint
@@ -131,8 +136,7 @@ def _sd21_parts(ckpt, text: str, seed: int):
 
 def _sd21_text(context_dim: int, text: str, seed: int) -> nn.Module:
     """SD 2.1's OpenCLIP ViT-H-14 text tower (penultimate layer), or a seeded tiny one (`text: tiny`)."""
-    from svdcli.families.svd.encoders import TinyTextEmbedder
-    from svdcli.models.conditioner import CLIP_ARCH, CLIP_TAG, TextEmbedder
+    from svdcli.families.svd.encoders import TinyTextEmbedder, sd_text_tower
 
     if text == "tiny":
         from open_clip.transformer import TextTransformer
@@ -140,34 +144,15 @@ def _sd21_text(context_dim: int, text: str, seed: int) -> nn.Module:
         torch.manual_seed(seed + 1)
         return TinyTextEmbedder(TextTransformer(context_length=16, vocab_size=49408, width=context_dim, heads=2,
                                                 layers=1, output_dim=context_dim, output_tokens=True), 16)
-    try:
-        return TextEmbedder(CLIP_ARCH, CLIP_TAG)
-    except MissingWeightsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - open_clip's download / lookup failures
-        raise MissingWeightsError(f"SD 2.1's text tower (open_clip {CLIP_ARCH}, {CLIP_TAG}) is not available "
-                                  f"here ({str(exc)[:200]}); put open_clip_pytorch_model.bin of "
-                                  "laion/CLIP-ViT-H-14-laion2B-s32B-b79K in the Hugging Face cache") from None
+    return sd_text_tower()
 
 
 def scaling(prediction: str):
     """The preconditioning of the base (EDM eq. 7 factors): SVD's v-scaling with EDM c_noise for
     our image model, `VScaling` / `EpsScaling` of SD's scaled-linear schedule for SD bases."""
-    from svdcli.diffusion.scalings import EpsScaling, VScaling, VScalingWithEDMcNoise
+    from svdcli.diffusion.scalings import for_prediction
 
-    if prediction == "edm":
-        return VScalingWithEDMcNoise()
-    schedule = vp_schedule()
-    return VScaling(schedule) if prediction == "v" else EpsScaling(schedule)
-
-
-def prediction_of(s) -> str:
-    """edm | v | eps: which base parametrisation a `scaling` object is."""
-    from svdcli.diffusion.scalings import VScaling, VScalingWithEDMcNoise
-
-    if isinstance(s, VScalingWithEDMcNoise):
-        return "edm"
-    return "v" if isinstance(s, VScaling) else "eps"
+    return for_prediction(prediction, None if prediction == "edm" else vp_schedule())
 
 
 def vp_schedule():

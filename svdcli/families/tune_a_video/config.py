@@ -1,17 +1,19 @@
-"""The Tune-A-Video family's keys of a training config (beside the generic ones in a recipe)."""
+"""The Tune-A-Video family's keys of a training config (beside the generic ones in a recipe),
+and its `svd sample` options."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
-from svdcli.typed_config import check, field_names, fill
+from svdcli.families.options import FamilyOptions, derived
+from svdcli.typed_config import RecipeKeys, check
 
 PREDICTIONS = ("auto", "edm", "v", "eps")
 ATTENTION = ("sparse_causal", "full")
 
 
 @dataclass
-class TAVConfig:
+class TAVConfig(RecipeKeys):
     """Which image model is inflated and tuned, on which text."""
 
     base: str = ""                # image model: our `--stage image` export / run dir, or an SD 2.1 file
@@ -21,14 +23,15 @@ class TAVConfig:
     attention: str = "sparse_causal"   # ST-Attn, or full spatio-temporal attention (the baseline)
     frame_stride: int = 2         # every n-th frame of the clip: `svd tune` packs, `--invert` reads so (official: 2)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TAVConfig":
-        cfg = cls()
-        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
-        return cfg
+@dataclass
+class TAVOptions(FamilyOptions):
+    """`svd sample --family tune_a_video` options: the edit and where it starts."""
+
+    prompt: str | None = None        # the edited text (default: the tuned run's own prompt)
+    tuned: Path | None = None        # a `svd tune` run folder or its delta file, applied to the base
+    invert: Path | None = None       # start from the DDIM inversion of this video (default: noise)
+    frame_stride: int = derived(1)   # --invert reads every n-th frame, as the run was tuned on it
 
 
 def validate(cfg) -> None:

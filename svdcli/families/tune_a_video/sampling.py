@@ -1,4 +1,5 @@
-"""Tune-A-Video inference (sec. 4.3): DDIM inversion of the source latents with the empty prompt
+"""Tune-A-Video inference (sec. 4.3), the family's sampling methods (svdcli.families.base.Family):
+a base file (untuned) or a delta file loaded, the --tuned delta applied, DDIM inversion of the source latents with the empty prompt
 gives the starting noise (or random noise without a source), then DDIM sampling with the edited
 prompt and classifier-free guidance.
 
@@ -10,15 +11,17 @@ probability-flow ODE and inversion runs it from sigma_min up to sigma_max.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from svdcli.errors import SvdError
-from svdcli.families.base import LoadedModel
-from svdcli.families.tune_a_video.base import Base, vp_schedule
+from svdcli.families.base import LoadedModel, SamplingInputs, TrainedRun
+from svdcli.families.tune_a_video.base import Base, base_of, vp_schedule
+from svdcli.families.tune_a_video.config import TAVConfig, TAVOptions
 
 
 @dataclass(kw_only=True)
@@ -45,6 +48,103 @@ def tav_model(family, base: Base, attention: str = "sparse_causal", seed: int = 
                                 width=size[0], height=size[1], size_multiple=64, sampler="ddim")
     return TAVModel(family=family, defaults=defaults, kind=f"{base.kind} base ({base.prediction})", base=base,
                     denoiser=build_denoiser(base, attention, seed, train=False).eval())
+
+
+def load(family, header) -> TAVModel:
+    """A base image file (untuned; `--tuned` applies a delta) or a delta file itself."""
+    from svdcli.families.tune_a_video.delta import DELTA_FORMAT, apply_delta
+
+    meta, delta = header.metadata, None
+    own, seed, frames, size = TAVConfig(), 0, 8, (512, 512)
+    if meta.get("format") == DELTA_FORMAT:
+        run = TrainedRun.from_metadata(meta, default_family=family.name)
+        own, seed, frames, size, delta = TAVConfig.from_dict(run.values), run.seed, run.frames, \
+            (run.width, run.height), header.path
+        base = base_of(own, seed, meta["base_path"])
+    else:
+        base = base_of(own, seed, header.path)
+    if base.kind == "ours" and delta is None:
+        size = (256, 256)
+    model = tav_model(family, base, own.attention, seed, frames, size)
+    if delta is not None:
+        model.tuned = apply_delta(model.denoiser.net, delta, base.digest)
+    return model
+
+
+def sampling_defaults(family, model: TAVModel, options: TAVOptions):
+    """A --tuned run samples at its own frame count and size."""
+    if options.tuned is None:
+        return model.defaults
+    from svdcli.families.tune_a_video.delta import read_delta
+
+    tuned = TrainedRun.from_metadata(read_delta(Path(options.tuned))[1], default_family=family.name)
+    return replace(model.defaults, frames=tuned.frames, width=tuned.width, height=tuned.height,
+                   trained_frames=tuned.frames)
+
+
+def resolve_options(family, model: TAVModel, options: TAVOptions, image, warn) -> TAVOptions:
+    from svdcli.families.tune_a_video.delta import apply_delta
+
+    if image is not None:
+        raise SvdError("tune_a_video edits a video by prompt: leave out --image (use --invert VIDEO)")
+    if options.tuned is not None:
+        model.tuned = apply_delta(model.denoiser.net, Path(options.tuned), model.base.digest)
+    tuned = json.loads(model.tuned.get("train_config", "{}"))
+    prompt = options.prompt or tuned.get("prompt")
+    if not prompt:
+        raise SvdError("tune_a_video needs --prompt (the edited text)")
+    if options.invert is not None and not Path(options.invert).is_file():
+        raise SvdError(f"--invert {options.invert}: no such video")
+    # --invert reads the clip as the run was tuned on it: every frame_stride-th frame (runs saved
+    # before the key existed tuned on consecutive frames)
+    stride = int(tuned.get("frame_stride", 1)) if tuned else TAVConfig().frame_stride
+    return replace(options, prompt=prompt, frame_stride=stride)
+
+
+def sigmas(family, model: TAVModel, steps: int, device) -> torch.Tensor:
+    return ddim_sigmas(model.base.prediction, steps, device)
+
+
+def sampling_inputs(family, model: TAVModel, image, opts, device, dtype) -> SamplingInputs:
+    from svdcli.families.tune_a_video.network import make_cond
+
+    h, w = opts.height // 8, opts.width // 8
+    noise = torch.randn(opts.frames, 4, h, w, generator=torch.Generator().manual_seed(opts.seed))
+    context = text_context(model, [opts.family_options.prompt, ""], device)
+    cond = make_cond(context[:1], opts.frames, model.base, (h, w))
+    uncond = make_cond(context[1:], opts.frames, model.base, (h, w))
+    notes = [] if model.tuned else ["no --tuned delta: sampling the inflated, untuned image model"]
+    return SamplingInputs(noise.to(device), cond, uncond, fps=8.0, notes=notes)
+
+
+def guided_denoiser(family, model: TAVModel, opts, autocast_dtype):
+    return cfg_denoiser(model.denoiser, opts.frames, opts.max_cfg)
+
+
+def sample(family, model: TAVModel, inputs, opts, denoiser, sigmas, callback) -> torch.Tensor:
+    """DDIM from random noise, or from the DDIM inversion of --invert."""
+    from svdcli.diffusion.samplers import prior_sample
+
+    source = opts.family_options.invert
+    if source is None:
+        x = prior_sample(inputs.noise.float(), sigmas)
+    else:
+        video = read_clip(Path(source), opts.frames, opts.height, opts.width, opts.family_options.frame_stride)
+        x0 = source_latents(model, video, inputs.noise.device)
+        x = invert(model, x0, inputs.uncond, sigmas, opts.frames, callback)
+    return run_ddim(model, x, denoiser, sigmas, inputs.cond, inputs.uncond, callback)
+
+
+def sampling_steps(family, model: TAVModel, opts) -> int:
+    inverted = opts.family_options.invert is not None
+    return opts.steps * (2 if inverted else 1) - (1 if inverted and model.base.prediction == "edm" else 0)
+
+
+def decode(family, model: TAVModel, x, opts):
+    from svdcli.models.vae import SCALE_FACTOR
+
+    vae = model.base.vae
+    return vae.decode(x.to(next(vae.parameters()).dtype) / SCALE_FACTOR, opts.frames).clamp(-1.0, 1.0)
 
 
 def ddim_sigmas(prediction: str, steps: int, device) -> torch.Tensor:

@@ -2,15 +2,18 @@
 
 Frames and image size are the generic `data.frames`, `data.height`, `data.width` (the network
 itself is frame-count free: temporal attention only sees frame offsets). Everything else the
-network needs (`VDMNetConfig`) follows from these keys and is saved inside every checkpoint
-with the training config.
+network needs (`VDMNetConfig`) follows from these keys; every checkpoint saves it resolved
+(`net_config`) beside the training config and is rebuilt from it. `VDMOptions` are the
+family's `svd sample` options.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
-from svdcli.typed_config import check, field_names, fill
+from svdcli.families.options import FamilyOptions, choice
+from svdcli.typed_config import RecipeKeys, check, field_names, fill
 
 PARAMETERISATIONS = ("eps", "v")
 TEXT_TOWERS = ("none", "tiny", "open_clip")
@@ -45,7 +48,7 @@ def _ints(values) -> tuple[int, ...]:
 
 
 @dataclass
-class VDMConfig:
+class VDMConfig(RecipeKeys):
     """What a VDM recipe sets beside the generic keys (its `model` preset and diffusion choices)."""
 
     model: str = "tiny"                      # tiny (tests, CPU) or base (the paper's 64x64 scale)
@@ -60,16 +63,6 @@ class VDMConfig:
     logsnr_min: float = -20.0                # truncated cosine schedule (VDM / Imagen code)
     logsnr_max: float = 20.0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VDMConfig":
-        """The VDM keys of a whole training config (the generic keys are left to it)."""
-        cfg = cls()
-        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
-        return cfg
-
     def net(self) -> VDMNetConfig:
         """The network of the preset with this config's overrides."""
         base = PRESETS[self.model]()
@@ -77,6 +70,18 @@ class VDMConfig:
         return dataclasses.replace(base, channels=self.channels or base.channels,
                                    mults=_ints(self.mults) or base.mults, heads=self.heads or base.heads,
                                    context_dim=context)
+
+
+@dataclass
+class VDMOptions(FamilyOptions):
+    """`svd sample` options of VDM checkpoints."""
+
+    prompt: str | None = None            # models trained with a text tower
+    input: Path | None = None            # the video --extend continues or --upsample enlarges
+    extend: int | None = None            # frames to add after the end of --input
+    upsample: int | None = None          # spatial factor of --input
+    guidance_weight: float = 4.0         # w_r; the paper finds w_r > 1 matters (4 is best of 4, 16, 64 here)
+    conditioning: str = choice("reconstruction", "replacement")
 
 
 def tiny() -> VDMNetConfig:

@@ -1,8 +1,9 @@
 """Conditional sampling from an unconditional VDM (Ho et al. 2022, sec. 3.1): pure functions.
 
-A joint window x = (x^a, x^b) is sampled with the ancestral sampler (`sample_ancestral`'s
-step, gamma = 0) while an observation y of the sample must hold: y = x^a for extension (the
-known frames), y = the low-resolution video for super-resolution (A = average pooling).
+A joint window x = (x^a, x^b) is sampled with the ancestral sampler (`step_ancestral`, the step
+of `sample_ancestral` with gamma = 0) while an observation y of the sample must hold: y = x^a
+for extension (the known frames), y = the low-resolution video for super-resolution (A =
+average pooling).
 
 - reconstruction guidance, eq. 7: x~^b(z_t) = x_hat^b(z_t) - (w_r alpha_t / 2) grad_{z^b_t} ||y - A(x_hat(z_t))||^2.
   With z_t = alpha_t x (x the samplers' sigma-space sample) the gradient is
@@ -24,18 +25,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from svdcli.diffusion.samplers import step_noise
+from svdcli.diffusion.samplers import step_ancestral, step_noise
 
 METHODS = ("reconstruction", "replacement")
-
-
-def ancestral_step(x: torch.Tensor, denoised: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
-                   generator) -> torch.Tensor:
-    """One step of `svdcli.diffusion.samplers.sample_ancestral` (gamma = 0, Ho et al. 2020, eq. 6-7)."""
-    if float(s_next) == 0:
-        return denoised
-    r = s_next**2 / s**2
-    return r * x + (1 - r) * denoised + ((1 - r) * s_next**2).sqrt() * step_noise(x, generator)
 
 
 def known_frames(known: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -70,7 +62,7 @@ def sample_guided(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, y: 
         if known is not None:
             grad[known] = 0.0                       # grad_{z^b}: x^a comes from q(z^a | x^a)
         guided = denoised.detach() - (w_r / 2.0) * grad
-        x = ancestral_step(x, guided, s, s_next, generator)
+        x = step_ancestral(x, guided, s, s_next, generator=generator)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": guided,
                       "reconstruction_error": float(error.detach()) / y.numel()})
@@ -88,7 +80,7 @@ def sample_replacement(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor
         x = x.clone()
         x[known] = x_a + s * step_noise(x_a, generator)
         denoised = denoiser(x, s.expand(x.shape[0]))
-        x = ancestral_step(x, denoised, s, s_next, generator)
+        x = step_ancestral(x, denoised, s, s_next, generator=generator)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised,
                       "reconstruction_error": float(((x_a - denoised[known]) ** 2).mean())})

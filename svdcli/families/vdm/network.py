@@ -10,8 +10,9 @@ a clip in time shifts the outputs. In joint image-video training the frames flag
 `image_only_indicator` attend only to themselves (sec. 3: the attention matrix of an image is
 the identity), so an image never mixes with the video or with the other images.
 
-`VDMDenoiser` wraps the U-Net as D(x, sigma) for the samplers and the loss: the U-Net predicts
-eps or v of z_t = alpha_t x + sigma_t eps on the continuous cosine schedule.
+`VDMDenoiser` is the U-Net as D(x, sigma) for the samplers and the loss (`edm.Denoiser` with
+the U-Net's call): the U-Net predicts eps or v of z_t = alpha_t x + sigma_t eps on the
+continuous cosine schedule.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svdcli.diffusion.edm import Denoiser
 from svdcli.families.vdm.config import VDMNetConfig
 
 
@@ -205,28 +207,20 @@ class VDMUNet(nn.Module):
         return self.out(h)
 
 
-class VDMDenoiser(nn.Module):
-    """D(x, sigma) = c_skip x + c_out F(c_in x, t(sigma)) (EDM eq. 7) for a VP network F that
-    predicts eps or v (`svdcli.diffusion.scalings.EpsScaling` / `VScaling`) on the cosine schedule."""
+class VDMDenoiser(Denoiser):
+    """D(x, sigma) = c_skip x + c_out F(c_in x, t(sigma)) (EDM eq. 7, `edm.Denoiser`) for the VP
+    network F that predicts eps or v (`EpsScaling` / `VScaling`) on the cosine schedule, trained
+    on its own target (objective "network": ||eps - eps_hat||^2 or ||v - v_hat||^2)."""
 
     def __init__(self, net: VDMUNet, parameterisation: str = "v", logsnr_min: float = -20.0,
                  logsnr_max: float = 20.0):
-        super().__init__()
         from svdcli.diffusion.scalings import EpsScaling, VScaling
         from svdcli.diffusion.schedules import CosineSchedule
 
-        self.net, self.parameterisation = net, parameterisation
-        self.schedule = CosineSchedule(logsnr_min, logsnr_max)
-        self.scaling = (VScaling if parameterisation == "v" else EpsScaling)(self.schedule)
+        schedule = CosineSchedule(logsnr_min, logsnr_max)
+        super().__init__(net, (VScaling if parameterisation == "v" else EpsScaling)(schedule), objective="network")
+        self.schedule, self.parameterisation = schedule, parameterisation
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict | None = None, num_video_frames: int = 1,
-                image_only_indicator: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
-        """D(x; sigma), or with `raw` the network's own prediction F (eps or v)."""
-        sigma = sigma.to(torch.float32).reshape(-1).expand(x.shape[0])
-        s = sigma.reshape(-1, 1, 1, 1)
-        c_skip, c_out, c_in, c_noise = self.scaling(s)
-        f = self.net(x * c_in.to(x.dtype), c_noise.reshape(-1), (cond or {}).get("context"), num_video_frames,
-                     image_only_indicator)
-        if raw:
-            return f
-        return (f * c_out + x * c_skip).to(x.dtype)
+    def network(self, x_in, c_noise, cond, num_video_frames, image_only_indicator):
+        """The U-Net reads the text tokens as `context`."""
+        return self.net(x_in, c_noise, cond.get("context"), num_video_frames, image_only_indicator)

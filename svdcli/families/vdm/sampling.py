@@ -1,10 +1,13 @@
-"""What `svd sample` does with a VDM checkpoint: load it, check the options, draw the noise,
-and run the ancestral sampler on the cosine schedule, plain or conditioned on an input video
-(`--extend N`: the next N frames by reconstruction guidance or replacement; `--upsample K`:
-K x super-resolution by reconstruction guidance). Decoding is the identity (pixel space).
+"""What `svd sample` does with a VDM checkpoint (the family's sampling methods,
+svdcli.families.base.Family): load it (the network rebuilt from the config the checkpoint
+saved), check the options, draw the noise, and run the ancestral sampler on the cosine
+schedule, plain or conditioned on an input video (`--extend N`: the next N frames by
+reconstruction guidance or replacement; `--upsample K`: K x super-resolution by reconstruction
+guidance). Decoding is the identity (pixel space).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from svdcli.diffusion.samplers import step_generator
 from svdcli.errors import SvdError
 from svdcli.families.base import LoadedModel, SamplingDefaults, SamplingInputs, TrainedRun
-from svdcli.families.vdm.config import VDMConfig
+from svdcli.families.vdm.config import VDMConfig, VDMNetConfig, VDMOptions
 
 DEFAULT_STEPS = 64
-DEFAULT_GUIDANCE_WEIGHT = 4.0      # w_r; the paper finds w_r > 1 matters (4 is best of 4, 16, 64 on the tiny test model)
 FPS = 8.0
 
 
@@ -36,11 +39,24 @@ class VDMInputs(SamplingInputs):
     clip: torch.Tensor | None = None     # (T, 3, H, W) in [-1, 1]: the --input video at the model's size
 
 
-def build_denoiser(own: VDMConfig, seed: int):
+def build_denoiser(own: VDMConfig, seed: int, net: VDMNetConfig | None = None):
+    """The denoiser of `own`, its network `net` (default: what `own` resolves to) seeded by `seed`."""
     from svdcli.families.vdm.network import VDMDenoiser, VDMUNet
 
     torch.manual_seed(seed)
-    return VDMDenoiser(VDMUNet(own.net()), own.parameterisation, own.logsnr_min, own.logsnr_max)
+    return VDMDenoiser(VDMUNet(net or own.net()), own.parameterisation, own.logsnr_min, own.logsnr_max)
+
+
+def saved_net_config(header, own: VDMConfig) -> VDMNetConfig:
+    """The network config a checkpoint saved; files written before it was saved (no `net_config`)
+    name a preset, resolved as it reads today."""
+    saved = header.metadata.get("net_config")
+    if saved is None:
+        return own.net()
+    try:
+        return VDMNetConfig.from_dict(json.loads(saved))
+    except (ValueError, TypeError) as exc:
+        raise SvdError(f"{header.path}: its net_config metadata is not readable ({exc})") from None
 
 
 def load(family, header) -> VDMModel:
@@ -48,13 +64,18 @@ def load(family, header) -> VDMModel:
 
     run = TrainedRun.from_metadata(header.metadata, default_family=family.name)
     own = VDMConfig.from_dict(run.values)
-    denoiser = build_denoiser(own, run.seed)
+    net = saved_net_config(header, own)
+    denoiser = build_denoiser(own, run.seed, net)
     state = family.saved_state(header.path)
-    missing, unexpected = denoiser.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = denoiser.load_state_dict(state, strict=False)
+    except RuntimeError as exc:               # tensors of other shapes
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise SvdError(f"{header.path} does not fit the VDM network its config describes ({first})") from None
     if missing or unexpected:
         raise SvdError(f"{header.path} does not fit the VDM network its config describes "
                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    factor = 2 ** (len(own.net().mults) - 1)
+    factor = 2 ** (len(net.mults) - 1)
     defaults = SamplingDefaults("vdm", frames=run.frames, steps=DEFAULT_STEPS, min_cfg=1.0, max_cfg=1.0,
                                 width=run.width, height=run.height, trained_frames=run.frames,
                                 size_multiple=factor, sampler="ancestral")
@@ -62,27 +83,27 @@ def load(family, header) -> VDMModel:
     return VDMModel(family=family, defaults=defaults, kind="vdm", denoiser=denoiser.eval(), text=text, run=run)
 
 
-def resolve_options(model: VDMModel, options: dict, image) -> dict:
+def resolve_options(family, model: VDMModel, o: VDMOptions, image, warn) -> VDMOptions:
     if image is not None:
         raise SvdError("family vdm is not conditioned on an image: leave out --image (use --input for a video)")
-    out = dict(options)
-    if out.get("extend") and out.get("upsample"):
+    if o.extend and o.upsample:
         raise SvdError("give either --extend or --upsample, not both")
-    if (out.get("extend") or out.get("upsample")) and out.get("input") is None:
+    if (o.extend or o.upsample) and o.input is None:
         raise SvdError("--extend and --upsample need the video to continue or upsample: --input clip.mp4")
-    if out.get("input") is not None and not (out.get("extend") or out.get("upsample")):
+    if o.input is not None and not (o.extend or o.upsample):
         raise SvdError("--input is read for --extend N or --upsample K; give one of them")
-    if out.get("input") is not None and not Path(out["input"]).is_file():
-        raise SvdError(f"--input video not found: {out['input']}")
-    method = out.setdefault("conditioning", "reconstruction")
-    if method not in ("reconstruction", "replacement"):
-        raise SvdError(f"--conditioning must be reconstruction or replacement, not {method!r}")
-    if method == "replacement" and out.get("upsample"):
+    if o.input is not None and not Path(o.input).is_file():
+        raise SvdError(f"--input video not found: {o.input}")
+    if o.conditioning == "replacement" and o.upsample:
         raise SvdError("--upsample is reconstruction-guided only (replacement needs known pixels)")
-    out.setdefault("guidance_weight", DEFAULT_GUIDANCE_WEIGHT)
-    if out.get("prompt") and model.text is None:
+    if o.prompt and model.text is None:
         raise SvdError("this vdm checkpoint was trained without text (text: none): leave out --prompt")
-    return out
+    return o
+
+
+def sigmas(family, model: VDMModel, steps: int, device):
+    """t = 1, (n-1)/n, ..., 1/n on the model's cosine schedule, then 0."""
+    return model.denoiser.schedule.sigmas(steps).to(device)
 
 
 def read_clip(path, size: tuple[int, int] | None) -> tuple[torch.Tensor, float]:
@@ -105,33 +126,33 @@ def read_clip(path, size: tuple[int, int] | None) -> tuple[torch.Tensor, float]:
     return x, fps
 
 
-def sampling_inputs(model: VDMModel, opts, device, dtype) -> VDMInputs:
+def sampling_inputs(family, model: VDMModel, image, opts, device, dtype) -> VDMInputs:
     from svdcli.diffusion.samplers import per_sample_noise
 
     fo = opts.family_options
     clip, fps, notes = None, FPS, []
-    if fo.get("extend"):
-        clip, fps = read_clip(fo["input"], (opts.width, opts.height))
-    elif fo.get("upsample"):
-        clip, fps = read_clip(fo["input"], None)
-        h, w = (s * fo["upsample"] for s in clip.shape[2:])
+    if fo.extend:
+        clip, fps = read_clip(fo.input, (opts.width, opts.height))
+    elif fo.upsample:
+        clip, fps = read_clip(fo.input, None)
+        h, w = (s * fo.upsample for s in clip.shape[2:])
         m = model.defaults.size_multiple
         if h % m or w % m:
-            raise SvdError(f"--upsample {fo['upsample']} of a {clip.shape[3]}x{clip.shape[2]} video gives "
+            raise SvdError(f"--upsample {fo.upsample} of a {clip.shape[3]}x{clip.shape[2]} video gives "
                            f"{w}x{h}, not a multiple of {m}")
     noise = per_sample_noise([opts.seed], (3, opts.height, opts.width), frames=opts.frames, device=device)
     cond, uncond = {}, {}
     if model.text is not None:
-        context = model.text([fo.get("prompt") or ""]).float().to(device)   # (1, L, D)
+        context = model.text([fo.prompt or ""]).float().to(device)   # (1, L, D)
         cond = {"context": context}
         uncond = {"context": torch.zeros_like(context)}
     if clip is not None:
-        notes.append(f"conditioning on {clip.shape[0]} frames of {fo['input']} ({fo['conditioning']}, "
-                     f"w_r {fo['guidance_weight']:g})")
+        notes.append(f"conditioning on {clip.shape[0]} frames of {fo.input} ({fo.conditioning}, "
+                     f"w_r {fo.guidance_weight:g})")
     return VDMInputs(noise, cond, uncond, fps=fps, notes=notes, clip=None if clip is None else clip.to(device))
 
 
-def guided_denoiser(model: VDMModel, opts):
+def guided_denoiser(family, model: VDMModel, opts, autocast_dtype=None):
     """D(x, sigma, *, cond, uncond) of one video (all rows are its frames), with classifier-free
     guidance D_u + W (D_c - D_u) at W = --cfg when the model takes text.
 
@@ -154,12 +175,6 @@ def guided_denoiser(model: VDMModel, opts):
     return denoise
 
 
-def step_generator(seed: int, chunk: int) -> torch.Generator:
-    """The per-step noise of one sampled window, from the video's seed and the window's index."""
-    state = np.random.SeedSequence([seed, chunk]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def extension_plan(n_new: int, window: int) -> list[int]:
     """New frames per window: each window holds K = window // 2 known frames and up to
     window - K new ones (fewer known frames when the input is shorter)."""
@@ -167,12 +182,12 @@ def extension_plan(n_new: int, window: int) -> list[int]:
     return [min(per, n_new - i) for i in range(0, n_new, per)]
 
 
-def sampling_steps(opts) -> int:
+def sampling_steps(family, model, opts) -> int:
     fo = opts.family_options
-    return opts.steps * (len(extension_plan(fo["extend"], opts.frames)) if fo.get("extend") else 1)
+    return opts.steps * (len(extension_plan(fo.extend, opts.frames)) if fo.extend else 1)
 
 
-def sample(model: VDMModel, inputs: VDMInputs, opts, denoiser, sigmas: torch.Tensor, callback) -> torch.Tensor:
+def sample(family, model: VDMModel, inputs: VDMInputs, opts, denoiser, sigmas: torch.Tensor, callback) -> torch.Tensor:
     """x (N, 3, H, W): an unconditional video, the input followed by its extension, or the
     input upsampled; `sigmas` from the cosine schedule."""
     from svdcli.diffusion.samplers import prior_sample, sample_ancestral
@@ -183,10 +198,15 @@ def sample(model: VDMModel, inputs: VDMInputs, opts, denoiser, sigmas: torch.Ten
         return sample_ancestral(denoiser, prior_sample(inputs.noise.float(), sigmas), sigmas, extra_args=extra,
                                 callback=callback, generator=step_generator(opts.seed, 0))
     d = lambda x, sigma: denoiser(x, sigma, **extra)  # noqa: E731
-    w_r = float(fo["guidance_weight"])
-    if fo.get("upsample"):
-        return upsample(d, inputs.clip, fo["upsample"], sigmas, w_r, opts.seed, callback)
-    return extend(d, inputs.clip, fo["extend"], opts.frames, sigmas, fo["conditioning"], w_r, opts.seed, callback)
+    w_r = float(fo.guidance_weight)
+    if fo.upsample:
+        return upsample(d, inputs.clip, fo.upsample, sigmas, w_r, opts.seed, callback)
+    return extend(d, inputs.clip, fo.extend, opts.frames, sigmas, fo.conditioning, w_r, opts.seed, callback)
+
+
+def decode(family, model, x, opts):
+    """Pixel space: the sample is the video."""
+    return x.float().clamp(-1.0, 1.0)
 
 
 def extend(d, clip: torch.Tensor, n_new: int, window: int, sigmas, method: str, w_r: float, seed: int,

@@ -1,4 +1,6 @@
-"""VDM training: joint image-video batches, continuous-time cosine noise levels, eps / v loss.
+"""VDM training (the family's training methods, svdcli.families.base.Family): the network built
+from its config and saved with it, joint image-video batches, continuous-time cosine noise
+levels; the eps / v loss is the denoiser's own (`VDMDenoiser`, objective "network").
 
 - Joint training (Ho et al. 2022, sec. 3): each video of B clips gets n = round(image_ratio * T)
   independent images appended as extra frames, each a random frame of another clip of the
@@ -11,9 +13,42 @@
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from svdcli.families.base import TrainBatch
+
+FORMAT = "svdcli-vdm"   # `format` metadata of the files `save` writes
+
+
+def build(family, cfg, init: Path | None = None):
+    from svdcli.families.vdm.sampling import build_denoiser
+
+    denoiser = build_denoiser(cfg.family_config, cfg.seed)
+    if init is not None:
+        denoiser.load_state_dict(family.saved_state(init), strict=True)
+    return denoiser
+
+
+def encoders(family, cfg, device: str):
+    """The frozen text tower (`text:`), or None."""
+    from svdcli.families.vdm.text import build_text_tower
+
+    own = cfg.family_config
+    tower = build_text_tower(own.text, own.text_dim, cfg.seed)
+    return None if tower is None else tower.to(device)
+
+
+def save(family, path: Path, state, cfg, metadata: dict[str, str]) -> None:
+    """The denoiser's state, the training config and the resolved network config (`net_config`),
+    which loading rebuilds the network from."""
+    from safetensors.torch import save_file
+
+    net = json.dumps(cfg.family_config.net().to_dict())
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+              metadata={"format": FORMAT, "net_config": net, **metadata})
 
 
 def joint_frames(video: torch.Tensor, n_images: int, gen: torch.Generator):
@@ -30,7 +65,7 @@ def joint_frames(video: torch.Tensor, n_images: int, gen: torch.Generator):
 
 
 @torch.no_grad()
-def prepare(video: torch.Tensor, meta: dict, text, cfg, gen: torch.Generator, device) -> TrainBatch:
+def prepare(family, video: torch.Tensor, meta: dict, text, cfg, gen: torch.Generator, device) -> TrainBatch:
     """Loader batch (B, T, C, H, W) in [-1, 1] -> x0 (B*(T+n), 3, H, W), context, indicator."""
     own = cfg.family_config
     b, t = video.shape[:2]
@@ -49,22 +84,9 @@ def prepare(video: torch.Tensor, meta: dict, text, cfg, gen: torch.Generator, de
     return TrainBatch(x0, cond, total, indicator.to(device) if total > t else None)
 
 
-def training_sigmas(n: int, cfg, gen: torch.Generator) -> torch.Tensor:
+def training_sigmas(family, n: int, cfg, gen: torch.Generator) -> torch.Tensor:
     """sigma(t) with t ~ U(0, 1), one per video."""
     from svdcli.diffusion.schedules import CosineSchedule
 
     own = cfg.family_config
     return CosineSchedule(own.logsnr_min, own.logsnr_max).sigma(torch.rand(n, generator=gen)).float()
-
-
-def loss(denoiser, batch: TrainBatch, sigma: torch.Tensor, noise: torch.Tensor, parameterisation: str) -> torch.Tensor:
-    """Per-video mean of ||target - F(z_t, t)||^2, target eps or v."""
-    b = sigma.shape[0]
-    sigma = sigma.to(batch.x0.device).repeat_interleave(batch.frames)          # (B,) -> (B*T,)
-    s = sigma.reshape(-1, 1, 1, 1)
-    x0 = batch.x0.float()
-    x = x0 + s * noise
-    f = denoiser(x, sigma, batch.cond, batch.frames, batch.image_only_indicator, raw=True)
-    alpha, sigma_t = 1.0 / (1.0 + s**2).sqrt(), s / (1.0 + s**2).sqrt()       # VP coefficients of x
-    target = noise if parameterisation == "eps" else alpha * noise - sigma_t * x0
-    return ((f.float() - target) ** 2).reshape(b, -1).mean(dim=1)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from svdcli.families.options import FamilyOptions, derived
 from svdcli.families.svd.config import CondConfig, SVDConfig
 from svdcli.families.svd.config import validate as validate_svd
-from svdcli.typed_config import check, field_names, fill
+from svdcli.typed_config import check
 
 STAGES = ("video", "predict", "interpolate", "upsample", "decoder")
 MODEL_PRESETS = ("tiny", "svd", "tiny_sd21", "sd21", "tiny_x4_upscaler", "x4_upscaler")
@@ -66,14 +69,26 @@ class VideoLDMConfig(SVDConfig):
     decoder: DecoderConfig = field(default_factory=DecoderConfig)   # the decoder stage (Sec. 3.1.1)
     upsample: UpsampleConfig = field(default_factory=UpsampleConfig)  # the upsample stage (Sec. 3.4)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "VideoLDMConfig":
-        cfg = cls()
-        fill(cfg, {k: v for k, v in values.items() if k in field_names(cls)})
-        return cfg
+@dataclass
+class VideoLDMOptions(FamilyOptions):
+    """`svd sample` options of Video LDM checkpoints: the uses of its three models (one clip,
+    --long, --interpolate, --upsample) and their inputs."""
+
+    prompt: str | None = None
+    long: bool = False                   # a prediction model, chunk after chunk (Sec. 3.2)
+    context_frames: int | None = None    # --long: frames carried into the next chunk (the model's max)
+    context_guidance: float = 1.0        # --long: guidance scale w on the context frames
+    interpolate: int | None = None       # an interpolation model's factor, a power of its own (Sec. 3.3)
+    input: Path | None = None            # the keyframes of --interpolate, the video of --upsample
+    upsample: int | None = None          # the video upsampler's factor (Sec. 3.4)
+    noise_level: int | None = None       # --upsample: the input's noise augmentation level
+    fps_id: int | None = None            # our image stage's micro-conditioning (svd sample's defaults)
+    motion_bucket_id: int | None = None
+    passes: int = derived(0)             # --interpolate: passes of the model's factor
+    keyframes: Any = derived()           # --interpolate: the --input frames (T, 3, H, W) in [-1, 1]
+    low_res: Any = derived()             # --upsample: the --input frames
+    input_fps: float | None = derived()  # the --input video's rate
 
 
 def validate(cfg) -> None:

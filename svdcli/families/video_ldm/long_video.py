@@ -27,7 +27,7 @@ def sample_long(model, inputs, opts, denoiser, sigmas, callback) -> torch.Tensor
     on two context frames": one frame from the image model (temporal layers mixed out), the first
     chunk given it as S = 1 context frame, each next chunk given the last S (--context-frames)
     frames generated; (N, 4, h, w)."""
-    t, s, total = model.defaults.frames, opts.family_options["context_frames"], opts.frames
+    t, s, total = model.defaults.frames, opts.family_options.context_frames, opts.frames
     gen = torch.Generator().manual_seed(int(opts.seed))
     device = inputs.noise.device
     shape = inputs.noise.shape[1:]
@@ -82,19 +82,19 @@ def sample_interpolated(model, inputs, opts, denoiser, sigmas, callback) -> torc
 
     o = opts.family_options
     device = inputs.noise.device
-    frames = torch.nn.functional.interpolate(o["keyframes"], size=(opts.height, opts.width), mode="area")
+    frames = torch.nn.functional.interpolate(o.keyframes, size=(opts.height, opts.width), mode="area")
     vae_dtype = next(model.vae.parameters()).dtype
     keys = latent_scale(model.own) * model.vae.encode(frames.to(device, vae_dtype)).float()
     gen = torch.Generator().manual_seed(int(opts.seed))
-    for _ in range(o["passes"]):
+    for _ in range(o.passes):
         keys = interpolate_once(model, keys, inputs, opts, denoiser, sigmas, gen, callback)
     return keys
 
 
-def interpolation_window_count(model, o: dict) -> int:
-    k, n = model.own.interpolation_factor, o["keyframes"].shape[0]
+def interpolation_window_count(model, o) -> int:
+    k, n = model.own.interpolation_factor, o.keyframes.shape[0]
     per_window, windows = (model.defaults.frames - 1) // k + 1, 0
-    for _ in range(o["passes"]):
+    for _ in range(o.passes):
         windows += len(interpolation_windows(n, per_window))
         n = k * (n - 1) + 1
     return windows

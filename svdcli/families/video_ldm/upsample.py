@@ -13,6 +13,7 @@ say how its low-resolution inputs were made).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,29 +99,27 @@ def _read(path: str, mtime: int):
     return read_video(path, "upsampling")
 
 
-def resolve_upsample(model, out: dict) -> dict:
+def resolve_upsample(model, out):
     """--upsample F --input low.mp4 [--noise-level G] [--prompt ...] for a `--stage upsample` model."""
     f = model.vae.cfg.downsampling
     if model.stage != "upsample":
         raise SvdError(f"--upsample needs a video upsampler (--stage upsample), not a {model.stage} model")
-    if not out["upsample"]:
+    if not out.upsample:
         raise SvdError(f"this checkpoint is a video upsampler: pass --upsample {f} --input low.mp4")
-    if out["upsample"] != f:
-        raise SvdError(f"--upsample {out['upsample']}: this upsampler's latents sit on the input's pixel grid "
+    if out.upsample != f:
+        raise SvdError(f"--upsample {out.upsample}: this upsampler's latents sit on the input's pixel grid "
                        f"and its VAE decodes {f}x larger, so the factor is {f}")
-    if out["input"] is None:
+    if out.input is None:
         raise SvdError("--upsample needs the video to upsample: --input low.mp4")
-    low = input_video(out["input"])
+    low = input_video(out.input)
     if low.shape[2] % 8 or low.shape[3] % 8:
-        raise SvdError(f"--input {out['input']}: {low.shape[3]}x{low.shape[2]} frames; the upsampler needs "
+        raise SvdError(f"--input {out.input}: {low.shape[3]}x{low.shape[2]} frames; the upsampler needs "
                        "width and height that are multiples of 8 (its UNet halves them three times)")
     top = model.own.upsample.max_noise_level
-    level = DEFAULT_NOISE_LEVEL if out["noise_level"] is None else out["noise_level"]
+    level = DEFAULT_NOISE_LEVEL if out.noise_level is None else out.noise_level
     if not 0 <= level < top:
         raise SvdError(f"--noise-level {level}: this upsampler was trained on levels 0 to {top - 1}")
-    out.update(noise_level=level, low_res=low, input_fps=_read(*_key(out["input"]))[1],
-               prompt=out["prompt"] or "")
-    return out
+    return replace(out, noise_level=level, low_res=low, input_fps=_read(*_key(out.input))[1], prompt=out.prompt or "")
 
 
 def window_count(frames: int, window: int) -> int:
@@ -134,9 +133,9 @@ def sample_upsampled(model, inputs, opts, denoiser, sigmas, callback) -> torch.T
 
     o = opts.family_options
     device = inputs.noise.device
-    low = o["low_res"].to(device)                                                # (N, 3, h, w)
+    low = o.low_res.to(device)                                                # (N, 3, h, w)
     gen = torch.Generator().manual_seed(int(opts.seed) + 1)                       # the augmentation's draws
-    level = torch.full((low.shape[0],), float(o["noise_level"]), device=device)
+    level = torch.full((low.shape[0],), float(o.noise_level), device=device)
     concat = augment(low, level, torch.randn(low.shape, generator=gen).to(device))
     t, out = model.defaults.frames, []
     for a in range(0, low.shape[0], t):
