@@ -109,12 +109,13 @@ def test_a_video_too_long_for_the_store_is_read_again_with_the_same_scores(pans,
     from svdcli.video import sparse
 
     reads = []
-    counted = lambda *a, **k: reads.append(a) or read_gray_at(*a, **k)  # noqa: E731
+    counted = lambda *a, **k: reads.append("fused") or read_gray_at(*a, **k)  # noqa: E731
     monkeypatch.setattr(sparse, "read_gray_at", counted)
-    monkeypatch.setattr(motion, "read_gray_at", counted)
-    monkeypatch.setattr(cuts_motion, "STORE_BYTES", 40 * 320 * 180 // 4)  # 40 of the 90 analysis frames
+    streamed = lambda *a, **k: reads.append("separate") or sparse.iter_gray_at(*a, **k)  # noqa: E731
+    monkeypatch.setattr(motion, "iter_gray_at", streamed)
+    monkeypatch.setattr(cuts_motion, "STORE_BYTES", 3 * 320 * 180 // 4)  # 3 analysis frames: fewer than one clip needs
     separate, fused = both_ways(pans[:1], tmp_path)
-    assert len(reads) == 2  # the separate motion stage, and the fallback after the overflowing pass
+    assert reads == ["separate", "fused"]  # the separate motion stage, and the fallback after the overflowing pass
     assert fused["motion"].equals(separate["motion"])
 
 
@@ -124,3 +125,87 @@ def test_store_gives_up_past_its_limit_and_frees_its_file(pans):
         assert store.overflowed and store.times == [] and store.file.closed
         with pytest.raises(ValueError, match="gave up"):
             store.frames_at([0.0])
+
+
+def recorded_one_pass(monkeypatch) -> tuple[list, list, list]:
+    """Patch the fused pass to record its frame stores, the pairs scored before `score_clips`
+    ran (during the decode) and its reads of the file after the pass."""
+    from svdcli.video import gray, sparse
+
+    stores, prescored, reads = [], [], []
+
+    class Recording(gray.GrayFrameStore):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    score = cuts_motion.score_clips
+
+    def scoring(clips, read, cfg, threads=1, scorer=None):
+        prescored.append(len(scorer.futures))
+        return score(clips, read, cfg, threads, scorer)
+
+    monkeypatch.setattr(gray, "GrayFrameStore", Recording)
+    monkeypatch.setattr(cuts_motion, "score_clips", scoring)
+    monkeypatch.setattr(sparse, "read_gray_at", lambda *a, **k: reads.append(a[1]) or read_gray_at(*a, **k))
+    return stores, prescored, reads
+
+
+def test_one_pass_converts_and_scores_the_likely_pairs_while_it_decodes(pans, tmp_path, monkeypatch):
+    """Clips that start at hard cuts: of each video's 90 frames only the 12 its 6 pairs show are
+    converted, all 6 pairs are scored before the pass ends, and nothing is read again."""
+    stores, prescored, reads = recorded_one_pass(monkeypatch)
+    separate, fused = both_ways(pans, tmp_path)
+    assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
+    assert fused["motion"].column("motion_pairs").to_pylist() == [2] * 6
+    assert [len(s.times) for s in stores] == [90, 90]  # every frame's time is known...
+    assert [s.kept for s in stores] == [12, 12]  # ...but only the pairs' frames were converted
+    assert prescored == [6, 6] and reads == []
+
+
+def test_a_clip_after_a_dissolve_gets_its_pairs_from_a_second_read(tmp_path, monkeypatch):
+    """The dissolve is found only at the end of the pass (slow levels), so the clip after it had no
+    frames kept on its grid: they are read from the file then, and the scores are the same."""
+    from svdcli.video.synth import Transition
+
+    video = tmp_path / "dissolve.mp4"
+    shots = [Shot(48, seed=1, speed=(1.0, 0.0)), Shot(72, seed=2, speed=(2.0, 0.5)), Shot(48, seed=3)]
+    write_video(video, shots, [Transition("dissolve", 24), Transition("cut")], size=(320, 180), fps=24.0)
+    stores, prescored, reads = recorded_one_pass(monkeypatch)
+    separate, fused = both_ways([video], tmp_path)
+    assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
+    causes = fused["cuts"].column("start_cause").to_pylist()
+    assert causes == ["video_start", "cut", "cut"] and fused["cuts"].column("start_levels").to_pylist()[1] != ["native"]
+    assert len(reads) == 1 and reads[0]  # the dissolve's clip, read again after the pass
+    assert prescored[0] > 0  # the clips at the video start and after the hard cut were scored during it
+
+
+def test_store_keeps_what_its_selector_wants_and_every_time(pans):
+    class Odd:
+        def __init__(self):
+            self.took_times = []
+
+        def wants(self, t, next_t):
+            return round(t * 30) % 2 == 1
+
+        def took(self, t, gray):
+            self.took_times.append(t)
+
+    odd = Odd()
+    with GrayFrameStore(lambda w, h: (64, 36), select=odd) as store:
+        decode_once(pans[0], [], frame_hooks=[store.feed])
+        store.finish()
+        frames, shown = store.kept_at([0.0, 1 / 30, 0.5 + 1 / 60])
+        assert store.kept == 45 and len(store.times) == 90 and len(odd.took_times) == 45
+        assert frames[0] is None and frames[1] is not None and shown == pytest.approx([0.0, 1 / 30, 0.5])
+        with pytest.raises(ValueError, match="not kept"):
+            store.frames_at([0.0])
+
+    class Undecided(Odd):
+        def wants(self, t, next_t):
+            return None  # never sure: past `hold_bytes` of held pictures the store keeps them all
+
+    with GrayFrameStore(lambda w, h: (64, 36), select=Undecided(), hold_bytes=0) as store:
+        decode_once(pans[0], [], frame_hooks=[store.feed])
+        store.finish()
+        assert store.kept == 90 and not store.pending
