@@ -151,33 +151,42 @@ def recorded_one_pass(monkeypatch) -> tuple[list, list, list]:
     return stores, prescored, reads
 
 
-def test_one_pass_converts_and_scores_the_likely_pairs_while_it_decodes(pans, tmp_path, monkeypatch):
-    """Clips that start at hard cuts: of each video's 90 frames only the 12 its 6 pairs show are
-    converted, all 6 pairs are scored before the pass ends, and nothing is read again."""
+def test_one_pass_converts_and_scores_the_likely_pairs_while_it_decodes(tmp_path, monkeypatch):
+    """Clips that start at hard cuts: of the video's 240 frames only the 40 its 20 pairs show are
+    converted, the pairs of all but the last clip are scored before the pass ends (the last
+    ones wait for the slow levels' verdict on the end of the video), and nothing is read again."""
+    video = tmp_path / "cuts.mp4"
+    shots = [Shot(60, seed=seed, speed=(speed, 0.5)) for seed, speed in ((1, 0.5), (6, 2.0), (10, 0.0), (14, 3.0))]
+    write_video(video, shots, size=(320, 180), fps=24.0)
     stores, prescored, reads = recorded_one_pass(monkeypatch)
-    separate, fused = both_ways(pans, tmp_path)
+    separate, fused = both_ways([video], tmp_path)
     assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
-    assert fused["motion"].column("motion_pairs").to_pylist() == [2] * 6
-    assert [len(s.times) for s in stores] == [90, 90]  # every frame's time is known...
-    assert [s.kept for s in stores] == [12, 12]  # ...but only the pairs' frames were converted
-    assert prescored == [6, 6] and reads == []
+    assert fused["motion"].column("motion_pairs").to_pylist() == [5] * 4  # 4 clips of 2.5 s
+    assert len(stores[0].times) == 240  # every frame's time is known...
+    assert stores[0].kept == 40  # ...but only the pairs' frames were converted
+    assert prescored[0] >= 12 and reads == []
 
 
-def test_a_clip_after_a_dissolve_gets_its_pairs_from_a_second_read(tmp_path, monkeypatch):
-    """The dissolve is found only at the end of the pass (slow levels), so the clip after it had no
-    frames kept on its grid: they are read from the file then, and the scores are the same."""
+def test_frames_after_a_suspected_dissolve_are_all_kept_until_a_clear_cut(tmp_path, monkeypatch):
+    """The dissolve is decided only at the end of the pass (slow levels), but they suspect it as
+    it passes: from there every frame is kept, so the clip after it is scored from the store,
+    with the separate stage's scores; after the next hard cut only the pairs' frames are kept."""
     from svdcli.video.synth import Transition
 
     video = tmp_path / "dissolve.mp4"
-    shots = [Shot(48, seed=1, speed=(1.0, 0.0)), Shot(72, seed=2, speed=(2.0, 0.5)), Shot(48, seed=3)]
+    shots = [Shot(48, seed=1, speed=(1.0, 0.0)), Shot(72, seed=6, speed=(2.0, 0.5)), Shot(96, seed=10)]
     write_video(video, shots, [Transition("dissolve", 24), Transition("cut")], size=(320, 180), fps=24.0)
     stores, prescored, reads = recorded_one_pass(monkeypatch)
     separate, fused = both_ways([video], tmp_path)
     assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
-    causes = fused["cuts"].column("start_cause").to_pylist()
-    assert causes == ["video_start", "cut", "cut"] and fused["cuts"].column("start_levels").to_pylist()[1] != ["native"]
-    assert len(reads) == 1 and reads[0]  # the dissolve's clip, read again after the pass
-    assert prescored[0] > 0  # the clips at the video start and after the hard cut were scored during it
+    levels = fused["cuts"].column("start_levels").to_pylist()
+    assert len(levels) == 3 and "native" not in levels[1] and "native" in levels[2]  # the dissolve, the cut
+    last = fused["cuts"].column("start_time").to_pylist()[2]  # the hard cut, 4 s after the dissolve's start
+    kept = [t for t, slot in zip(stores[0].times, stores[0].slots) if slot >= 0]
+    assert reads == []  # nothing read again
+    assert all(round((b - a) * 24) == 1 for a, b in zip(kept, kept[1:]) if 1.5 < a < last - 1.0)  # all kept
+    after = [t for t in kept if t >= last]
+    assert len(after) == 2 * fused["motion"].column("motion_pairs").to_pylist()[2]  # only the pairs' frames
 
 
 def test_store_keeps_what_its_selector_wants_and_every_time(pans):

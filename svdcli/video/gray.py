@@ -62,7 +62,7 @@ class GrayFrameStore:
     """
 
     def __init__(self, size_for: Callable[[int, int], tuple[int, int]], max_memory: int = 256 << 20,
-                 max_bytes: int = 2 << 30, select: FrameSelector | None = None, hold_bytes: int = 160 << 20):
+                 max_bytes: int = 2 << 30, select: FrameSelector | None = None, hold_bytes: int = 256 << 20):
         self.size_for = size_for
         self.file = tempfile.SpooledTemporaryFile(max_size=max_memory)
         self.max_bytes = max_bytes

@@ -268,6 +268,26 @@ class SlowLevel:
             self._cross.append(aligned_distance(self.thumbs[max(k - s, 0)], self.thumbs[k + s]))
             k += 1
 
+    def suspects(self, since: int = 0) -> tuple[list[tuple[float, float]], int, float]:
+        """Where this level may yet put a boundary, from the span distances computed so far.
+
+        Returns the (first, last) sample times around each sample k >= `since` that passes the
+        part of the span test already known (d(k - s, k + s) >= min_change and >= threshold x
+        the same gap's change before it: the change after it can only lower the ratio), the next
+        `since`, and the time before which the list is complete (a later sample may still start
+        a span there). A boundary this level finds starts its new shot inside such a span; the
+        last s samples are measured only at the end, so near the end nothing is complete.
+        """
+        s, cross = self.span, self._cross
+        floor, threshold = self.min_change / 4, self.spec.threshold * (1 - 1e-9)  # float slack: never stricter
+        spans = []
+        for k in range(since, len(cross)):
+            before = cross[k - 2 * s] if k >= 2 * s else 0.0
+            if cross[k] >= self.min_change * (1 - 1e-9) and cross[k] >= threshold * max(before, floor):
+                spans.append((self.times[max(k - s, 0)], self.times[k + s]))
+        complete = self.times[len(cross) - s] if len(cross) >= s else 0.0
+        return spans, len(cross), complete
+
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
         s = self.span
         n = len(self.thumbs)
