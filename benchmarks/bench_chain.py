@@ -34,20 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.bench_cuts import BARE_DECODE, make_cut_clip
+
 OUT = Path("bench-out/cuts")
 COPIES = 4
 GOALS = {"cuts": ("<=", 1.3), "cuts + motion": ("<=", 1.5), "motion": ("<=", 1.3), "vs plain loop": (">=", 2.0)}
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata"
-
-BARE_DECODE = """
-import sys, av
-for p in sys.argv[1:]:
-    with av.open(p) as c:
-        s = c.streams.video[0]
-        s.thread_type = "AUTO"
-        for _ in c.decode(s):
-            pass
-"""
 
 PLAIN_LOOP = """
 import json, sys
@@ -189,8 +181,6 @@ def report(clip: Path, runs: dict) -> list[tuple[str, float, float, bool]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.bench_cuts import make_cut_clip
-
     args = list(sys.argv[1:] if argv is None else argv)
     rounds = 3
     if "--rounds" in args:
