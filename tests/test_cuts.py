@@ -302,3 +302,26 @@ def test_read_ahead_hands_over_every_frame_in_order_and_stops_with_its_caller():
             break
     assert not any(t.name == "decode-read-ahead" for t in threading.enumerate())
     assert len(pulled) <= 5 + 8 + 4 + 1  # at most a queue's worth ahead
+
+
+def test_slow_levels_measure_their_spans_while_frames_arrive(monkeypatch):
+    """A slow level's span distances are computed during the decode, each as soon as its later
+    sample is in; only the last span's wait for the end of the video, and none is computed twice."""
+    from svdcli.curate.scorers import cascade as cascade_mod
+    from svdcli.curate.scorers.cascade import LevelSpec, SlowLevel, aligned_distance
+
+    shot = render_shot(Shot(90, seed=4, speed=(1.5, 0.5)), 36, 64)  # (90, 36, 64, 3)
+    times = [k / 30 for k in range(90)]
+    level = SlowLevel(LevelSpec("15fps", 15.0, 3.0, 0.4), 8.0)
+    for i in range(0, 90, 32):  # the cascade's batches
+        level.feed_many(times[i:i + 32], shot[i:i + 32])
+        assert len(level._cross) == max(0, len(level.thumbs) - level.span)
+    thumbs, s = level.thumbs, level.span
+    n = len(thumbs)
+    expected = [aligned_distance(thumbs[max(k - s, 0)], thumbs[min(k + s, n - 1)]) for k in range(n - s)]
+    assert level._cross == pytest.approx(expected, rel=1e-12)
+    calls = []
+    monkeypatch.setattr(cascade_mod, "aligned_distance", lambda a, b: calls.append(1) or aligned_distance(a, b))
+    level.boundaries(Cascade(CascadeConfig(default_levels())).native)
+    assert len(calls) >= s  # the last span's distances, then the transitions' (if any)
+    assert len(calls) < n  # not every distance again

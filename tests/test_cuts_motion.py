@@ -109,12 +109,13 @@ def test_a_video_too_long_for_the_store_is_read_again_with_the_same_scores(pans,
     from svdcli.video import sparse
 
     reads = []
-    counted = lambda *a, **k: reads.append(a) or read_gray_at(*a, **k)  # noqa: E731
+    counted = lambda *a, **k: reads.append("fused") or read_gray_at(*a, **k)  # noqa: E731
     monkeypatch.setattr(sparse, "read_gray_at", counted)
-    monkeypatch.setattr(motion, "read_gray_at", counted)
-    monkeypatch.setattr(cuts_motion, "STORE_BYTES", 40 * 320 * 180 // 4)  # 40 of the 90 analysis frames
+    streamed = lambda *a, **k: reads.append("separate") or sparse.iter_gray_at(*a, **k)  # noqa: E731
+    monkeypatch.setattr(motion, "iter_gray_at", streamed)
+    monkeypatch.setattr(cuts_motion, "STORE_BYTES", 3 * 320 * 180 // 4)  # 3 analysis frames: fewer than one clip needs
     separate, fused = both_ways(pans[:1], tmp_path)
-    assert len(reads) == 2  # the separate motion stage, and the fallback after the overflowing pass
+    assert reads == ["separate", "fused"]  # the separate motion stage, and the fallback after the overflowing pass
     assert fused["motion"].equals(separate["motion"])
 
 
@@ -124,3 +125,96 @@ def test_store_gives_up_past_its_limit_and_frees_its_file(pans):
         assert store.overflowed and store.times == [] and store.file.closed
         with pytest.raises(ValueError, match="gave up"):
             store.frames_at([0.0])
+
+
+def recorded_one_pass(monkeypatch) -> tuple[list, list, list]:
+    """Patch the fused pass to record its frame stores, the pairs scored before `score_clips`
+    ran (during the decode) and its reads of the file after the pass."""
+    from svdcli.video import gray, sparse
+
+    stores, prescored, reads = [], [], []
+
+    class Recording(gray.GrayFrameStore):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    score = cuts_motion.score_clips
+
+    def scoring(clips, read, cfg, threads=1, scorer=None):
+        prescored.append(len(scorer.futures))
+        return score(clips, read, cfg, threads, scorer)
+
+    monkeypatch.setattr(gray, "GrayFrameStore", Recording)
+    monkeypatch.setattr(cuts_motion, "score_clips", scoring)
+    monkeypatch.setattr(sparse, "read_gray_at", lambda *a, **k: reads.append(a[1]) or read_gray_at(*a, **k))
+    return stores, prescored, reads
+
+
+def test_one_pass_converts_and_scores_the_likely_pairs_while_it_decodes(tmp_path, monkeypatch):
+    """Clips that start at hard cuts: of the video's 240 frames only the 40 its 20 pairs show are
+    converted, the pairs of all but the last clip are scored before the pass ends (the last
+    ones wait for the slow levels' verdict on the end of the video), and nothing is read again."""
+    video = tmp_path / "cuts.mp4"
+    shots = [Shot(60, seed=seed, speed=(speed, 0.5)) for seed, speed in ((1, 0.5), (6, 2.0), (10, 0.0), (14, 3.0))]
+    write_video(video, shots, size=(320, 180), fps=24.0)
+    stores, prescored, reads = recorded_one_pass(monkeypatch)
+    separate, fused = both_ways([video], tmp_path)
+    assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
+    assert fused["motion"].column("motion_pairs").to_pylist() == [5] * 4  # 4 clips of 2.5 s
+    assert len(stores[0].times) == 240  # every frame's time is known...
+    assert stores[0].kept == 40  # ...but only the pairs' frames were converted
+    assert prescored[0] >= 12 and reads == []
+
+
+def test_frames_after_a_suspected_dissolve_are_all_kept_until_a_clear_cut(tmp_path, monkeypatch):
+    """The dissolve is decided only at the end of the pass (slow levels), but they suspect it as
+    it passes: from there every frame is kept, so the clip after it is scored from the store,
+    with the separate stage's scores; after the next hard cut only the pairs' frames are kept."""
+    from svdcli.video.synth import Transition
+
+    video = tmp_path / "dissolve.mp4"
+    shots = [Shot(48, seed=1, speed=(1.0, 0.0)), Shot(72, seed=6, speed=(2.0, 0.5)), Shot(96, seed=10)]
+    write_video(video, shots, [Transition("dissolve", 24), Transition("cut")], size=(320, 180), fps=24.0)
+    stores, prescored, reads = recorded_one_pass(monkeypatch)
+    separate, fused = both_ways([video], tmp_path)
+    assert fused["cuts"].equals(separate["cuts"]) and fused["motion"].equals(separate["motion"])
+    levels = fused["cuts"].column("start_levels").to_pylist()
+    assert len(levels) == 3 and "native" not in levels[1] and "native" in levels[2]  # the dissolve, the cut
+    last = fused["cuts"].column("start_time").to_pylist()[2]  # the hard cut, 4 s after the dissolve's start
+    kept = [t for t, slot in zip(stores[0].times, stores[0].slots) if slot >= 0]
+    assert reads == []  # nothing read again
+    assert all(round((b - a) * 24) == 1 for a, b in zip(kept, kept[1:]) if 1.5 < a < last - 1.0)  # all kept
+    after = [t for t in kept if t >= last]
+    assert len(after) == 2 * fused["motion"].column("motion_pairs").to_pylist()[2]  # only the pairs' frames
+
+
+def test_store_keeps_what_its_selector_wants_and_every_time(pans):
+    class Odd:
+        def __init__(self):
+            self.took_times = []
+
+        def wants(self, t, next_t):
+            return round(t * 30) % 2 == 1
+
+        def took(self, t, gray):
+            self.took_times.append(t)
+
+    odd = Odd()
+    with GrayFrameStore(lambda w, h: (64, 36), select=odd) as store:
+        decode_once(pans[0], [], frame_hooks=[store.feed])
+        store.finish()
+        frames, shown = store.kept_at([0.0, 1 / 30, 0.5 + 1 / 60])
+        assert store.kept == 45 and len(store.times) == 90 and len(odd.took_times) == 45
+        assert frames[0] is None and frames[1] is not None and shown == pytest.approx([0.0, 1 / 30, 0.5])
+        with pytest.raises(ValueError, match="not kept"):
+            store.frames_at([0.0])
+
+    class Undecided(Odd):
+        def wants(self, t, next_t):
+            return None  # never sure: past `hold_bytes` of held pictures the store keeps them all
+
+    with GrayFrameStore(lambda w, h: (64, 36), select=Undecided(), hold_bytes=0) as store:
+        decode_once(pans[0], [], frame_hooks=[store.feed])
+        store.finish()
+        assert store.kept == 90 and not store.pending

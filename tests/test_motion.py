@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numeric import assert_ulp_distance
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
@@ -105,6 +106,33 @@ def test_scorer_median_ignores_one_outlier_pair():
     score, values = motion_score(pairs, [1 / 30] * 4)
     assert score == pytest.approx(0.0, abs=1e-3)
     assert values[0] > 0.25
+
+
+def test_pairs_are_scored_while_later_frames_are_still_being_read():
+    """`svd curate motion` overlaps decoding and Farneback: a pair goes to the scoring thread as
+    soon as its second frame is read, and each pair's value is the one scored after the read."""
+    from svdcli.curate.stages.motion import PairScorer, pair_measures, score_clips
+
+    rng = np.random.default_rng(3)
+    base = (rng.random((76, 128)) * 255).astype(np.uint8)
+    clip = {"clip_id": "c", "start_time": 0.0, "end_time": 3.0, "fps": 30.0, "num_frames": 90}
+    wanted = sorted({t for pair in sample_pairs(0.0, 3.0, 30.0) for t in pair})
+    frames = {t: np.roll(base, int(t * 90), axis=1) for t in wanted}  # a pan of 3 px per frame
+    submitted_while_reading = []
+
+    with PairScorer(MotionConfig()) as scorer:
+        def read(times):
+            for i, t in enumerate(times):
+                if i >= 2:  # the first pair's frames were handed over: it is being scored already
+                    submitted_while_reading.append(len(scorer.futures))
+                yield frames[t], t
+
+        row = score_clips([clip], read, MotionConfig(), scorer=scorer)[0]
+    assert submitted_while_reading[0] == 1 and submitted_while_reading[-1] == len(wanted) // 2 - 1
+    pairs = np.stack([[frames[a], frames[b]] for a, b in sample_pairs(0.0, 3.0, 30.0)])  # (P, 2, h, w)
+    expected = [v for v, _ in pair_measures(pairs, [b - a for a, b in sample_pairs(0.0, 3.0, 30.0)])]
+    assert_ulp_distance(np.array(row["motion_pair_scores"]), np.array(expected))  # same frames, same function
+    assert row["motion_score"] == pytest.approx(6.0, rel=0.1)  # 6 px per pair of frames 1/15 s apart
 
 
 def test_sample_pairs_follow_2fps_inside_the_clip():

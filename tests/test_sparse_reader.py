@@ -50,3 +50,35 @@ def test_gops_without_a_target_are_not_decoded(video):
     assert gop_2 <= dead
     assert len(dead) > len(pts) / 3
     assert not _dead_packets(pts, splits, tb, [k / FPS + 0.01 for k in range(len(pts))])  # every frame wanted
+
+
+def test_non_reference_frames_are_decoded_only_where_a_target_shows_them(video, monkeypatch):
+    """x264's B-frames are mostly never referenced: the reader sends one to the decoder only when
+    it is the frame a target shows (its PTS is the last at or before the target), and the frames
+    it returns are still a full decode's."""
+    from svdcli.video import sparse
+    from svdcli.video.probe import open_container
+    from svdcli.video.seek import read_frames_at
+
+    with open_container(video) as container:
+        stream = container.streams.video[0]
+        length_size = _avcc_length_size(stream)
+        disposable = {float(p.pts * stream.time_base) for p in container.demux(stream)
+                      if p.size and sparse._is_disposable(p, length_size)}
+    assert len(disposable) > 30  # the encoder made non-reference B-frames to skip
+    sent = []
+    skip = sparse._SparseReader._skip
+
+    def recording(self, packet):
+        skipped = skip(self, packet)
+        if not skipped and packet.size:
+            sent.append(float(packet.pts * self.tb))
+        return skipped
+
+    monkeypatch.setattr(sparse._SparseReader, "_skip", recording)
+    times = [k * 0.29 + 0.01 for k in range(13)]  # every 7th frame, give or take: B-frames among them
+    frames, shown = read_gray_at(video, times, (128, 76))
+    assert np.array_equal(frames, read_frames_at(video, times, size=(128, 76), fmt="gray"))
+    decoded_disposable = {t for t in sent if t in disposable}
+    assert decoded_disposable <= set(shown)  # none decoded that no target shows
+    assert decoded_disposable == set(shown) & disposable and decoded_disposable  # some targets show B-frames

@@ -127,14 +127,16 @@ def yuv_analysis(frame, size: tuple[int, int]) -> np.ndarray:
 
 def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                 convert: Callable | None = None, size: tuple[int, int] | None = None,
-                threads: int = 0, frame_hooks: Iterable[Callable] = ()) -> DecodeResult:
+                threads: int = 0, frame_hooks: Iterable[Callable] = (),
+                on_open: Callable[[float], None] | None = None) -> DecodeResult:
     """Decode every frame of the first video stream once, feeding each consumer in turn.
 
     `convert(frame, size)` makes the analysis array (default: `yuv_analysis` at
     `yuv_analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is called as
     `hook(t, frame)` with the decoded PyAV frame, for work that needs more than the analysis
-    array (motion scoring in the same pass keeps gray frames). Raises VideoError for files that
-    cannot be opened, hold no decodable frames, or fail part-way (with the time reached).
+    array (motion scoring in the same pass keeps gray frames); `on_open(fps)` learns the nominal
+    frame rate before the first frame. Raises VideoError for files that cannot be opened, hold
+    no decodable frames, or fail part-way (with the time reached).
 
     Skipping H.264's deblocking filter would save ~15% but makes reference frames drift until
     the next keyframe, which showed up as a false cut on a real clip: every frame is decoded
@@ -149,6 +151,8 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         use_decoder_threads(stream, threads)
         ctx = stream.codec_context
         fps = nominal_rate(stream)
+        if on_open is not None:
+            on_open(fps)
         size = size or yuv_analysis_size(ctx.width, ctx.height)
         tb = stream.time_base  # exact: times are float(pts * tb) - first, as the frame readers compute them
         first = last = None

@@ -5,16 +5,20 @@ H.264 in MP4 (avcC), the common case; anything else falls back to `read_frames_a
 
 Two kinds of packets are never sent to the decoder:
 - frames that no other frame references (nal_ref_idc 0, most B-frames) and that no target
-  may show;
+  shows (the demux scan gives every packet's PTS, so the frame shown at each target is known
+  before decoding: the last one whose PTS is <= the target);
 - the packets of a GOP that come (in decode order) after the last frame a target may show,
   up to the next IDR frame, and whole GOPs without a target: nothing after an IDR references
   what came before it, and nothing before it is shown after it. IDR positions come from a
   demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
 Frames are converted by `svdcli.video.gray.GrayConverter` (one reused swscale context).
+`iter_gray_at` hands them over one by one as they are decoded, so a caller can work on the
+first frames (motion scores pairs on another thread) while the decoder is still running.
 """
 from __future__ import annotations
 
 import bisect
+from typing import Iterator
 
 import numpy as np
 
@@ -69,6 +73,14 @@ def _scan(container, stream, length_size: int) -> tuple[list[int], list[int]]:
     return pts, splits
 
 
+def _shown_packets(pts: list[int], tb, targets: list[float]) -> set[int]:
+    """PTS of the packet whose frame each target shows: the last one at or before it (the first
+    packet for a target before every frame)."""
+    order = sorted(set(pts))
+    secs = [float(p * tb) for p in order]  # as the reader computes a frame's time
+    return {order[max(0, bisect.bisect_right(secs, t + EPS) - 1)] for t in targets} if order else set()
+
+
 def _dead_packets(pts: list[int], splits: list[int], tb, targets: list[float]) -> set[int]:
     """PTS of the packets no target needs: each GOP's packets after (in decode order) the last
     one a target may show, up to the next clean IDR; whole GOPs without a target."""
@@ -90,19 +102,39 @@ def read_gray_at(path, times: list[float], size: tuple[int, int],
     """Gray (N, H, W) frames at sorted `times`, as `read_frames_at(..., fmt='gray')` returns them,
     and the time (s from the first frame) of each frame shown.
 
-    For H.264 in MP4, packets of non-reference frames are not decoded unless a target may show
-    them (pts within two nominal frames before it); if a skipped frame could have been the
-    answer (variable frame rate gaps), the whole read falls back to `read_frames_at`.
+    For H.264 in MP4, packets of non-reference frames are decoded only where a target shows
+    them; should a skipped frame turn out to be the answer after all (a packet whose frame does
+    not carry its PTS), the rest of the read falls back to `read_frames_at`.
     """
+    got = list(iter_gray_at(path, times, size, threads))
+    if not got:
+        return np.zeros((0, size[1], size[0]), np.uint8), []
+    return np.stack([frame for frame, _ in got]), [shown for _, shown in got]
+
+
+def iter_gray_at(path, times: list[float], size: tuple[int, int],
+                 threads: int = 0) -> Iterator[tuple[np.ndarray, float]]:
+    """`read_gray_at`'s answer one target at a time, in order, each (frame, time shown) as soon as
+    it is decoded."""
     from svdcli.video.seek import read_frames_at
 
-    found = _read_sparse(path, times, size, threads)
-    return found or read_frames_at(path, times, size=size, fmt="gray", threads=threads, with_times=True)
+    served = 0
+    try:
+        for item in _sparse_frames(path, times, size, threads):
+            yield item
+            served += 1
+        return
+    except _Unsure:  # every frame handed over so far was vouched for; the rest come from a full read
+        pass
+    if served < len(times):
+        frames, shown = read_frames_at(path, times[served:], size=size, fmt="gray", threads=threads, with_times=True)
+        yield from zip(frames, shown)
 
 
-def _read_sparse(path, times: list[float], size: tuple[int, int],
-                 threads: int = 0) -> tuple[np.ndarray, list[float]] | None:
-    """(frames, their times), or None when this reader cannot vouch for them (not H.264/MP4, VFR gaps)."""
+def _sparse_frames(path, times: list[float], size: tuple[int, int],
+                   threads: int = 0) -> Iterator[tuple[np.ndarray, float]]:
+    """(frame, its time) per target; raises _Unsure (before any frame) where this reader cannot
+    read the file (not H.264 in MP4), or at the first frame it cannot vouch for."""
     from svdcli.video.probe import use_decoder_threads, open_container
     from svdcli.video.seek import first_frame_time
 
@@ -110,18 +142,16 @@ def _read_sparse(path, times: list[float], size: tuple[int, int],
         stream = container.streams.video[0]
         length_size = _avcc_length_size(stream)
         if length_size is None:
-            return None
+            raise _Unsure
         use_decoder_threads(stream, threads)
         origin = first_frame_time(container, stream)
         targets = [origin + t for t in times]
-        dead = _dead_packets(*_scan(container, stream, length_size), stream.time_base, targets)
-        reader = _SparseReader(container, stream, length_size, targets, origin, size, dead)
-        try:
-            while reader.i < len(reader.targets):
-                reader.decode_pass()
-        except _Unsure:
-            return None
-    return np.stack(reader.out), [t - origin for t in reader.shown]
+        pts, splits = _scan(container, stream, length_size)
+        dead = _dead_packets(pts, splits, stream.time_base, targets)
+        reader = _SparseReader(container, stream, length_size, targets, origin, size, dead,
+                               _shown_packets(pts, stream.time_base, targets))
+        while reader.i < len(reader.targets):
+            yield from reader.decode_pass()
 
 
 class _Unsure(Exception):
@@ -132,22 +162,19 @@ class _SparseReader:
     """Seek + decode passes over one stream, emitting the frame shown at each target time."""
 
     def __init__(self, container, stream, length_size: int, targets: list[float], origin: float,
-                 size: tuple[int, int], dead: set[int]):
+                 size: tuple[int, int], dead: set[int], shown: set[int]):
         from svdcli.video.gray import GrayConverter
 
         self.container, self.stream, self.length_size = container, stream, length_size
-        self.targets, self.origin, self.dead = targets, origin, dead
+        self.targets, self.origin, self.dead, self.shown = targets, origin, dead, shown
         self.tb = stream.time_base
-        # a non-reference frame is decoded when a target lies within two nominal frames after it
-        self.window = 2.0 / float(stream.average_rate or stream.guessed_rate or 25)
         self.convert = GrayConverter(size)
-        self.out: list[np.ndarray] = []
-        self.shown: list[float] = []  # pts (s) of each emitted frame
         self.skipped: list[float] = []  # pts (s) of non-reference frames never decoded, sorted
         self.i = 0  # next target
 
-    def decode_pass(self) -> None:
-        """Seek to the next target's keyframe and decode until the end or a far target."""
+    def decode_pass(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Seek to the next target's keyframe and decode until the end or a far target, handing
+        over (frame, time shown) for each target passed."""
         from svdcli.video.seek import SEEK_GAP
 
         seeked_for, prev = self.i, None  # seek once per target: its keyframe may lie far before it
@@ -157,7 +184,7 @@ class _SparseReader:
             if self._skip(packet):
                 continue
             for frame in packet.decode():
-                self._emit_before(float(frame.pts * self.tb), prev or frame)
+                yield from self._emit_before(float(frame.pts * self.tb), prev or frame)
                 prev = frame
             if self.i == len(self.targets):
                 return  # every target is served: the rest of the video is not needed
@@ -167,29 +194,24 @@ class _SparseReader:
                 return  # far target: seek instead of decoding through
         if prev is None:
             raise _Unsure  # nothing decoded: let read_frames_at report the problem
-        self._emit_before(float("inf"), prev)  # end of stream: the rest show the last frame
+        yield from self._emit_before(float("inf"), prev)  # end of stream: the rest show the last frame
 
     def _skip(self, packet) -> bool:
         if packet.pts is None or not packet.size:
             return False
         if packet.pts in self.dead:
             return True
-        if not _is_disposable(packet, self.length_size):
+        if packet.pts in self.shown or not _is_disposable(packet, self.length_size):
             return False
-        t = float(packet.pts * self.tb)
-        k = bisect.bisect_left(self.targets, t - EPS, lo=self.i)
-        if k < len(self.targets) and self.targets[k] <= t + self.window:
-            return False
-        bisect.insort(self.skipped, t)
+        bisect.insort(self.skipped, float(packet.pts * self.tb))
         return True
 
-    def _emit_before(self, t: float, shown) -> None:
+    def _emit_before(self, t: float, shown) -> Iterator[tuple[np.ndarray, float]]:
         """Every target before time `t` shows `shown` (the last decoded frame before `t`)."""
         while self.i < len(self.targets) and t > self.targets[self.i] + EPS:
             shown_t = float(shown.pts * self.tb)
             k = bisect.bisect_right(self.skipped, shown_t + EPS)
             if k < len(self.skipped) and self.skipped[k] <= self.targets[self.i] + EPS:
                 raise _Unsure
-            self.out.append(self.convert(shown))
-            self.shown.append(shown_t)
             self.i += 1
+            yield self.convert(shown), shown_t - self.origin

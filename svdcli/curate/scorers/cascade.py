@@ -253,23 +253,52 @@ class SlowLevel:
         self.sampler = _Sampler(spec.rate)
         self.times: list[float] = []
         self.thumbs: list[np.ndarray] = []
+        self.span = max(1, round(spec.span * spec.rate))  # samples on each side of the span test
+        self._cross: list[float] = []  # d(k - s, k + s) of the samples whose k + s has arrived
 
     def feed_many(self, times: list[float], frames: np.ndarray) -> None:
-        """(n, h, w, 3) analysis frames shown at `times`: a thumbnail of each one the level samples."""
+        """(n, h, w, 3) analysis frames shown at `times`: a thumbnail of each one the level samples,
+        and the span distances it completes (computed while the decoder runs, not at the end)."""
         for t, frame in zip(times, frames):
             if self.sampler.wants(t):
                 self.times.append(t)
                 self.thumbs.append(thumbnail(frame))
+        s, k = self.span, len(self._cross)
+        while k + s < len(self.thumbs):
+            self._cross.append(aligned_distance(self.thumbs[max(k - s, 0)], self.thumbs[k + s]))
+            k += 1
+
+    def suspects(self, since: int = 0) -> tuple[list[tuple[float, float]], int, float]:
+        """Where this level may yet put a boundary, from the span distances computed so far.
+
+        Returns the (first, last) sample times around each sample k >= `since` that passes the
+        part of the span test already known (d(k - s, k + s) >= min_change and >= threshold x
+        the same gap's change before it: the change after it can only lower the ratio), the next
+        `since`, and the time before which the list is complete (a later sample may still start
+        a span there). A boundary this level finds starts its new shot inside such a span; the
+        last s samples are measured only at the end, so near the end nothing is complete.
+        """
+        s, cross = self.span, self._cross
+        floor, threshold = self.min_change / 4, self.spec.threshold * (1 - 1e-9)  # float slack: never stricter
+        spans = []
+        for k in range(since, len(cross)):
+            before = cross[k - 2 * s] if k >= 2 * s else 0.0
+            if cross[k] >= self.min_change * (1 - 1e-9) and cross[k] >= threshold * max(before, floor):
+                spans.append((self.times[max(k - s, 0)], self.times[k + s]))
+        complete = self.times[len(cross) - s] if len(cross) >= s else 0.0
+        return spans, len(cross), complete
 
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
-        s = max(1, round(self.spec.span * self.spec.rate))
+        s = self.span
         n = len(self.thumbs)
         self.log = []
         if n < 2 * s + 1:
             return []
-        # cross[k] = d(k - s, k + s); the same gap entirely before k is cross[k - 2s], after it cross[k + 2s]
-        cross = np.array([aligned_distance(self.thumbs[max(k - s, 0)], self.thumbs[min(k + s, n - 1)])
-                          for k in range(n)])
+        # cross[k] = d(k - s, k + s); the same gap entirely before k is cross[k - 2s], after it cross[k + 2s];
+        # the last s samples compare with the last one
+        tail = [aligned_distance(self.thumbs[max(k - s, 0)], self.thumbs[min(k + s, n - 1)])
+                for k in range(len(self._cross), n)]
+        cross = np.array(self._cross + tail)
         pad = np.r_[np.zeros(2 * s), cross, np.zeros(2 * s)]
         within = np.maximum(pad[:n], pad[4 * s:])
         ratio = cross / np.maximum(within, self.min_change / 4)  # compression noise is no baseline

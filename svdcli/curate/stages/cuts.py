@@ -156,13 +156,15 @@ class CutsStage(Stage):
         levels = cfg.cascade if cfg.detector != "transnetv2" else CascadeConfig((), merge_tolerance=cfg.cascade.merge_tolerance)
         return Cascade(levels, extra)
 
-    def process(self, payload: str, frame_hooks=()) -> list[dict]:
-        """Clip rows of one video; `frame_hooks` also get every decoded frame (see decode_once)."""
+    def process(self, payload: str, frame_hooks=(), cascade: Cascade | None = None, on_open=None) -> list[dict]:
+        """Clip rows of one video; `frame_hooks` also get every decoded frame and `on_open` the
+        frame rate (see decode_once); `cascade`: a fresh `detector()` the caller watches."""
         from svdcli.video.decode import decode_once
         from svdcli.video.probe import VideoError, video_id
 
-        cascade = self.detector()
-        info = decode_once(payload, cascade.consumers(), threads=self.threads, frame_hooks=frame_hooks)
+        cascade = cascade or self.detector()
+        info = decode_once(payload, cascade.consumers(), threads=self.threads, frame_hooks=frame_hooks,
+                           on_open=on_open)
         if info.header_duration > 1.0 and info.end_time < 0.9 * info.header_duration:
             # frames stop well before the header's end: a cut-off file, not a short video
             raise VideoError(f"truncated or corrupt: frames end at {info.end_time:.2f} s of "

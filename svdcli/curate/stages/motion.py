@@ -33,12 +33,14 @@ divergence for zoom, curl for rotation, residual for independent motion), labell
 median over the clip's pairs; see `svdcli.curate.scorers.camera_motion`. The camera-motion
 LoRAs of the SVD paper (section 6.2) are trained on clips of one label.
 
-Decoding: H.264 frames that no other frame references (most B-frames) and that no sample needs
-are never decoded, nor the tail of a GOP that no sample needs before the next IDR frame (see
-`svdcli.video.sparse`); the pairs are converted straight to gray at the analysis size by swscale.
+Decoding: H.264 frames that no other frame references (most B-frames) are decoded only where a
+sample shows them, and the tail of a GOP that no sample needs before the next IDR frame is never
+decoded (see `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis
+size by swscale, and each pair is scored on a second thread as soon as its two frames are in, so
+Farneback runs while the decoder works on the next frames (`PairScorer`).
 When motion follows cuts in `svd curate run` (or `svd curate cuts --motion-out`), no second
-decode happens at all: the cuts pass keeps its frames and scores the pairs
-(`svdcli.curate.stages.cuts_motion`), with the same frames and so the same scores.
+decode happens at all: the cuts pass converts the frames of the clips' likely pairs and scores
+them as it goes (`svdcli.curate.stages.cuts_motion`), with the same frames and so the same scores.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from svdcli.curate.runner import RunResult, pending
 from svdcli.curate.stage import NEEDS, ClipStage, StageSpec
 from svdcli.manifest.schema import Column
 from svdcli.video.seek import analysis_size
-from svdcli.video.sparse import read_gray_at
+from svdcli.video.sparse import iter_gray_at, read_gray_at  # noqa: F401 - read_gray_at: the API
 
 ANALYSIS_LONG_SIDE = 256
 SAMPLE_INTERVAL = 0.5  # seconds between sample pairs (2 fps)
@@ -139,17 +141,23 @@ def pair_values(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), th
     return [value for value, _ in pair_measures(pairs, gaps, cfg, threads, camera=False)]
 
 
-def pair_measures(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), threads: int = 1,
-                  camera: bool = True) -> list[tuple[float, dict | None]]:
-    """(flow magnitude in analysis px per 1/15 s, camera-motion parameters) of each pair, from one
-    Farneback flow per pair (the camera fit reads the same field: no extra decode or flow)."""
+def pair_measure(a: np.ndarray, b: np.ndarray, gap: float, cfg: MotionConfig = MotionConfig(),
+                 camera: bool = True) -> tuple[float, dict | None]:
+    """(flow magnitude in analysis px per 1/15 s, camera-motion parameters) of gray frames a, b shown
+    `gap` s apart, from one Farneback flow (the camera fit reads the same field)."""
     from svdcli.curate.scorers.camera_motion import flow_parameters
 
+    flow = pair_flow(a, b, cfg)  # (H, W, 2)
+    value = mean_magnitude(flow) * PAIR_GAP / gap
+    return value, (flow_parameters(flow * (PAIR_GAP / gap), a) if camera else None)
+
+
+def pair_measures(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), threads: int = 1,
+                  camera: bool = True) -> list[tuple[float, dict | None]]:
+    """`pair_measure` of each (a, b) pair; `threads` > 1 scores pairs concurrently (OpenCV releases
+    the GIL; each pair's value is the same either way)."""
     def one(k: int) -> tuple[float, dict | None]:
-        a, b = pairs[k]
-        flow = pair_flow(a, b, cfg)  # (H, W, 2)
-        value = mean_magnitude(flow) * PAIR_GAP / gaps[k]
-        return value, (flow_parameters(flow * (PAIR_GAP / gaps[k]), a) if camera else None)
+        return pair_measure(pairs[k][0], pairs[k][1], gaps[k], cfg, camera)
 
     if threads <= 1 or len(pairs) < 2:
         return [one(k) for k in range(len(pairs))]
@@ -157,6 +165,41 @@ def pair_measures(pairs, gaps: list[float], cfg: MotionConfig = MotionConfig(), 
 
     with ThreadPoolExecutor(min(threads, len(pairs))) as pool:
         return list(pool.map(one, range(len(pairs))))
+
+
+class PairScorer:
+    """`pair_measure` of frame pairs on worker threads, each pair once, known by the times of its
+    two frames.
+
+    A pair submitted while frames are still being decoded is scored meanwhile (FFmpeg and
+    OpenCV both release the GIL), so reading and scoring overlap; its value is the same as
+    scored later, from the same frames.
+    """
+
+    def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cfg = cfg
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="motion-pairs")
+        self.futures: dict[tuple[float, float], object] = {}  # (time of a, time of b) -> Future
+
+    def submit(self, ta: float, a: np.ndarray, tb: float, b: np.ndarray) -> None:
+        """Score frames a (shown at `ta`) and b (at `tb`, after `ta`) unless that pair is known."""
+        if (ta, tb) not in self.futures:
+            self.futures[(ta, tb)] = self.pool.submit(pair_measure, a, b, tb - ta, self.cfg)
+
+    def measure(self, ta: float, tb: float) -> tuple[float, dict]:
+        """The submitted pair's (value, camera parameters), waiting for it if needed."""
+        return self.futures[(ta, tb)].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PairScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def sample_pairs(start: float, end: float, fps: float, cfg: MotionConfig = MotionConfig()) -> list[tuple[float, float]]:
@@ -194,43 +237,70 @@ class MotionStage(ClipStage):
         return asdict(self.cfg)
 
     def process(self, payload: dict) -> list[dict]:
-        """Read the sample pairs of all clips of one video in one pass, then score each clip."""
+        """Read the sample pairs of all clips of one video in one pass, scoring each pair on a
+        second thread as soon as both its frames are decoded."""
         clips = payload["clips"]
         size = flow_size(clips[0]["width"], clips[0]["height"], self.cfg)
-        read = lambda times: read_gray_at(payload["video_path"], times, size, self.threads)  # noqa: E731
+        read = lambda times: iter_gray_at(payload["video_path"], times, size, self.threads)  # noqa: E731
         return score_clips(clips, read, self.cfg)
 
 
-def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), threads: int = 1) -> list[dict]:
+def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), threads: int = 1,
+                scorer: PairScorer | None = None) -> list[dict]:
     """Motion rows for `clips` (dicts with clip_id, start_time, end_time, fps) of one video.
 
-    `read(times)` returns (frames, shown): gray (N, H, W) frames at the sorted sample times and
-    the time of the frame shown at each; the sparse reader and the frame store of a cuts pass
-    both answer it. `threads` scores pairs concurrently.
+    `read(times)` gives the frames at the sorted sample times: gray (N, H, W) frames and the time
+    of the frame shown at each, as (frames, shown), or as an iterable of (frame, shown) in order
+    (the sparse reader's `iter_gray_at`: each pair is scored while later frames are decoded).
+    `threads` score pairs concurrently; a `scorer` passed in may hold pairs scored already (the
+    cuts pass scores likely pairs while it decodes).
     """
     plans = [sample_pairs(c["start_time"], c["end_time"], c["fps"], cfg) for c in clips]
     wanted = sorted({t for pairs in plans for pair in pairs for t in pair})
     if not wanted:
         return [_too_short(c) for c in clips]
-    frames, shown = read(wanted)  # (N, h, w)
-    when = dict(zip(wanted, shown))  # sample time -> time of the frame shown
-    index = {t: i for i, t in enumerate(wanted)}
-    rows = []
-    for clip, pairs in zip(clips, plans):
-        # the real gap between the frames shown (variable frame rate); a dropped frame can
-        # make both samples show the same frame, which measures nothing
-        pairs = [(a, b) for a, b in pairs if when[b] - when[a] > 1e-6]
-        if not pairs:
-            rows.append(_too_short(clip))
-            continue
-        stack = frames[[[index[a], index[b]] for a, b in pairs]]  # (P, 2, h, w)
-        measures = pair_measures(stack, [when[b] - when[a] for a, b in pairs], cfg, threads)
-        values = [v for v, _ in measures]
-        camera, confidence = clip_camera_motion([p for _, p in measures])
-        rows.append({"clip_id": clip["clip_id"], "motion_score": float(np.median(values)),
-                     "motion_pairs": len(values), "motion_pair_scores": values,
-                     "camera_motion": camera, "camera_motion_confidence": confidence})
-    return rows
+    own = scorer is None
+    scorer = scorer or PairScorer(cfg, threads)
+    try:
+        when = _submit_as_read(read(wanted), wanted, plans, scorer)  # sample time -> time of the frame shown
+        rows = []
+        for clip, pairs in zip(clips, plans):
+            # the real gap between the frames shown (variable frame rate); a dropped frame can
+            # make both samples show the same frame, which measures nothing
+            pairs = [(a, b) for a, b in pairs if when[b] - when[a] > 1e-6]
+            if not pairs:
+                rows.append(_too_short(clip))
+                continue
+            measures = [scorer.measure(when[a], when[b]) for a, b in pairs]
+            values = [v for v, _ in measures]
+            camera, confidence = clip_camera_motion([p for _, p in measures])
+            rows.append({"clip_id": clip["clip_id"], "motion_score": float(np.median(values)),
+                         "motion_pairs": len(values), "motion_pair_scores": values,
+                         "camera_motion": camera, "camera_motion_confidence": confidence})
+        return rows
+    finally:
+        if own:
+            scorer.close()
+
+
+def _submit_as_read(frames, wanted: list[float], plans: list[list[tuple[float, float]]],
+                    scorer: PairScorer) -> dict[float, float]:
+    """Hand each pair to `scorer` once both its frames are read; returns sample time -> time shown."""
+    firsts: dict[float, list[float]] = {}  # a pair's second sample time -> the first times paired with it
+    for pairs in plans:
+        for a, b in pairs:
+            firsts.setdefault(b, []).append(a)
+    items = zip(*frames) if isinstance(frames, tuple) else frames
+    got: dict[float, np.ndarray] = {}
+    when: dict[float, float] = {}
+    for t, (frame, shown) in zip(wanted, items):
+        got[t], when[t] = frame, shown
+        for a in firsts.get(t, ()):
+            if shown - when[a] > 1e-6:  # the pair shows two different frames
+                scorer.submit(when[a], got[a], shown, frame)
+    if len(when) < len(wanted):
+        raise ValueError(f"the reader gave {len(when)} frames for {len(wanted)} sample times")
+    return when
 
 
 def _too_short(clip: dict) -> dict:
@@ -241,10 +311,9 @@ def _too_short(clip: dict) -> dict:
 def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig = MotionConfig(),
                **run_kwargs) -> tuple[RunResult, Path | None]:
     """Score every ok clip of `manifest` and write it (to `out`, default in place)."""
-    # one decoder thread and one Farneback thread per worker: on the sparse read frame threads
-    # cost 10-15% more CPU and barely shorten it (each frame waits on the one it references),
-    # and scoring pairs on two threads cost 20-70% more CPU on a 2-core machine for a 10-35%
-    # shorter wall; --workers uses more cores at no extra CPU per clip
+    # one decoder thread and one Farneback thread per worker, working at the same time: on the
+    # sparse read frame threads cost 10-15% more CPU and barely shorten it (each frame waits on
+    # the one it references); --workers uses more cores at no extra CPU per clip
     return run_clip_stage(MotionStage(cfg, threads=1), manifest, out, **run_kwargs)
 
 
