@@ -19,17 +19,14 @@ from svdcli.curate.runner import RunResult, run_stage
 from svdcli.curate.stage import ClipStage, Task
 from svdcli.errors import SvdError
 from svdcli.manifest.io import ManifestError, manifest_history, put_column, read_manifest, write_manifest
-from svdcli.manifest.schema import COLUMNS
-
-CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
-               "num_frames", "fps", "width", "height", "rotation"]
+from svdcli.manifest.schema import CLIP_TASK_FIELDS, COLUMNS
 
 
 def clip_tasks(table: pa.Table, clips_per_task: int = 64, carry: tuple[str, ...] = ()) -> list[Task]:
     """Group the ok clips of `table` by video into tasks with stable keys; each clip's row holds
     the clip fields and the `carry` columns the table has."""
     ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
-    fields = [f for f in [*CLIP_FIELDS, *carry] if f in ok.column_names]
+    fields = [f for f in [*CLIP_TASK_FIELDS, *carry] if f in ok.column_names]
     by_video: dict[str, list[dict]] = {}
     for row in ok.select(fields).to_pylist():
         by_video.setdefault(row["video_path"], []).append(row)

@@ -35,7 +35,7 @@ from typing import Callable
 from svdcli.curate import stages as registry
 from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
 from svdcli.curate.runner import RunOptions
-from svdcli.manifest.schema import COLUMNS
+from svdcli.manifest.schema import CLIP_ON_GRID, COLUMNS
 
 
 @dataclass
@@ -222,10 +222,6 @@ def _run_steps(recipe: Recipe, stages: list[str], src: Path, workdir: Path, opts
     return summaries
 
 
-# what the scoring stages read of every clip (a manifest from `svd curate cuts` has them all)
-CLIP_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "fps", "width", "height"]
-
-
 def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
     if stages[0] == "cuts":
         if videos is None:
@@ -247,7 +243,7 @@ def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) 
     from svdcli.manifest.io import read_manifest
 
     read_manifest(manifest, columns=[])  # a clear error now rather than inside a stage
-    needed = ["clip_id"] if stages[0] == "filter" else CLIP_COLUMNS
+    needed = ["clip_id"] if stages[0] == "filter" else CLIP_ON_GRID
     missing = [c for c in needed if c not in pq.read_schema(manifest).names]
     if missing:  # else every clip would become an error row
         raise RecipeError(f"--manifest {manifest} has no column(s) {', '.join(missing)}; the {stages[0]} "

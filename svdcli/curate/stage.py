@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from svdcli.errors import SvdError
-from svdcli.manifest.schema import Column
+from svdcli.manifest.schema import CLIP_LOCATION, Column
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,6 @@ class Stage:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-# what every per-clip stage reads of a clip (a manifest from `svd curate cuts` has them)
-NEEDS = ("clip_id", "video_path", "start_time", "end_time", "width", "height")
-
-
 class ClipStage(Stage):
     """A stage whose task is a group of clips of one video; errors are per clip.
 
@@ -99,7 +95,7 @@ class ClipStage(Stage):
     """
 
     unit = "videos"
-    needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
+    needs: tuple[str, ...] = CLIP_LOCATION  # manifest columns `process` reads; checked before any work
     reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
     carries: tuple[str, ...] = ()  # more manifest columns each clip's row brings to `process`, when present
 

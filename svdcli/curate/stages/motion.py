@@ -51,8 +51,8 @@ import pyarrow as pa
 from svdcli.curate.per_clip import run_clip_stage
 from svdcli.curate.scorers.camera_motion import clip_camera_motion
 from svdcli.curate.runner import RunResult, pending
-from svdcli.curate.stage import NEEDS, ClipStage, StageSpec
-from svdcli.manifest.schema import Column
+from svdcli.curate.stage import ClipStage, StageSpec
+from svdcli.manifest.schema import CLIP_LOCATION, Column
 from svdcli.video.seek import analysis_size
 from svdcli.video.sparse import read_gray_at
 
@@ -184,7 +184,7 @@ class MotionStage(ClipStage):
 
     name = "motion"
     columns = ("clip_id", *(c.name for c in COLUMNS))
-    needs = NEEDS + ("fps",)  # the pairs are placed on the frame grid
+    needs = (*CLIP_LOCATION, "fps")  # the pairs are placed on the frame grid
 
     def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
         self.cfg = cfg
