@@ -15,6 +15,7 @@ scores. The registry (`stages/__init__.py`) lists the modules; nothing else name
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -120,18 +121,27 @@ class SettingError(SvdError):
 class StageSpec:
     """What a stage declares about itself, in its module as `SPEC`; the registry collects them.
 
-    `config` is the dataclass (or the builder function) whose fields (parameters) are
-    the stage's recipe settings: their names, types and defaults. `run(input, out, settings,
-    options)` runs this rank's share and returns None once the stage's manifest is written, else
-    how far all ranks together are (e.g. '2/3 tasks'). The checks raise SvdError; a SettingError
-    names the setting itself.
+    `config` is the dataclass (or the builder function) whose fields (parameters) are the
+    stage's recipe settings: their names, types and defaults; made with
+    `svdcli.curate.settings.setting`, also their bounds and command-line options. A per-clip
+    stage gives `runner`, `run_x(manifest, out, *, workers, progress, rank, world_size,
+    executor, **settings) -> (RunResult, written path or None)`, which `svd curate STAGE` and
+    the recipe both call; `run` (the recipe step) is built from it. `run(input, out, settings,
+    options)` runs this rank's share and returns None once the stage's manifest is written,
+    else how far all ranks together are (e.g. '2/3 tasks'). The checks raise SvdError; a
+    SettingError names the setting itself.
     """
 
     name: str
     columns: tuple[Column, ...]  # the manifest columns it adds, with their types and meaning
     config: Callable
-    run: Callable
-    bounds: tuple[str, ...] = ()  # ranges of its numeric settings, in the filter rule grammar
+    run: Callable | None = None  # the recipe step; built from `runner` when not given
+    runner: Callable | None = None  # a per-clip stage's run over a manifest (command and recipe)
+    summary: Callable | None = None  # (written manifest, **summary options) -> the command's last line
+    summary_options: type | None = None  # settings dataclass of the options only the summary reads
+    stage: type | None = None  # a per-clip stage's class (ClipStage)
+    help: str = ""  # `svd curate NAME --help` where no command module gives one (default: the class docstring)
+    bounds: tuple[str, ...] | None = None  # ranges of its numeric settings (filter rule grammar); default: config's
     unbounded: tuple[str, ...] = ()  # numeric settings that take any value
     check: Callable[[dict], None] | None = None  # its own checks of a complete set of settings
     check_setting: Callable[[str, Any], Any] | None = None  # replaces the type check of one setting
@@ -143,6 +153,21 @@ class StageSpec:
     scores: tuple[str, ...] = ()  # columns every shard sample carries in its json `scores`
 
     def __post_init__(self):
+        from svdcli.curate.settings import bounds
+
+        if self.bounds is None:
+            object.__setattr__(self, "bounds", bounds(self.config))
+        if self.run is None:
+            if self.runner is None:
+                raise ValueError(f"stage {self.name!r} declares neither run nor runner")
+            object.__setattr__(self, "run", functools.partial(recipe_step, self.runner))
         strangers = [c.name for c in self.columns if c.stage != self.name]
         if strangers:
             raise ValueError(f"stage {self.name!r} declares columns of another stage: {strangers}")
+
+
+def recipe_step(runner: Callable, src, out, settings: dict, opts) -> str | None:
+    """A per-clip stage's recipe step: None once its manifest is written, else how far all ranks
+    are ('2/3 tasks')."""
+    result, written = runner(src, out, **opts.stage_kwargs(), **settings)
+    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"

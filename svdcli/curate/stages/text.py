@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from svdcli.curate.frames import frame_times, parse_frames, read_clip_frames
 from svdcli.curate.per_clip import run_clip_stage
-from svdcli.curate.runner import pending
+from svdcli.curate.settings import DEVICE_HELP, setting
 from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
 from svdcli.manifest.schema import Column
@@ -166,12 +166,22 @@ def make_detector(name: str, model_dir: str | None = None, device: str = "cpu", 
 # --- stage ----------------------------------------------------------------------------------------
 @dataclass
 class TextConfig:
-    detector: str = "auto"  # auto | craft | dbnet
-    model_dir: str | None = None  # folder with craft_mlt_25k.pth
-    frames: str = "fml"  # 'fml' = first, middle, last; or a rate such as '1fps'
-    size: int = 640  # long side of the analysis frames, pixels
-    batch_size: int = 0  # 0 = auto: 16 on GPU, 1 on CPU (batching gains nothing there, docs/benchmarks.md)
-    device: str = "auto"
+    detector: str = setting("auto", "auto | craft | dbnet.")
+    model_dir: str | None = setting(None, "Folder with craft_mlt_25k.pth (else $SVD_EASYOCR_DIR, ~/.EasyOCR/model).",
+                                    path=True)
+    frames: str = setting("fml", "'fml' = first, middle, last frame; or a rate such as '1fps'.")
+    size: int = setting(640, "Long side of the analysis frames, pixels.", ge=64)
+    # 0 = auto: batching gains nothing on CPU (docs/benchmarks.md)
+    batch_size: int = setting(0, "Frames per detector batch; 0 = 16 on GPU, 1 on CPU (where batching is not "
+                                 "faster).", ge=0)
+    device: str = setting("auto", DEVICE_HELP)
+
+
+@dataclass
+class TextSummary:
+    """What only the summary line of `svd curate text` reads."""
+
+    max_area: float = setting(0.07, "Only for the summary: count clips above it.", ge=0.0, le=1.0)
 
 
 COLUMNS = (
@@ -230,11 +240,6 @@ def run_text(manifest_path, out_path=None, *, workers: int = 1, progress=None, r
                           describe=f"text ({stage.detector_name})")
 
 
-def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
-    """The text step of a recipe: None once its manifest is written, else how far all ranks are."""
-    return pending(run_text(src, out, **opts.stage_kwargs(), **settings))
-
-
 def check_settings(settings: dict) -> None:
     """The checks a recipe runs on the text settings before any stage starts."""
     config = TextConfig(**settings)
@@ -265,8 +270,9 @@ SPEC = StageSpec(
     name="text",
     columns=COLUMNS,
     config=TextConfig,
-    run=recipe_step,
-    bounds=("size >= 64", "batch_size >= 0"),
+    runner=run_text,
+    summary=summarize,
+    summary_options=TextSummary,
     check=check_settings,
     preflight=find_weights,
     histograms=(("text_area", "text area (fraction of the frame)"),),
