@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from svdcli.curate import stages as registry
+from svdcli.curate.per_clip import recipe_step
 from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
 from svdcli.curate.runner import RunOptions
 from svdcli.manifest.schema import CLIP_ON_GRID, COLUMNS
@@ -201,7 +202,7 @@ def _run_steps(recipe: Recipe, stages: list[str], src: Path, workdir: Path, opts
                 pending = _write_motion(src, out, settings, motion_rows)
                 note = "scored in the cuts pass"
             else:
-                pending = registry.spec(stage).run(src, out, settings, opts)
+                pending = recipe_step(registry.spec(stage), src, out, settings, opts)
             if pending:  # other ranks still work on this stage: later stages must wait for it
                 summaries.append(StepSummary(stage, "partial", 0, 0, time.perf_counter() - t0,
                                              note=f"{pending} done over all ranks"))

@@ -114,6 +114,11 @@ class Catalogue(Mapping[str, Column]):
         self._load()
         return len(self._columns)
 
+    def forget(self, stage: str) -> None:
+        """Drop the columns of a stage that is no longer registered (a test's toy stage)."""
+        self._load()
+        self._columns = {n: c for n, c in self._columns.items() if c.stage != stage}
+
     def position(self, name: str) -> int:
         self[name]
         return list(self._columns).index(name)

@@ -4,7 +4,7 @@ The command's options are, in this order: --manifest and --out; the options only
 reads (`StageSpec.summary_options`); one per setting the stage's settings dataclass makes an
 option (`svdcli.curate.settings.setting`: flag, help, bounds); then the block every per-clip
 stage shares (workers, rank, world size, executor, Ray address, progress, max error rate). The
-command runs `StageSpec.runner` (as a recipe does), then prints the stage's summary and exits 1
+command runs the stage as a recipe does (`per_clip.runner_of`), then prints the stage's summary and exits 1
 when too many clips failed. A module `curate_cmds/<stage>.py`, when there is one, gives the
 command's `HELP` and may define `before(settings) -> str` and `after(result) -> str`, lines
 printed before the run and after it.
@@ -55,6 +55,7 @@ def _command_module(name: str):
 
 def command_function(spec, before=None, after=None):
     """The Typer function of a stage's command: its signature is the stage's options."""
+    from svdcli.curate.per_clip import runner_of, summary_line
     from svdcli.curate.settings import options
 
     summary_opts, setting_opts = options(spec.summary_options), options(spec.config)
@@ -72,14 +73,14 @@ def command_function(spec, before=None, after=None):
         settings = {o.name: _value(o, kw[o.name]) for o in setting_opts}
         if before:
             console().print(before(settings), markup=False)
-        result, written = spec.runner(kw["manifest"], kw["out"], workers=kw["workers"], rank=kw["rank"],
+        result, written = runner_of(spec)(kw["manifest"], kw["out"], workers=kw["workers"], rank=kw["rank"],
                                       world_size=kw["world_size"],
                                       executor=executor_for(kw["executor"], kw["ray_address"]),
                                       progress=stage_bars(kw["progress"]), **settings)
         if after:
             console().print(after(result), markup=False)
         summary = {o.name: kw[o.name] for o in summary_opts}
-        print_stage_result(spec.name, result, written, lambda path: spec.summary(path, **summary),
+        print_stage_result(spec.name, result, written, lambda path: summary_line(spec, path, **summary),
                            kw["max_error_rate"])
 
     command.__signature__ = inspect.Signature(params)

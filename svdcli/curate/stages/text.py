@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from svdcli.curate.frames import frame_times, parse_frames, read_clip_frames
+from svdcli.curate.frames import parse_frames
 from svdcli.curate.per_clip import run_clip_stage
 from svdcli.curate.settings import DEVICE_HELP, setting
-from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
+from svdcli.curate.stage import ClipStage, Frames, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
 from svdcli.manifest.schema import Column
-from svdcli.video.seek import analysis_size
 from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 
 DETECTORS = ("auto", "craft", "dbnet")
@@ -217,18 +216,12 @@ class TextStage(ClipStage):
         batch = self.config.batch_size or (16 if device.startswith("cuda") else 1)
         self.detector = make_detector(self.detector_name, self.config.model_dir, device, batch)
 
-    def process(self, payload: dict) -> list[dict]:
-        size = lambda c: analysis_size(c["width"], c["height"], self.config.size, upscale=False)  # noqa: E731
-        times = lambda c: frame_times(c, self.config.frames)  # noqa: E731
-        rows = []
-        for clip, frames in read_clip_frames(payload, times, size):
-            if isinstance(frames, Exception):
-                rows.append({"clip_id": clip["clip_id"], "text_error": f"{type(frames).__name__}: {frames}"})
-                continue
-            boxes = self.detector.detect(frames)
-            area = max(text_area(b, frames.shape[1:3]) for b in boxes)
-            rows.append({"clip_id": clip["clip_id"], "text_area": area, "text_detector": self.detector_name})
-        return rows
+    def frames_needed(self) -> Frames:
+        return Frames(self.config.frames, self.config.size)
+
+    def score(self, frames: np.ndarray) -> dict:
+        boxes = self.detector.detect(frames)
+        return {"text_area": max(text_area(b, frames.shape[1:3]) for b in boxes), "text_detector": self.detector_name}
 
 
 def run_text(manifest_path, out_path=None, *, workers: int = 1, progress=None, rank: int = 0,
