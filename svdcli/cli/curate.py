@@ -15,13 +15,13 @@ import typer
 from typer.core import TyperGroup
 
 from svdcli.cli import curate_cmds
+from svdcli.cli.curate_cmds.stage_command import Listed
 from svdcli.curate import stages as registry
 
 
 class CurateGroup(TyperGroup):
-    """The `svd curate` group: registered commands, and a command per declared per-clip stage."""
-
-    built: dict = {}
+    """The `svd curate` group: registered commands, and a command per declared per-clip stage,
+    listed by name and help and built when it runs (or shows its help)."""
 
     def list_commands(self, ctx) -> list[str]:
         names = set(super().list_commands(ctx)) | set(declared_stages())
@@ -31,10 +31,12 @@ class CurateGroup(TyperGroup):
     def get_command(self, ctx, name: str):
         command = super().get_command(ctx, name)
         if command is None and name in declared_stages():
-            from svdcli.cli.curate_cmds.stage_command import build
-
-            command = self.built[name] = self.built.get(name) or build(name)
+            command = Listed(name)
         return command
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, (command.build() if isinstance(command, Listed) else command), rest
 
 
 app = typer.Typer(cls=CurateGroup,

@@ -9,8 +9,8 @@ when too many clips failed. A module `curate_cmds/<stage>.py`, when there is one
 command's `HELP` and may define `before(settings) -> str` and `after(result) -> str`, lines
 printed before the run and after it.
 
-The stage module (pyarrow, numpy) is imported only when the command is looked up, so
-`svd --help` stays light (`svdcli/cli/curate.py` builds these commands on demand).
+The stage module (pyarrow, numpy) is imported only when the command runs or shows its own
+help: `svd --help` and `svd curate --help` list it by name and help alone (`Listed`).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
 from svdcli.cli.curate_cmds.options import (ExecutorName, Manifest, MaxErrorRate, Out, Progress, RayAddress, Rank,
@@ -34,17 +35,36 @@ SHARED = (("workers", Workers, 1), ("rank", Rank, 0), ("world_size", WorldSize, 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
+class Listed(TyperCommand):
+    """A declared stage's command as `svd curate --help` lists it: its name and help, no options
+    (building those imports the stage module); `build()` makes the command itself."""
+
+    def __init__(self, name: str):
+        super().__init__(name, help=help_of(name))
+
+    def build(self):
+        return build(self.name)
+
+
+def help_of(name: str) -> str:
+    """The help of `svd curate NAME`: its command module's HELP, else the declaration's."""
+    module = _command_module(name)
+    if getattr(module, "HELP", None):
+        return module.HELP
+    from svdcli.curate import stages as registry
+
+    spec = registry.spec(name)
+    return spec.help or inspect.cleandoc((spec.stage.__doc__ or "") if spec.stage is not None else "")
+
+
 def build(name: str):
     """The click command `svd curate NAME` of a registered per-clip stage."""
     from svdcli.curate import stages as registry
 
-    spec = registry.spec(name)
     module = _command_module(name)
-    doc = (spec.stage.__doc__ or "") if spec.stage is not None else ""
-    help_ = getattr(module, "HELP", None) or spec.help or inspect.cleandoc(doc)
     app = typer.Typer(add_completion=False)  # the root command has completion
-    app.command(name, help=help_)(command_function(spec, getattr(module, "before", None),
-                                                   getattr(module, "after", None)))
+    app.command(name, help=help_of(name))(command_function(registry.spec(name), getattr(module, "before", None),
+                                                           getattr(module, "after", None)))
     return typer.main.get_command(app)
 
 
