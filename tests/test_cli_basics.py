@@ -29,3 +29,13 @@ def test_an_error_is_one_line_however_long_its_path(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(image) in lines[0], result.output
+
+
+def test_curate_help_lists_the_stages_without_importing_them():
+    """Per-clip stage commands are built from their declarations only when one runs or shows its help."""
+    code = ("import sys; from typer.testing import CliRunner; from svdcli.cli.main import app; "
+            "out = CliRunner().invoke(app, ['curate', '--help']).output; "
+            "print(all(s in out for s in ('motion', 'text', 'clip', 'caption')), "
+            "[m for m in sys.modules if m.startswith('svdcli.curate.stages.') or m == 'pyarrow'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True []", out

@@ -4,6 +4,10 @@ Used by motion, text, clip and caption (`ClipStage`s). A task is the ok clips of
 most `clips_per_task`), so a worker opens each video once and can batch its clips. Before any
 work, `check_inputs` refuses a manifest without the columns the stage reads (`ClipStage.needs`);
 when every task is done, the stage's columns are merged into the manifest by `clip_id`.
+
+A declared stage (`StageSpec(stage=...)`) needs nothing more: `runner_of` runs it over a
+manifest from its settings, `recipe_step` is its step in `svd curate run`, and `summary_line`
+the last line of its command, unless the spec gives its own.
 """
 from __future__ import annotations
 
@@ -16,20 +20,17 @@ import pyarrow.parquet as pq
 
 from svdcli.curate.parts import TASK_COLUMN, clean_parts
 from svdcli.curate.runner import RunResult, run_stage
-from svdcli.curate.stage import ClipStage, Task
+from svdcli.curate.stage import ClipStage, StageSpec, Task, config_from
 from svdcli.errors import SvdError
 from svdcli.manifest.io import ManifestError, manifest_history, put_column, read_manifest, write_manifest
-from svdcli.manifest.schema import COLUMNS
-
-CLIP_FIELDS = ["clip_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
-               "num_frames", "fps", "width", "height", "rotation"]
+from svdcli.manifest.schema import CLIP_TASK_FIELDS, COLUMNS
 
 
 def clip_tasks(table: pa.Table, clips_per_task: int = 64, carry: tuple[str, ...] = ()) -> list[Task]:
     """Group the ok clips of `table` by video into tasks with stable keys; each clip's row holds
     the clip fields and the `carry` columns the table has."""
     ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
-    fields = [f for f in [*CLIP_FIELDS, *carry] if f in ok.column_names]
+    fields = [f for f in [*CLIP_TASK_FIELDS, *carry] if f in ok.column_names]
     by_video: dict[str, list[dict]] = {}
     for row in ok.select(fields).to_pylist():
         by_video.setdefault(row["video_path"], []).append(row)
@@ -114,3 +115,40 @@ def write_scored_manifest(stage: ClipStage, manifest: pa.Table, manifest_path: P
     record = {"stage": stage.name, "settings": stage.settings(), "fingerprint": stage.fingerprint(),
               "input": str(manifest_path)}
     write_manifest(merged, out_path, record=record, history=manifest_history(manifest))
+
+
+def runner_of(spec: StageSpec):
+    """How a per-clip stage runs over a manifest (`svd curate STAGE` and the recipe): its own
+    `runner`, else its declared class built from the settings."""
+    if spec.runner is not None:
+        return spec.runner
+
+    def run(manifest_path, out_path=None, **kwargs) -> tuple[RunResult, Path | None]:
+        run_kwargs = {k: kwargs.pop(k) for k in RUN_KEYS if k in kwargs}
+        stage = spec.stage(config_from(spec.config, kwargs, spec.name))
+        return run_clip_stage(stage, manifest_path, out_path, clips_per_task=stage.clips_per_task, **run_kwargs)
+
+    return run
+
+
+RUN_KEYS = ("workers", "progress", "rank", "world_size", "executor")  # RunOptions.stage_kwargs()
+
+
+def recipe_step(spec: StageSpec, src: Path, out: Path, settings: dict, opts) -> str | None:
+    """A stage's step in a recipe: None once its manifest is written, else how far all ranks
+    are ('2/3 tasks')."""
+    if spec.run is not None:
+        return spec.run(src, out, settings, opts)
+    result, written = runner_of(spec)(src, out, **opts.stage_kwargs(), **settings)
+    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"
+
+
+def summary_line(spec: StageSpec, path: Path, **summary_options) -> str:
+    """The last line of `svd curate STAGE`: the stage's own summary, else clips scored and errors."""
+    if spec.summary is not None:
+        return spec.summary(path, **summary_options)
+    error = f"{spec.name}_error"
+    scores = [c.name for c in spec.columns if c.name != error]
+    table = read_manifest(path, columns=[*scores[:1], error])
+    counts = [len(table.column(n)) - table.column(n).null_count for n in table.column_names]
+    return f"{spec.name}: {counts[0] if scores else 0} clips scored, {counts[-1]} errors -> {path}"

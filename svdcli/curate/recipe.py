@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Callable
 
 from svdcli.curate import stages as registry
+from svdcli.curate.per_clip import recipe_step
 from svdcli.curate.recipe_load import Recipe, RecipeError, load_recipe  # noqa: F401 - the API
 from svdcli.curate.runner import RunOptions
-from svdcli.manifest.schema import COLUMNS
+from svdcli.manifest.schema import CLIP_ON_GRID, COLUMNS
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _run_steps(recipe: Recipe, stages: list[str], src: Path, workdir: Path, opts
                 pending = _write_motion(src, out, settings, motion_rows)
                 note = "scored in the cuts pass"
             else:
-                pending = registry.spec(stage).run(src, out, settings, opts)
+                pending = recipe_step(registry.spec(stage), src, out, settings, opts)
             if pending:  # other ranks still work on this stage: later stages must wait for it
                 summaries.append(StepSummary(stage, "partial", 0, 0, time.perf_counter() - t0,
                                              note=f"{pending} done over all ranks"))
@@ -220,10 +221,6 @@ def _run_steps(recipe: Recipe, stages: list[str], src: Path, workdir: Path, opts
         check_outcome(outcome_of(stage, out), recipe.max_error_rate, "max_error_rate")
         src = out
     return summaries
-
-
-# what the scoring stages read of every clip (a manifest from `svd curate cuts` has them all)
-CLIP_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "fps", "width", "height"]
 
 
 def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) -> Path:
@@ -247,7 +244,7 @@ def _first_input(stages: list[str], videos: Path | None, manifest: Path | None) 
     from svdcli.manifest.io import read_manifest
 
     read_manifest(manifest, columns=[])  # a clear error now rather than inside a stage
-    needed = ["clip_id"] if stages[0] == "filter" else CLIP_COLUMNS
+    needed = ["clip_id"] if stages[0] == "filter" else CLIP_ON_GRID
     missing = [c for c in needed if c not in pq.read_schema(manifest).names]
     if missing:  # else every clip would become an error row
         raise RecipeError(f"--manifest {manifest} has no column(s) {', '.join(missing)}; the {stages[0]} "

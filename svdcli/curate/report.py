@@ -18,6 +18,7 @@ import numpy as np
 
 from svdcli.curate import stages as registry
 from svdcli.errors import SvdError
+from svdcli.manifest.schema import CLIP_LOCATION
 
 THUMB_WIDTH = 160
 
@@ -129,7 +130,7 @@ def group_counts(names: np.ndarray) -> dict[str, int]:
     return dict(sorted(zip(values.tolist(), counts.tolist()), key=lambda kv: (kv[0] != "kept", -kv[1])))
 
 
-NEEDED_COLUMNS = ["clip_id", "video_path", "start_time", "end_time", "width", "height"]  # what cuts writes
+NEEDED_COLUMNS = list(CLIP_LOCATION)  # the thumbnails are read by time
 CAPTIONS = {"caption_coca": "CoCa (middle frame)", "caption_video": "video model", "caption_summary": "LLM summary"}
 REPORT_COLUMNS = NEEDED_COLUMNS + ["status", "keep", "drop_reason", "motion_score"]
 

@@ -188,10 +188,3 @@ class _Buffer:
         self.store.write(self.rows)
         self.rows = []
         self.last_flush = time.monotonic()
-
-
-def pending(ran: tuple[RunResult, Path | None]) -> str | None:
-    """How far a per-clip stage is over all ranks, from (RunResult, written path or None);
-    None when its manifest is written."""
-    result, written = ran
-    return None if written is not None else f"{result.tasks_done}/{result.tasks_total} tasks"

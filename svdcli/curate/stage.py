@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, Callable
 
 from svdcli.errors import SvdError
-from svdcli.manifest.schema import Column
+from svdcli.manifest.schema import CLIP_LOCATION, Column
 
 
 @dataclass(frozen=True)
@@ -87,24 +87,65 @@ class Stage:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-# what every per-clip stage reads of a clip (a manifest from `svd curate cuts` has them)
-NEEDS = ("clip_id", "video_path", "start_time", "end_time", "width", "height")
+@dataclass(frozen=True)
+class Frames:
+    """The frames a per-clip scorer sees: at `times` ('fml' = first, middle, last; or a rate such
+    as '1fps', see `svdcli.curate.frames.frame_times`), RGB uint8 with the long side scaled to
+    `long_side` px (aspect kept, never upscaled)."""
+
+    times: str = "fml"
+    long_side: int = 256
 
 
 class ClipStage(Stage):
     """A stage whose task is a group of clips of one video; errors are per clip.
 
     `process(payload)` gets `{"video_path": str, "clips": [row dicts]}` and returns one dict per
-    clip with `clip_id` and the stage's columns.
+    clip with `clip_id` and the stage's columns. A stage that scores frames need not write it:
+    it declares `frames` (or `frames_needed()` when its settings choose them) and implements
+    `score(frames) -> {column: value}`, a pure function of the (N, H, W, 3) frames of one clip;
+    the base reads every clip's frames in one pass per video, and a clip whose frames cannot be
+    read gets `<name>_error`, alone.
     """
 
     unit = "videos"
-    needs: tuple[str, ...] = NEEDS  # manifest columns `process` reads; checked before any work
+    needs: tuple[str, ...] = CLIP_LOCATION  # manifest columns `process` reads; checked before any work
     reads_if_present: tuple[str, ...] = ("status",)  # read when there; their type is checked too
     carries: tuple[str, ...] = ()  # more manifest columns each clip's row brings to `process`, when present
+    frames: Frames | None = None  # what `score` sees
+    clips_per_task: int = 64  # clips of one video per task
+
+    def __init__(self, config: Any = None):
+        self.config = config  # its settings dataclass
+
+    def settings(self) -> dict:
+        return asdict(self.config) if is_dataclass(self.config) else {}
 
     def error_rows(self, payload: dict, message: str) -> list[dict]:
         return [{"clip_id": c["clip_id"], f"{self.name}_error": message} for c in payload["clips"]]
+
+    def frames_needed(self) -> Frames:
+        if self.frames is None:
+            raise NotImplementedError(f"stage {self.name!r}: declare `frames` to score frames, or write `process`")
+        return self.frames
+
+    def score(self, frames) -> dict:
+        """The stage's columns for one clip from its frames (N, H, W, 3) uint8."""
+        raise NotImplementedError
+
+    def process(self, payload: dict) -> list[dict]:
+        from svdcli.curate.frames import frame_times, read_clip_frames
+        from svdcli.video.seek import analysis_size
+
+        want = self.frames_needed()
+        size = lambda c: analysis_size(c["width"], c["height"], want.long_side, upscale=False)  # noqa: E731
+        rows = []
+        for clip, frames in read_clip_frames(payload, lambda c: frame_times(c, want.times), size):
+            if isinstance(frames, Exception):
+                rows.append({"clip_id": clip["clip_id"], f"{self.name}_error": f"{type(frames).__name__}: {frames}"})
+            else:
+                rows.append({"clip_id": clip["clip_id"], **self.score(frames)})
+        return rows
 
 
 def config_from(cls, settings: dict, stage: str):
@@ -124,18 +165,30 @@ class SettingError(SvdError):
 class StageSpec:
     """What a stage declares about itself, in its module as `SPEC`; the registry collects them.
 
-    `config` is the dataclass (or the builder function) whose fields (parameters) are
-    the stage's recipe settings: their names, types and defaults. `run(input, out, settings,
-    options)` runs this rank's share and returns None once the stage's manifest is written, else
-    how far all ranks together are (e.g. '2/3 tasks'). The checks raise SvdError; a SettingError
-    names the setting itself.
+    `config` is the dataclass (or the builder function) whose fields (parameters) are the
+    stage's recipe settings: their names, types and defaults; made with
+    `svdcli.curate.settings.setting`, also their bounds and command-line options.
+
+    How it runs: a per-clip stage gives its class (`stage`, a ClipStage built as
+    `stage(config)`) and, when it needs more than the base does (side files, inputs read
+    first), `runner`: `run_x(manifest, out, *, workers, progress, rank, world_size, executor,
+    **settings) -> (RunResult, written path or None)`; `svd curate STAGE` and the recipe both
+    call it (`per_clip.runner_of`). Any other stage gives `run(input, out, settings, options)`,
+    the recipe step, which runs this rank's share and returns None once the stage's manifest is
+    written, else how far all ranks together are (e.g. '2/3 tasks'). The checks raise
+    SvdError; a SettingError names the setting itself.
     """
 
     name: str
     columns: tuple[Column, ...]  # the manifest columns it adds, with their types and meaning
     config: Callable
-    run: Callable
-    bounds: tuple[str, ...] = ()  # ranges of its numeric settings, in the filter rule grammar
+    run: Callable | None = None  # the recipe step of a stage that is not per clip
+    runner: Callable | None = None  # a per-clip stage's own run over a manifest (command and recipe)
+    summary: Callable | None = None  # (written manifest, **summary options) -> the command's last line
+    summary_options: type | None = None  # settings dataclass of the options only the summary reads
+    stage: type | None = None  # a per-clip stage's class (ClipStage)
+    help: str = ""  # `svd curate NAME --help` where no command module gives one (default: the class docstring)
+    bounds: tuple[str, ...] | None = None  # ranges of its numeric settings (filter rule grammar); default: config's
     unbounded: tuple[str, ...] = ()  # numeric settings that take any value
     check: Callable[[dict], None] | None = None  # its own checks of a complete set of settings
     check_setting: Callable[[str, Any], Any] | None = None  # replaces the type check of one setting
@@ -147,6 +200,16 @@ class StageSpec:
     scores: tuple[str, ...] = ()  # columns every shard sample carries in its json `scores`
 
     def __post_init__(self):
+        from svdcli.curate.settings import bounds
+
+        if self.bounds is None:
+            object.__setattr__(self, "bounds", bounds(self.config))
+        if self.run is None and self.runner is None and self.stage is None:
+            raise ValueError(f"stage {self.name!r} declares none of run, runner and stage")
+        if self.stage is not None:  # its name and row keys are the declaration's
+            self.stage.name = self.name
+            self.stage.columns = ("clip_id", *(c.name for c in self.columns))
         strangers = [c.name for c in self.columns if c.stage != self.name]
         if strangers:
             raise ValueError(f"stage {self.name!r} declares columns of another stage: {strangers}")
+

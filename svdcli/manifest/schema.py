@@ -28,28 +28,39 @@ class Column:
     doc: str
 
 
+# The clip columns (`svd curate cuts` writes them: where a clip is), named here and nowhere else:
+# (name, pyarrow type, meaning), in schema order.
+_CLIP = (
+    ("clip_id", "string", "stable id: '<video_id>_<start_frame>_<end_frame>'"),
+    ("video_id", "string", "first 16 hex digits of sha1 of the resolved video path"),
+    ("video_path", "string", "absolute path of the source video"),
+    ("start_time", "float64", "clip start, seconds from the first frame's PTS"),
+    ("end_time", "float64", "clip end (exclusive), seconds"),
+    ("start_frame", "int64", "first frame on the nominal frame grid (round(t * fps))"),
+    ("end_frame", "int64", "end frame (exclusive) on the nominal frame grid"),
+    ("num_frames", "int64", "end_frame - start_frame"),
+    ("fps", "float64", "nominal frame rate of the video stream (r_frame_rate; the average rate where that is "
+     "missing or above 120): the grid of start_frame/end_frame"),
+    ("width", "int32", "coded width in pixels (before rotation)"),
+    ("height", "int32", "coded height in pixels (before rotation)"),
+    ("rotation", "int32", "display rotation from the container metadata: degrees clockwise to turn the coded "
+     "frame upright (0, 90, 180, 270), as in the 'rotate' tag"),
+    ("video_duration", "float64", "seconds from the first frame's PTS to the end of the last decoded frame "
+     "(last PTS + 1/fps)"),
+)
+CLIP_COLUMNS = tuple(name for name, _, _ in _CLIP)
+# where a clip is and on which frame grid: what reading a clip's frames needs (the scoring stages,
+# the report's thumbnails, `svd pack`); a manifest from `svd curate cuts` has them all
+CLIP_ON_GRID = ("clip_id", "video_path", "start_time", "end_time", "fps", "width", "height")
+CLIP_LOCATION = tuple(c for c in CLIP_ON_GRID if c != "fps")  # the same, for readers that seek by time only
+# what a scoring stage's task carries of each clip (the rest of the clip columns: video_id, video_duration)
+CLIP_TASK_FIELDS = tuple(c for c in CLIP_COLUMNS if c not in ("video_id", "video_duration"))
+
+
 def _clip_columns() -> list[Column]:
     import pyarrow as pa
 
-    c = lambda name, type_, doc: Column(name, type_, "cuts", doc)  # noqa: E731 - `svd curate cuts` writes them
-    return [
-        c("clip_id", pa.string(), "stable id: '<video_id>_<start_frame>_<end_frame>'"),
-        c("video_id", pa.string(), "first 16 hex digits of sha1 of the resolved video path"),
-        c("video_path", pa.string(), "absolute path of the source video"),
-        c("start_time", pa.float64(), "clip start, seconds from the first frame's PTS"),
-        c("end_time", pa.float64(), "clip end (exclusive), seconds"),
-        c("start_frame", pa.int64(), "first frame on the nominal frame grid (round(t * fps))"),
-        c("end_frame", pa.int64(), "end frame (exclusive) on the nominal frame grid"),
-        c("num_frames", pa.int64(), "end_frame - start_frame"),
-        c("fps", pa.float64(), "nominal frame rate of the video stream (r_frame_rate; the average rate where "
-          "that is missing or above 120): the grid of start_frame/end_frame"),
-        c("width", pa.int32(), "coded width in pixels (before rotation)"),
-        c("height", pa.int32(), "coded height in pixels (before rotation)"),
-        c("rotation", pa.int32(), "display rotation from the container metadata: degrees clockwise to turn the "
-          "coded frame upright (0, 90, 180, 270), as in the 'rotate' tag"),
-        c("video_duration", pa.float64(), "seconds from the first frame's PTS to the end of the last decoded "
-          "frame (last PTS + 1/fps)"),
-    ]
+    return [Column(name, getattr(pa, type_)(), "cuts", doc) for name, type_, doc in _CLIP]
 
 
 class Catalogue(Mapping[str, Column]):
@@ -102,6 +113,11 @@ class Catalogue(Mapping[str, Column]):
     def __len__(self) -> int:
         self._load()
         return len(self._columns)
+
+    def forget(self, stage: str) -> None:
+        """Drop the columns of a stage that is no longer registered (a test's toy stage)."""
+        self._load()
+        self._columns = {n: c for n, c in self._columns.items() if c.stage != stage}
 
     def position(self, name: str) -> int:
         self[name]

@@ -31,17 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from svdcli.errors import SvdError
-from svdcli.shards.samples import CAPTION_KINDS  # the captions every sample json carries
 from svdcli.interrupts import held
+from svdcli.manifest.schema import CLIP_COLUMNS, CLIP_ON_GRID
+from svdcli.shards.samples import CAPTION_KINDS  # the captions every sample json carries
 from svdcli.shards.micro_conditioning import MotionBuckets
 from svdcli.shards.pack_config import PackConfig
 from svdcli.shards.samples import (ORBIT_CAMERA, ClipSkipped, build_sample, group_size, sample_key, score_columns,
                                   video_clip_frames)
 
 MARKERS = ".pack"
-CLIP_COLUMNS = ("clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame",
-                "end_frame", "fps", "width", "height", "rotation", "caption",
-                *CAPTION_KINDS)  # + every stage's scores
+# what a pack reads of each row (+ every stage's scores); the rows feed the pack's fingerprint, so
+# a column added here would make existing packs look stale
+PACKED_COLUMNS = (*(c for c in CLIP_COLUMNS if c not in ("num_frames", "video_duration")), "caption", *CAPTION_KINDS)
 
 
 @dataclass
@@ -167,14 +168,13 @@ class PackSummary:
 def select_clips(table, all_ok: bool = False, source: str | Path = "manifest") -> tuple[list[dict], dict]:
     """Rows to pack (status ok and keep true, or every ok row with `all_ok`) and the counts."""
     names = set(table.column_names)
-    missing = [c for c in ("clip_id", "video_path", "start_time", "end_time", "fps", "width", "height")
-               if c not in names]
+    missing = [c for c in CLIP_ON_GRID if c not in names]
     if missing:
         raise SvdError(f"{source} lacks columns {missing}; is it a `svd curate` manifest?")
     if not all_ok and "keep" not in names:
         raise SvdError(f"{source} has no `keep` column: run `svd curate filter` first, or pass --all "
                        "to pack every ok clip")
-    wanted = CLIP_COLUMNS + score_columns() + (ORBIT_CAMERA, "status", "keep")
+    wanted = PACKED_COLUMNS + score_columns() + (ORBIT_CAMERA, "status", "keep")
     rows = table.select([c for c in wanted if c in names]).to_pylist()
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     kept = ok if all_ok else [r for r in ok if r.get("keep")]

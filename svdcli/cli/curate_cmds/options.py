@@ -1,4 +1,5 @@
-"""Options shared by the per-clip scoring stages (`svd curate motion|text|clip|caption`), declared once.
+"""Options shared by the curation commands, declared once (a stage's own options come from its settings
+dataclass, see stage_command.py).
 
 Each is a `typing.Annotated` alias: the parameter's own default (where it has one) stays in the command's
 signature, e.g. `workers: Workers = 1`. Keep this module light (typer and pathlib only): it is imported at
@@ -14,11 +15,6 @@ import typer
 Manifest = Annotated[Path, typer.Option("--manifest", "-m",
                                         help="Input manifest (from `svd curate cuts` or a later stage).")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output manifest (default: overwrite --manifest).")]
-
-# open_clip models (clip, caption); defaults differ per command.
-Pretrained = Annotated[str, typer.Option(help="open_clip pretrained tag, or a checkpoint file.")]
-ModelBatchSize = Annotated[int, typer.Option(min=1, help="Frames per model batch.")]
-Device = Annotated[str, typer.Option(help="auto (GPU when present) | cpu | cuda[:N].")]
 
 # Parallelism and sharding; the same for every scoring stage.
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1,

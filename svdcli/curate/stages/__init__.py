@@ -23,18 +23,41 @@ from svdcli.manifest.schema import COLUMNS
 
 NAMES = ("cuts", "motion", "text", "clip", "caption", "dedup", "filter")
 MODULES = {name: f"{__name__}.{name}" for name in NAMES}  # where each stage's SPEC lives
+_ADDED: dict = {}  # name -> StageSpec of the stages registered from elsewhere (`register`)
 
 
 def available(name: str) -> bool:
     """Whether this version ships the stage's module (a registered stage in progress may not)."""
-    return importlib.util.find_spec(MODULES[name]) is not None
+    return name in _ADDED or importlib.util.find_spec(MODULES[name]) is not None
 
 
 def spec(name: str):
     """The `StageSpec` of a registered stage."""
+    if name in _ADDED:
+        return _ADDED[name]
     if name not in MODULES:
         raise KeyError(f"no stage {name!r}; stages are {', '.join(NAMES)}")
     return importlib.import_module(MODULES[name]).SPEC
+
+
+def register(stage_spec) -> None:
+    """Add a stage declared outside this package (a plug-in, a test's toy stage) after the others:
+    its columns join the manifest schema, and recipes, the report, `svd pack` and `svd curate`
+    (its command is built from the declaration) find it as they find a stage of `NAMES`."""
+    global NAMES
+    if stage_spec.name in NAMES:
+        raise ValueError(f"stage {stage_spec.name!r} is registered already")
+    _ADDED[stage_spec.name] = stage_spec
+    NAMES = (*NAMES, stage_spec.name)
+    COLUMNS.add_source(lambda: stage_spec.columns)
+
+
+def unregister(name: str) -> None:
+    """Remove a stage `register` added, and its columns."""
+    global NAMES
+    del _ADDED[name]
+    NAMES = tuple(n for n in NAMES if n != name)
+    COLUMNS.forget(name)
 
 
 def specs() -> list:

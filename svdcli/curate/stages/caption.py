@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from svdcli.curate.frames import even_times, middle_time, read_clip_frames
 from svdcli.curate.per_clip import run_clip_stage
-from svdcli.curate.runner import pending
 from svdcli.curate.scorers.captioning.coca import DECODING, GENERATION_TYPES
+from svdcli.curate.settings import DEVICE_HELP, setting
 from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
 from svdcli.manifest.schema import Column
@@ -38,31 +38,39 @@ NOT_COCA = ("vlm", "none")  # --model values that are no open_clip CoCa model
 
 @dataclass
 class CaptionConfig:
-    model: str = "coca_ViT-L-14"  # open_clip CoCa name or model-config .json, 'vlm', or 'none' (summary only)
-    pretrained: str = ""  # CoCa: tag or checkpoint file; vlm: hub id or model folder ('' = the default)
-    coca: str = "none"  # with --model vlm: also caption the middle frame with this CoCa model
-    coca_pretrained: str = ""  # its tag or checkpoint file ('' = mscoco_finetuned_laion2b_s13b_b90k)
-    summarize: str = "none"  # causal LM (hub id or folder) writing caption_summary from both captions
-    use: str = "auto"  # which caption is `caption`: auto | coca | video | summary
-    engine: str = "auto"  # VLM and LLM engine: auto | transformers | vllm
-    frames: int = 8  # frames the VLM sees, spread evenly over the clip by timestamp
-    frame_size: int = 448  # long side (px) the VLM's frames are decoded at (never upscaled)
-    frames_as: str = "auto"  # auto | video | images
-    prompt_file: str = ""  # VLM prompt template file ('' = the built-in prompt)
-    summary_prompt_file: str = ""  # summary prompt template file, with {coca} and {video}
-    max_new_tokens: int = 128  # most tokens the VLM and the LLM write per caption
-    generation: str = "beam_search"  # CoCa decoding: beam_search | top_k | top_p
-    seq_len: int = 30  # CoCa: maximum caption length in tokens, start token included
-    min_seq_len: int = 5
-    num_beams: int = 6
-    num_beam_groups: int = 3
-    top_k: int = 1
-    top_p: float = 0.1
-    temperature: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    batch_size: int = 8  # clips per model batch
-    device: str = "auto"
+    model: str = setting("coca_ViT-L-14", "coca_ViT-L-14 (or another open_clip CoCa name, or a model-config .json); "
+                         "vlm: a transformers vision-language model; none: no captioner (with --summarize: summarize "
+                         "the input's captions).")
+    pretrained: str = setting("", "CoCa: open_clip tag or checkpoint file (default mscoco_finetuned_laion2b_s13b_b90k); "
+                              "vlm: a Hugging Face model id or a model folder (default Qwen/Qwen2.5-VL-7B-Instruct).")
+    coca: str = setting("none", "With --model vlm: also caption the middle frame with this CoCa model (caption_coca).")
+    coca_pretrained: str = setting("", "Tag or checkpoint file of --coca (default mscoco_finetuned_laion2b_s13b_b90k).")
+    summarize: str = setting("none", "A causal LM (Hugging Face id or folder) that writes caption_summary from "
+                             "caption_coca and caption_video.")
+    use: str = setting("auto", "Which caption becomes `caption`: auto | coca | video | summary.")
+    engine: str = setting("auto", "Engine of the VLM and the LLM: auto | transformers | vllm.")
+    frames: int = setting(8, "Frames the VLM sees, at the centres of equal slices of the clip.", ge=1)
+    frame_size: int = setting(448, "Long side (px) of the VLM's frames as decoded (never upscaled; the model's "
+                              "processor may resize them again).", ge=28)
+    frames_as: str = setting("auto", "auto | video | images: how frames reach the VLM (auto: a video when its "
+                             "processor takes one).")
+    prompt_file: str = setting("", "Text file with the VLM's prompt template (default: a built-in "
+                               "one-to-two-sentence description prompt).")
+    summary_prompt_file: str = setting("", "Text file with the summary prompt template; must contain {coca} and "
+                                       "{video}.")
+    max_new_tokens: int = setting(128, "Most tokens the VLM and the LLM write per caption.", ge=1)
+    generation: str = setting("beam_search", "CoCa decoding: beam_search | top_k | top_p.")
+    seq_len: int = setting(30, "CoCa: maximum caption length in tokens.", ge=2)  # the start token included
+    min_seq_len: int = setting(5, "CoCa: minimum caption length in tokens.", ge=1)
+    num_beams: int = setting(6, "CoCa: beams (beam_search).", ge=1)
+    num_beam_groups: int = setting(3, "CoCa: diverse beam groups (beam_search).", ge=1)
+    top_k: int = setting(1, "CoCa: keep the k most likely tokens (top_k).", ge=1)
+    top_p: float = setting(0.1, "CoCa: nucleus mass (top_p).", ge=0, le=1)
+    temperature: float = setting(1.0, "CoCa: sampling temperature (top_k, top_p).", ge=0)
+    repetition_penalty: float = setting(1.0, "CoCa: penalty for repeated tokens.", ge=0)
+    seed: int = setting(0, "CoCa: seed for the sampling decoders.")
+    batch_size: int = setting(8, "Clips per model batch.", ge=1)
+    device: str = setting("auto", DEVICE_HELP)
 
     def check(self) -> None:
         from svdcli.curate.scorers.captioning.vlm import FRAMES_AS
@@ -399,19 +407,12 @@ def preflight(settings: dict) -> None:
     resolve(config)
 
 
-def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
-    """The caption step of a recipe: None once its manifest is written, else how far all ranks are."""
-    return pending(run_caption(src, out, **opts.stage_kwargs(), **settings))
-
-
 SPEC = StageSpec(
     name="caption",
     columns=COLUMNS,
     config=CaptionConfig,
-    run=recipe_step,
-    bounds=("frames >= 1", "frame_size >= 28", "max_new_tokens >= 1", "seq_len >= 2", "min_seq_len >= 1",
-            "num_beams >= 1", "num_beam_groups >= 1", "top_k >= 1", "top_p >= 0", "top_p <= 1", "temperature >= 0",
-            "repetition_penalty >= 0", "batch_size >= 1"),
+    runner=run_caption,
+    summary=summarize,
     unbounded=("seed",),
     check=lambda settings: CaptionConfig(**settings).check(),
     preflight=preflight,

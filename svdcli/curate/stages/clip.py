@@ -29,8 +29,8 @@ import pyarrow as pa
 from svdcli.curate.frames import frame_times, read_clip_frames
 from svdcli.curate.parts import parts_folder
 from svdcli.curate.per_clip import check_inputs, run_clip_stage
-from svdcli.curate.runner import pending
 from svdcli.curate.scorers.open_clip_models import ClipEmbedder, clip_read_size, clip_scores
+from svdcli.curate.settings import DEVICE_HELP, PRETRAINED_HELP, setting
 from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
 from svdcli.manifest.schema import Column
@@ -42,12 +42,14 @@ FRAME_NAMES = ("first", "middle", "last")
 # --- stage -------------------------------------------------------------------------------------------
 @dataclass
 class ClipConfig:
-    model: str = "ViT-L-14"  # open_clip model name or a model-config .json
-    pretrained: str = "openai"  # open_clip tag or checkpoint file
-    aesthetic: str = "laion-mlp"  # laion-mlp | laion-linear-l14 | laion-linear-b32 | PATH | hf-hub:REPO/FILE | none
-    weights_dir: str | None = None  # folder holding the aesthetic heads
-    batch_size: int = 16
-    device: str = "auto"
+    model: str = setting("ViT-L-14", "open_clip model name, or a model-config .json.")
+    pretrained: str = setting("openai", PRETRAINED_HELP)
+    aesthetic: str = setting("laion-mlp", "laion-mlp | laion-linear-l14 | laion-linear-b32 | PATH | "
+                                          "hf-hub:REPO/FILE | none.")
+    weights_dir: str | None = setting(None, "Folder with the aesthetic heads (else $SVD_WEIGHTS_DIR, "
+                                            "~/.cache/svdcli/weights).", path=True)
+    batch_size: int = setting(16, "Frames per model batch.", ge=1)
+    device: str = setting("auto", DEVICE_HELP)
 
 
 COLUMNS = (
@@ -251,17 +253,12 @@ def summarize(path: Path) -> str:
             f"{embeddings_path(path).name}")
 
 
-def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
-    """The clip step of a recipe: None once its manifest is written, else how far all ranks are."""
-    return pending(run_clip(src, out, **opts.stage_kwargs(), **settings))
-
-
 SPEC = StageSpec(
     name="clip",
     columns=COLUMNS,
     config=ClipConfig,
-    run=recipe_step,
-    bounds=("batch_size >= 1",),
+    runner=run_clip,
+    summary=summarize,
     after=(("caption", "clip_score compares frames with the caption"),),
     histograms=(("aesthetic_score", "aesthetic score"), ("clip_score", "CLIP text-image similarity")),
     scores=("aesthetic_score", "clip_score"),

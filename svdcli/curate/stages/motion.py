@@ -44,7 +44,7 @@ them as it goes (`svdcli.curate.stages.cuts_motion`), with the same frames and s
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +52,10 @@ import pyarrow as pa
 
 from svdcli.curate.per_clip import run_clip_stage
 from svdcli.curate.scorers.camera_motion import clip_camera_motion
-from svdcli.curate.runner import RunResult, pending
-from svdcli.curate.stage import NEEDS, ClipStage, StageSpec
-from svdcli.manifest.schema import Column
+from svdcli.curate.runner import RunResult
+from svdcli.curate.settings import setting
+from svdcli.curate.stage import ClipStage, StageSpec
+from svdcli.manifest.schema import CLIP_LOCATION, Column
 from svdcli.video.seek import analysis_size
 from svdcli.video.sparse import iter_gray_at, read_gray_at  # noqa: F401 - read_gray_at: the API
 
@@ -67,18 +68,28 @@ MOTION_UNITS = "analysis pixels per 1/15 s; analysis size = long side 256 px"
 
 @dataclass(frozen=True)
 class MotionConfig:
-    """Settings of the motion stage; every field changes the scores (and the fingerprint)."""
+    """Settings of the motion stage; every field changes the scores (and the fingerprint).
 
-    long_side: int = ANALYSIS_LONG_SIDE
-    interval: float = SAMPLE_INTERVAL
-    margin_frames: int = 2  # frames skipped at each end of the clip
+    Recipe keys only: `svd curate motion` has no option for them (OpenCV's limits bound the
+    Farneback ones)."""
+
+    long_side: int = setting(ANALYSIS_LONG_SIDE, "Long side of the analysis frames, pixels.", ge=16, option=False)
+    interval: float = setting(SAMPLE_INTERVAL, "Seconds between sample pairs.", gt=0, option=False)
+    margin_frames: int = setting(2, "Frames skipped at each end of the clip.", ge=0, option=False)
     # Farneback parameters (OpenCV's); a 4-level pyramid follows ~25 analysis px per pair
-    pyr_scale: float = 0.5
-    levels: int = 4
-    winsize: int = 15
-    iterations: int = 3
-    poly_n: int = 5
-    poly_sigma: float = 1.2
+    pyr_scale: float = setting(0.5, gt=0, lt=1, option=False)
+    levels: int = setting(4, ge=1, option=False)
+    winsize: int = setting(15, ge=1, option=False)
+    iterations: int = setting(3, ge=1, option=False)
+    poly_n: int = setting(5, ge=1, option=False)
+    poly_sigma: float = setting(1.2, gt=0, option=False)
+
+
+@dataclass(frozen=True)
+class MotionSummary:
+    """What only the summary line of `svd curate motion` reads."""
+
+    threshold: float = setting(0.25, "Only for the summary: how many clips score below it (static).")
 
 
 COLUMNS = (
@@ -227,7 +238,7 @@ class MotionStage(ClipStage):
 
     name = "motion"
     columns = ("clip_id", *(c.name for c in COLUMNS))
-    needs = NEEDS + ("fps",)  # the pairs are placed on the frame grid
+    needs = (*CLIP_LOCATION, "fps")  # the pairs are placed on the frame grid
 
     def __init__(self, cfg: MotionConfig = MotionConfig(), threads: int = 1):
         self.cfg = cfg
@@ -308,9 +319,12 @@ def _too_short(clip: dict) -> dict:
     return {"clip_id": clip["clip_id"], "motion_error": f"clip too short to score motion ({frames} frames; need 2)"}
 
 
-def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig = MotionConfig(),
+def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig | None = None,
                **run_kwargs) -> tuple[RunResult, Path | None]:
-    """Score every ok clip of `manifest` and write it (to `out`, default in place)."""
+    """Score every ok clip of `manifest` and write it (to `out`, default in place); the settings
+    are `cfg` or MotionConfig fields among the keywords, the other keywords run_clip_stage's."""
+    names = {f.name for f in fields(MotionConfig)}
+    cfg = cfg or MotionConfig(**{k: run_kwargs.pop(k) for k in list(run_kwargs) if k in names})
     # one decoder thread and one Farneback thread per worker, working at the same time: on the
     # sparse read frame threads cost 10-15% more CPU and barely shorten it (each frame waits on
     # the one it references); --workers uses more cores at no extra CPU per clip
@@ -329,19 +343,13 @@ def summarize(path: Path, threshold: float) -> str:
             f"{int((scores < threshold).sum())} below {threshold:g} (static) -> {path}")
 
 
-def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
-    """The motion step of a recipe: None once its manifest is written, else how far all ranks are."""
-    return pending(run_motion(src, out, MotionConfig(**settings), **opts.stage_kwargs()))
-
-
 SPEC = StageSpec(
     name="motion",
     columns=COLUMNS,
     config=MotionConfig,
-    run=recipe_step,
-    # the options of `svd curate motion` have no Farneback settings: OpenCV's limits bound them
-    bounds=("long_side >= 16", "interval > 0", "margin_frames >= 0", "pyr_scale > 0", "pyr_scale < 1",
-            "levels >= 1", "winsize >= 1", "iterations >= 1", "poly_n >= 1", "poly_sigma > 0"),
+    runner=run_motion,
+    summary=summarize,
+    summary_options=MotionSummary,
     histograms=(("motion_score", "motion score (analysis px per 1/15 s)"),
                 ("camera_motion_confidence", "camera-motion label confidence"),),
     scores=("motion_score",),

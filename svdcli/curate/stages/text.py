@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from svdcli.curate.frames import frame_times, parse_frames, read_clip_frames
+from svdcli.curate.frames import parse_frames
 from svdcli.curate.per_clip import run_clip_stage
-from svdcli.curate.runner import pending
-from svdcli.curate.stage import ClipStage, Resources, StageSpec, config_from, gpus_for
+from svdcli.curate.settings import DEVICE_HELP, setting
+from svdcli.curate.stage import ClipStage, Frames, Resources, StageSpec, config_from, gpus_for
 from svdcli.errors import SvdError
 from svdcli.manifest.schema import Column
-from svdcli.video.seek import analysis_size
 from svdcli.weights import check_device, craft_weights, dbnet_weights, find_craft, pick_device
 
 DETECTORS = ("auto", "craft", "dbnet")
@@ -166,12 +165,22 @@ def make_detector(name: str, model_dir: str | None = None, device: str = "cpu", 
 # --- stage ----------------------------------------------------------------------------------------
 @dataclass
 class TextConfig:
-    detector: str = "auto"  # auto | craft | dbnet
-    model_dir: str | None = None  # folder with craft_mlt_25k.pth
-    frames: str = "fml"  # 'fml' = first, middle, last; or a rate such as '1fps'
-    size: int = 640  # long side of the analysis frames, pixels
-    batch_size: int = 0  # 0 = auto: 16 on GPU, 1 on CPU (batching gains nothing there, docs/benchmarks.md)
-    device: str = "auto"
+    detector: str = setting("auto", "auto | craft | dbnet.")
+    model_dir: str | None = setting(None, "Folder with craft_mlt_25k.pth (else $SVD_EASYOCR_DIR, ~/.EasyOCR/model).",
+                                    path=True)
+    frames: str = setting("fml", "'fml' = first, middle, last frame; or a rate such as '1fps'.")
+    size: int = setting(640, "Long side of the analysis frames, pixels.", ge=64)
+    # 0 = auto: batching gains nothing on CPU (docs/benchmarks.md)
+    batch_size: int = setting(0, "Frames per detector batch; 0 = 16 on GPU, 1 on CPU (where batching is not "
+                                 "faster).", ge=0)
+    device: str = setting("auto", DEVICE_HELP)
+
+
+@dataclass
+class TextSummary:
+    """What only the summary line of `svd curate text` reads."""
+
+    max_area: float = setting(0.07, "Only for the summary: count clips above it.", ge=0.0, le=1.0)
 
 
 COLUMNS = (
@@ -207,18 +216,12 @@ class TextStage(ClipStage):
         batch = self.config.batch_size or (16 if device.startswith("cuda") else 1)
         self.detector = make_detector(self.detector_name, self.config.model_dir, device, batch)
 
-    def process(self, payload: dict) -> list[dict]:
-        size = lambda c: analysis_size(c["width"], c["height"], self.config.size, upscale=False)  # noqa: E731
-        times = lambda c: frame_times(c, self.config.frames)  # noqa: E731
-        rows = []
-        for clip, frames in read_clip_frames(payload, times, size):
-            if isinstance(frames, Exception):
-                rows.append({"clip_id": clip["clip_id"], "text_error": f"{type(frames).__name__}: {frames}"})
-                continue
-            boxes = self.detector.detect(frames)
-            area = max(text_area(b, frames.shape[1:3]) for b in boxes)
-            rows.append({"clip_id": clip["clip_id"], "text_area": area, "text_detector": self.detector_name})
-        return rows
+    def frames_needed(self) -> Frames:
+        return Frames(self.config.frames, self.config.size)
+
+    def score(self, frames: np.ndarray) -> dict:
+        boxes = self.detector.detect(frames)
+        return {"text_area": max(text_area(b, frames.shape[1:3]) for b in boxes), "text_detector": self.detector_name}
 
 
 def run_text(manifest_path, out_path=None, *, workers: int = 1, progress=None, rank: int = 0,
@@ -228,11 +231,6 @@ def run_text(manifest_path, out_path=None, *, workers: int = 1, progress=None, r
     return run_clip_stage(stage, Path(manifest_path), out_path, workers=workers, progress=progress,
                           rank=rank, world_size=world_size, executor=executor, clips_per_task=16,
                           describe=f"text ({stage.detector_name})")
-
-
-def recipe_step(src: Path, out: Path, settings: dict, opts) -> str | None:
-    """The text step of a recipe: None once its manifest is written, else how far all ranks are."""
-    return pending(run_text(src, out, **opts.stage_kwargs(), **settings))
 
 
 def check_settings(settings: dict) -> None:
@@ -265,8 +263,9 @@ SPEC = StageSpec(
     name="text",
     columns=COLUMNS,
     config=TextConfig,
-    run=recipe_step,
-    bounds=("size >= 64", "batch_size >= 0"),
+    runner=run_text,
+    summary=summarize,
+    summary_options=TextSummary,
     check=check_settings,
     preflight=find_weights,
     histograms=(("text_area", "text area (fraction of the frame)"),),
