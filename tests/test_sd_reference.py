@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 import sd_reference as ref
+from numeric import assert_close_ulps
 
-
-def _scale_tol(reference: torch.Tensor) -> float:
-    """A few float32 ulps of the reference's magnitude, times the depth of a tiny UNet."""
-    return 64 * torch.finfo(torch.float32).eps * float(reference.abs().max())
+# Two implementations of one network sum in different orders (attention, norms, convs): their
+# outputs differ by float32 rounding that grows with depth. The tiny UNet is ~60 layers deep:
+# 256 ulps of the output's magnitude, as tests/test_video_ldm_reference.py allows (64 was seen
+# to fail by 1% under ATen's avx2 kernels); the VAE is shallower: 64.
+UNET_ULPS, VAE_ULPS = 256, 64
 
 
 def test_sd_file_reads_back_as_the_diffusers_models(tmp_path):
@@ -36,5 +38,5 @@ def test_sd_file_reads_back_as_the_diffusers_models(tmp_path):
         got = ours.eval()(x, t, ctx, None, 1)
         z_ref = vae.encode(img).latent_dist.mode()
         z = ours_vae.eval().encode(img)
-    torch.testing.assert_close(got, expected, rtol=0, atol=_scale_tol(expected))
-    torch.testing.assert_close(z, z_ref, rtol=0, atol=_scale_tol(z_ref))
+    assert_close_ulps(got, expected, ulps=UNET_ULPS, msg="UNet read from the SD file vs diffusers':")
+    assert_close_ulps(z, z_ref, ulps=VAE_ULPS, msg="VAE read from the SD file vs diffusers':")
