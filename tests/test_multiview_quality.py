@@ -1,9 +1,12 @@
 """SVD-MV learns something: a tiny model trained on orbits of a few procedural objects beats
 copying the input view (PSNR and LPIPS) on the held-out views of held-out objects.
 
-Slow (minutes on a CPU): renders ten objects, fits a tiny VAE to the training views (a random VAE
+Slow (minutes on a CPU): renders ten objects, fits a tiny VAE to the training orbits (a random VAE
 does not reconstruct images, and the samples are judged in pixels), trains the tiny multiview
-model on eight objects' orbits and samples the two others from their first view.
+model on eight objects' orbits and samples the two others from their first view. The LPIPS here
+runs on torchvision's VGG16 file when it is in the torch cache, otherwise on a random backbone
+(then it compares model and copy within this run only). Last run (dev-cpu, shared, 25 min):
+model PSNR 18.02 / LPIPS 0.0266 against copying 15.33 / 0.0327 (random backbone).
 """
 from __future__ import annotations
 
