@@ -72,6 +72,28 @@ def test_the_multiview_recipe_is_checked():
         load_config(recipe, ["lora.rank=16"])
 
 
+def test_a_fitted_tiny_vae_also_encodes_the_conditioning_frame(tmp_path):
+    """`weights:` replaces the seeded tiny VAE for the conditioning-frame latent too (SVD's concat is
+    the first stage's posterior mode): conditioned on a random encoder's projection of the input
+    view, the tiny multiview model never learned to keep the object it was shown."""
+    from svdcli.families.svd.config import SVDConfig, unet_config
+    from svdcli.families.svd.encoders import build_encoders, tiny_encoders
+    from svdcli.families.svd.formats import save_ours
+    from svdcli.models.vae import VAEConfig, VideoAutoencoder
+
+    torch.manual_seed(123)
+    fitted = VideoAutoencoder(VAEConfig.tiny()).eval()
+    save_ours(tmp_path / "vae.safetensors", {"vae": fitted.state_dict()}, vae_config=VAEConfig.tiny())
+    enc = build_encoders(SVDConfig(model="tiny", weights=str(tmp_path / "vae.safetensors")), seed=0)
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        expected = fitted.encode(frames)
+        assert_close_ulps(enc.vae.encode(frames), expected)
+        assert_close_ulps(enc.encode_cond_frame(frames), expected)
+        seeded = tiny_encoders(unet_config("tiny"), 0).encode_cond_frame(frames)
+    assert (seeded - expected).abs().max() > 0.1 * expected.abs().max()
+
+
 def _image(path, array):
     from PIL import Image
 

@@ -3,8 +3,9 @@ latent), the CLIP image embedder (i2v crossattn) and the text embedder (t2v cros
 
 - model `tiny`: the reference fixture's tiny VAE and tiny OpenCLIP towers with seeded random
   weights (tests, CPU development). Same code paths as the full model. `weights:` may name a
-  file whose (tiny) VAE replaces the seeded one: a random VAE does not reconstruct images, so a
-  tiny model whose samples are judged in pixels needs one fitted to its data.
+  file whose (tiny) VAE replaces the seeded one, for the target latents and the
+  conditioning-frame latent alike: a random VAE does not reconstruct images, so a tiny model
+  whose samples are judged in pixels needs one fitted to its data.
 - model `svd`: the VAE and OpenCLIP ViT-H-14 image tower from an official SVD checkpoint file
   (`weights:` in the config, e.g. svd.safetensors from stabilityai/stable-video-diffusion-img2vid);
   t2v adds SD 2.1's ViT-H-14 text tower (laion2b_s32b_b79k, looked up by the conditioner).
@@ -79,6 +80,20 @@ class TinyTextEmbedder(nn.Module):
         return tokens_out                      # (N, L, D)
 
 
+class ModeEncoder(nn.Module):
+    """Frames (N, 3, H, W) in [-1, 1] -> the posterior mode of `vae`, not scaled: the conditioning-frame
+    latent taken from the run's own VAE, as SVD's conditioner takes it from a copy of the first
+    stage's encoder (a fitted tiny VAE must replace the seeded one here too, or the model is
+    conditioned on a random projection of the image that no decoder understands)."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(frames)
+
+
 def tiny_encoders(unet_cfg, seed: int) -> Encoders:
     """Seeded random tiny VAE and OpenCLIP towers sized for UNetConfig.tiny()."""
     from open_clip.transformer import TextTransformer, VisionTransformer
@@ -141,6 +156,7 @@ def build_encoders(own: SVDConfig, seed: int, structure_only: bool = False) -> E
         encoders = tiny_encoders(unet_config("tiny"), seed)
         if own.weights and not structure_only:  # a fitted tiny VAE: the same structure
             encoders.vae = file_vae(Path(own.weights), "weights")
+            encoders.encode_cond_frame = ModeEncoder(encoders.vae)
         return encoders
     if structure_only:
         return svd_encoder_structure(unet_config(own.model), own.cond.mode)
