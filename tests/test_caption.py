@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
+from clip_rows import clip_rows  # noqa: E402
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.scorers.captioning.coca import clean_caption  # noqa: E402
 from svdcli.curate.stages.caption import CaptionConfig, run_caption  # noqa: E402
@@ -15,7 +16,6 @@ from svdcli.curate.scorers.open_clip_models import clip_read_size  # noqa: E402
 from svdcli.demo.tiny_models import write_tiny_coca  # noqa: E402  (the demo's stand-in)
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
-from svdcli.video.probe import video_id  # noqa: E402
 from svdcli.video.seek import read_frames_at  # noqa: E402
 from svdcli.video.synth import Shot, write_video  # noqa: E402
 
@@ -36,10 +36,7 @@ def manifest(tmp_path_factory):
     video = d / "v.mp4"
     # moving shots: a clip's middle frame is not its first
     write_video(video, [Shot(12, seed=s, speed=(3.0, 2.0)) for s in range(4)], size=(96, 64), fps=FPS)
-    vid = video_id(video)
-    rows = [dict(clip_id=f"{vid}_{a}_{a + 12}", video_id=vid, video_path=str(video), start_time=a / FPS,
-                 end_time=(a + 12) / FPS, start_frame=a, end_frame=a + 12, num_frames=12, fps=FPS, width=96,
-                 height=64, status="ok") for a in (0, 12, 24, 36)]
+    rows = clip_rows(video, [(a, a + 12) for a in (0, 12, 24, 36)], FPS, (96, 64))
     rows.append({**rows[0], "clip_id": "broken", "video_path": str(d / "gone.mp4")})
     return write_manifest(table_from_rows(rows, COLUMNS), d / "clips.parquet")
 

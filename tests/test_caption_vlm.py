@@ -18,6 +18,7 @@ pytest.importorskip("transformers")
 open_clip = pytest.importorskip("open_clip")
 
 from bad_inputs import assert_one_line_error  # noqa: E402
+from clip_rows import clip_rows  # noqa: E402
 from svdcli.cli.main import app  # noqa: E402
 from svdcli.curate.frames import even_times  # noqa: E402
 from svdcli.curate.scorers.captioning import vlm as vlm_module  # noqa: E402
@@ -26,7 +27,6 @@ from svdcli.curate.stages.caption import CaptionConfig, merge_labels, run_captio
 from svdcli.demo.tiny_models import write_tiny_coca, write_tiny_llm, write_tiny_vlm  # noqa: E402
 from svdcli.errors import MissingWeightsError, SvdError  # noqa: E402
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest  # noqa: E402
-from svdcli.video.probe import video_id  # noqa: E402
 from svdcli.video.seek import analysis_size, read_frames_at  # noqa: E402
 from svdcli.video.synth import Shot, write_video  # noqa: E402
 
@@ -51,10 +51,7 @@ def manifest(tmp_path_factory):
     video = d / "v.mp4"
     write_video(video, [Shot(12, seed=s, speed=(3.0, 2.0), brightness=0.4 + 0.2 * s) for s in range(4)],
                 size=(96, 64), fps=FPS)
-    vid = video_id(video)
-    rows = [dict(clip_id=f"{vid}_{a}_{a + 12}", video_id=vid, video_path=str(video), start_time=a / FPS,
-                 end_time=(a + 12) / FPS, start_frame=a, end_frame=a + 12, num_frames=12, fps=FPS, width=96,
-                 height=64, status="ok") for a in (0, 12, 24, 36)]
+    rows = clip_rows(video, [(a, a + 12) for a in (0, 12, 24, 36)], FPS, (96, 64))
     rows.append({**rows[0], "clip_id": "broken", "video_path": str(d / "gone.mp4")})
     return write_manifest(table_from_rows(rows, COLUMNS), d / "clips.parquet")
 

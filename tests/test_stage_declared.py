@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from clip_rows import clip_rows
 from svdcli.cli.main import app
 from svdcli.curate import stages
 from svdcli.curate.settings import setting
 from svdcli.curate.stage import ClipStage, Frames, StageSpec
 from svdcli.manifest.io import manifest_history, read_manifest, table_from_rows, write_manifest
 from svdcli.manifest.schema import COLUMNS as CATALOGUE, Column
-from svdcli.video.probe import video_id
 from svdcli.video.synth import Shot, write_video
 
 
@@ -62,14 +62,8 @@ def manifest(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("brightness")
     video = tmp / "v.mp4"
     write_video(video, [Shot(24, seed=3), Shot(24, seed=3, brightness=DIM)], size=(160, 96), fps=FPS)
-    rows = [clip_row(video, 0, 24), clip_row(video, 24, 48), clip_row(tmp / "missing.mp4", 0, 24)]
+    rows = clip_rows(video, [(0, 24), (24, 48)], FPS, (160, 96)) + clip_rows(tmp / "missing.mp4", [(0, 24)], FPS, (160, 96))
     return write_manifest(table_from_rows(rows, list(rows[0])), tmp / "clips.parquet")
-
-
-def clip_row(path, a: int, b: int) -> dict:
-    vid = video_id(path)
-    return dict(clip_id=f"{vid}_{a}_{b}", video_id=vid, video_path=str(path), start_time=a / FPS, end_time=b / FPS,
-                start_frame=a, end_frame=b, num_frames=b - a, fps=FPS, width=160, height=96, status="ok")
 
 
 def scores(path) -> list:

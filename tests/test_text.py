@@ -5,25 +5,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from clip_rows import clip_rows
 from svdcli.cli.main import app
 from svdcli.curate.frames import frame_times
 from svdcli.curate.stages.text import DBNetDetector, resolve_detector, run_text, text_area
 from svdcli.video.seek import analysis_size
 from svdcli.errors import MissingWeightsError, SvdError
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
-from svdcli.video.probe import video_id
 from svdcli.video.synth import Shot, texture, write_video
 
 FPS = 12.0
 CLIP_COLUMNS = ["clip_id", "video_id", "video_path", "start_time", "end_time", "start_frame", "end_frame",
                 "num_frames", "fps", "width", "height", "status"]
-
-
-def clip_rows(path, bounds, size=(320, 192), fps=FPS):
-    vid = video_id(path)
-    return [dict(clip_id=f"{vid}_{a}_{b}", video_id=vid, video_path=str(path), start_time=a / fps,
-                 end_time=b / fps, start_frame=a, end_frame=b, num_frames=b - a, fps=fps, width=size[0],
-                 height=size[1], status="ok") for a, b in bounds]
 
 
 def render_text(frame: np.ndarray, text: str, scale: float, lines: int, y0: int) -> float:
@@ -102,8 +95,8 @@ def text_manifest(tmp_path_factory):
     video = tmp / "v.mp4"
     write_video(video, [Shot(24, seed=1), Shot(24, seed=2, text="BREAKING NEWS", text_area=0.1)],
                 size=(320, 192), fps=FPS)
-    rows = clip_rows(video, [(0, 24), (24, 48)])
-    rows.append({**clip_rows(tmp / "missing.mp4", [(0, 24)])[0]})
+    rows = clip_rows(video, [(0, 24), (24, 48)], FPS, (320, 192))
+    rows += clip_rows(tmp / "missing.mp4", [(0, 24)], FPS, (320, 192))
     path = write_manifest(table_from_rows(rows, CLIP_COLUMNS), tmp / "clips.parquet")
     return path
 
@@ -157,7 +150,7 @@ def test_cli_names_the_detector_and_explains_missing_craft(text_manifest, tmp_pa
 
 def test_slide_recording_is_text_heavy(testdata, tmp_path):
     video = testdata / "video2dataset" / "test_video.mp4"
-    rows = clip_rows(video, [(300, 600)], size=(1920, 1080), fps=30.0)
+    rows = clip_rows(video, [(300, 600)], 30.0, (1920, 1080))
     manifest = write_manifest(table_from_rows(rows, CLIP_COLUMNS), tmp_path / "m.parquet")
     _, out = run_text(manifest, tmp_path / "o.parquet", detector="dbnet")
     assert read_manifest(out).column("text_area")[0].as_py() > 0.07
