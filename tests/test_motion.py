@@ -9,9 +9,9 @@ from numeric import assert_ulp_distance
 from typer.testing import CliRunner
 
 from svdcli.cli.main import app
-from svdcli.curate.stages.motion import (PAIR_GAP, MotionConfig, flow_size, motion_score, read_gray_at, run_motion,
-                                         sample_pairs)
+from svdcli.curate.stages.motion import PAIR_GAP, MotionConfig, flow_size, motion_score, run_motion, sample_pairs
 from svdcli.manifest.io import read_manifest, table_from_rows, write_manifest
+from svdcli.video.sparse import read_gray_at
 from svdcli.video.synth import Shot, write_video
 
 FPS = 24.0

@@ -57,7 +57,7 @@ from svdcli.curate.settings import setting
 from svdcli.curate.stage import ClipStage, StageSpec
 from svdcli.manifest.schema import CLIP_LOCATION, Column
 from svdcli.video.seek import analysis_size
-from svdcli.video.sparse import iter_gray_at, read_gray_at  # noqa: F401 - read_gray_at: the API
+from svdcli.video.sparse import iter_gray_at
 
 ANALYSIS_LONG_SIDE = 256
 SAMPLE_INTERVAL = 0.5  # seconds between sample pairs (2 fps)
