@@ -39,3 +39,29 @@ def test_curate_help_lists_the_stages_without_importing_them():
             "[m for m in sys.modules if m.startswith('svdcli.curate.stages.') or m == 'pyarrow'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True []", out
+
+
+def test_curation_commands_never_import_pandas(tmp_path):
+    """pyarrow imports pandas (~0.15 s of start-up) at its first conversion unless told it is not
+    needed (`pyarrow_without_pandas`) and every conversion names its types; yet a command's
+    process still gets pandas from pyarrow when it asks (`to_pandas`)."""
+    from svdcli.video.synth import Shot, write_video
+
+    video = tmp_path / "v.mp4"
+    write_video(video, [Shot(24, seed=0), Shot(24, seed=1, speed=(2.0, 0.0))], size=(96, 64))
+    code = f"""
+import sys
+from svdcli.cli.main import app
+
+def run(*args):
+    assert not app([*args, '--no-progress'], standalone_mode=False)
+
+run('curate', 'cuts', {str(video)!r}, '--out', {str(tmp_path / 'c.parquet')!r}, '--motion-out', {str(tmp_path / 'm.parquet')!r})
+run('curate', 'motion', '-m', {str(tmp_path / 'c.parquet')!r}, '--out', {str(tmp_path / 'm2.parquet')!r}, '-j', '1')
+print('pandas' in sys.modules)
+import pyarrow.parquet as pq
+print(len(pq.ParquetFile({str(tmp_path / 'm2.parquet')!r}).read().to_pandas()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr

@@ -42,6 +42,7 @@ def user_errors(fn: Callable) -> Callable:
         from svdcli.outputs import os_error_line
 
         previous = interrupts.install()
+        pyarrow_without_pandas()
         try:
             return fn(*args, **kwargs)
         except SvdError as exc:
@@ -60,6 +61,36 @@ def user_errors(fn: Callable) -> Callable:
             interrupts.restore(previous)
 
     return wrapper
+
+
+def pyarrow_without_pandas() -> None:
+    """Let pyarrow import pandas only when something asks it for pandas.
+
+    pyarrow's first conversion of Python values (a `pa.array`, a scalar in a compute call)
+    imports pandas to ask whether the values are pandas objects: ~0.15 s of a command's start-up,
+    in a process that never holds one. With pandas hidden for that first check, pyarrow takes
+    pandas as absent for such checks and imports it as usual the first time it is needed
+    (`to_pandas`). For a command's process only (svdcli never passes pandas objects to pyarrow):
+    a library user's may, so nothing imported from svdcli outside the CLI calls this. Values
+    whose type pyarrow must infer still import pandas (its C++ side asks too): svdcli's
+    conversions name their types (`svdcli.manifest.io.has_status`).
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    class HidePandas:
+        def find_spec(self, name, path=None, target=None):
+            if name == "pandas":
+                raise ModuleNotFoundError("hidden from pyarrow's first check", name="pandas")
+            return None
+
+    finder = HidePandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([], type=pa.null())  # pyarrow's first check: is this a pandas object?
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def console():

@@ -47,14 +47,16 @@ def outcome_of(stage: str, manifest: str | Path) -> Outcome | None:
     input of its own (filter, dedup)."""
     import pyarrow.parquet as pq
 
+    from svdcli.manifest.io import read_parquet
+
     names = set(pq.read_schema(manifest).names)
     if stage == "cuts":
-        return _cuts_outcome(pq.read_table(manifest, columns=["video_path", "status", "error"]).to_pydict())
+        return _cuts_outcome(read_parquet(manifest, columns=["video_path", "status", "error"]).to_pydict())
     error = f"{stage}_error"
     if error not in names:
         return None
     columns = [c for c in ("clip_id", "video_path", "status", error) if c in names]
-    table = pq.read_table(manifest, columns=columns).to_pydict()
+    table = read_parquet(manifest, columns=columns).to_pydict()
     ok = [i for i, s in enumerate(table.get("status") or ["ok"] * len(table[error])) if s == "ok"]
     failed = [i for i in ok if table[error][i] is not None]
     example = None

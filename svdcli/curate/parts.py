@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from svdcli.curate.stage import Stage
-from svdcli.manifest.io import write_parquet_atomic
+from svdcli.manifest.io import read_parquet, write_parquet_atomic
 from svdcli.manifest.schema import schema_for
 
 TASK_COLUMN = "_task"
@@ -62,7 +61,7 @@ class PartStore:
         keys: set[str] = set()
         for part in self.parts():
             try:
-                keys.update(pq.read_table(part, columns=[TASK_COLUMN]).column(TASK_COLUMN).to_pylist())
+                keys.update(read_parquet(part, columns=[TASK_COLUMN]).column(TASK_COLUMN).to_pylist())
             except FileNotFoundError:
                 continue
         return keys
@@ -77,7 +76,7 @@ class PartStore:
         write_parquet_atomic(table, self.folder / name)
 
     def read_all(self) -> pa.Table:
-        tables = [pq.read_table(p, schema=self.schema) for p in self.parts()]
+        tables = [read_parquet(p, schema=self.schema) for p in self.parts()]
         if not tables:
             return self.schema.empty_table()
         part_of_row = [k for k, t in enumerate(tables) for _ in range(t.num_rows)]

@@ -22,14 +22,15 @@ from svdcli.curate.parts import TASK_COLUMN, clean_parts
 from svdcli.curate.runner import RunResult, run_stage
 from svdcli.curate.stage import ClipStage, StageSpec, Task, config_from
 from svdcli.errors import SvdError
-from svdcli.manifest.io import ManifestError, manifest_history, put_column, read_manifest, write_manifest
+from svdcli.manifest.io import (ManifestError, has_status, manifest_history, put_column, read_manifest,
+                                write_manifest)
 from svdcli.manifest.schema import CLIP_TASK_FIELDS, COLUMNS
 
 
 def clip_tasks(table: pa.Table, clips_per_task: int = 64, carry: tuple[str, ...] = ()) -> list[Task]:
     """Group the ok clips of `table` by video into tasks with stable keys; each clip's row holds
     the clip fields and the `carry` columns the table has."""
-    ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
+    ok = table.filter(has_status(table, "ok")) if "status" in table.column_names else table
     fields = [f for f in [*CLIP_TASK_FIELDS, *carry] if f in ok.column_names]
     by_video: dict[str, list[dict]] = {}
     for row in ok.select(fields).to_pylist():

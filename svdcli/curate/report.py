@@ -141,13 +141,15 @@ def caption_lengths(manifest: Path, present: set[str]) -> dict[str, np.ndarray]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from svdcli.manifest.io import has_status
+
     out = {}
     for column, label in CAPTIONS.items():
         if column not in present:
             continue
         table = pq.read_table(manifest, columns=[column] + (["status"] if "status" in present else []))
         if "status" in present:
-            table = table.filter(pc.equal(table.column("status"), "ok"))
+            table = table.filter(has_status(table, "ok"))
         text = table.column(column).drop_null()
         if len(text):
             out[label] = pc.list_value_length(pc.utf8_split_whitespace(text)).to_numpy().astype(np.int64)
@@ -234,8 +236,10 @@ def _column_values(table, column: str) -> np.ndarray:
     """Non-null values of `column` ('length' = end - start) over rows with status ok."""
     import pyarrow.compute as pc
 
+    from svdcli.manifest.io import has_status
+
     if "status" in table.column_names:
-        table = table.filter(pc.equal(table.column("status"), "ok"))
+        table = table.filter(has_status(table, "ok"))
     if column == "length":
         if "end_time" not in table.column_names:
             return np.zeros(0)

@@ -349,6 +349,8 @@ def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs
     table is None while the run is incomplete (interrupted, or other ranks still working)."""
     import pyarrow.compute as pc
 
+    from svdcli.manifest.io import has_status
+
     result = run_stage(stage, [Task(v, v) for v in videos], out, flush_rows=512, flush_seconds=5.0,
                        describe=stage.name, **run_kwargs)
     if not result.complete:
@@ -356,10 +358,10 @@ def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs
                                  result.seconds, False, Path(out))
     table = result.tables[0]
     # parts of an interrupted run over other inputs may share the folder: keep this run's videos
-    table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos))).drop_columns([TASK_COLUMN])
+    table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos, type=pa.string()))).drop_columns([TASK_COLUMN])
     table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
-    errors = pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-    clips = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+    errors = pc.sum(has_status(table, "error")).as_py() or 0
+    clips = pc.sum(has_status(table, "ok")).as_py() or 0
     return table, CutsSummary(len(videos), clips, errors, result.seconds, True, Path(out), table.num_rows - clips - errors)
 
 

@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from svdcli.curate.parts import clean_parts
 from svdcli.curate.stages.cuts import (CutsConfig, CutsStage, CutsSummary, decoder_threads, find_videos_or_fail,
                                        run_video_stage, write_cuts_manifest)
 from svdcli.curate.stages.motion import (PAIR_GAP, MotionConfig, MotionStage, PairScorer, flow_size, sample_pairs,
                                          score_clips)
+from svdcli.manifest.io import has_status
 
 MOTION_COLUMNS = tuple(c for c in MotionStage.columns if c != "clip_id")
 STORE_BYTES = 2 << 30  # per worker; a longer video's motion pairs are read from the file again
@@ -237,7 +237,7 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
         return summary, None
     write_cuts_manifest(table, out, cfg, inputs, len(videos))
     clean_parts(out, stage)
-    ok = pc.equal(table.column("status"), "ok")
+    ok = has_status(table, "ok")
     return summary, table.filter(ok).select(["clip_id", *MOTION_COLUMNS])
 
 
