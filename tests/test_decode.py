@@ -44,6 +44,46 @@ def test_analysis_array_follows_the_picture(pan):
     assert 0.1 < step < 20
 
 
+def write_sliced(path, slices: int):
+    """A pan coded in `slices` slices per picture (x264 makes one unless told; cameras often more)."""
+    import av
+
+    from svdcli.video.synth import compose
+
+    frames, _ = compose([Shot(30, seed=5, speed=(1.5, 0.5))], [], 96, 160, 24)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"x264-params": f"slices={slices}"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_pictures_in_several_slices_decode_on_slice_threads_to_the_same_frames(tmp_path, monkeypatch):
+    from svdcli.video import decode
+
+    chosen = []
+    real = decode.use_decoder_threads
+
+    def spy(stream, threads=0, slices=1):
+        real(stream, threads, slices)
+        chosen.append((slices, stream.thread_type.name, stream.thread_count))
+
+    monkeypatch.setattr(decode, "use_decoder_threads", spy)
+    for slices in (1, 3):
+        video = write_sliced(tmp_path / f"s{slices}.mp4", slices)
+        threaded, single = Recorder(), Recorder()
+        decode_once(video, [threaded], threads=2)
+        decode_once(video, [single], threads=1)
+        assert threaded.times == single.times and len(single.times) == 30
+        assert all(np.array_equal(a, b) for a, b in zip(threaded.frames, single.frames))
+    assert chosen == [(1, "AUTO", 2), (1, "AUTO", 1), (3, "SLICE", 2), (3, "SLICE", 1)]
+
+
 def test_counter_times_are_exact_per_frame(testdata):
     rec = Recorder()
     info = decode_once(testdata / "pyscenedetect/counter.mp4", [rec])

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdcli.video.sparse import _avcc_length_size, _dead_packets, _scan, read_gray_at
+from svdcli.video.h264 import avcc_length_size, is_disposable
+from svdcli.video.sparse import _dead_packets, _scan, read_gray_at
 from svdcli.video.synth import Shot, write_video
 
 FPS = 24.0
@@ -42,7 +43,7 @@ def test_gops_without_a_target_are_not_decoded(video):
 
     with open_container(video) as container:
         stream = container.streams.video[0]
-        pts, splits = _scan(container, stream, _avcc_length_size(stream))
+        pts, splits = _scan(container, stream, avcc_length_size(stream))
         tb = stream.time_base
     assert len(splits) >= 6  # the encoder's IDRs split the stream
     dead = _dead_packets(pts, splits, tb, far_apart_times())
@@ -62,9 +63,9 @@ def test_non_reference_frames_are_decoded_only_where_a_target_shows_them(video, 
 
     with open_container(video) as container:
         stream = container.streams.video[0]
-        length_size = _avcc_length_size(stream)
+        length_size = avcc_length_size(stream)
         disposable = {float(p.pts * stream.time_base) for p in container.demux(stream)
-                      if p.size and sparse._is_disposable(p, length_size)}
+                      if p.size and is_disposable(p, length_size)}
     assert len(disposable) > 30  # the encoder made non-reference B-frames to skip
     sent = []
     skip = sparse._SparseReader._skip

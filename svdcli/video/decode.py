@@ -2,7 +2,8 @@
 
 Decoding dominates the cost of frame analysis, so stages that look at the same video at
 different rates (the cut-detection cascade, for one) share a single pass: FFmpeg decodes with
-its own threads (`thread_type = "AUTO"`), each frame is converted once to a small analysis
+its own threads (slice threads where pictures are coded in several slices, frame threads
+otherwise: `probe.use_decoder_threads`), each frame is converted once to a small analysis
 array, and every consumer gets `(t, array)` where `t` is seconds from the first frame's PTS.
 Consumers pick the frames they want by timestamp; nothing here counts frames.
 """
@@ -148,7 +149,6 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
     convert = convert or yuv_analysis
     with open_container(path) as container:
         stream = container.streams.video[0]
-        use_decoder_threads(stream, threads)
         ctx = stream.codec_context
         fps = nominal_rate(stream)
         if on_open is not None:
@@ -159,7 +159,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         n, rotation = 0, stream_rotation(stream)
         check = TimestampCheck(fps)
         try:
-            for frame in read_ahead(container.decode(stream), READ_AHEAD):
+            for frame in read_ahead(_decoded(container, stream, threads), READ_AHEAD):
                 if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
                     if last is None:
                         continue  # nothing to place it after yet
@@ -185,6 +185,19 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         header = _header_duration(container, stream)
         return DecodeResult(n, float(first or 0.0), float(last), fps, int(ctx.width), int(ctx.height),
                             rotation, header, check)
+
+
+def _decoded(container, stream, threads: int) -> Iterator:
+    """`container.decode(stream)`, its decoder threads chosen from the first packet (slice threads
+    for pictures coded in several slices) before the decoder opens on it."""
+    from svdcli.video.h264 import slices_per_picture
+
+    chosen = False
+    for packet in container.demux(stream):
+        if not chosen and packet.size:
+            use_decoder_threads(stream, threads, slices_per_picture(stream, packet))
+            chosen = True
+        yield from packet.decode()
 
 
 def read_ahead(frames: Iterable, depth: int, chunk: int = 4) -> Iterator:

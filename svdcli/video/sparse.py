@@ -22,34 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
+from svdcli.video.h264 import avcc_length_size, is_disposable, is_idr
+
 EPS = 1e-4  # seconds: a frame is shown at a target when its PTS <= target + EPS
-
-
-def _avcc_length_size(stream) -> int | None:
-    """NAL length-prefix size of an H.264 stream in MP4 (avcC) form; None for anything else."""
-    extra = stream.codec_context.extradata
-    if stream.codec_context.name != "h264" or not extra or extra[0] != 1 or len(extra) < 5:
-        return None
-    return (extra[4] & 3) + 1
-
-
-def _slice_headers(packet, length_size: int) -> list[int]:
-    """NAL header bytes of the coded slices (non-IDR type 1, IDR type 5) in an avcC packet."""
-    data = memoryview(packet)
-    i, headers = 0, []
-    while i + length_size < len(data):
-        size = int.from_bytes(data[i:i + length_size], "big")
-        header = data[i + length_size]
-        if header & 0x1F in (1, 5):
-            headers.append(header)
-        i += length_size + size
-    return headers
-
-
-def _is_disposable(packet, length_size: int) -> bool:
-    """True when every slice in the packet has nal_ref_idc 0: no other frame references it."""
-    headers = _slice_headers(packet, length_size)
-    return bool(headers) and not any(h & 0x60 for h in headers)
 
 
 def _scan(container, stream, length_size: int) -> tuple[list[int], list[int]]:
@@ -63,11 +38,11 @@ def _scan(container, stream, length_size: int) -> tuple[list[int], list[int]]:
         if packet.pts is None or not packet.size:
             continue
         pts.append(packet.pts)
-        idr.append(packet.is_keyframe and any(h & 0x1F == 5 for h in _slice_headers(packet, length_size)))
+        idr.append(packet.is_keyframe and is_idr(packet, length_size))
     suffix_min = np.minimum.accumulate(np.array(pts[::-1] or [0], np.int64))[::-1]  # min PTS from k on
     splits, before = [], None
-    for k, (p, is_idr) in enumerate(zip(pts, idr)):
-        if is_idr and k and before < p and suffix_min[k] >= p:
+    for k, (p, at_idr) in enumerate(zip(pts, idr)):
+        if at_idr and k and before < p and suffix_min[k] >= p:
             splits.append(k)
         before = p if before is None else max(before, p)
     return pts, splits
@@ -140,7 +115,7 @@ def _sparse_frames(path, times: list[float], size: tuple[int, int],
 
     with open_container(path) as container:
         stream = container.streams.video[0]
-        length_size = _avcc_length_size(stream)
+        length_size = avcc_length_size(stream)
         if length_size is None:
             raise _Unsure
         use_decoder_threads(stream, threads)
@@ -201,7 +176,7 @@ class _SparseReader:
             return False
         if packet.pts in self.dead:
             return True
-        if packet.pts in self.shown or not _is_disposable(packet, self.length_size):
+        if packet.pts in self.shown or not is_disposable(packet, self.length_size):
             return False
         bisect.insort(self.skipped, float(packet.pts * self.tb))
         return True

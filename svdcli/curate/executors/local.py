@@ -126,15 +126,14 @@ def keep_freed_memory() -> bool:
     above what it holds.
     """
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # this process's symbols, the C library's among them (find_library runs ldconfig)
         # M_MMAP_THRESHOLD: blocks below 32 MB (its upper bound) from the heap, not each by mmap;
         # M_TRIM_THRESHOLD: free memory at the top of a heap goes back only past KEEP_FREED
         return bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, KEEP_FREED))
-    except (OSError, AttributeError):  # no C library by that name, or one without mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl, say)
         return False
