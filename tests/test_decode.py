@@ -46,21 +46,11 @@ def test_analysis_array_follows_the_picture(pan):
 
 def write_sliced(path, slices: int):
     """A pan coded in `slices` slices per picture (x264 makes one unless told; cameras often more)."""
-    import av
-
     from svdcli.video.synth import compose
+    from svdcli.video.write import write_frames
 
     frames, _ = compose([Shot(30, seed=5, speed=(1.5, 0.5))], [], 96, 160, 24)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
-        stream.options = {"x264-params": f"slices={slices}"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_frames(path, frames, 24, options={"x264-params": f"slices={slices}"})
 
 
 def test_pictures_in_several_slices_decode_on_slice_threads_to_the_same_frames(tmp_path, monkeypatch):

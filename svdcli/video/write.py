@@ -10,10 +10,12 @@ import numpy as np
 
 def write_frames(target: str | Path | io.BytesIO, frames: np.ndarray, fps: float | Fraction, crf: int = 20,
                  codec: str = "libx264", gop: int | None = None, pix_fmt: str = "yuv420p",
-                 preset: str = "veryfast", threads: int = 0) -> str | Path | io.BytesIO:
+                 preset: str = "veryfast", threads: int = 0,
+                 options: dict[str, str] | None = None) -> str | Path | io.BytesIO:
     """Encode (N, H, W, 3) uint8 RGB frames into a path (container from its suffix) or an mp4 buffer.
 
     `threads` 0 lets the encoder choose; 1 suits callers that parallelise over processes.
+    `options` go to the encoder after these (`{"x264-params": "slices=3"}`).
     """
     import av
 
@@ -31,7 +33,7 @@ def write_frames(target: str | Path | io.BytesIO, frames: np.ndarray, fps: float
         opts = {"crf": str(crf), "preset": preset}
         if gop:
             opts["g"] = str(gop)
-        stream.options = opts
+        stream.options = opts | (options or {})
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
