@@ -73,7 +73,8 @@ def pyarrow_without_pandas() -> None:
     (`to_pandas`). For a command's process only (svdcli never passes pandas objects to pyarrow):
     a library user's may, so nothing imported from svdcli outside the CLI calls this. Values
     whose type pyarrow must infer still import pandas (its C++ side asks too): svdcli's
-    conversions name their types (`svdcli.manifest.io.has_status`).
+    conversions name their types (`svdcli.manifest.io.has_status`). Called as every command
+    starts to run (not for its --help): most read or write manifests, shards or indexes.
     """
     if "pandas" in sys.modules:
         return

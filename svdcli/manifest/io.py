@@ -105,7 +105,7 @@ def read_manifest(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
 
 def read_parquet(path: str | Path, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
     """One Parquet file as a table (cast to `schema` when given). `pq.read_table` gives the same
-    table through pyarrow.dataset, whose import pulls in pandas: ~0.2 s of every command's start-up."""
+    table through pyarrow.dataset, whose import pulls in pandas: ~0.15 s of a command's start-up."""
     table = pq.ParquetFile(path).read(columns=columns)
     if schema is None:
         return table
@@ -122,4 +122,3 @@ def has_status(table: pa.Table, status: str) -> pa.ChunkedArray:
 
 def known_columns(names: list[str]) -> list[str]:
     return [n for n in names if n in COLUMNS]
-

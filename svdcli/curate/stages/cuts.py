@@ -358,7 +358,8 @@ def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs
                                  result.seconds, False, Path(out))
     table = result.tables[0]
     # parts of an interrupted run over other inputs may share the folder: keep this run's videos
-    table = table.filter(pc.is_in(table.column(TASK_COLUMN), pa.array(videos, type=pa.string()))).drop_columns([TASK_COLUMN])
+    ours = pc.is_in(table.column(TASK_COLUMN), pa.array(videos, type=pa.string()))
+    table = table.filter(ours).drop_columns([TASK_COLUMN])
     table = table.sort_by([("video_path", "ascending"), ("start_time", "ascending")])
     errors = pc.sum(has_status(table, "error")).as_py() or 0
     clips = pc.sum(has_status(table, "ok")).as_py() or 0
