@@ -185,12 +185,11 @@ def embeddings_path(out_path: Path) -> Path:
 def merge_embeddings(folder: Path, target: Path, label: str) -> Path:
     """Merge the per-task files into one side file (one row per clip and frame) and remove them."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from svdcli.manifest.io import write_parquet_atomic
+    from svdcli.manifest.io import read_parquet, write_parquet_atomic
 
     files = sorted(folder.glob("*.parquet"), key=lambda p: p.stat().st_mtime)
-    tables = [pq.read_table(p) for p in files]
+    tables = [read_parquet(p) for p in files]
     table = pa.concat_tables(tables) if tables else embeddings_table([], [], np.zeros((0, 3, 1), np.float32))
     # a regrouped rerun can cover a clip twice: keep the newest row per (clip, frame)
     keys = [f"{c}|{f}" for c, f in zip(table.column("clip_id").to_pylist(), table.column("frame").to_pylist())]

@@ -44,14 +44,13 @@ class DedupConfig:
 
 def clip_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
     """(clip ids, (N, D) unit vectors): each clip's frame embeddings averaged and renormalised."""
-    import pyarrow.parquet as pq
-
     from svdcli.curate.scorers.near_duplicates import normalise
+    from svdcli.manifest.io import read_parquet
 
     if not Path(path).is_file():
         raise SvdError(f"no CLIP embeddings at {path}: run `svd curate clip` (it writes them beside its "
                        "manifest) or pass --embeddings")
-    table = pq.read_table(path, columns=["clip_id", "embedding"])
+    table = read_parquet(path, columns=["clip_id", "embedding"])
     ids = np.asarray(table.column("clip_id").to_pylist())
     emb = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)  # (rows, D)
     uniq, inverse = np.unique(ids, return_inverse=True)
