@@ -15,7 +15,6 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdcli.curate.parts import TASK_COLUMN, clean_parts

@@ -139,15 +139,14 @@ def caption_lengths(manifest: Path, present: set[str]) -> dict[str, np.ndarray]:
     """Words per caption of each captioner's column present (rows with status ok and a caption);
     one column read at a time, counted by Arrow, so a corpus' captions are never all in memory."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from svdcli.manifest.io import has_status
+    from svdcli.manifest.io import has_status, read_parquet
 
     out = {}
     for column, label in CAPTIONS.items():
         if column not in present:
             continue
-        table = pq.read_table(manifest, columns=[column] + (["status"] if "status" in present else []))
+        table = read_parquet(manifest, columns=[column] + (["status"] if "status" in present else []))
         if "status" in present:
             table = table.filter(has_status(table, "ok"))
         text = table.column(column).drop_null()
