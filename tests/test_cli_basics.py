@@ -65,3 +65,43 @@ print(len(pq.ParquetFile({str(tmp_path / 'm2.parquet')!r}).read().to_pandas()))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr
+
+
+def test_a_curation_command_imports_only_its_stages_and_starts_blas_on_one_thread(tmp_path):
+    """A lookup of a clip column loads the column declarations only up to the stage declaring it
+    (no other stage module: ~15 ms of start-up); numpy's BLAS starts with one thread, the one the
+    stages run it on (an idle OpenBLAS pool spins beside the decoder), unless the user set one."""
+    import os
+
+    from svdcli.video.synth import Shot, write_video
+
+    video = tmp_path / "v.mp4"
+    write_video(video, [Shot(24, seed=0)], size=(96, 64))
+    assert CliRunner().invoke(app, ["curate", "cuts", str(video), "--out", str(tmp_path / "c.parquet")]).exit_code == 0
+    code = f"""
+import os, sys
+from svdcli.cli.main import app
+assert not app(['curate', 'motion', '-m', {str(tmp_path / 'c.parquet')!r}, '--out', {str(tmp_path / 'm.parquet')!r},
+                '-j', '1', '--no-progress'], standalone_mode=False)
+from threadpoolctl import threadpool_info
+print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('svdcli.curate.stages.')),
+      os.environ.get('OPENBLAS_NUM_THREADS'),
+      sorted({{i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['cuts', 'motion'] 1 [1]", out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env | {"OPENBLAS_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['cuts', 'motion'] 2 [2]", out.stdout + out.stderr
+
+
+def test_printed_lines_are_never_wrapped_nor_emojified(capsys):
+    """Summary lines name their output: a long path stays on its line in a log (not a terminal)."""
+    from svdcli.cli.common import console
+
+    line = "motion: 3 clips scored :thumbs_up: -> /" + "d" * 200 + "/m.parquet"
+    console().print(line, markup=False)
+    assert capsys.readouterr().err == line + "\n"

@@ -95,9 +95,11 @@ def pyarrow_without_pandas() -> None:
 
 
 def console():
+    """stderr, as printed: a line is never wrapped (rich wraps at 80 columns where stderr is not a
+    terminal, which broke paths in logs) and ":name:" stays text (no emoji)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ in the registry's order, then `run` and `report`, then the rest.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 
 import typer
@@ -33,6 +34,13 @@ class CurateGroup(TyperGroup):
         if command is None and name in declared_stages():
             command = Listed(name)
         return command
+
+    def invoke(self, ctx):
+        # numpy's BLAS runs one thread in every stage (the executors hold it there); started with
+        # one, OpenBLAS spawns no pool whose idle threads spin (~0.1 s each, after numpy loads and
+        # again when the stage limits it) on the cores the decoder needs. A user's setting stays.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return super().invoke(ctx)
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)

@@ -66,8 +66,9 @@ def _clip_columns() -> list[Column]:
 class Catalogue(Mapping[str, Column]):
     """Every column a manifest may hold, in schema order: the clip columns, then the sources'.
 
-    A source is a function returning columns, called once, when a name is first looked up that
-    the columns loaded so far do not hold (or when the whole catalogue is listed).
+    A source is a function returning columns, called once, in order, when a name is first looked
+    up that the columns loaded so far do not hold (or when the whole catalogue is listed): a clip
+    column is found without importing a stage module (~15 ms of a command's start-up).
     """
 
     def __init__(self, base: Callable[[], Iterable[Column]]):
@@ -79,13 +80,14 @@ class Catalogue(Mapping[str, Column]):
         if source not in self._sources:
             self._sources.append(source)
 
-    def _load(self) -> None:
+    def _load(self, until: str | None = None) -> None:
+        """Call the sources not called yet, in order: all of them, or until one declared `until`."""
         if self._loading:  # a source's columns are not all known before it returns
             raise RuntimeError("a manifest column was looked up while the column declarations load "
                                "(at the import of a stage module?)")
         self._loading = True
         try:
-            while self._sources:
+            while self._sources and (until is None or until not in self._columns):
                 columns = list(self._sources[0]())
                 self._sources.pop(0)  # only once loaded: a source that failed is tried again
                 for column in columns:
@@ -98,12 +100,12 @@ class Catalogue(Mapping[str, Column]):
 
     def __getitem__(self, name: str) -> Column:
         if name not in self._columns:
-            self._load()
+            self._load(until=name)
         return self._columns[name]
 
     def __contains__(self, name: object) -> bool:
         if name not in self._columns:
-            self._load()
+            self._load(until=name if isinstance(name, str) else None)
         return name in self._columns
 
     def __iter__(self) -> Iterator[str]:

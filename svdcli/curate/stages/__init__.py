@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from functools import partial
 
 from svdcli.manifest.schema import COLUMNS
 
@@ -80,4 +81,9 @@ def score_columns() -> tuple[str, ...]:
     return tuple(c for s in specs() for c in s.scores)
 
 
-COLUMNS.add_source(stage_columns)
+def _columns_of(name: str) -> list:
+    return list(spec(name).columns) if available(name) else []
+
+
+for _name in NAMES:  # one source per stage: a lookup of a cuts column imports no other stage
+    COLUMNS.add_source(partial(_columns_of, _name))
