@@ -43,6 +43,7 @@ about files.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -224,12 +225,18 @@ class NativeLevel:
         if verdict.kept:
             self.found.append((k, ratio))
 
-    def boundaries(self) -> list[Boundary]:
-        """Cut k: frame k starts the new shot; scored by the detector's adaptive ratio there."""
+    def judged_until(self) -> float:
+        """The time up to which every cut is named (the detector names one `window` frames after it)."""
+        window = self.detector.window
+        return self.times[-1 - window] if len(self.times) > window else float("-inf")
+
+    def boundaries(self, since: float = float("-inf")) -> list[Boundary]:
+        """Cut k: frame k starts the new shot; scored by the detector's adaptive ratio there. Those
+        after `since` only."""
         if self.spec is None:
             return []
-        return [Boundary(self.times[k], self.times[k - 1], self.times[k], {self.spec.name: ratio})
-                for k, ratio in self.found]
+        found = self.found[bisect.bisect_right(self.found, since, key=lambda f: self.times[f[0]]):]
+        return [Boundary(self.times[k], self.times[k - 1], self.times[k], {self.spec.name: ratio}) for k, ratio in found]
 
     def cut_within(self, a: float, b: float) -> tuple[float, float] | None:
         """(last old, first new) frame times of the native cut with a < first new <= b, if one."""
@@ -255,6 +262,10 @@ class SlowLevel:
         self.thumbs: list[np.ndarray] = []
         self.span = max(1, round(spec.span * spec.rate))  # samples on each side of the span test
         self._cross: list[float] = []  # d(k - s, k + s) of the samples whose k + s has arrived
+        self._ratio: list[float] = []  # the span ratio of the samples whose d(k + 2s) has arrived (`settled`)
+        self._within: list[float] = []  # its denominator before the floor
+        self._transitions: dict[tuple[int, int, float], tuple[float, float]] = {}  # `_transition` of settled events
+        self._verdicts: dict[tuple[float, float, bool], bool] = {}
 
     def feed_many(self, times: list[float], frames: np.ndarray) -> None:
         """(n, h, w, 3) analysis frames shown at `times`: a thumbnail of each one the level samples,
@@ -278,15 +289,11 @@ class SlowLevel:
         a span there). A boundary this level finds starts its new shot inside such a span; the
         last s samples are measured only at the end, so near the end nothing is complete.
         """
-        s, cross = self.span, self._cross
-        floor, threshold = self.min_change / 4, self.spec.threshold * (1 - 1e-9)  # float slack: never stricter
-        spans = []
-        for k in range(since, len(cross)):
-            before = cross[k - 2 * s] if k >= 2 * s else 0.0
-            if cross[k] >= self.min_change * (1 - 1e-9) and cross[k] >= threshold * max(before, floor):
-                spans.append((self.times[max(k - s, 0)], self.times[k + s]))
-        complete = self.times[len(cross) - s] if len(cross) >= s else 0.0
-        return spans, len(cross), complete
+        s = self.span
+        _, passing, measured = self._suspected(since)
+        spans = [(self.times[max(k - s, 0)], self.times[k + s]) for k in passing]
+        complete = self.times[measured - s] if measured >= s else 0.0
+        return spans, measured, complete
 
     def boundaries(self, native: NativeLevel) -> list[Boundary]:
         s = self.span
@@ -309,10 +316,88 @@ class SlowLevel:
                 events[-1].append(int(k))
             else:
                 events.append([int(k)])
+        return [b for b in self._located(events, ratio, within, native) if self._judge(b, native, self.log)]
+
+    def settled(self, native: NativeLevel, since: float) -> tuple[list[Boundary], float]:
+        """What `boundaries` will report from `since` on, as far as the samples so far decide it.
+
+        Returns the boundaries whose new shot starts after `since` and before the time returned,
+        up to which the list is final: every sample there has its whole span test (the change
+        after it included), its event is closed, its transition located (the native level has
+        judged those frames) and gated with the samples the gate reads. The arithmetic is
+        `boundaries`' own (the same ratios, events, locations and verdicts), only the end of
+        the video, where `boundaries` compares the last samples with the last one, is never
+        settled. Used while decoding to learn where clips start before the pass is over.
+        """
+        s, cross = self.span, self._cross
+        floor = self.min_change / 4
+        for k in range(len(self._ratio), len(cross) - 2 * s):  # d(k + 2s) is in: k's ratio is final
+            self._within.append(max(cross[k - 2 * s] if k >= 2 * s else 0.0, cross[k + 2 * s]))
+            self._ratio.append(cross[k] / max(self._within[k], floor))
+        known = len(self._ratio)
+        if known == 0:
+            return [], float("-inf")
+        first = max(0, bisect.bisect_left(self.times, since - 2 * self.spec.span) - 4 * s)
+        events: list[list[int]] = []
+        for k in range(first, known):
+            if self._ratio[k] >= self.spec.threshold and cross[k] >= self.min_change:
+                if events and k == events[-1][-1] + 1:
+                    events[-1].append(k)
+                else:
+                    events.append([k])
+        if events and events[0][0] == first:
+            events.pop(0)  # it may have begun before the window
+        # the next event starts at the first later sample that passes the part of the test known
+        # (`suspects`), and locates its transition from s samples before it on
+        nxt, _, _ = self._suspected(known)
+        until = self.times[max(nxt - s - 1, 0)]
+        fade = max(1, round(FADE_CONTEXT * self.spec.rate))
+        ready = []
+        for ev in events:
+            end = ev[-1] + s
+            if (ev[-1] == known - 1 and nxt == known) or end + 1 + fade >= len(self.thumbs) or \
+                    self.times[end] + 1.0 / self.spec.rate > native.judged_until():
+                until = min(until, self.times[max(ev[0] - s, 0)])
+                break
+            ready.append(ev)
+        found = [b for b in self._located(ready, self._ratio, self._within, native, self._transitions)
+                 if since < b.first_new <= until]
+        return [b for b in found if self._verdict(b, native)], until
+
+    def _suspected(self, since: int) -> tuple[int, list[int], int]:
+        """(the first sample from `since` on that passes the part of the span test known, or the
+        first not measured yet; every such sample; the samples measured)."""
+        s, cross = self.span, self._cross
+        floor, threshold = self.min_change / 4, self.spec.threshold * (1 - 1e-9)  # float slack: never stricter
+        passing = [k for k in range(since, len(cross)) if cross[k] >= self.min_change * (1 - 1e-9)
+                   and cross[k] >= threshold * max(cross[k - 2 * s] if k >= 2 * s else 0.0, floor)]
+        return (passing[0] if passing else len(cross)), passing, len(cross)
+
+    def _verdict(self, b: Boundary, native: NativeLevel) -> bool:
+        """The gate's verdict on a settled boundary (kept: `settled` asks again as frames arrive)."""
+        key = (b.last_old, b.first_new, b.gradual)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._judge(b, native, [])
+        return self._verdicts[key]
+
+    def _located(self, events: list[list[int]], ratio, within, native: NativeLevel,
+                 known: dict | None = None) -> list[Boundary]:
+        """Each event's transition located on the frames (`_transition`, or from `known`, where
+        the located transitions are kept), events located on one transition joined, hard cuts
+        snapped to the native level's frame."""
+        s = self.span
         out: list[Boundary] = []
         for ev in events:
             peak = max(ev, key=lambda k: ratio[k])
-            last_old, first_new = self._transition(ev[0] - s, ev[-1] + s, float(within[peak]), native)
+            where = (ev[0] - s, ev[-1] + s, float(within[peak]))
+            if known is None or where not in known:
+                located = self._transition(*where, native)
+                if known is None:
+                    last_old, first_new = located
+                else:
+                    last_old, first_new = known[where] = located
+            else:
+                last_old, first_new = known[where]
             score = round(float(ratio[peak]), 3)
             if out and last_old < out[-1].first_new:  # two events located on one transition
                 prev = out[-1]
@@ -332,10 +417,10 @@ class SlowLevel:
             cut = native.is_adjacent(last_old, first_new)
             at = first_new if cut else (last_old + first_new) / 2
             out.append(Boundary(at, last_old, first_new, {self.spec.name: score}, gradual=not cut and steps >= 1))
-        return [b for b in out if self._judge(b, native)]
+        return out
 
-    def _judge(self, b: Boundary, native: NativeLevel) -> bool:
-        """The transition gate on one located boundary; the verdict goes to the log."""
+    def _judge(self, b: Boundary, native: NativeLevel, log: list[Candidate]) -> bool:
+        """The transition gate on one located boundary; the verdict goes to `log`."""
         if self.gate is None:
             verdict = Verdict(True, "no gate")
         elif native.is_adjacent(b.last_old, b.first_new):
@@ -350,8 +435,8 @@ class SlowLevel:
             s = max(1, round(FADE_CONTEXT * self.spec.rate))
             verdict = judge_gradual(self.thumbs[i], self.thumbs[i + 1:j], self.thumbs[j], self.gate,
                                     self.thumbs[max(i - s, 0):i] + self.thumbs[j + 1:j + 1 + s])
-        self.log.append(Candidate(self.spec.name, b.time, b.last_old, b.first_new, b.scores[self.spec.name],
-                                  verdict.kept, verdict.reason, verdict.measures))
+        log.append(Candidate(self.spec.name, b.time, b.last_old, b.first_new, b.scores[self.spec.name],
+                             verdict.kept, verdict.reason, verdict.measures))
         return verdict.kept
 
     def _transition(self, a: int, b: int, level: float, native: NativeLevel) -> tuple[float, float]:
@@ -456,6 +541,22 @@ class Cascade:
                               for b in found for name, score in b.scores.items()]
             per_level.append(found)
         return merge_boundaries(per_level, self.cfg.merge_tolerance)
+
+    def settled(self, since: float) -> tuple[list[Boundary], float]:
+        """The merged boundaries `boundaries` will report whose new shot starts after `since`, as
+        far as the frames decoded so far decide them, and the time up to which that list is final
+        (`SlowLevel.settled`, less the merge tolerance: a boundary nearer than that to what is
+        not settled may still merge with it). Without the extra detectors, which decide only at
+        the end."""
+        until = self.native.judged_until()
+        per_level = [self.native.boundaries(since - self.cfg.merge_tolerance)]
+        for level in sorted(self.slow, key=lambda lv: -lv.spec.rate):
+            found, level_until = level.settled(self.native, since - self.cfg.merge_tolerance)
+            per_level.append(found)
+            until = min(until, level_until)
+        until -= self.cfg.merge_tolerance
+        merged = merge_boundaries(per_level, self.cfg.merge_tolerance)
+        return [b for b in merged if since < b.first_new <= until], until
 
     def explain(self) -> list[dict]:
         """Every candidate boundary of the last `boundaries()` call in time order: level, score,

@@ -10,13 +10,15 @@ frames, same pairs), same history records; only the time differs.
 Most of the work happens during the pass, not after it (`LikelyPairs`): a clip's pairs follow
 from its start, and clips start at the video start and at hard cuts, which the native level
 names a batch (~1 s) after they pass, or inside a span where a slow level may find a gradual
-transition, which it can tell as the span passes (~1.5 s at 8 fps) but decides only at the end.
-So each frame is held (decoded, not yet converted) until the levels have judged it; then only
-the frames of the likely pairs are converted (~4 of every 25 at 25 fps; a swscale conversion
-to 256x144 costs ~0.25 ms a frame of 720p), and a pair whose two frames are in is scored at once
-on another thread while the decoder goes on. From a suspect span (a dissolve, a fade, a fast
-pan) to the next hard cut clear of it, where the clips' starts cannot be known yet, every
-frame is kept, as before. At the end every clip's pairs are taken from what was scored, the
+transition, which it suspects as the span passes (~1.5 s at 8 fps) and settles a few seconds
+later (`Cascade.settled`: the span test with the change after it, the transition located and
+gated, exactly as the end of the pass will). So each frame is held (decoded, not yet
+converted) until the levels have judged it; then only the frames of the likely pairs are
+converted (~4 of every 25 at 25 fps; a swscale conversion to 256x144 costs ~0.25 ms a frame of
+720p), and a pair whose two frames are in is scored at once on another thread while the
+decoder goes on. Frames of a suspect span (a dissolve, a fade, a fast pan) wait until the
+levels have settled where clips start there; those that cannot wait (more than the frames
+held) are kept. At the end every clip's pairs are taken from what was scored, the
 rest scored from the frames kept; should a frame a pair needs not have been kept (a clip
 after a hard cut that a later fade moved, a gap in the frame times), it is read from the file
 (the sparse reader's frames: the same frames, the same scores, at the cost of that read).
@@ -62,9 +64,11 @@ class LikelyPairs:
     for nothing). A frame is decided once the native level has judged it (a hard cut there
     starts a new grid) and the slow levels have measured the spans around it. Where a slow level
     may yet put a boundary (`SlowLevel.suspects`: a dissolve, a fade, or just a fast pan) with
-    no hard cut in reach, the next clip's start is not known: every frame from there on is kept,
-    up to the first hard cut clear of it by more than the merge tolerance. A suspect span around
-    a hard cut is taken for that cut. Once the pass is over the clips are known (`last`), and
+    no hard cut in reach, the next clip's start is not known until the levels have settled the
+    span (`Cascade.settled`, a few seconds later): its frames are held until then (kept where
+    the store cannot hold them), up to the end of the span and the merge tolerance, or the first
+    hard cut clear of it. A suspect span around a hard cut is taken for that cut. Once the pass
+    is over the clips are known (`last`), and
     the frames still held are kept exactly where a pair shows them.
 
     Guesses cost time when wrong, never scores: `score_clips` takes a scored pair only where the
@@ -72,7 +76,8 @@ class LikelyPairs:
     """
 
     def __init__(self, cascade, cfg: MotionConfig, fps: float, trim: float, scorer: PairScorer):
-        self.native, self.slow, self.tolerance = cascade.native, cascade.slow, cascade.cfg.merge_tolerance
+        self.cascade, self.native, self.slow = cascade, cascade.native, cascade.slow
+        self.tolerance = cascade.cfg.merge_tolerance
         self.cfg, self.trim, self.scorer = cfg, trim, scorer
         self.frame = 1.0 / fps
         self.step = max(1, round(fps * PAIR_GAP)) * self.frame  # as sample_pairs spaces a pair
@@ -83,6 +88,11 @@ class LikelyPairs:
         self.suspects: list[tuple[float, float]] = []  # (from, to) where a slow level may put a boundary
         self.unsure_from: float | None = None  # frames from here on may belong to a clip no level named yet
         self.unsure_to = float("-inf")
+        self.unsure_start = 0.0  # where the clip of the last frame decided in the span starts
+        self.decided = 0.0  # the time of that frame (the span's start before any)
+        self.settled: list[float] = []  # where clips start in the unsure span, as far as the levels settled it
+        self.settled_until = float("-inf")
+        self.measured: tuple = ()  # what the levels had measured when `settled` was taken
         self.final: list[float] | None = None  # after the pass: the sample times of every clip's pairs
         self.roles: dict[float, list[tuple[float, int, int]]] = {}  # frame time -> (start, j, 0 | 1) of its pairs
         self.firsts: dict[tuple[float, int], tuple[float, np.ndarray]] = {}  # (start, j) -> first frame
@@ -101,19 +111,41 @@ class LikelyPairs:
         if not self._judged(t):
             return None
         self._catch_up(t)
-        if self.unsure_from is not None:
-            return True  # its clip may start where no level has a boundary yet: keep it
-        first, interval = self.start + (self.cfg.margin_frames + 0.5) * self.frame, self.cfg.interval
+        start = self.start
+        if self.unsure_from is not None:  # its clip may start where no level has a boundary yet
+            start = self._settled_start(t)
+            if start is None:
+                return None  # held until the levels settle the clip's start (or kept, when none can be held)
+        first, interval = start + (self.cfg.margin_frames + 0.5) * self.frame, self.cfg.interval
         roles = []
         lowest = max(0, int((t - EPS - self.step - first) // interval))
         for j in range(lowest, int((next_t - EPS - first) // interval) + 1):
             a = first + j * interval  # sample_pairs' arithmetic
             for slot, at in ((0, a), (1, a + self.step)):
                 if t <= at + EPS < next_t:  # this frame is the one shown at `at`
-                    roles.append((self.start, j, slot))
+                    roles.append((start, j, slot))
         if roles:
             self.roles[t] = roles
         return bool(roles)
+
+    def _settled_start(self, t: float) -> float | None:
+        """Where the clip of the frame at `t`, inside an unsure span, starts: as far as the levels'
+        boundaries from the span's start on are settled (`Cascade.settled`), else None. Past
+        the span (and the merge tolerance) the clip's start is known again: the span ends."""
+        if self.settled_until < t + EPS:
+            measured = (len(self.native.times), *(len(level.thumbs) for level in self.slow))
+            if measured == self.measured:
+                return None  # nothing new since the last look
+            # clips starting after the last frame decided: a boundary's new shot starts `trim` before
+            bounds, until = self.cascade.settled(self.decided - self.trim - EPS)
+            self.settled, self.settled_until, self.measured = [b.first_new + self.trim for b in bounds], until, measured
+            if until < t + EPS:
+                return None
+        start = max([s for s in self.settled if s <= t + EPS], default=self.unsure_start)
+        self.unsure_start, self.decided = start, t
+        if t > self.unsure_to + self.tolerance:
+            self.start, self.unsure_from, self.settled_until, self.measured = start, None, float("-inf"), ()
+        return start
 
     def _judged(self, t: float) -> bool:
         """The slow levels' suspects up to `t` are known, and the native level has judged every
@@ -137,12 +169,14 @@ class LikelyPairs:
                 t0, t1 = self.suspects.pop(0)
                 near = found[max(self.cuts_seen - 1, 0):]  # the cut of the current start, and those to come
                 if not any(t0 - EPS <= times[k] <= t1 + EPS for k, _ in near):  # else: taken for that hard cut
-                    self.unsure_from = t0 if self.unsure_from is None else self.unsure_from
+                    if self.unsure_from is None:
+                        self.unsure_from, self.unsure_start, self.decided = t0, self.start, t0
                     self.unsure_to = max(self.unsure_to, t1)
             elif cut + self.trim <= t + EPS:
                 self.start, self.cuts_seen = cut + self.trim, self.cuts_seen + 1
                 if self.unsure_from is not None and cut > self.unsure_to + self.tolerance:
-                    self.unsure_from = None  # no boundary found near the spans can move this clip's start
+                    # no boundary found near the spans can move this clip's start
+                    self.unsure_from, self.settled_until, self.measured = None, float("-inf"), ()
             else:
                 return
 
