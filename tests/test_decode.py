@@ -1,6 +1,8 @@
 """Single-pass decoding: times from PTS, one conversion shared by every consumer, clear errors."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,22 @@ def test_unreadable_inputs_raise_video_errors(tmp_path, pan):
                         (junk, "cannot open"), (cut, "cannot open")]:
         with pytest.raises(VideoError, match=words):
             decode_once(path, [Recorder()])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_gray_conversion_starts_no_threads_and_equals_swscales_own(tmp_path):
+    """One small gray picture is not worth swscale's threads (its default: one per core), which
+    would compete with the decoder and the pair scoring; the pixels are the same either way."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    from svdcli.video.gray import GrayConverter
+
+    frame = av.VideoFrame.from_ndarray(np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), np.uint8), "rgb24")
+    frame = frame.reformat(format="yuv420p")
+    before = len(os.listdir("/proc/self/task"))
+    convert = GrayConverter((256, 144))  # its swscale context, and any threads, live as long as it does
+    gray = convert(frame)
+    assert len(os.listdir("/proc/self/task")) == before
+    threaded = VideoReformatter().reformat(frame, 256, 144, "gray", interpolation="AREA").to_ndarray()
+    assert np.array_equal(gray, threaded)
