@@ -68,8 +68,8 @@ class LikelyPairs:
     span (`Cascade.settled`, a few seconds later): its frames are held until then (kept where
     the store cannot hold them), up to the end of the span and the merge tolerance, or the first
     hard cut clear of it. A suspect span around a hard cut is taken for that cut. Once the pass
-    is over the clips are known (`last`), and
-    the frames still held are kept exactly where a pair shows them.
+    is over the clips are known (`last`), and the frames still held are kept exactly where a
+    pair shows them.
 
     Guesses cost time when wrong, never scores: `score_clips` takes a scored pair only where the
     pair it needs shows the same two frames, and what was not kept is read from the file.
@@ -144,8 +144,12 @@ class LikelyPairs:
         start = max([s for s in self.settled if s <= t + EPS], default=self.unsure_start)
         self.unsure_start, self.decided = start, t
         if t > self.unsure_to + self.tolerance:
-            self.start, self.unsure_from, self.settled_until, self.measured = start, None, float("-inf"), ()
+            self._span_over(start)
         return start
+
+    def _span_over(self, start: float) -> None:
+        """The unsure span is over: clips start where the levels say again, from `start` on."""
+        self.start, self.unsure_from, self.settled_until, self.measured = start, None, float("-inf"), ()
 
     def _judged(self, t: float) -> bool:
         """The slow levels' suspects up to `t` are known, and the native level has judged every
@@ -175,8 +179,7 @@ class LikelyPairs:
             elif cut + self.trim <= t + EPS:
                 self.start, self.cuts_seen = cut + self.trim, self.cuts_seen + 1
                 if self.unsure_from is not None and cut > self.unsure_to + self.tolerance:
-                    # no boundary found near the spans can move this clip's start
-                    self.unsure_from, self.settled_until, self.measured = None, float("-inf"), ()
+                    self._span_over(self.start)  # no boundary found near the spans can move this clip's start
             else:
                 return
 
