@@ -305,18 +305,29 @@ class SlowLevel:
         # the last s samples compare with the last one
         tail = [aligned_distance(self.thumbs[max(k - s, 0)], self.thumbs[min(k + s, n - 1)])
                 for k in range(len(self._cross), n)]
-        cross = np.array(self._cross + tail)
-        pad = np.r_[np.zeros(2 * s), cross, np.zeros(2 * s)]
-        within = np.maximum(pad[:n], pad[4 * s:])
-        ratio = cross / np.maximum(within, self.min_change / 4)  # compression noise is no baseline
-        cand = np.flatnonzero((ratio >= self.spec.threshold) & (cross >= self.min_change))
-        events: list[list[int]] = []
-        for k in cand:
-            if events and k <= events[-1][-1] + 1:
-                events[-1].append(int(k))
-            else:
-                events.append([int(k)])
+        cross = self._cross + tail
+        within, ratio = zip(*(self._span_test(cross, k) for k in range(n)))
+        events = self._events(cross, ratio, range(n))
         return [b for b in self._located(events, ratio, within, native) if self._judge(b, native, self.log)]
+
+    def _span_test(self, cross: list[float], k: int) -> tuple[float, float]:
+        """(the change over the same gap before or after sample k, whichever is larger; k's span
+        ratio), with no change counted beyond either end of `cross`."""
+        s = self.span
+        within = max(cross[k - 2 * s] if k >= 2 * s else 0.0, cross[k + 2 * s] if k + 2 * s < len(cross) else 0.0)
+        return within, cross[k] / max(within, self.min_change / 4)  # compression noise is no baseline
+
+    def _events(self, cross: list[float], ratio, ks) -> list[list[int]]:
+        """The candidates among samples `ks` (ratio >= threshold, change >= min_change), consecutive
+        ones joined into one event."""
+        events: list[list[int]] = []
+        for k in ks:
+            if ratio[k] >= self.spec.threshold and cross[k] >= self.min_change:
+                if events and k == events[-1][-1] + 1:
+                    events[-1].append(k)
+                else:
+                    events.append([k])
+        return events
 
     def settled(self, native: NativeLevel, since: float) -> tuple[list[Boundary], float]:
         """What `boundaries` will report from `since` on, as far as the samples so far decide it.
@@ -330,21 +341,15 @@ class SlowLevel:
         settled. Used while decoding to learn where clips start before the pass is over.
         """
         s, cross = self.span, self._cross
-        floor = self.min_change / 4
         for k in range(len(self._ratio), len(cross) - 2 * s):  # d(k + 2s) is in: k's ratio is final
-            self._within.append(max(cross[k - 2 * s] if k >= 2 * s else 0.0, cross[k + 2 * s]))
-            self._ratio.append(cross[k] / max(self._within[k], floor))
+            within, ratio = self._span_test(cross, k)
+            self._within.append(within)
+            self._ratio.append(ratio)
         known = len(self._ratio)
         if known == 0:
             return [], float("-inf")
         first = max(0, bisect.bisect_left(self.times, since - 2 * self.spec.span) - 4 * s)
-        events: list[list[int]] = []
-        for k in range(first, known):
-            if self._ratio[k] >= self.spec.threshold and cross[k] >= self.min_change:
-                if events and k == events[-1][-1] + 1:
-                    events[-1].append(k)
-                else:
-                    events.append([k])
+        events = self._events(cross, self._ratio, range(first, known))
         if events and events[0][0] == first:
             events.pop(0)  # it may have begun before the window
         # the next event starts at the first later sample that passes the part of the test known
@@ -527,13 +532,16 @@ class Cascade:
         for level in self.slow:
             level.feed_many(times, frames)
 
+    def _slow_finest_first(self) -> list[SlowLevel]:
+        """The slow levels in the order their boundaries merge: the higher rate first."""
+        return sorted(self.slow, key=lambda lv: -lv.spec.rate)
+
     def consumers(self) -> list[Cascade]:
         return [self]
 
     def boundaries(self) -> list[Boundary]:
-        slow = sorted(self.slow, key=lambda lv: -lv.spec.rate)
         self._flush()
-        per_level = [self.native.boundaries()] + [lv.boundaries(self.native) for lv in slow]
+        per_level = [self.native.boundaries()] + [lv.boundaries(self.native) for lv in self._slow_finest_first()]
         self._learned = []
         for lv in self.extra:
             found = lv.boundaries()
@@ -550,7 +558,7 @@ class Cascade:
         the end."""
         until = self.native.judged_until()
         per_level = [self.native.boundaries(since - self.cfg.merge_tolerance)]
-        for level in sorted(self.slow, key=lambda lv: -lv.spec.rate):
+        for level in self._slow_finest_first():
             found, level_until = level.settled(self.native, since - self.cfg.merge_tolerance)
             per_level.append(found)
             until = min(until, level_until)
