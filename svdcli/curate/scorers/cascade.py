@@ -310,6 +310,10 @@ class SlowLevel:
         events = self._events(cross, ratio, range(n))
         return [b for b in self._located(events, ratio, within, native) if self._judge(b, native, self.log)]
 
+    def _fade_samples(self) -> int:
+        """Samples on each side of a located transition the gate looks at for black (FADE_CONTEXT)."""
+        return max(1, round(FADE_CONTEXT * self.spec.rate))
+
     def _span_test(self, cross: list[float], k: int) -> tuple[float, float]:
         """(the change over the same gap before or after sample k, whichever is larger; k's span
         ratio), with no change counted beyond either end of `cross`."""
@@ -356,7 +360,7 @@ class SlowLevel:
         # (`suspects`), and locates its transition from s samples before it on
         nxt, _, _ = self._suspected(known)
         until = self.times[max(nxt - s - 1, 0)]
-        fade = max(1, round(FADE_CONTEXT * self.spec.rate))
+        fade = self._fade_samples()
         ready = []
         for ev in events:
             end = ev[-1] + s
@@ -437,7 +441,7 @@ class SlowLevel:
         else:
             i = max(int(np.searchsorted(self.times, b.last_old + 1e-6)) - 1, 0)
             j = min(int(np.searchsorted(self.times, b.first_new - 1e-6)), len(self.thumbs) - 1)
-            s = max(1, round(FADE_CONTEXT * self.spec.rate))
+            s = self._fade_samples()
             verdict = judge_gradual(self.thumbs[i], self.thumbs[i + 1:j], self.thumbs[j], self.gate,
                                     self.thumbs[max(i - s, 0):i] + self.thumbs[j + 1:j + 1 + s])
         log.append(Candidate(self.spec.name, b.time, b.last_old, b.first_new, b.scores[self.spec.name],
