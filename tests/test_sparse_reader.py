@@ -83,3 +83,116 @@ def test_non_reference_frames_are_decoded_only_where_a_target_shows_them(video, 
     decoded_disposable = {t for t in sent if t in disposable}
     assert decoded_disposable <= set(shown)  # none decoded that no target shows
     assert decoded_disposable == set(shown) & disposable and decoded_disposable  # some targets show B-frames
+
+
+# --- GOPs read at once ----------------------------------------------------------------------
+
+def dense_times() -> list[float]:
+    """A target every 3rd frame, give or take, over the whole video: every GOP has some."""
+    return [k * 0.13 + 0.01 for k in range(30)]
+
+
+def _reader_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("sparse-read")]
+
+
+def test_gop_groups_cover_the_targets_in_order_and_never_split_a_gop(video):
+    from svdcli.video.probe import open_container
+    from svdcli.video.sparse import _gop_groups
+
+    with open_container(video) as container:
+        stream = container.streams.video[0]
+        pts, splits = _scan(container, stream, avcc_length_size(stream))
+        tb = stream.time_base
+    times = dense_times()
+    groups = _gop_groups(pts, splits, tb, times, readers=2)
+    assert len(groups) >= 3
+    assert groups[0][0] == 0 and groups[-1][1] == len(times)
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # contiguous, in order
+    assert all(hi - lo >= 8 for lo, hi in groups[:-1])  # no run too short for its seek
+    idr = [float(pts[k] * tb) for k in splits]
+    for lo, _ in groups[1:]:  # a group starts where a GOP starts: the GOP before it ends before
+        gop_before = sum(i <= times[lo - 1] + 1e-4 for i in idr)
+        assert gop_before < sum(i <= times[lo] + 1e-4 for i in idr)
+
+
+@pytest.mark.parametrize("readers", [2, 3])
+def test_gops_read_at_once_give_the_one_pass_frames(video, readers, monkeypatch):
+    from svdcli.video import sparse
+    from svdcli.video.seek import read_frames_at
+
+    used = []
+    concurrent = sparse._concurrent_groups
+    monkeypatch.setattr(sparse, "_concurrent_groups", lambda *a: used.append(a[2]) or concurrent(*a))
+    times = dense_times()
+    frames, shown = read_gray_at(video, times, (128, 76), threads=readers)
+    assert used == [readers]  # the concurrent path, not the one-pass reader
+    one_pass, one_pass_shown = read_gray_at(video, times, (128, 76), threads=1)
+    assert len(used) == 1
+    assert np.array_equal(frames, one_pass) and shown == one_pass_shown
+    assert np.array_equal(frames, read_frames_at(video, times, size=(128, 76), fmt="gray"))
+    assert not _reader_threads()
+
+
+def test_readers_stay_a_few_groups_ahead_and_stop_when_the_caller_does(video, monkeypatch):
+    import time
+
+    from svdcli.video import sparse
+    from svdcli.video.sparse import iter_gray_at
+
+    started = []
+    make = sparse._SparseReader
+    monkeypatch.setattr(sparse, "_SparseReader", lambda *a: started.append(a[3][0]) or make(*a))
+    times = [k / FPS + 0.01 for k in range(96)]  # every frame: 12 groups of 8 targets
+    frames = iter_gray_at(video, times, (128, 76), threads=2)
+    first, _ = next(frames)  # the first group's frames come as they are read
+    time.sleep(0.5)
+    assert first.shape == (76, 128)
+    assert len(started) <= 4  # 2 groups per reader ahead of the caller, of the 12
+    frames.close()
+    assert not _reader_threads()
+
+
+@pytest.mark.parametrize("failure", ["unsure", "error", "open"])
+def test_a_failing_group_ends_the_read_in_order(video, monkeypatch, failure):
+    """A group the reader cannot vouch for falls back to a full read from the first frame not
+    handed over; any other error (a broken packet, a file that cannot be opened again) reaches
+    the caller after frames handed over in order; no reader thread outlives the read."""
+    from svdcli.video import probe, sparse
+    from svdcli.video.seek import read_frames_at
+
+    times = dense_times()
+    one_pass = read_gray_at(video, times, (128, 76), threads=1)[1]
+    bad = times[len(times) // 2]
+    decode_pass = sparse._SparseReader.decode_pass
+
+    def failing(self):
+        if failure != "open" and self.targets[0] - self.origin >= bad - 1e-9:
+            raise sparse._Unsure if failure == "unsure" else RuntimeError("broken packet")
+        return decode_pass(self)
+
+    monkeypatch.setattr(sparse._SparseReader, "decode_pass", failing)
+    opened, open_container = [], probe.open_container
+
+    def third_fails(path):
+        opened.append(path)
+        if failure == "open" and len(opened) == 3:  # the scan's, one reader's; the other reader's fails
+            raise probe.VideoError("gone")
+        return open_container(path)
+
+    monkeypatch.setattr(probe, "open_container", third_fails)
+    if failure == "unsure":
+        frames, shown = read_gray_at(video, times, (128, 76), threads=2)
+        assert np.array_equal(frames, read_frames_at(video, times, size=(128, 76), fmt="gray"))
+        assert shown == one_pass
+    else:
+        got = []
+        with pytest.raises(RuntimeError if failure == "error" else probe.VideoError):
+            for _, at in sparse.iter_gray_at(video, times, (128, 76), threads=2):
+                got.append(at)
+        assert got == one_pass[:len(got)]  # in order, none missing before the error
+        assert failure == "open" or all(t < bad for t in got)
+    assert len(opened) >= 3  # the readers opened the file themselves
+    assert not _reader_threads()

@@ -18,6 +18,7 @@ first frames (motion scores pairs on another thread) while the decoder is still 
 from __future__ import annotations
 
 import bisect
+import os
 from typing import Iterator
 
 import numpy as np
@@ -123,10 +124,116 @@ def _sparse_frames(path, times: list[float], size: tuple[int, int],
         targets = [origin + t for t in times]
         pts, splits = _scan(container, stream, length_size)
         dead = _dead_packets(pts, splits, stream.time_base, targets)
-        reader = _SparseReader(container, stream, length_size, targets, origin, size, dead,
-                               _shown_packets(pts, stream.time_base, targets))
-        while reader.i < len(reader.targets):
-            yield from reader.decode_pass()
+        shown = _shown_packets(pts, stream.time_base, targets)
+        readers = threads or os.cpu_count() or 1
+        groups = _gop_groups(pts, splits, stream.time_base, targets, readers) if readers > 1 else []
+        if len(groups) < 2:
+            reader = _SparseReader(container, stream, length_size, targets, origin, size, dead, shown)
+            while reader.i < len(reader.targets):
+                yield from reader.decode_pass()
+            return
+    yield from _concurrent_groups(path, groups, min(readers, len(groups)),
+                                  lambda container, stream, lo, hi: _SparseReader(
+                                      container, stream, length_size, targets[lo:hi], origin, size, dead, shown))
+
+
+def _gop_groups(pts: list[int], splits: list[int], tb, targets: list[float], readers: int) -> list[tuple[int, int]]:
+    """The targets in runs of whole GOPs, as [lo, hi) index ranges: what `readers` decoders can
+    read at the same time, each from its own seek, with nothing to share (no frame of one GOP
+    references another, nor is shown at a target of another). Neighbouring GOPs are joined up to
+    a share of the targets, so that no run is too short to be worth its seek."""
+    secs = [pts[k] * float(tb) for k in splits]  # where each clean GOP after the first starts
+    least = max(8, len(targets) // (4 * readers))
+    groups, lo, gop = [], 0, None
+    for i, t in enumerate(targets):
+        here = bisect.bisect_right(secs, t + EPS)  # the GOP of the frame shown at t
+        if gop is not None and here != gop and i - lo >= least:
+            groups.append((lo, i))
+            lo = i
+        gop = here
+    if lo < len(targets):
+        groups.append((lo, len(targets)))
+    return groups
+
+
+def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
+                       make_reader) -> Iterator[tuple[np.ndarray, float]]:
+    """The frames of every group of targets, in order and each as soon as it is read, by
+    `readers` threads at once (each with its own container and a one-thread decoder: FFmpeg
+    leaves the GIL while it decodes).
+
+    A reader runs at most 2 groups per thread ahead of the caller. The first error of any
+    reader (`_Unsure` included) stops them all; the caller gets every frame read in order up
+    to where a group was left unfinished, then that error.
+    """
+    import threading
+
+    from svdcli.video.probe import open_container, use_decoder_threads
+
+    got: dict[int, list] = {}  # group -> its frames so far
+    ended: dict[int, bool] = {}  # group -> whether all its targets were read, once its reader left it
+    state: dict = {"next": 0, "taken": 0, "error": None}
+    changed = threading.Condition()
+
+    def take() -> int | None:
+        with changed:
+            changed.wait_for(lambda: state["error"] or state["next"] < min(len(groups), state["taken"] + 2 * readers))
+            if state["error"] or state["next"] == len(groups):
+                return None
+            state["next"] += 1
+            got[state["next"] - 1] = []
+            return state["next"] - 1
+
+    def read() -> None:
+        g = None
+        try:
+            with open_container(path) as container:
+                stream = container.streams.video[0]
+                use_decoder_threads(stream, 1)
+                while (g := take()) is not None:
+                    reader = make_reader(container, stream, *groups[g])
+                    while reader.i < len(reader.targets) and not state["error"]:
+                        for item in reader.decode_pass():
+                            with changed:
+                                got[g].append(item)
+                                changed.notify_all()
+                    with changed:
+                        ended[g] = reader.i == len(reader.targets)
+                        changed.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller, in order
+            with changed:
+                if g is not None:
+                    ended[g] = False
+                state["error"] = state["error"] or exc
+                changed.notify_all()
+
+    threads = [threading.Thread(target=read, name=f"sparse-read_{k}", daemon=True) for k in range(readers)]
+    for thread in threads:
+        thread.start()
+    try:
+        for g in range(len(groups)):
+            served = 0
+            while True:
+                with changed:
+                    state["taken"] = g
+                    changed.notify_all()
+                    changed.wait_for(lambda: len(got.get(g, ())) > served or g in ended
+                                     or (state["error"] and g not in got))
+                    frames = got.get(g, [])[served:]
+                    over, whole = g in ended or g not in got, ended.get(g, False)
+                yield from frames
+                served += len(frames)
+                if over:
+                    break
+            got.pop(g, None)
+            if not whole:
+                raise state["error"]
+    finally:
+        with changed:
+            state["error"] = state["error"] or GeneratorExit()
+            changed.notify_all()
+        for thread in threads:
+            thread.join()
 
 
 class _Unsure(Exception):
