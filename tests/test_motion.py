@@ -250,3 +250,18 @@ def test_motion_units_are_defined_once_and_referenced_elsewhere():
     # the conditioning docs point at the stage's definition instead of restating another one
     assert "MOTION_UNITS" in conditioning.__doc__
     assert "1/30" not in conditioning.__doc__ and "512" not in conditioning.__doc__
+
+
+def test_a_worker_reads_and_scores_on_its_share_of_the_cores(monkeypatch, tmp_path):
+    """One local worker reads GOPs and scores pairs on every core, several split them, and a
+    worker an executor places (Ray) keeps to the one core it reserves."""
+    import os
+
+    from svdcli.curate.stages import motion
+
+    seen = []
+    monkeypatch.setattr(motion, "run_clip_stage", lambda stage, *a, **k: seen.append(stage.threads))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for kwargs in ({}, {"workers": 1}, {"workers": 2}, {"workers": 16}, {"executor": object()}):
+        motion.run_motion(tmp_path / "m.parquet", **kwargs)
+    assert seen == [8, 8, 4, 1, 1]

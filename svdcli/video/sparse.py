@@ -11,9 +11,13 @@ Two kinds of packets are never sent to the decoder:
   up to the next IDR frame, and whole GOPs without a target: nothing after an IDR references
   what came before it, and nothing before it is shown after it. IDR positions come from a
   demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
+For the same reason GOPs need nothing from each other: with `threads` > 1 (0: one per core),
+runs of whole GOPs are read at once, each by its own one-thread decoder (`_concurrent_groups`),
+and their frames are handed over in order. Where a video has a single GOP (or the targets lie in
+one), one decoder reads it on `threads` FFmpeg threads instead.
 Frames are converted by `svdcli.video.gray.GrayConverter` (one reused swscale context).
 `iter_gray_at` hands them over one by one as they are decoded, so a caller can work on the
-first frames (motion scores pairs on another thread) while the decoder is still running.
+first frames (motion scores pairs on other threads) while the decoders are still running.
 """
 from __future__ import annotations
 

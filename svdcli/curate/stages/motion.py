@@ -35,9 +35,10 @@ LoRAs of the SVD paper (section 6.2) are trained on clips of one label.
 
 Decoding: H.264 frames that no other frame references (most B-frames) are decoded only where a
 sample shows them, and the tail of a GOP that no sample needs before the next IDR frame is never
-decoded (see `svdcli.video.sparse`); the pairs are converted straight to gray at the analysis
-size by swscale, and each pair is scored on a second thread as soon as its two frames are in, so
-Farneback runs while the decoder works on the next frames (`PairScorer`).
+decoded (see `svdcli.video.sparse`); whole GOPs need nothing from each other, so a worker's
+share of the cores reads that many of them at once. The pairs are converted straight to gray at
+the analysis size by swscale, and each pair is scored on other threads (as many) as soon as its
+two frames are in, so Farneback runs while the decoders work on the next frames (`PairScorer`).
 When motion follows cuts in `svd curate run` (or `svd curate cuts --motion-out`), no second
 decode happens at all: the cuts pass converts the frames of the clips' likely pairs and scores
 them as it goes (`svdcli.curate.stages.cuts_motion`), with the same frames and so the same scores.
@@ -329,8 +330,10 @@ def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig | None
     # a worker's share of the cores: as many GOPs read at once (one decoder thread each) and
     # as many Farneback threads. Frame threads on the sparse read cost 10-15% more CPU and
     # barely shorten it (each frame waits on the one it references); GOPs need nothing from
-    # each other: 2 of them at once take 0.8 s where one thread takes 1.45 s (720p, 240 frames)
-    share = max(1, (os.cpu_count() or 1) // max(1, run_kwargs.get("workers") or 1))
+    # each other: 2 of them at once take 0.8 s where one thread takes 1.45 s (720p, 240 frames).
+    # A worker placed by an executor (Ray) has the one core it reserves (`Resources.cpus`).
+    local = run_kwargs.get("executor") is None
+    share = max(1, (os.cpu_count() or 1) // max(1, run_kwargs.get("workers") or 1)) if local else 1
     return run_clip_stage(MotionStage(cfg, threads=share), manifest, out, **run_kwargs)
 
 
