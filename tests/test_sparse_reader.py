@@ -111,11 +111,13 @@ def test_gop_groups_cover_the_targets_in_order_and_never_split_a_gop(video):
     assert len(groups) >= 3
     assert groups[0][0] == 0 and groups[-1][1] == len(times)
     assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # contiguous, in order
-    assert all(hi - lo >= 8 for lo, hi in groups[:-1])  # no run too short for its seek
+    assert all(hi - lo >= 8 for lo, hi, _ in groups[:-1])  # no run too short for its seek
     idr = [float(pts[k] * tb) for k in splits]
-    for lo, _ in groups[1:]:  # a group starts where a GOP starts: the GOP before it ends before
-        gop_before = sum(i <= times[lo - 1] + 1e-4 for i in idr)
-        assert gop_before < sum(i <= times[lo] + 1e-4 for i in idr)
+    for lo, _, start in groups[1:]:  # a group starts where a GOP starts: the GOP before it ends before
+        gop = sum(i <= times[lo] + 1e-4 for i in idr)
+        assert sum(i <= times[lo - 1] + 1e-4 for i in idr) < gop
+        assert start == pts[splits[gop - 1]]  # its reader seeks to that GOP's IDR
+    assert groups[0][2] is None  # the first targets lie before the first split: read from the start
 
 
 @pytest.mark.parametrize("readers", [2, 3])
@@ -196,3 +198,25 @@ def test_a_failing_group_ends_the_read_in_order(video, monkeypatch, failure):
         assert failure == "open" or all(t < bad for t in got)
     assert len(opened) >= 3  # the readers opened the file themselves
     assert not _reader_threads()
+
+
+def test_a_gop_that_decodes_with_errors_on_its_own_is_read_again_in_one_pass(video, monkeypatch):
+    """A GOP read from its own seek may lack decoder state from before it (FFmpeg learns an old
+    x264's version from the first packet only): every reader decodes the first frame before
+    seeking, and a frame decoded with errors all the same sends the rest of the read to the
+    one-pass reader, so the frames stay a full decode's."""
+    from svdcli.video import seek, sparse
+
+    primed, first_frame_time = [], seek.first_frame_time
+    monkeypatch.setattr(seek, "first_frame_time", lambda c, s: primed.append(1) or first_frame_time(c, s))
+    times = dense_times()
+    frames, shown = read_gray_at(video, times, (128, 76), threads=2)
+    assert len(primed) == 3  # the scan's container and each reader's, before their first seek
+
+    fallback, read_frames_at = [], seek.read_frames_at
+    monkeypatch.setattr(seek, "read_frames_at", lambda p, t, **k: fallback.append(len(t)) or read_frames_at(p, t, **k))
+    monkeypatch.setattr(sparse, "_damaged", lambda frame: True)
+    damaged, damaged_shown = read_gray_at(video, times, (128, 76), threads=2)
+    assert fallback and fallback[0] < len(times)  # the first GOPs (read from the start) were kept
+    assert np.array_equal(damaged, frames) and damaged_shown == shown
+    assert np.array_equal(frames, read_frames_at(video, times, size=(128, 76), fmt="gray"))

@@ -137,26 +137,37 @@ def _sparse_frames(path, times: list[float], size: tuple[int, int],
                 yield from reader.decode_pass()
             return
     yield from _concurrent_groups(path, groups, min(readers, len(groups)),
-                                  lambda container, stream, lo, hi: _SparseReader(
-                                      container, stream, length_size, targets[lo:hi], origin, size, dead, shown))
+                                  lambda container, stream, lo, hi, start: _SparseReader(
+                                      container, stream, length_size, targets[lo:hi], origin, size, dead, shown,
+                                      start))
 
 
-def _gop_groups(pts: list[int], splits: list[int], tb, targets: list[float], readers: int) -> list[tuple[int, int]]:
-    """The targets in runs of whole GOPs, as [lo, hi) index ranges: what `readers` decoders can
-    read at the same time, each from its own seek, with nothing to share (no frame of one GOP
-    references another, nor is shown at a target of another). Neighbouring GOPs are joined up to
-    a share of the targets, so that no run is too short to be worth its seek."""
+def _damaged(frame) -> bool:
+    """FFmpeg concealed decoding errors in this frame."""
+    return frame.is_corrupt
+
+
+def _gop_groups(pts: list[int], splits: list[int], tb, targets: list[float],
+                readers: int) -> list[tuple[int, int, int | None]]:
+    """The targets in runs of whole GOPs, as (lo, hi, start): what `readers` decoders can read at
+    the same time, each from its own seek, with nothing to share (no frame of one GOP references
+    another, nor is shown at a target of another). `targets[lo:hi]` are a run's targets and
+    `start` the PTS of the IDR its first GOP starts with (None for the video's first GOP): a
+    seek there lands on that IDR, so the run decodes as a pass through the whole video would.
+    Neighbouring GOPs are joined up to a share of the targets, so no run is too short to be
+    worth its seek."""
     secs = [pts[k] * float(tb) for k in splits]  # where each clean GOP after the first starts
     least = max(8, len(targets) // (4 * readers))
-    groups, lo, gop = [], 0, None
+    groups, lo, first, gop = [], 0, None, None
     for i, t in enumerate(targets):
-        here = bisect.bisect_right(secs, t + EPS)  # the GOP of the frame shown at t
-        if gop is not None and here != gop and i - lo >= least:
-            groups.append((lo, i))
-            lo = i
+        here = bisect.bisect_right(secs, t + EPS)  # the GOP of the frame shown at t (0: before any split)
+        if gop is None or (here != gop and i - lo >= least):
+            if gop is not None:
+                groups.append((lo, i, first))
+            lo, first = i, pts[splits[here - 1]] if here else None
         gop = here
-    if lo < len(targets):
-        groups.append((lo, len(targets)))
+    if gop is not None:
+        groups.append((lo, len(targets), first))
     return groups
 
 
@@ -173,6 +184,7 @@ def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
     import threading
 
     from svdcli.video.probe import open_container, use_decoder_threads
+    from svdcli.video.seek import first_frame_time
 
     got: dict[int, list] = {}  # group -> its frames so far
     ended: dict[int, bool] = {}  # group -> whether all its targets were read, once its reader left it
@@ -194,6 +206,10 @@ def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
             with open_container(path) as container:
                 stream = container.streams.video[0]
                 use_decoder_threads(stream, 1)
+                # the decoder sees the first frame before any seek, as the one-pass reader's does:
+                # what it learns there stays (FFmpeg reads the x264 version from the first
+                # packet's SEI, and old x264's 4:4:4 pictures decode wrongly without it)
+                first_frame_time(container, stream)
                 while (g := take()) is not None:
                     reader = make_reader(container, stream, *groups[g])
                     while reader.i < len(reader.targets) and not state["error"]:
@@ -241,18 +257,21 @@ def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
 
 
 class _Unsure(Exception):
-    """A skipped frame might have been the one a target shows."""
+    """A skipped frame might have been the one a target shows, or a GOP read on its own decoded
+    with errors (a decoder state it needed came before its seek)."""
 
 
 class _SparseReader:
     """Seek + decode passes over one stream, emitting the frame shown at each target time."""
 
     def __init__(self, container, stream, length_size: int, targets: list[float], origin: float,
-                 size: tuple[int, int], dead: set[int], shown: set[int]):
+                 size: tuple[int, int], dead: set[int], shown: set[int], start: int | None = None):
         from svdcli.video.gray import GrayConverter
 
         self.container, self.stream, self.length_size = container, stream, length_size
         self.targets, self.origin, self.dead, self.shown = targets, origin, dead, shown
+        self.start = start  # PTS the first seek goes to (an IDR), else the first target's time
+        self.on_its_own = start is not None  # a GOP read from its own seek: it must decode without errors
         self.tb = stream.time_base
         self.convert = GrayConverter(size)
         self.skipped: list[float] = []  # pts (s) of non-reference frames never decoded, sorted
@@ -264,12 +283,15 @@ class _SparseReader:
         from svdcli.video.seek import SEEK_GAP
 
         seeked_for, prev = self.i, None  # seek once per target: its keyframe may lie far before it
-        self.container.seek(int(max(self.targets[self.i] - self.origin, 0) / self.tb) + (self.stream.start_time or 0),
-                            stream=self.stream, backward=True, any_frame=False)
+        at = int(max(self.targets[self.i] - self.origin, 0) / self.tb) + (self.stream.start_time or 0)
+        at, self.start = (at if self.start is None else self.start), None
+        self.container.seek(at, stream=self.stream, backward=True, any_frame=False)
         for packet in self.container.demux(self.stream):
             if self._skip(packet):
                 continue
             for frame in packet.decode():
+                if self.on_its_own and _damaged(frame):
+                    raise _Unsure
                 yield from self._emit_before(float(frame.pts * self.tb), prev or frame)
                 prev = frame
             if self.i == len(self.targets):
