@@ -13,8 +13,11 @@ Two kinds of packets are never sent to the decoder:
   demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
 For the same reason GOPs need nothing from each other: with `threads` > 1 (0: one per core),
 runs of whole GOPs are read at once, each by its own one-thread decoder (`_concurrent_groups`),
-and their frames are handed over in order. Where a video has a single GOP (or the targets lie in
-one), one decoder reads it on `threads` FFmpeg threads instead.
+and their frames are handed over in order. Each reader's decoder sees the file's first frame
+before it seeks, as the one-pass reader's does (FFmpeg keeps what it learns there), and a GOP
+that decodes with errors all the same sends the rest of the read to `read_frames_at`. Where a
+video has a single GOP (or the targets lie in one), one decoder reads it on `threads` FFmpeg
+threads instead.
 Frames are converted by `svdcli.video.gray.GrayConverter` (one reused swscale context).
 `iter_gray_at` hands them over one by one as they are decoded, so a caller can work on the
 first frames (motion scores pairs on other threads) while the decoders are still running.
@@ -232,11 +235,12 @@ def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
         thread.start()
     try:
         for g in range(len(groups)):
+            with changed:
+                state["taken"] = g  # the groups before it are handed over: readers may take more
+                changed.notify_all()
             served = 0
             while True:
                 with changed:
-                    state["taken"] = g
-                    changed.notify_all()
                     changed.wait_for(lambda: len(got.get(g, ())) > served or g in ended
                                      or (state["error"] and g not in got))
                     frames = got.get(g, [])[served:]
