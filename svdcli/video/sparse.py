@@ -174,7 +174,7 @@ def _gop_groups(pts: list[int], splits: list[int], tb, targets: list[float],
     return groups
 
 
-def _concurrent_groups(path, groups: list[tuple[int, int]], readers: int,
+def _concurrent_groups(path, groups: list[tuple[int, int, int | None]], readers: int,
                        make_reader) -> Iterator[tuple[np.ndarray, float]]:
     """The frames of every group of targets, in order and each as soon as it is read, by
     `readers` threads at once (each with its own container and a one-thread decoder: FFmpeg

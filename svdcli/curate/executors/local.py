@@ -99,6 +99,11 @@ def _run_in_worker(task: Task) -> Outcome:
         return run_task(_WORKER_STAGE, task)
 
 
+def cores_per_worker(workers: int) -> int:
+    """A local worker's share of this machine's cores, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def limit_threads(threads: int) -> int | None:
     """Set OpenCV's thread count; returns the previous one (None without OpenCV)."""
     try:

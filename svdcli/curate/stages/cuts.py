@@ -339,9 +339,9 @@ def find_videos_or_fail(inputs: list[str | Path]) -> InputScan:
 
 def decoder_threads(threads: int, workers: int) -> int:
     """`threads` if given; else one worker decodes with every core and several share them."""
-    import os
+    from svdcli.curate.executors.local import cores_per_worker
 
-    return threads or (0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
+    return threads or (0 if workers <= 1 else cores_per_worker(workers))
 
 
 def run_video_stage(stage: CutsStage, videos: list[str], out: Path, **run_kwargs):

@@ -261,11 +261,11 @@ def run_cuts_motion(inputs: list[str | Path], out: Path, cfg: CutsConfig, motion
                     threads: int = 0, explain: str | Path | None = None) -> tuple[CutsSummary, pa.Table | None]:
     """Write the cuts manifest `out` as `run_cuts` does; also return the motion rows of its clips
     (clip_id + motion columns) for `write_motion_manifest`, or None while the run is incomplete."""
-    import os
+    from svdcli.curate.executors.local import cores_per_worker
 
     scan = find_videos_or_fail(inputs)
     videos = scan.videos
-    pair_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    pair_threads = cores_per_worker(workers)
     stage = CutsMotionStage(cfg, motion, decoder_threads(threads, workers), pair_threads, str(explain) if explain else None)
     table, summary = run_video_stage(stage, videos, out, workers=workers, rank=rank, world_size=world_size,
                                      progress=progress, executor=executor)

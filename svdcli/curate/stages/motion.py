@@ -325,6 +325,8 @@ def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig | None
                **run_kwargs) -> tuple[RunResult, Path | None]:
     """Score every ok clip of `manifest` and write it (to `out`, default in place); the settings
     are `cfg` or MotionConfig fields among the keywords, the other keywords run_clip_stage's."""
+    from svdcli.curate.executors.local import cores_per_worker
+
     names = {f.name for f in fields(MotionConfig)}
     cfg = cfg or MotionConfig(**{k: run_kwargs.pop(k) for k in list(run_kwargs) if k in names})
     # a worker's share of the cores: as many GOPs read at once (one decoder thread each) and
@@ -333,7 +335,7 @@ def run_motion(manifest: Path, out: Path | None = None, cfg: MotionConfig | None
     # each other: 2 of them at once take 0.8 s where one thread takes 1.45 s (720p, 240 frames).
     # A worker placed by an executor (Ray) has the one core it reserves (`Resources.cpus`).
     local = run_kwargs.get("executor") is None
-    share = max(1, (os.cpu_count() or 1) // max(1, run_kwargs.get("workers") or 1)) if local else 1
+    share = cores_per_worker(run_kwargs.get("workers") or 1) if local else 1
     return run_clip_stage(MotionStage(cfg, threads=share), manifest, out, **run_kwargs)
 
 
