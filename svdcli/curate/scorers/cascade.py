@@ -126,6 +126,19 @@ def aligned_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(max(best, 0.0) / centre.size))
 
 
+def shot_edges(a: int, b: int, is_old, is_new) -> tuple[int, int]:
+    """(last old sample, first new sample) of a transition between samples a and b: the last
+    sample close to a (`is_old`) before the first one close to b (`is_new`), a when there is
+    none; then the first sample close to b after it, b when there is none. Samples are compared
+    only until each answer is known, in the order that finds it first: on a cut, ~half of the
+    2 (b - a + 1) comparisons that testing every sample both ways takes, with the same answers."""
+    first = next((j for j in range(a, b + 1) if is_new(j)), b + 1)
+    last_old = next((j for j in range(first - 1, a - 1, -1) if is_old(j)), a)
+    if last_old < first <= b:
+        return last_old, first
+    return last_old, next((j for j in range(last_old + 1, b + 1) if is_new(j)), b)
+
+
 @dataclass
 class Boundary:
     """A shot change: the old shot's last clean frame and the new shot's first clean frame.
@@ -458,13 +471,11 @@ class SlowLevel:
         """
         n = len(self.thumbs)
         a, b = max(a, 0), min(b, n - 1)
-        across = aligned_distance(self.thumbs[a], self.thumbs[b])
+        thumbs = self.thumbs
+        across = aligned_distance(thumbs[a], thumbs[b])
         close = level + 0.15 * max(across - level, 0.0)
-        js = range(a, b + 1)
-        old = [j for j in js if aligned_distance(self.thumbs[a], self.thumbs[j]) <= close]
-        new = [j for j in js if aligned_distance(self.thumbs[j], self.thumbs[b]) <= close]
-        last_old = max([j for j in old if j < (min(new) if new else b + 1)] or [a])
-        first_new = min([j for j in new if j > last_old] or [b])
+        last_old, first_new = shot_edges(a, b, lambda j: aligned_distance(thumbs[a], thumbs[j]) <= close,
+                                         lambda j: aligned_distance(thumbs[j], thumbs[b]) <= close)
         t0, t1 = self.times[last_old], self.times[first_new]
         ft, fs = np.asarray(native.times), np.asarray(native.frame_scores)
         lo, hi = np.searchsorted(ft, [t0, t1], side="right")  # frames after t0 up to t1
