@@ -98,20 +98,29 @@ def read_gray_at(path, times: list[float], size: tuple[int, int],
 def iter_gray_at(path, times: list[float], size: tuple[int, int],
                  threads: int = 0) -> Iterator[tuple[np.ndarray, float]]:
     """`read_gray_at`'s answer one target at a time, in order, each (frame, time shown) as soon as
-    it is decoded."""
+    it is decoded. A video that stops decoding part-way (cut off, damaged) raises a VideoError
+    naming the last frame handed over, after the frames before it."""
+    import av
+
+    from svdcli.video.probe import VideoError
     from svdcli.video.seek import read_frames_at
 
-    served = 0
+    served, last = 0, None
     try:
-        for item in _sparse_frames(path, times, size, threads):
-            yield item
-            served += 1
-        return
-    except _Unsure:  # every frame handed over so far was vouched for; the rest come from a full read
-        pass
-    if served < len(times):
-        frames, shown = read_frames_at(path, times[served:], size=size, fmt="gray", threads=threads, with_times=True)
-        yield from zip(frames, shown)
+        try:
+            for item in _sparse_frames(path, times, size, threads):
+                yield item
+                served, last = served + 1, item[1]
+            return
+        except _Unsure:  # every frame handed over so far was vouched for; the rest come from a full read
+            pass
+        if served < len(times):
+            frames, shown = read_frames_at(path, times[served:], size=size, fmt="gray", threads=threads,
+                                           with_times=True)
+            yield from zip(frames, shown)
+    except av.error.FFmpegError as exc:
+        where = f"after the frame at {last:.3f} s" if served else "before the first frame asked for"
+        raise VideoError(f"decoding failed {where} ({served} of {len(times)} frames read): {exc}") from exc
 
 
 def _sparse_frames(path, times: list[float], size: tuple[int, int],

@@ -58,6 +58,7 @@ from svdcli.curate.runner import RunResult
 from svdcli.curate.settings import setting
 from svdcli.curate.stage import ClipStage, StageSpec
 from svdcli.manifest.schema import CLIP_LOCATION, Column
+from svdcli.video.probe import VideoError
 from svdcli.video.seek import analysis_size
 from svdcli.video.sparse import iter_gray_at
 
@@ -266,7 +267,9 @@ def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), thr
     of the frame shown at each, as (frames, shown), or as an iterable of (frame, shown) in order
     (the sparse reader's `iter_gray_at`: each pair is scored while later frames are decoded).
     `threads` score pairs concurrently; a `scorer` passed in may hold pairs scored already (the
-    cuts pass scores likely pairs while it decodes).
+    cuts pass scores likely pairs while it decodes). Where an iterable read stops part-way (a
+    video cut off or damaged: a VideoError), the clips whose frames were all read are scored and
+    the others carry that error.
     """
     plans = [sample_pairs(c["start_time"], c["end_time"], c["fps"], cfg) for c in clips]
     wanted = sorted({t for pairs in plans for pair in pairs for t in pair})
@@ -275,9 +278,12 @@ def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), thr
     own = scorer is None
     scorer = scorer or PairScorer(cfg, threads)
     try:
-        when = _submit_as_read(read(wanted), wanted, plans, scorer)  # sample time -> time of the frame shown
+        when, error = _submit_as_read(read(wanted), wanted, plans, scorer)  # sample time -> time of the frame shown
         rows = []
         for clip, pairs in zip(clips, plans):
+            if error is not None and any(b not in when for _, b in pairs):
+                rows.append({"clip_id": clip["clip_id"], "motion_error": f"{type(error).__name__}: {error}"})
+                continue
             # the real gap between the frames shown (variable frame rate); a dropped frame can
             # make both samples show the same frame, which measures nothing
             pairs = [(a, b) for a, b in pairs if when[b] - when[a] > 1e-6]
@@ -297,8 +303,9 @@ def score_clips(clips: list[dict], read, cfg: MotionConfig = MotionConfig(), thr
 
 
 def _submit_as_read(frames, wanted: list[float], plans: list[list[tuple[float, float]]],
-                    scorer: PairScorer) -> dict[float, float]:
-    """Hand each pair to `scorer` once both its frames are read; returns sample time -> time shown."""
+                    scorer: PairScorer) -> tuple[dict[float, float], VideoError | None]:
+    """Hand each pair to `scorer` once both its frames are read; returns sample time -> time shown,
+    and the VideoError that stopped an iterable read part-way (None when every frame was read)."""
     firsts: dict[float, list[float]] = {}  # a pair's second sample time -> the first times paired with it
     for pairs in plans:
         for a, b in pairs:
@@ -306,14 +313,19 @@ def _submit_as_read(frames, wanted: list[float], plans: list[list[tuple[float, f
     items = zip(*frames) if isinstance(frames, tuple) else frames
     got: dict[float, np.ndarray] = {}
     when: dict[float, float] = {}
-    for t, (frame, shown) in zip(wanted, items):
-        got[t], when[t] = frame, shown
-        for a in firsts.get(t, ()):
-            if shown - when[a] > 1e-6:  # the pair shows two different frames
-                scorer.submit(when[a], got[a], shown, frame)
+    try:
+        for t, (frame, shown) in zip(wanted, items):
+            got[t], when[t] = frame, shown
+            for a in firsts.get(t, ()):
+                if shown - when[a] > 1e-6:  # the pair shows two different frames
+                    scorer.submit(when[a], got[a], shown, frame)
+    except VideoError as exc:
+        if not when:
+            raise  # nothing read: the video's one error, as for any other failure
+        return when, exc
     if len(when) < len(wanted):
         raise ValueError(f"the reader gave {len(when)} frames for {len(wanted)} sample times")
-    return when
+    return when, None
 
 
 def _too_short(clip: dict) -> dict:
