@@ -98,11 +98,13 @@ def test_run_filter_writes_history_and_refilters_cleanly(tmp_path):
 
 def test_cli_prints_counts_per_reason_and_user_errors(tmp_path):
     path = write_manifest(table_from_rows(corpus(), COLUMNS), tmp_path / "m.parquet")
-    out = tmp_path / "f.parquet"
+    (tmp_path / "[raw]").mkdir()
+    out = tmp_path / "[raw]" / "f.parquet"  # a path rich would read as markup
     result = CliRunner().invoke(app, ["curate", "filter", "-m", str(path), "-o", str(out),
                                       "--rule", "motion_score >= 0.25", "--rule", "aesthetic_score pct>= 25"])
     assert result.exit_code == 0, result.output
     assert "kept 15 of 20" in result.output and "motion_score < 0.25" in result.output
+    assert f"-> {out}" in result.output  # printed as it is
     bad = CliRunner().invoke(app, ["curate", "filter", "-m", str(path), "--rule", "clip_score >= 0.2"])
     assert bad.exit_code == 2 and "svd curate clip" in bad.output and "Traceback" not in bad.output
 

@@ -96,10 +96,12 @@ def pyarrow_without_pandas() -> None:
 
 def console():
     """stderr, as printed: a line is never wrapped (rich wraps at 80 columns where stderr is not a
-    terminal, which broke paths in logs) and ":name:" stays text (no emoji)."""
+    terminal, which broke paths in logs), ":name:" stays text (no emoji) and "[name]" too (no
+    markup: rich took "[raw]" in an output path for a style and dropped it). A line that styles
+    passes markup=True and escapes what it prints (`rich.markup.escape`)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 @contextmanager
@@ -130,7 +132,7 @@ def print_stage_result(stage: str, result, written, summary, max_error_rate: flo
         console().print(f"{stage}: {result.tasks_done}/{result.tasks_total} tasks done; the manifest is "
                         "written when every rank has finished (rerun any rank to merge)")
         return
-    console().print(summary(written), markup=False)  # captions and paths may hold [brackets]
+    console().print(summary(written))
     from svdcli.curate.outcome import check_outcome, outcome_of
 
     check_outcome(outcome_of(stage, written), max_error_rate)

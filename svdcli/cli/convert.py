@@ -43,6 +43,8 @@ def convert(
     """Convert a checkpoint between formats. An SD 2.1 image checkpoint becomes a video UNet whose
     temporal layers start as the identity (it reproduces the image model frame by frame). With
     --merge-lora, the LoRAs are folded into the UNet weights: W + scale * (alpha / r) B A."""
+    from rich.markup import escape
+
     from svdcli.errors import SvdError
     from svdcli.families.svd import formats
 
@@ -60,7 +62,7 @@ def convert(
         metadata.update(_merge_loras(ckpt, src, pairs, con))
     if ckpt.unexpected:
         con.print(f"[yellow]warning:[/] {len(ckpt.unexpected)} source keys belong to no part and are "
-                  f"not converted (e.g. {ckpt.unexpected[0]}); `svd inspect` lists them")
+                  f"not converted (e.g. {escape(ckpt.unexpected[0])}); `svd inspect` lists them", markup=True)
     notes = list(ckpt.notes)
     with con.status(f"writing {out}"):
         if to is Target.ours:

@@ -42,9 +42,9 @@ def bars():
 
 def show(result: dict, line: str) -> None:
     con = console()
-    con.print(line, markup=False)
+    con.print(line)
     if result.get("written"):
-        con.print(f"wrote {result['written']}", markup=False)
+        con.print(f"wrote {result['written']}")
 
 
 FVD_HELP = ("Fréchet Video Distance between --real and --fake on I3D Kinetics-400 features (Unterthiner et al. "
@@ -89,7 +89,7 @@ def fvd(
     req = FVDRequest(real, fake, proto, path, samples, seed, fake_sampling, batch, workers, device, skip_bad,
                      real_stats, out)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_fvd(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_fvd(req, bar, log=lambda m: console().print(m))
     show({**result, "written": out}, f"FVD {result['value']:.2f} ({proto.name}, {result['real']['measured']} real / "
                                      f"{result['fake']['measured']} fake clips of {proto.frames} frames)")
 
@@ -124,7 +124,7 @@ def convert(
         raise SvdError(f"{out} exists; pass --force to overwrite it")
     info = run(src, out, trusted)
     console().print(f"wrote {out}: {info['network']} ({info['tensors']} tensors), sha256 {info['sha256']}; "
-                    f"source {info['source']} sha256 {info['source_sha256']}", markup=False)
+                    f"source {info['source']} sha256 {info['source_sha256']}")
 
 
 MOTION_HELP = (
@@ -166,7 +166,7 @@ def motion(
     req = MotionRequest(checkpoint, images, tuple(motion_bucket), tuple(fps_id), seed, frames, steps, width, height,
                         lora, lora_scale, lora_label, device, dtype, videos, out)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_motion_eval(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_motion_eval(req, bar, log=lambda m: console().print(m))
     rho = result["spearman_motion_bucket"]
     line = (f"motion: {result['videos']} videos; Spearman rho(motion bucket, motion score) = "
             f"{'n/a' if rho is None else f'{rho:.3f}'}; medians " +
@@ -205,7 +205,7 @@ def fid(
     req = FIDRequest(real, fake, find_weights("inception-fid", inception, weights_dir), samples, frames_per_video,
                      seed, batch, device, skip_bad, out)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_fid(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_fid(req, bar, log=lambda m: console().print(m))
     show({**result, "written": out}, f"FID {result['value']:.2f} ({result['real']['measured']} real / "
                                      f"{result['fake']['measured']} fake frames)")
 
@@ -233,7 +233,7 @@ def clipsim(
 
     req = ClipsimRequest(videos, model, pretrained, prompts, frames_per_video, device, skip_bad, out)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_clipsim(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_clipsim(req, bar, log=lambda m: console().print(m))
     show({**result, "written": out}, f"CLIPSIM {result['value']:.4f} ({result['backbone']}, "
                                      f"{result['videos']['measured']} videos)")
 
@@ -266,7 +266,7 @@ def distribution(
     req = DistributionRequest(fake, manifest, out, fps, None if text == "none" else text, aesthetic, clip_model,
                               clip_pretrained, device, skip_bad)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_distribution(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_distribution(req, bar, log=lambda m: console().print(m))
     parts = [f"{col}: W1 {s['wasserstein1']:.3g}, KS {s['ks']:.2f}" for col, s in result["scores"].items() if "ks" in s]
     if "camera_motion" in result["scores"]:
         parts.append(f"camera_motion: TV {result['scores']['camera_motion']['total_variation']:.2f}")
@@ -321,7 +321,7 @@ def ucf101(
                      split, classes, prompts, template, condition, seed, steps, width, height, batch, device, videos,
                      real_stats, out)
     with (bars() if progress else _no_bar()) as bar:
-        result = run_ucf101(req, bar, log=lambda m: console().print(m, markup=False))
+        result = run_ucf101(req, bar, log=lambda m: console().print(m))
     show({**result, "written": out}, f"zero-shot UCF-101 FVD {result['value']:.2f} ({result['fake']['measured']} "
                                      f"generated / {result['real']['measured']} real clips)")
 

@@ -105,17 +105,19 @@ def _check_run_config(source: Path) -> None:
 
 
 def _report(summary, max_error_rate: float) -> None:
+    from rich.markup import escape
+
     con = console()
     rate = summary.shards_written / summary.seconds if summary.seconds else 0.0
     con.print(f"{summary.shards_written} shards written, {summary.shards_resumed} already done, "
               f"{summary.shards_total} in the pack ({summary.seconds:.1f} s, {rate:.2f} shards/s)")
     for f in summary.failed:
-        con.print(f"[red]shard {f['shard']} failed:[/] {f['error']}")
+        con.print(f"[red]shard {f['shard']} failed:[/] {escape(str(f['error']))}", markup=True)
     if summary.stats is not None:
         s = summary.stats
         reasons = ", ".join(f"{k}: {v}" for k, v in s["skipped_by_reason"].items()) or "none"
         con.print(f"{s['samples']} samples of {s['selected']} selected clips; skipped {s['skipped']} ({reasons}). "
-                  f"Wrote {summary.out}/index.parquet and stats.json", markup=False)
+                  f"Wrote {summary.out}/index.parquet and stats.json")
         if not summary.failed:
             from svdcli.shards.pack import check_pack
 

@@ -89,13 +89,15 @@ def orbits(
     with _bar(progress) as update:
         summary = render_orbits(objects, out, settings, workers=workers, blender=blender, overwrite=overwrite,
                                 progress=update)
+    from rich.markup import escape
+
     con = console()
     rate = summary.views / summary.seconds if summary.seconds else 0.0
     con.print(f"{len(summary.rendered)} objects rendered ({summary.views} views, {rate:.2f} views/s), "
               f"{len(summary.resumed)} already done, {len(summary.failed)} failed "
               f"({summary.seconds:.1f} s). Manifest: {out}/orbits.parquet")
     for f in summary.failed:
-        con.print(f"[red]{f['id']}[/] ({f['mesh']}): {f['error']}")
+        con.print(f"[red]{escape(str(f['id']))}[/] ({escape(str(f['mesh']))}): {escape(str(f['error']))}", markup=True)
     if summary.failed:
         fail(f"{len(summary.failed)} objects failed; fix or remove them and rerun (finished ones are kept)", code=1)
 

@@ -96,11 +96,11 @@ def cuts(
     if summary.complete:
         from svdcli.curate.outcome import check_outcome, outcome_of
 
-        console().print(f"cuts: {line} -> {summary.out}", markup=False)
+        console().print(f"cuts: {line} -> {summary.out}")
         if motion_out is not None:
             from svdcli.curate.stages.motion import summarize
 
-            console().print(summarize(motion_out, 0.25), markup=False)
+            console().print(summarize(motion_out, 0.25))
         check_outcome(outcome_of("cuts", summary.out), max_error_rate)
     else:
         console().print(f"cuts: rank {rank}/{world_size} done ({line}); the manifest is written "
@@ -114,7 +114,7 @@ def print_skipped(skipped: list[tuple[str, str]], verbose: bool) -> None:
     line = InputScan([], skipped).skipped_line()
     if line is None:
         return
-    console().print(line + ("" if verbose else " (--verbose lists them)"), markup=False)
+    console().print(line + ("" if verbose else " (--verbose lists them)"))
     if verbose:
         for path, why in skipped:
-            console().print(f"  {path!r}: {why}" if "\n" in path else f"  {path}: {why}", markup=False)
+            console().print(f"  {path!r}: {why}" if "\n" in path else f"  {path}: {why}")

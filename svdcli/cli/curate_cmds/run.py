@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
                           executor=executor_for(executor or plan.executor, ray_address or plan.ray_address,
                                                 plan.resources))
         summaries = run_recipe(plan, workdir, videos=input, manifest=manifest, skip=skip, opts=opts,
-                               on_step=lambda s: con.print(_line(s), markup=False))
+                               on_step=lambda s: con.print(_line(s)))
         if summaries[-1].action == "partial":
             con.print(f"rank {rank}: its share of {summaries[-1].stage} is done; the rank that finishes "
                       "last merges it and runs the rest (or rerun without --rank)")

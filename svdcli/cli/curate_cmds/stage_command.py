@@ -92,13 +92,13 @@ def command_function(spec, before=None, after=None):
         check_rank(kw["rank"], kw["world_size"])
         settings = {o.name: _value(o, kw[o.name]) for o in setting_opts}
         if before:
-            console().print(before(settings), markup=False)
+            console().print(before(settings))
         result, written = runner_of(spec)(kw["manifest"], kw["out"], workers=kw["workers"], rank=kw["rank"],
                                       world_size=kw["world_size"],
                                       executor=executor_for(kw["executor"], kw["ray_address"]),
                                       progress=stage_bars(kw["progress"]), **settings)
         if after:
-            console().print(after(result), markup=False)
+            console().print(after(result))
         summary = {o.name: kw[o.name] for o in summary_opts}
         print_stage_result(spec.name, result, written, lambda path: summary_line(spec, path, **summary),
                            kw["max_error_rate"])
