@@ -163,8 +163,10 @@ def _train(opts: TrainOptions, cfg: TrainConfig, info, shards, ds_config: dict, 
         logger.event(start, "start", resume=opts.resume, world_size=info.world_size,
                      zero_stage=zero_stage(ds_config), skipped_shards=shards.skipped,
                      **trainable_summary(engine.module))
-        for s in shards.skipped:
-            logger.print(f"[yellow]warning:[/] skipped shard {s['shard']}: {s['reason']}")
+        from rich.markup import escape
+
+        for s in shards.skipped:  # a path or a reason may hold [brackets]
+            logger.print(f"[yellow]warning:[/] skipped shard {escape(str(s['shard']))}: {escape(str(s['reason']))}")
     validator = None
     if cfg.validation.data:
         from svdcli.train.data import check_shards
