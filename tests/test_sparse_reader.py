@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from svdcli.video.h264 import avcc_length_size, is_disposable
-from svdcli.video.sparse import _dead_packets, _scan, read_gray_at
+from svdcli.video.gops import scan
+from svdcli.video.sparse import _dead_packets, read_gray_at
 from svdcli.video.synth import Shot, write_video
 
 FPS = 24.0
@@ -43,7 +44,7 @@ def test_gops_without_a_target_are_not_decoded(video):
 
     with open_container(video) as container:
         stream = container.streams.video[0]
-        pts, splits = _scan(container, stream, avcc_length_size(stream))
+        pts, splits, _ = scan(container, stream, avcc_length_size(stream))
         tb = stream.time_base
     assert len(splits) >= 6  # the encoder's IDRs split the stream
     dead = _dead_packets(pts, splits, tb, far_apart_times())
@@ -100,14 +101,14 @@ def _reader_threads() -> list:
 
 def test_gop_groups_cover_the_targets_in_order_and_never_split_a_gop(video):
     from svdcli.video.probe import open_container
-    from svdcli.video.sparse import _gop_groups
+    from svdcli.video.gops import runs
 
     with open_container(video) as container:
         stream = container.streams.video[0]
-        pts, splits = _scan(container, stream, avcc_length_size(stream))
+        pts, splits, _ = scan(container, stream, avcc_length_size(stream))
         tb = stream.time_base
     times = dense_times()
-    groups = _gop_groups(pts, splits, tb, times, readers=2)
+    groups = runs(pts, splits, tb, times, readers=2)
     assert len(groups) >= 3
     assert groups[0][0] == 0 and groups[-1][1] == len(times)
     assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # contiguous, in order
@@ -126,8 +127,8 @@ def test_gops_read_at_once_give_the_one_pass_frames(video, readers, monkeypatch)
     from svdcli.video.seek import read_frames_at
 
     used = []
-    concurrent = sparse._concurrent_groups
-    monkeypatch.setattr(sparse, "_concurrent_groups", lambda *a: used.append(a[2]) or concurrent(*a))
+    concurrent = sparse.read_runs
+    monkeypatch.setattr(sparse, "read_runs", lambda *a, **k: used.append(a[2]) or concurrent(*a, **k))
     times = dense_times()
     frames, shown = read_gray_at(video, times, (128, 76), threads=readers)
     assert used == [readers]  # the concurrent path, not the one-pass reader
@@ -172,7 +173,7 @@ def test_a_failing_group_ends_the_read_in_order(video, monkeypatch, failure):
 
     def failing(self):
         if failure != "open" and self.targets[0] - self.origin >= bad - 1e-9:
-            raise sparse._Unsure if failure == "unsure" else RuntimeError("broken packet")
+            raise sparse.Unsure if failure == "unsure" else RuntimeError("broken packet")
         return decode_pass(self)
 
     monkeypatch.setattr(sparse._SparseReader, "decode_pass", failing)

@@ -10,12 +10,11 @@ Two kinds of packets are never sent to the decoder:
 - the packets of a GOP that come (in decode order) after the last frame a target may show,
   up to the next IDR frame, and whole GOPs without a target: nothing after an IDR references
   what came before it, and nothing before it is shown after it. IDR positions come from a
-  demux-only scan (~25 ms per minute of 720p, 1-2% of decoding it).
+  demux-only scan (`svdcli.video.gops.scan`).
 For the same reason GOPs need nothing from each other: with `threads` > 1 (0: one per core),
-runs of whole GOPs are read at once, each by its own one-thread decoder (`_concurrent_groups`),
-and their frames are handed over in order. Each reader's decoder sees the file's first frame
-before it seeks, as the one-pass reader's does (FFmpeg keeps what it learns there), and a GOP
-that decodes with errors all the same sends the rest of the read to `read_frames_at`. Where a
+runs of whole GOPs are read at once, each by its own one-thread decoder (`gops.read_runs`),
+and their frames are handed over in order. A GOP that decodes with errors all the same sends
+the rest of the read to `read_frames_at`. Where a
 video has a single GOP (or the targets lie in one), one decoder reads it on `threads` FFmpeg
 threads instead.
 Frames are converted by `svdcli.video.gray.GrayConverter` (one reused swscale context).
@@ -30,30 +29,8 @@ from typing import Iterator
 
 import numpy as np
 
-from svdcli.video.h264 import avcc_length_size, is_disposable, is_idr
-
-EPS = 1e-4  # seconds: a frame is shown at a target when its PTS <= target + EPS
-
-
-def _scan(container, stream, length_size: int) -> tuple[list[int], list[int]]:
-    """PTS of every packet in decode order, and the indices of the IDRs that split the stream cleanly.
-
-    An IDR counts only when every packet before it has an earlier PTS and none after it an
-    earlier one, so skipping up to it can never hide a frame a target would show.
-    """
-    pts, idr = [], []
-    for packet in container.demux(stream):
-        if packet.pts is None or not packet.size:
-            continue
-        pts.append(packet.pts)
-        idr.append(packet.is_keyframe and is_idr(packet, length_size))
-    suffix_min = np.minimum.accumulate(np.array(pts[::-1] or [0], np.int64))[::-1]  # min PTS from k on
-    splits, before = [], None
-    for k, (p, at_idr) in enumerate(zip(pts, idr)):
-        if at_idr and k and before < p and suffix_min[k] >= p:
-            splits.append(k)
-        before = p if before is None else max(before, p)
-    return pts, splits
+from svdcli.video.gops import EPS, Unsure, read_runs, runs, scan
+from svdcli.video.h264 import avcc_length_size, is_disposable
 
 
 def _shown_packets(pts: list[int], tb, targets: list[float]) -> set[int]:
@@ -112,7 +89,7 @@ def iter_gray_at(path, times: list[float], size: tuple[int, int],
                 yield item
                 served, last = served + 1, item[1]
             return
-        except _Unsure:  # every frame handed over so far was vouched for; the rest come from a full read
+        except Unsure:  # every frame handed over so far was vouched for; the rest come from a full read
             pass
         if served < len(times):
             frames, shown = read_frames_at(path, times[served:], size=size, fmt="gray", threads=threads,
@@ -125,7 +102,7 @@ def iter_gray_at(path, times: list[float], size: tuple[int, int],
 
 def _sparse_frames(path, times: list[float], size: tuple[int, int],
                    threads: int = 0) -> Iterator[tuple[np.ndarray, float]]:
-    """(frame, its time) per target; raises _Unsure (before any frame) where this reader cannot
+    """(frame, its time) per target; raises Unsure (before any frame) where this reader cannot
     read the file (not H.264 in MP4), or at the first frame it cannot vouch for."""
     from svdcli.video.probe import use_decoder_threads, open_container
     from svdcli.video.seek import first_frame_time
@@ -134,144 +111,29 @@ def _sparse_frames(path, times: list[float], size: tuple[int, int],
         stream = container.streams.video[0]
         length_size = avcc_length_size(stream)
         if length_size is None:
-            raise _Unsure
+            raise Unsure
         use_decoder_threads(stream, threads)
         origin = first_frame_time(container, stream)
         targets = [origin + t for t in times]
-        pts, splits = _scan(container, stream, length_size)
+        pts, splits, _ = scan(container, stream, length_size)
         dead = _dead_packets(pts, splits, stream.time_base, targets)
         shown = _shown_packets(pts, stream.time_base, targets)
         readers = threads or os.cpu_count() or 1
-        groups = _gop_groups(pts, splits, stream.time_base, targets, readers) if readers > 1 else []
+        groups = runs(pts, splits, stream.time_base, targets, readers) if readers > 1 else []
         if len(groups) < 2:
             reader = _SparseReader(container, stream, length_size, targets, origin, size, dead, shown)
             while reader.i < len(reader.targets):
                 yield from reader.decode_pass()
             return
-    yield from _concurrent_groups(path, groups, min(readers, len(groups)),
-                                  lambda container, stream, lo, hi, start: _SparseReader(
-                                      container, stream, length_size, targets[lo:hi], origin, size, dead, shown,
-                                      start))
+    yield from read_runs(path, groups, min(readers, len(groups)),
+                         lambda container, stream, lo, hi, start: _SparseReader(
+                             container, stream, length_size, targets[lo:hi], origin, size, dead, shown, start),
+                         name="sparse-read")
 
 
 def _damaged(frame) -> bool:
     """FFmpeg concealed decoding errors in this frame."""
     return frame.is_corrupt
-
-
-def _gop_groups(pts: list[int], splits: list[int], tb, targets: list[float],
-                readers: int) -> list[tuple[int, int, int | None]]:
-    """The targets in runs of whole GOPs, as (lo, hi, start): what `readers` decoders can read at
-    the same time, each from its own seek, with nothing to share (no frame of one GOP references
-    another, nor is shown at a target of another). `targets[lo:hi]` are a run's targets and
-    `start` the PTS of the IDR its first GOP starts with (None for the video's first GOP): a
-    seek there lands on that IDR, so the run decodes as a pass through the whole video would.
-    Neighbouring GOPs are joined up to a share of the targets, so no run is too short to be
-    worth its seek."""
-    secs = [pts[k] * float(tb) for k in splits]  # where each clean GOP after the first starts
-    least = max(8, len(targets) // (4 * readers))
-    groups, lo, first, gop = [], 0, None, None
-    for i, t in enumerate(targets):
-        here = bisect.bisect_right(secs, t + EPS)  # the GOP of the frame shown at t (0: before any split)
-        if gop is None or (here != gop and i - lo >= least):
-            if gop is not None:
-                groups.append((lo, i, first))
-            lo, first = i, pts[splits[here - 1]] if here else None
-        gop = here
-    if gop is not None:
-        groups.append((lo, len(targets), first))
-    return groups
-
-
-def _concurrent_groups(path, groups: list[tuple[int, int, int | None]], readers: int,
-                       make_reader) -> Iterator[tuple[np.ndarray, float]]:
-    """The frames of every group of targets, in order and each as soon as it is read, by
-    `readers` threads at once (each with its own container and a one-thread decoder: FFmpeg
-    leaves the GIL while it decodes).
-
-    A reader runs at most 2 groups per thread ahead of the caller. The first error of any
-    reader (`_Unsure` included) stops them all; the caller gets every frame read in order up
-    to where a group was left unfinished, then that error.
-    """
-    import threading
-
-    from svdcli.video.probe import open_container, use_decoder_threads
-    from svdcli.video.seek import first_frame_time
-
-    got: dict[int, list] = {}  # group -> its frames so far
-    ended: dict[int, bool] = {}  # group -> whether all its targets were read, once its reader left it
-    state: dict = {"next": 0, "taken": 0, "error": None}
-    changed = threading.Condition()
-
-    def take() -> int | None:
-        with changed:
-            changed.wait_for(lambda: state["error"] or state["next"] < min(len(groups), state["taken"] + 2 * readers))
-            if state["error"] or state["next"] == len(groups):
-                return None
-            state["next"] += 1
-            got[state["next"] - 1] = []
-            return state["next"] - 1
-
-    def read() -> None:
-        g = None
-        try:
-            with open_container(path) as container:
-                stream = container.streams.video[0]
-                use_decoder_threads(stream, 1)
-                # the decoder sees the first frame before any seek, as the one-pass reader's does:
-                # what it learns there stays (FFmpeg reads the x264 version from the first
-                # packet's SEI, and old x264's 4:4:4 pictures decode wrongly without it)
-                first_frame_time(container, stream)
-                while (g := take()) is not None:
-                    reader = make_reader(container, stream, *groups[g])
-                    while reader.i < len(reader.targets) and not state["error"]:
-                        for item in reader.decode_pass():
-                            with changed:
-                                got[g].append(item)
-                                changed.notify_all()
-                    with changed:
-                        ended[g] = reader.i == len(reader.targets)
-                        changed.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller, in order
-            with changed:
-                if g is not None:
-                    ended[g] = False
-                state["error"] = state["error"] or exc
-                changed.notify_all()
-
-    threads = [threading.Thread(target=read, name=f"sparse-read_{k}", daemon=True) for k in range(readers)]
-    for thread in threads:
-        thread.start()
-    try:
-        for g in range(len(groups)):
-            with changed:
-                state["taken"] = g  # the groups before it are handed over: readers may take more
-                changed.notify_all()
-            served = 0
-            while True:
-                with changed:
-                    changed.wait_for(lambda: len(got.get(g, ())) > served or g in ended
-                                     or (state["error"] and g not in got))
-                    frames = got.get(g, [])[served:]
-                    over, whole = g in ended or g not in got, ended.get(g, False)
-                yield from frames
-                served += len(frames)
-                if over:
-                    break
-            got.pop(g, None)
-            if not whole:
-                raise state["error"]
-    finally:
-        with changed:
-            state["error"] = state["error"] or GeneratorExit()
-            changed.notify_all()
-        for thread in threads:
-            thread.join()
-
-
-class _Unsure(Exception):
-    """A skipped frame might have been the one a target shows, or a GOP read on its own decoded
-    with errors (a decoder state it needed came before its seek)."""
 
 
 class _SparseReader:
@@ -304,7 +166,7 @@ class _SparseReader:
                 continue
             for frame in packet.decode():
                 if self.on_its_own and _damaged(frame):
-                    raise _Unsure
+                    raise Unsure
                 yield from self._emit_before(float(frame.pts * self.tb), prev or frame)
                 prev = frame
             if self.i == len(self.targets):
@@ -314,7 +176,7 @@ class _SparseReader:
             if self.targets[self.i] - float(prev.pts * self.tb) > SEEK_GAP:
                 return  # far target: seek instead of decoding through
         if prev is None:
-            raise _Unsure  # nothing decoded: let read_frames_at report the problem
+            raise Unsure  # nothing decoded: let read_frames_at report the problem
         yield from self._emit_before(float("inf"), prev)  # end of stream: the rest show the last frame
 
     def _skip(self, packet) -> bool:
@@ -333,6 +195,6 @@ class _SparseReader:
             shown_t = float(shown.pts * self.tb)
             k = bisect.bisect_right(self.skipped, shown_t + EPS)
             if k < len(self.skipped) and self.skipped[k] <= self.targets[self.i] + EPS:
-                raise _Unsure
+                raise Unsure
             self.i += 1
             yield self.convert(shown), shown_t - self.origin
