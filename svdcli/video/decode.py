@@ -21,6 +21,9 @@ from svdcli.video.probe import VideoError, use_decoder_threads, frame_rotation, 
 ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
 OVERSAMPLE = 2  # bilinear to this many times the analysis size, then area-average down
 READ_AHEAD = 16  # decoded frames the decoder may run ahead of the analysis (read_ahead)
+RUN_FRAMES = 250  # runs of GOPs read by one reader are at least this long (fewer seeks)
+MAX_GOP_FRAMES = 1000  # GOPs longer than this are decoded in one pass (readers hold whole runs)
+MAX_RUN_READERS = 8  # each reader holds up to 2 runs read ahead: 8 x 2 x ~250 frames x ~44 KB at most
 EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
 GAP_SECONDS = 1.0  # a step between frame times longer than this (and 3 frames) is a hole in the video
 
@@ -28,6 +31,14 @@ GAP_SECONDS = 1.0  # a step between frame times longer than this (and 3 frames) 
 class FrameConsumer(Protocol):
     def feed(self, t: float, frame: np.ndarray) -> None:
         """Receive one decoded frame at `t` seconds from the first frame."""
+
+
+class FrameHook(Protocol):
+    def feed(self, t: float, frame) -> None:
+        """Receive one decoded frame at `t`: the PyAV frame, or what a `prepare` converter made of it."""
+
+    def prepare(self, width: int, height: int) -> Callable:
+        """A converter (PyAV frame -> what `feed` takes) for a reader thread; each call a new one."""
 
 
 @dataclass(frozen=True)
@@ -128,16 +139,24 @@ def yuv_analysis(frame, size: tuple[int, int]) -> np.ndarray:
 
 def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
                 convert: Callable | None = None, size: tuple[int, int] | None = None,
-                threads: int = 0, frame_hooks: Iterable[Callable] = (),
+                threads: int = 0, frame_hooks: Iterable[FrameHook | Callable] = (),
                 on_open: Callable[[float], None] | None = None) -> DecodeResult:
     """Decode every frame of the first video stream once, feeding each consumer in turn.
 
     `convert(frame, size)` makes the analysis array (default: `yuv_analysis` at
-    `yuv_analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is called as
-    `hook(t, frame)` with the decoded PyAV frame, for work that needs more than the analysis
-    array (motion scoring in the same pass keeps gray frames); `on_open(fps)` learns the nominal
-    frame rate before the first frame. Raises VideoError for files that cannot be opened, hold
-    no decodable frames, or fail part-way (with the time reached).
+    `yuv_analysis_size`); `threads` = 0 lets FFmpeg choose. Each of `frame_hooks` is fed
+    `(t, frame)` for work that needs more than the analysis array (motion scoring in the same
+    pass keeps gray frames): a `FrameHook` gets its own converter's output, a plain callable
+    the decoded PyAV frame. `on_open(fps)` learns the nominal frame rate before the first
+    frame. Raises VideoError for files that cannot be opened, hold no decodable frames, or fail
+    part-way (with the time reached).
+
+    With several threads (`threads` > 1, or 0 on a machine with several cores), H.264 in MP4
+    whose IDR frames split it cleanly is read as runs of whole GOPs by one-thread decoders at
+    once (`svdcli.video.gops`), each converting its frames as it decodes them; the frames reach
+    the consumers in order, the same arrays a single decoder gives (`_runs_plan` says when).
+    Should a run not decode cleanly, the pass goes on with a single decoder from the start of
+    the file, past the frames already handed over.
 
     Skipping H.264's deblocking filter would save ~15% but makes reference frames drift until
     the next keyframe, which showed up as a false cut on a real clip: every frame is decoded
@@ -146,6 +165,7 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
     import av
 
     consumers, hooks = list(consumers), list(frame_hooks)
+    feeds = [getattr(hook, "feed", hook) for hook in hooks]
     convert = convert or yuv_analysis
     with open_container(path) as container:
         stream = container.streams.video[0]
@@ -158,24 +178,26 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         first = last = None
         n, rotation = 0, stream_rotation(stream)
         check = TimestampCheck(fps)
-        # each frame is converted on the read-ahead thread as it comes out of the decoder: some of
-        # its pixels are still in the cache (720p: ~200 us a frame, ~230 us when converted later)
-        converted = ((frame, convert(frame, size)) for frame in _decoded(container, stream, threads))
+        plan = _runs_plan(path, stream, threads, hooks)
+        if plan is None:
+            items = _one_decoder(container, stream, threads, convert, size, len(hooks))
+        else:
+            items = _by_runs(path, plan, container, stream, threads, convert, size, hooks)
         try:
-            for frame, array in read_ahead(converted, READ_AHEAD):
-                if frame.pts is None:  # rare (broken muxing): place it one nominal frame on
+            for pts, array, source, inputs in items:
+                if pts is None:  # rare (broken muxing): place it one nominal frame on
                     if last is None:
                         continue  # nothing to place it after yet
                     t = last + 1.0 / fps
                 else:
                     if first is None:
-                        first = float(frame.pts * tb)
-                        rotation = rotation or frame_rotation(frame)
-                    t = float(frame.pts * tb) - first
+                        first = float(pts * tb)
+                        rotation = rotation or frame_rotation(source)
+                    t = float(pts * tb) - first
                 if not check.see(n + check.dropped, last, t):
                     continue  # duplicate or out-of-order PTS: keep times strictly increasing
-                for hook in hooks:
-                    hook(t, frame)
+                for feed, x in zip(feeds, inputs):
+                    feed(t, x)
                 for consumer in consumers:
                     consumer.feed(t, array)
                 last, n = t, n + 1
@@ -187,6 +209,107 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
         header = _header_duration(container, stream)
         return DecodeResult(n, float(first or 0.0), float(last), fps, int(ctx.width), int(ctx.height),
                             rotation, header, check)
+
+
+def _one_decoder(container, stream, threads: int, convert: Callable, size: tuple[int, int], hooks: int,
+                 skip: int = 0) -> Iterator[tuple]:
+    """(PTS, analysis array, frame, hook inputs) of every frame after the first `skip`, from one
+    decoder on FFmpeg's threads; each frame is converted on the read-ahead thread as it comes
+    out of the decoder: some of its pixels are still in the cache (720p: ~200 us a frame, ~230
+    us when converted later)."""
+    frames = _decoded(container, stream, threads)
+    for _ in range(skip):
+        next(frames, None)
+    converted = ((frame.pts, convert(frame, size), frame, (frame,) * hooks) for frame in frames)
+    return read_ahead(converted, READ_AHEAD)
+
+
+@dataclass(frozen=True)
+class _RunsPlan:
+    targets: list[int]  # PTS of every frame, in presentation order
+    runs: list[tuple[int, int, int | None]]  # (lo, hi, PTS of the IDR a run's reader seeks to)
+    readers: int
+
+
+def _runs_plan(path, stream, threads: int, hooks: list) -> _RunsPlan | None:
+    """How to read the video as runs of GOPs, or None for one decoder: it takes H.264 in MP4, 2+
+    readers, hooks that can convert on a reader's thread, every packet with its own PTS, and
+    IDRs that split the stream cleanly into runs of at least RUN_FRAMES frames, with no GOP
+    over MAX_GOP_FRAMES (a reader holds its runs' frames until the consumers get there)."""
+    from svdcli.video.gops import runs, scan
+    from svdcli.video.h264 import avcc_length_size
+
+    readers = min(threads or os.cpu_count() or 1, MAX_RUN_READERS)
+    length_size = avcc_length_size(stream)
+    if readers < 2 or length_size is None or not all(hasattr(hook, "prepare") for hook in hooks):
+        return None
+    try:
+        with open_container(path) as container:
+            pts, splits, unplaced = scan(container, container.streams.video[0], length_size)
+    except Exception:  # noqa: BLE001 - a file the demuxer stumbles on is decoded in one pass, as ever
+        return None
+    bounds = [0, *splits, len(pts)]
+    if unplaced or not splits or len(set(pts)) < len(pts) or max(np.diff(bounds)) > MAX_GOP_FRAMES:
+        return None
+    targets = sorted(pts)
+    tb = float(stream.time_base)
+    groups = runs(pts, splits, stream.time_base, [p * tb for p in targets], readers, least=RUN_FRAMES)
+    return _RunsPlan(targets, groups, min(readers, len(groups))) if len(groups) > 1 else None
+
+
+def _by_runs(path, plan: _RunsPlan, container, stream, threads: int, convert: Callable, size: tuple[int, int],
+             hooks: list) -> Iterator[tuple]:
+    """`_one_decoder`'s items, read as the plan's runs of GOPs; where a run cannot be vouched for
+    (a damaged or unexpected frame) or fails, one decoder takes over from the start of the file,
+    past the frames already handed over."""
+    from svdcli.video.gops import read_runs
+
+    served = 0
+    width, height = stream.codec_context.width, stream.codec_context.height
+
+    def make_reader(container, stream, lo: int, hi: int, start: int | None) -> _RunReader:
+        return _RunReader(container, stream, plan.targets[lo:hi], start, convert, size,
+                          [hook.prepare(width, height) for hook in hooks], (width, height))
+
+    try:
+        for item in read_runs(path, plan.runs, plan.readers, make_reader, name="decode-run", chunk=8):
+            yield item
+            served += 1
+        return
+    except Exception:  # noqa: BLE001 - the one-decoder pass below reports what is really wrong
+        pass
+    yield from _one_decoder(container, stream, threads, convert, size, len(hooks), skip=served)
+
+
+class _RunReader:
+    """Every frame of one run of GOPs from its own seek, as `_one_decoder`'s items; the first
+    frame of the video also carries its picture (its rotation is read there)."""
+
+    def __init__(self, container, stream, targets: list[int], start: int | None, convert: Callable,
+                 size: tuple[int, int], prepared: list[Callable], frame_size: tuple[int, int]):
+        self.container, self.stream, self.targets, self.start = container, stream, targets, start
+        self.convert, self.size, self.prepared, self.frame_size = convert, size, prepared, frame_size
+        self.i = 0  # next frame
+
+    def decode_pass(self) -> Iterator[tuple]:
+        from svdcli.video.gops import Unsure
+
+        if self.i:
+            raise Unsure  # a run decodes whole in one pass, or not here
+        at = self.start if self.start is not None else (self.stream.start_time or 0)
+        self.container.seek(at, stream=self.stream, backward=True, any_frame=False)
+        for packet in self.container.demux(self.stream):
+            for frame in packet.decode():
+                if frame.pts != self.targets[self.i] or frame.is_corrupt \
+                        or (frame.width, frame.height) != self.frame_size:
+                    raise Unsure  # not the frame one decoder would give here
+                first = self.start is None and self.i == 0
+                yield (frame.pts, self.convert(frame, self.size), frame if first else None,
+                       tuple(make(frame) for make in self.prepared))
+                self.i += 1
+                if self.i == len(self.targets):
+                    return
+        raise Unsure  # the stream ended before the run did
 
 
 def _decoded(container, stream, threads: int) -> Iterator:

@@ -12,7 +12,10 @@ every frame. With one (`FrameSelector`: which frames will likely be wanted, deci
 after they are decoded), it holds each decoded frame until the selector can tell, up to
 `hold_bytes` of decoded pictures, and converts only those it wants: the others cost nothing,
 and a time whose frame was not kept is the caller's to read from the file (`kept_at` says
-which). Every frame's time is recorded either way, so the frame shown at any time is known.
+which). Where the pass reads runs of GOPs on several threads, each reader converts every frame
+with a converter of `prepare` (pictures decoded ahead cannot wait: ~1.4 MB each at 720p) and
+the store holds the gray frames instead. Every frame's time is recorded either way, so the
+frame shown at any time is known.
 Frames go to a spooled temporary file: in memory up to `max_memory` bytes, on disk beyond (a
 minute of 30 fps video at 256x144 is 66 MB; the file lives in $TMPDIR), gone when the store is
 closed. Past `max_bytes` (2 GB, about 30 minutes of such video) the store gives up, frees its
@@ -71,7 +74,8 @@ class GrayFrameStore:
         self.file = tempfile.SpooledTemporaryFile(max_size=max_memory)
         self.max_bytes = max_bytes
         self.overflowed = False  # True once more than max_bytes were kept: nothing is kept
-        self.convert: GrayConverter | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) of the frames kept, from the first one
+        self.convert: GrayConverter | None = None  # for pictures fed as decoded
         self.times: list[float] = []  # seconds from the first frame, increasing: every frame fed
         self.slots: list[int] = []  # where each frame is in the file; -1: not kept (yet)
         self.kept = 0
@@ -79,13 +83,20 @@ class GrayFrameStore:
         self.pending: deque = deque()  # (index, decoded frame, bytes) waiting for the selector
         self.held = 0  # bytes of decoded pictures in `pending`
 
+    def prepare(self, width: int, height: int) -> GrayConverter:
+        """A converter for another thread (a GOP reader of `decode_once`): `feed` then takes its
+        gray frames, the same pixels as the store would make, and holds them instead of pictures."""
+        return GrayConverter(self.size_for(width, height))
+
     def feed(self, t: float, frame) -> None:
-        """Take `frame`, shown at `t` s from the first frame (`decode_once` computes `t` with the
-        readers' arithmetic, so pair gaps, and thus scores, are bit-identical to theirs)."""
+        """Take `frame`, shown at `t` s from the first frame: a decoded picture, or its gray frame
+        from a converter of `prepare` (`decode_once` computes `t` with the readers' arithmetic,
+        so pair gaps, and thus scores, are bit-identical to theirs)."""
         if self.overflowed:
             return
-        if self.convert is None:
-            self.convert = GrayConverter(self.size_for(frame.width, frame.height))
+        if self.size is None:
+            gray = isinstance(frame, np.ndarray)
+            self.size = (frame.shape[1], frame.shape[0]) if gray else self.size_for(frame.width, frame.height)
         if self.times and t <= self.times[-1]:
             raise ValueError(f"frame times must increase: {t} after {self.times[-1]}")
         self.times.append(t)
@@ -93,7 +104,7 @@ class GrayFrameStore:
         if self.select is None:
             self._keep(len(self.times) - 1, frame)
             return
-        size = sum(plane.buffer_size for plane in frame.planes)
+        size = frame.nbytes if isinstance(frame, np.ndarray) else sum(plane.buffer_size for plane in frame.planes)
         self.pending.append((len(self.times) - 1, frame, size))
         self.held += size
         self._settle()
@@ -119,7 +130,7 @@ class GrayFrameStore:
                 self._keep(k, frame)
 
     def _keep(self, k: int, frame) -> None:
-        w, h = self.convert.size
+        w, h = self.size
         if (self.kept + 1) * w * h > self.max_bytes:
             self.overflowed = True
             self.file.close()  # frees the memory or deletes the file now
@@ -127,7 +138,11 @@ class GrayFrameStore:
             self.slots.clear()
             self.pending.clear()
             return
-        gray = self.convert(frame)
+        if isinstance(frame, np.ndarray):
+            gray = frame
+        else:
+            self.convert = self.convert or GrayConverter(self.size)
+            gray = self.convert(frame)
         self.file.write(gray.tobytes())
         self.slots[k] = self.kept
         self.kept += 1
@@ -145,15 +160,15 @@ class GrayFrameStore:
         for t, frame, at in zip(times, frames, shown):
             if frame is None:
                 raise ValueError(f"the frame shown at {t:.4f} s (at {at:.4f} s) was not kept")
-        w, h = self.convert.size
+        w, h = self.size
         return (np.stack(frames) if frames else np.empty((0, h, w), np.uint8)), shown
 
     def kept_at(self, times: list[float]) -> tuple[list[np.ndarray | None], list[float]]:
         """The frame shown at each of `times`, None where it was not kept, and the time of each."""
-        if self.convert is None or self.overflowed:
-            raise ValueError("no frames stored" if self.convert is None else
+        if self.size is None or self.overflowed:
+            raise ValueError("no frames stored" if self.size is None else
                              f"the store gave up past {self.max_bytes} bytes; read the video instead")
-        w, h = self.convert.size
+        w, h = self.size
         out: list[np.ndarray | None] = []
         shown = []
         for t in times:

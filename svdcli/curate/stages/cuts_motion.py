@@ -23,7 +23,10 @@ rest scored from the frames kept; should a frame a pair needs not have been kept
 after a hard cut that a later fade moved, a gap in the frame times), it is read from the file
 (the sparse reader's frames: the same frames, the same scores, at the cost of that read).
 Where clip starts cannot be followed at all (no native level, TransNetV2 boundaries, splits
-by --max-length), every frame is kept.
+by --max-length), every frame is kept. Where the pass reads runs of GOPs on several threads
+(`decode_once`: H.264 in MP4 with more than one core to a worker), the readers convert every
+frame as they decode it (pictures decoded ahead cannot wait) and the store holds gray frames,
+not pictures; what is kept and scored is the same.
 
 The price is memory: up to 256 MB of decoded frames held per worker (~2.8 s of video: 70
 frames of 720p25 take ~100 MB, 80 of 1080p30 ~250 MB; of 4K fewer are held and the rest
@@ -220,7 +223,7 @@ class CutsMotionStage(CutsStage):
                 if self._guessable(cascade):
                     store.select = LikelyPairs(cascade, self.motion, fps, self.cfg.trim, scorer)
 
-            rows = super().process(payload, frame_hooks=[store.feed], cascade=cascade, on_open=on_open)
+            rows = super().process(payload, frame_hooks=[store], cascade=cascade, on_open=on_open)
             clips = [r for r in rows if r["status"] == "ok"]  # as `svd curate motion` scores them
             if store.select is not None:
                 store.select.last(clips)
@@ -245,11 +248,11 @@ class CutsMotionStage(CutsStage):
         from svdcli.video.sparse import read_gray_at
 
         if store.overflowed:  # a long video: read its pairs from the file, as `svd curate motion` does
-            return read_gray_at(payload, times, store.convert.size, threads=self.threads)
+            return read_gray_at(payload, times, store.size, threads=self.threads)
         frames, shown = store.kept_at(times)
         missing = [i for i, frame in enumerate(frames) if frame is None]
         if missing:
-            extra, extra_shown = read_gray_at(payload, [times[i] for i in missing], store.convert.size,
+            extra, extra_shown = read_gray_at(payload, [times[i] for i in missing], store.size,
                                               threads=self.threads)
             for i, frame, at in zip(missing, extra, extra_shown):
                 frames[i], shown[i] = frame, at
