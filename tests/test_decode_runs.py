@@ -76,12 +76,19 @@ def run_threads() -> list:
     return [t for t in threading.enumerate() if t.name.startswith("decode-run")]
 
 
-@pytest.mark.parametrize("readers", [2, 3])
-def test_runs_of_gops_give_one_decoders_frames(video, short_runs, read_runs_calls, readers):
+@pytest.mark.parametrize("readers, pictures", [(2, 128 << 20), (3, 128 << 20), (2, 200_000), (2, 0)])
+def test_runs_of_gops_give_one_decoders_frames(video, short_runs, read_runs_calls, monkeypatch, readers, pictures):
+    """The hooks get pictures while they fit the budget (`pictures` bytes not yet taken), their
+    converters' frames beyond it (a 160x96 picture holds ~23 KB): the same gray frames either way."""
+    monkeypatch.setattr(decode, "HOOK_PICTURE_BYTES", pictures)
+    budgets = []
+    monkeypatch.setattr(decode, "_PictureBudget", lambda limit, make=decode._PictureBudget: budgets.append(make(limit))
+                        or budgets[-1])
     single = one_pass(video, threads=1)
     assert not read_runs_calls  # one thread: one decoder
     runs = one_pass(video, threads=readers)
     assert read_runs_calls == [(4, readers)]
+    assert budgets[0].used == 0  # every picture handed over was taken off the budget again
     assert runs[0].frames == 96 and len(runs[1].times) == 96
     assert_same(single, runs)
     assert not run_threads()

@@ -24,6 +24,7 @@ READ_AHEAD = 16  # decoded frames the decoder may run ahead of the analysis (rea
 RUN_FRAMES = 250  # runs of GOPs read by one reader are at least this long (fewer seeks)
 MAX_GOP_FRAMES = 1000  # GOPs longer than this are decoded in one pass (readers hold whole runs)
 MAX_RUN_READERS = 8  # each reader holds up to 2 runs read ahead: 8 x 2 x ~250 frames x ~44 KB at most
+HOOK_PICTURE_BYTES = 128 << 20  # decoded pictures read ahead for frame hooks; beyond, hooks get converted frames
 EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
 GAP_SECONDS = 1.0  # a step between frame times longer than this (and 3 frames) is a hole in the video
 
@@ -153,7 +154,8 @@ def decode_once(path: str | os.PathLike, consumers: Iterable[FrameConsumer], *,
 
     With several threads (`threads` > 1, or 0 on a machine with several cores), H.264 in MP4
     whose IDR frames split it cleanly is read as runs of whole GOPs by one-thread decoders at
-    once (`svdcli.video.gops`), each converting its frames as it decodes them; the frames reach
+    once (`svdcli.video.gops`), each converting its frames as it decodes them (for a hook, its
+    converter's output once the pictures read ahead reach HOOK_PICTURE_BYTES); the frames reach
     the consumers in order, the same arrays a single decoder gives (`_runs_plan` says when).
     Should a run not decode cleanly, the pass goes on with a single decoder from the start of
     the file, past the frames already handed over.
@@ -266,14 +268,17 @@ def _by_runs(path, plan: _RunsPlan, container, stream, threads: int, convert: Ca
 
     served = 0
     width, height = stream.codec_context.width, stream.codec_context.height
+    budget = _PictureBudget(HOOK_PICTURE_BYTES)
 
     def make_reader(container, stream, lo: int, hi: int, start: int | None) -> _RunReader:
         return _RunReader(container, stream, plan.targets[lo:hi], start, convert, size,
-                          [hook.prepare(width, height) for hook in hooks], (width, height))
+                          [hook.prepare(width, height) for hook in hooks], (width, height), budget)
 
     try:
-        for item in read_runs(path, plan.runs, plan.readers, make_reader, name="decode-run", chunk=8):
-            yield item
+        for pts, array, source, inputs, held in read_runs(path, plan.runs, plan.readers, make_reader,
+                                                          name="decode-run", chunk=8):
+            yield pts, array, source, inputs
+            budget.release(held)
             served += 1
         return
     except Exception:  # noqa: BLE001 - the one-decoder pass below reports what is really wrong
@@ -281,14 +286,41 @@ def _by_runs(path, plan: _RunsPlan, container, stream, threads: int, convert: Ca
     yield from _one_decoder(container, stream, threads, convert, size, len(hooks), skip=served)
 
 
+class _PictureBudget:
+    """Bytes of decoded pictures the runs' readers handed over for the frame hooks and the
+    consumer has not taken yet: a reader gives a hook the picture while they fit, else what the
+    hook's converter makes of it (a conversion the hook might not have needed: the motion store
+    converts only the frames it keeps)."""
+
+    def __init__(self, limit: int):
+        import threading
+
+        self.limit, self.used, self.lock = limit, 0, threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        with self.lock:
+            if self.used + nbytes > self.limit:
+                return False
+            self.used += nbytes
+            return True
+
+    def release(self, nbytes: int) -> None:
+        if nbytes:
+            with self.lock:
+                self.used -= nbytes
+
+
 class _RunReader:
-    """Every frame of one run of GOPs from its own seek, as `_one_decoder`'s items; the first
-    frame of the video also carries its picture (its rotation is read there)."""
+    """Every frame of one run of GOPs from its own seek, as `_one_decoder`'s items plus the bytes
+    of picture they hold against the budget; the first frame of the video also carries its
+    picture (its rotation is read there)."""
 
     def __init__(self, container, stream, targets: list[int], start: int | None, convert: Callable,
-                 size: tuple[int, int], prepared: list[Callable], frame_size: tuple[int, int]):
+                 size: tuple[int, int], prepared: list[Callable], frame_size: tuple[int, int],
+                 budget: _PictureBudget):
         self.container, self.stream, self.targets, self.start = container, stream, targets, start
         self.convert, self.size, self.prepared, self.frame_size = convert, size, prepared, frame_size
+        self.budget, self.picture_bytes = budget, 0
         self.i = 0  # next frame
 
     def decode_pass(self) -> Iterator[tuple]:
@@ -304,12 +336,20 @@ class _RunReader:
                         or (frame.width, frame.height) != self.frame_size:
                     raise Unsure  # not the frame one decoder would give here
                 first = self.start is None and self.i == 0
-                yield (frame.pts, self.convert(frame, self.size), frame if first else None,
-                       tuple(make(frame) for make in self.prepared))
+                yield (frame.pts, self.convert(frame, self.size), frame if first else None, *self._for_hooks(frame))
                 self.i += 1
                 if self.i == len(self.targets):
                     return
         raise Unsure  # the stream ended before the run did
+
+    def _for_hooks(self, frame) -> tuple[tuple, int]:
+        """(what each hook gets, bytes of picture held against the budget)."""
+        if not self.prepared:
+            return (), 0
+        self.picture_bytes = self.picture_bytes or sum(plane.buffer_size for plane in frame.planes)
+        if self.budget.take(self.picture_bytes):
+            return (frame,) * len(self.prepared), self.picture_bytes
+        return tuple(make(frame) for make in self.prepared), 0
 
 
 def _decoded(container, stream, threads: int) -> Iterator:

@@ -12,10 +12,10 @@ every frame. With one (`FrameSelector`: which frames will likely be wanted, deci
 after they are decoded), it holds each decoded frame until the selector can tell, up to
 `hold_bytes` of decoded pictures, and converts only those it wants: the others cost nothing,
 and a time whose frame was not kept is the caller's to read from the file (`kept_at` says
-which). Where the pass reads runs of GOPs on several threads, each reader converts every frame
-with a converter of `prepare` (pictures decoded ahead cannot wait: ~1.4 MB each at 720p) and
-the store holds the gray frames instead. Every frame's time is recorded either way, so the
-frame shown at any time is known.
+which). Where the pass reads runs of GOPs on several threads, a reader that has decoded too far
+ahead to hand over its pictures (~1.4 MB each at 720p) converts them with a converter of
+`prepare`, and the store takes those gray frames instead. Every frame's time is recorded
+either way, so the frame shown at any time is known.
 Frames go to a spooled temporary file: in memory up to `max_memory` bytes, on disk beyond (a
 minute of 30 fps video at 256x144 is 66 MB; the file lives in $TMPDIR), gone when the store is
 closed. Past `max_bytes` (2 GB, about 30 minutes of such video) the store gives up, frees its

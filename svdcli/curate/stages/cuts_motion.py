@@ -24,9 +24,9 @@ after a hard cut that a later fade moved, a gap in the frame times), it is read 
 (the sparse reader's frames: the same frames, the same scores, at the cost of that read).
 Where clip starts cannot be followed at all (no native level, TransNetV2 boundaries, splits
 by --max-length), every frame is kept. Where the pass reads runs of GOPs on several threads
-(`decode_once`: H.264 in MP4 with more than one core to a worker), the readers convert every
-frame as they decode it (pictures decoded ahead cannot wait) and the store holds gray frames,
-not pictures; what is kept and scored is the same.
+(`decode_once`: H.264 in MP4 with more than one core to a worker), the store gets the readers'
+pictures up to 128 MB not yet taken and, beyond, the gray frames the readers converted (a run
+read ahead can hold its pictures only so long); what is kept and scored is the same.
 
 The price is memory: up to 256 MB of decoded frames held per worker (~2.8 s of video: 70
 frames of 720p25 take ~100 MB, 80 of 1080p30 ~250 MB; of 4K fewer are held and the rest
