@@ -87,3 +87,38 @@ def test_static_threshold_and_clip_confidence(texture):
     assert conf == pytest.approx(0.75 * classify(pan)[1], rel=0.05)  # 3 of 4 pairs agree
     with pytest.raises(ValueError):
         clip_camera_motion([])
+
+
+def two_motions(seed: int) -> np.ndarray:
+    """A flow field (H, W, 2): a random global affine motion, a second motion over a random
+    share of the frame and noise, the kind of field the robust fit needs several rounds for."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    x, y = xs - (W - 1) / 2, ys - (H - 1) / 2
+    tx, ty = rng.normal(0, 2, 2)
+    a, b, c, d = rng.normal(0, 0.01, 4)
+    f = np.stack([tx + a * x + b * y, ty + c * x + d * y], axis=-1)
+    f[xs < W * rng.uniform(0.2, 0.45)] += rng.normal(0, 3, 2)
+    return (f + rng.normal(0, 0.3, f.shape)).astype(np.float32)
+
+
+def test_the_fit_stops_once_it_repeats_itself_with_the_parameters_of_every_round(texture, monkeypatch):
+    """The robust fit ends when a round keeps the points the last fit was made on (every further
+    round would repeat that fit): the parameters of all FIT_ROUNDS rounds, to the last bit, on
+    camera moves seen by Farneback and on fields with two motions that take several rounds."""
+    import svdcli.curate.scorers.camera_motion as cm
+
+    a = view(texture, 400, 300)
+    cases = [(flow(a, view(texture, 400 + dx, 300 + dy, scale, roll)), a) for (dx, dy), scale, roll in MOVES.values()]
+    cases += [(two_motions(seed), a) for seed in range(8)]
+    fits, real = [], np.linalg.lstsq
+    monkeypatch.setattr(np.linalg, "lstsq", lambda *args, **kw: fits.append(1) or real(*args, **kw))
+    rounds = []
+    for f, gray in cases:
+        fits.clear()
+        got = cm.flow_parameters(f, gray)
+        rounds.append(len(fits))
+        with monkeypatch.context() as m:
+            m.setattr(np, "array_equal", lambda x, y: False)  # never stop early: the fit as defined
+            assert got == cm.flow_parameters(f, gray)
+    assert min(rounds) == 1 and 1 < max(rounds)  # fits that repeat at once, and fits that settle later

@@ -8,8 +8,10 @@ the global affine motion of a camera looking at a distant scene:
 whose parts are the translation (t_x, t_y), the divergence a + d (zoom: content expands when the
 camera zooms in), the curl c - b (roll about the optical axis) and the shear (a - d, b + c).
 The fit is robust: only textured points count (flat areas and letterbox bars carry no flow),
-it starts from the median translation and is refitted on the points that follow it, so a
-subject moving in front of the background does not drag the camera's motion along. `inliers`
+it starts from the median translation and is refitted on the points that follow it (up to
+FIT_ROUNDS times; a round that keeps the points of the last fit ends it, as every further
+round would repeat that fit), so a subject moving in front of the background does not drag the
+camera's motion along. `inliers`
 is the share of textured points within 1 px (+25% of the local motion) of the fit.
 
 Each part is expressed as a displacement in px at the mean radius r of the frame's points, so
@@ -76,13 +78,16 @@ def flow_parameters(flow: np.ndarray, gray: np.ndarray | None = None) -> dict[st
             | {"inliers": 0.0}
     coef = np.zeros((3, 2))
     coef[0] = np.median(uv[textured], axis=0)  # start: the median translation
-    inlier = textured
+    inlier, fitted_on = textured, None
     for _ in range(FIT_ROUNDS):
         err = np.sqrt(((uv - design @ coef) ** 2).sum(1))
         inlier = textured & (err < max(0.5, 2.5 * float(np.median(err[inlier]))))
         if inlier.sum() < MIN_POINTS:
             break
+        if fitted_on is not None and np.array_equal(inlier, fitted_on):
+            break  # the fit on these points is `coef` already: every further round would repeat it
         coef, *_ = np.linalg.lstsq(design[inlier], uv[inlier], rcond=None)  # (3, 2): rows 1, x, y
+        fitted_on = inlier
     (tx, ty), (a, c), (b, d) = coef
     fit = design @ coef
     err = np.sqrt(((uv - fit) ** 2).sum(1))[textured]
