@@ -194,3 +194,30 @@ def test_cli_runs_with_local_files(tiny, manifest, tmp_path):
 def flat(text: str) -> str:
     """CLI output with the console's line wrapping undone."""
     return " ".join(text.split())
+
+
+def test_the_side_file_is_the_same_whatever_order_the_tasks_finished_in(tmp_path):
+    """Per-task files merge into rows by clip and time (workers finish in any order); a clip a
+    regrouped rerun embedded twice keeps its newest rows."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from svdcli.curate.stages.clip import embeddings_table, merge_embeddings
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3, 3, 4)).astype(np.float32)
+    times = [[0.0, 1.0, 2.0]] * 3
+    parts = {"b": embeddings_table(["v2_0_9", "v1_5_9"], times[:2], emb[:2]),
+             "a": embeddings_table(["v1_0_5"], times[:1], emb[2:])}
+    merged = []
+    for order in (["a", "b"], ["b", "a"]):
+        folder = tmp_path / "-".join(order) / "parts"
+        folder.mkdir(parents=True)
+        for k, name in enumerate(order):
+            pq.write_table(parts[name], folder / f"{name}.parquet")
+            os.utime(folder / f"{name}.parquet", (1_000 + k, 1_000 + k))  # finished in this order
+        merged.append(pq.read_table(merge_embeddings(folder, tmp_path / f"{'-'.join(order)}.parquet", "toy")))
+    assert merged[0].equals(merged[1])
+    assert merged[0].column("clip_id").to_pylist() == ["v1_0_5"] * 3 + ["v1_5_9"] * 3 + ["v2_0_9"] * 3
+    assert merged[0].column("time").to_pylist() == [0.0, 1.0, 2.0] * 3

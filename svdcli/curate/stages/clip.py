@@ -183,7 +183,8 @@ def embeddings_path(out_path: Path) -> Path:
 
 
 def merge_embeddings(folder: Path, target: Path, label: str) -> Path:
-    """Merge the per-task files into one side file (one row per clip and frame) and remove them."""
+    """Merge the per-task files into one side file (one row per clip and frame, by clip_id and
+    time) and remove them."""
     import pyarrow as pa
 
     from svdcli.manifest.io import read_parquet, write_parquet_atomic
@@ -196,6 +197,8 @@ def merge_embeddings(folder: Path, target: Path, label: str) -> Path:
     last = {k: i for i, k in enumerate(keys)}
     if len(last) != len(keys):
         table = table.take(sorted(last.values()))
+    # the tasks finish in any order: rows by clip and time, so a rerun writes the same file
+    table = table.sort_by([("clip_id", "ascending"), ("time", "ascending")])
     write_parquet_atomic(table, target, {b"svdcli.clip_model": label.encode()})
     shutil.rmtree(folder, ignore_errors=True)
     try:
