@@ -80,8 +80,8 @@ class GrayFrameStore:
         self.slots: list[int] = []  # where each frame is in the file; -1: not kept (yet)
         self.kept = 0
         self.select, self.hold_bytes = select, hold_bytes
-        self.pending: deque = deque()  # (index, decoded frame, bytes) waiting for the selector
-        self.held = 0  # bytes of decoded pictures in `pending`
+        self.pending: deque = deque()  # (index, decoded picture or gray frame, bytes) waiting for the selector
+        self.held = 0  # bytes held in `pending`
 
     def prepare(self, width: int, height: int) -> GrayConverter:
         """A converter for another thread (a GOP reader of `decode_once`): `feed` then takes its

@@ -11,8 +11,8 @@ The fit is robust: only textured points count (flat areas and letterbox bars car
 it starts from the median translation and is refitted on the points that follow it (up to
 FIT_ROUNDS times; a round that keeps the points of the last fit ends it, as every further
 round would repeat that fit), so a subject moving in front of the background does not drag the
-camera's motion along. `inliers`
-is the share of textured points within 1 px (+25% of the local motion) of the fit.
+camera's motion along. `inliers` is the share of textured points within 1 px (+25% of the local
+motion) of the fit.
 
 Each part is expressed as a displacement in px at the mean radius r of the frame's points, so
 all compare in one unit: T = |t|, Z = |a + d| r / 2, R = |c - b| r / 2, S = |(a - d, b + c)| r / 2.
