@@ -33,6 +33,24 @@ def mp4_bytes(n: int, seed: int = 0, faststart: bool = False, fmt: str = "mp4") 
         return target.read_bytes()
 
 
+def cut_off(video: Path, folder: Path, keep: float = 0.6) -> tuple[Path, Path]:
+    """(the video remuxed with its index first, that file cut off after `keep` of its bytes): an
+    upload that stopped part-way still opens, and stops decoding where its data ends."""
+    import av
+
+    intact = Path(folder) / "faststart.mp4"
+    with av.open(str(video)) as src, av.open(str(intact), "w", options={"movflags": "faststart"}) as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    damaged = Path(folder) / "cut_off.mp4"
+    data = intact.read_bytes()
+    damaged.write_bytes(data[:int(len(data) * keep)])
+    return intact, damaged
+
+
 def _encode(target: str, n: int, seed: int, fmt: str, options: dict, hole_after: int | None = None) -> None:
     """`n` frames of one shot; with `hole_after`, no frame for 2 s after that many (PTS jump forward)."""
     import av

@@ -13,27 +13,8 @@ from svdcli.video.decode import decode_once
 from svdcli.video.gray import GrayFrameStore
 from svdcli.video.probe import VideoError
 from svdcli.video.synth import Shot, write_video
-
-FPS = 24.0
-GOP = 12  # an IDR frame every 0.5 s
-
-
-class Recorder:
-    def __init__(self):
-        self.times, self.frames = [], []
-
-    def feed(self, t, frame):
-        self.times.append(t)
-        self.frames.append(frame)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    """4 s of panning shots with a cut at 2 s and a short GOP: 8 GOPs of 12 frames."""
-    path = tmp_path_factory.mktemp("runs") / "gop.mp4"
-    write_video(path, [Shot(48, seed=1, speed=(3.0, 1.0)), Shot(48, seed=2, speed=(-2.0, 0.5))],
-                size=(160, 96), fps=FPS, gop=GOP)
-    return path
+from test_decode import Recorder
+from test_sparse_reader import FPS, GOP, video  # noqa: F401 - `video`: 4 s of pans, 8 GOPs of 12 frames
 
 
 @pytest.fixture
@@ -138,18 +119,9 @@ def test_a_run_that_fails_hands_the_rest_to_one_decoder(video, short_runs, read_
 
 
 def test_a_file_cut_off_fails_where_one_decoder_does(tmp_path, video, short_runs, read_runs_calls, monkeypatch):
-    import av
+    from odd_files import cut_off
 
-    intact = tmp_path / "faststart.mp4"  # the index first, so a file cut off still opens
-    with av.open(str(video)) as src, av.open(str(intact), "w", options={"movflags": "faststart"}) as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = out
-                dst.mux(packet)
-    damaged = tmp_path / "cut_off.mp4"
-    data = intact.read_bytes()
-    damaged.write_bytes(data[:int(len(data) * 0.6)])
+    _, damaged = cut_off(video, tmp_path)
     outcomes = []
     plan = decode._runs_plan
     for runs in (False, True):  # one decoder on the same FFmpeg threads, then runs of GOPs

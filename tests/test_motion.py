@@ -270,22 +270,13 @@ def test_a_worker_reads_and_scores_on_its_share_of_the_cores(monkeypatch, tmp_pa
 def test_a_video_cut_off_part_way_scores_the_clips_before_the_damage(tmp_path):
     """A file that stops decoding part-way (an upload cut off after the cuts ran): the clips read
     before the damage get the intact file's scores, the others the error naming where it stopped."""
-    import av
+    from odd_files import cut_off
 
     from svdcli.curate.stages.motion import MotionStage
 
     written = tmp_path / "v.mp4"
     write_video(written, [Shot(48, seed=s, speed=(2.0, 0.5)) for s in (1, 2, 3, 4)], size=(160, 96), fps=FPS, gop=12)
-    intact = tmp_path / "faststart.mp4"  # the index first, so a file cut off still opens
-    with av.open(str(written)) as src, av.open(str(intact), "w", options={"movflags": "faststart"}) as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = out
-                dst.mux(packet)
-    damaged = tmp_path / "cut_off.mp4"
-    data = intact.read_bytes()
-    damaged.write_bytes(data[:int(len(data) * 0.6)])
+    intact, damaged = cut_off(written, tmp_path)
     clips = clip_rows(intact, [0, 48, 96, 144, 192], FPS, (160, 96))
 
     whole = MotionStage(threads=2).process({"video_path": str(intact), "clips": clips})
