@@ -173,6 +173,25 @@ def test_a_run_in_this_process_holds_numpy_blas_to_its_threads_and_gives_them_ba
     assert blas_threads() == before
 
 
+OPENCV_THREADS = """
+import sys
+from svdcli.curate.executors.local import limit_threads
+limit_threads(5)
+print('cv2' in sys.modules)
+import cv2
+print(cv2.getNumThreads())
+limit_threads(1)
+print(cv2.getNumThreads())
+"""
+
+
+def test_opencv_takes_a_worker_s_threads_whether_it_loads_before_or_after_the_limit():
+    """A stage that uses OpenCV only on its own threads (motion) loads it there, after the
+    executor set the limit: OpenCV reads it from the environment as it loads."""
+    out = subprocess.run([sys.executable, "-c", OPENCV_THREADS], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "5", "1"], out
+
+
 FREE_AND_ALLOCATE = """
 import resource, sys
 import numpy as np

@@ -1,10 +1,20 @@
 """The `svd` command. Sub-commands live in their own modules; heavy imports happen inside them."""
 from __future__ import annotations
 
+import atexit
+import gc
+
 import typer
 
 from svdcli import __version__
 from svdcli.cli import convert, curate, eval as eval_cmd, pack, render, sample, train, tune
+
+# At exit Python collects the garbage of the whole heap several times (~25 ms each after a
+# curation command's imports) only to free memory the process hands back anyway: ~0.07 s of
+# every command's wall time. Frozen objects are left out of those collections (objects that
+# are not garbage of a cycle are still freed as their modules are cleared). Registered
+# before any of svdcli's own exit handlers, it runs after them.
+atexit.register(gc.freeze)
 
 app = typer.Typer(
     name="svd",
