@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Iterator, Sequence
 
@@ -108,8 +109,6 @@ def limit_threads(threads: int) -> None:
     """Set OpenCV's thread count: for the loaded module, else through the environment, which
     OpenCV reads once as it loads (`OPENCV_FOR_THREADS_NUM`), so a stage that uses OpenCV only
     on its worker threads (motion) does not load it (~30 ms) before its work can start."""
-    import sys
-
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(threads)
     else:
@@ -131,7 +130,6 @@ def keep_freed_memory() -> bool:
     above what it holds.
     """
     import ctypes
-    import sys
 
     if not sys.platform.startswith("linux"):
         return False
