@@ -1,3 +1,3 @@
-from svdcli.cli.main import app
+from svdcli.cli.main import run
 
-app()
+run()
