@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from svdcli.video.probe import VideoError, use_decoder_threads, frame_rotation, open_container, stream_rotation
+from svdcli.video.probe import (VideoError, use_decoder_threads, frame_rotation, open_container, picture_bytes,
+                                stream_rotation)
 
 ANALYSIS_WIDTH = 64  # pixels: enough to see a cut, coarse enough to damp motion, free next to decoding
 OVERSAMPLE = 2  # bilinear to this many times the analysis size, then area-average down
@@ -346,7 +347,7 @@ class _RunReader:
         """(what each hook gets, bytes of picture held against the budget)."""
         if not self.prepared:
             return (), 0
-        self.picture_bytes = self.picture_bytes or sum(plane.buffer_size for plane in frame.planes)
+        self.picture_bytes = self.picture_bytes or picture_bytes(frame)
         if self.budget.take(self.picture_bytes):
             return (frame,) * len(self.prepared), self.picture_bytes
         return tuple(make(frame) for make in self.prepared), 0

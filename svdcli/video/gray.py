@@ -30,6 +30,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from svdcli.video.probe import picture_bytes
+
 EPS = 1e-4  # seconds: the frame shown at t is the last one whose time is <= t + EPS
 
 
@@ -104,7 +106,7 @@ class GrayFrameStore:
         if self.select is None:
             self._keep(len(self.times) - 1, frame)
             return
-        size = frame.nbytes if isinstance(frame, np.ndarray) else sum(plane.buffer_size for plane in frame.planes)
+        size = frame.nbytes if isinstance(frame, np.ndarray) else picture_bytes(frame)
         self.pending.append((len(self.times) - 1, frame, size))
         self.held += size
         self._settle()

@@ -152,6 +152,11 @@ def frame_rotation(frame) -> int:
     return int(round(-float(angle))) % 360
 
 
+def picture_bytes(frame) -> int:
+    """Bytes a decoded PyAV picture holds (its planes' buffers, line padding included)."""
+    return sum(plane.buffer_size for plane in frame.planes)
+
+
 def _first_frame_rotation(container, stream) -> int:
     try:
         for frame in container.decode(stream):
