@@ -50,6 +50,42 @@ def test_the_svd_executable_leaves_the_heap_out_of_the_collections_at_exit():
         assert lines == ["running False", "added False", f"at exit {frozen}"], (mode, out)
 
 
+def test_the_svd_executable_builds_only_the_command_it_runs():
+    """Building every command of the tree costs ~30 ms of each command's start-up: `run` builds
+    the path its arguments name, that command exactly as the whole app has it, and keeps a
+    level whole where it names nothing registered (help, options, lazily declared stages, typos)."""
+    import typer.main
+
+    from svdcli.cli.main import only_the_named
+
+    def tree(command) -> dict:
+        return {name: tree(sub) for name, sub in getattr(command, "commands", {}).items()}
+
+    built = typer.main.get_command(only_the_named(app, ["curate", "cuts", "in.mp4", "--out", "o.parquet"]))
+    assert tree(built) == {"curate": {"cuts": {}}}
+    whole = typer.main.get_command(app)
+    ours, theirs = built.commands["curate"].commands["cuts"], whole.commands["curate"].commands["cuts"]
+    def described(param) -> tuple:
+        return (param.name, param.opts, param.secondary_opts, repr(param.default), getattr(param, "help", None),
+                param.required, param.multiple, type(param.type).__name__, getattr(param.type, "name", None))
+
+    assert [described(p) for p in ours.params] == [described(p) for p in theirs.params]
+    assert ours.help == theirs.help
+    for args in ([], ["--help"], ["--version"], ["nope"]):
+        assert only_the_named(app, args) is app, args
+    for args in (["curate"], ["curate", "--help"], ["curate", "motion"], ["curate", "cutz"]):
+        group = only_the_named(app, args).registered_groups
+        assert [g.name for g in group] == ["curate"] and group[0].typer_instance is app.registered_groups[0].typer_instance
+    counted = ("import sys, typer.main as tm; built = []; make = tm.get_command_from_info\n"
+               "tm.get_command_from_info = lambda *a, **k: built.append(1) or make(*a, **k)\n"
+               "import svdcli.cli.main as cli; sys.argv = ['svd', 'curate', 'cuts', '--help']\n"
+               "try:\n    cli.run()\nexcept SystemExit:\n    print('built', len(built))")
+    out = subprocess.run([sys.executable, "-c", counted], capture_output=True, text=True, check=True).stdout
+    assert "--motion-out" in out and out.splitlines()[-1] == "built 1", out
+    typo = subprocess.run([sys.executable, "-m", "svdcli", "curate", "cutz"], capture_output=True, text=True)
+    assert typo.returncode == 2 and "Did you mean 'cuts'" in typo.stderr
+
+
 def test_an_error_is_one_line_however_long_its_path(tmp_path):
     """Logs and scripts read the error line: a long path is never wrapped onto the next line."""
     image = tmp_path / ("x" * 150) / "cond.png"
@@ -73,7 +109,8 @@ def test_curate_help_lists_the_stages_without_importing_them():
 def test_curation_commands_never_import_pandas(tmp_path):
     """pyarrow imports pandas (~0.15 s of start-up) at its first conversion unless told it is not
     needed (`pyarrow_without_pandas`) and every conversion names its types; yet a command's
-    process still gets pandas from pyarrow when it asks (`to_pandas`)."""
+    process still gets pandas from pyarrow when it asks (`to_pandas`). Without a progress bar
+    their summary lines print without loading rich either (`say`: ~25 ms of the command's end)."""
     from svdcli.video.synth import Shot, write_video
 
     video = tmp_path / "v.mp4"
@@ -87,13 +124,26 @@ def run(*args):
 
 run('curate', 'cuts', {str(video)!r}, '--out', {str(tmp_path / 'c.parquet')!r}, '--motion-out', {str(tmp_path / 'm.parquet')!r})
 run('curate', 'motion', '-m', {str(tmp_path / 'c.parquet')!r}, '--out', {str(tmp_path / 'm2.parquet')!r}, '-j', '1')
-print('pandas' in sys.modules)
+print('pandas' in sys.modules, 'rich' in sys.modules)
 import pyarrow.parquet as pq
 print(len(pq.ParquetFile({str(tmp_path / 'm2.parquet')!r}).read().to_pandas()))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr
+    assert out.stdout.split() == ["False", "False", "2"], out.stdout + out.stderr
+    assert "cuts: 1 videos, 2 clips" in out.stderr and "motion: 2 clips scored" in out.stderr, out.stderr
+
+
+def test_a_plain_line_prints_as_rich_prints_it(capsys):
+    """`say` writes what `console().print` would, and leaves to rich what rich changes."""
+    from svdcli.cli.common import console, say
+
+    for line in ("cuts: 3 videos -> /data/[raw]/c.parquet", ":smile: [bold]x[/]", "ünï 漢字 🎬", "x" * 300,
+                 "  spaced  ", "", "a\tb", "bell\x07", "cr\rx", "two\nlines"):
+        console().print(line)
+        theirs = capsys.readouterr().err
+        say(line)
+        assert capsys.readouterr().err == theirs, repr(line)
 
 
 def test_a_curation_command_imports_only_its_stages_and_starts_blas_on_one_thread(tmp_path):

@@ -6,7 +6,7 @@ from typing import List
 
 import typer
 
-from svdcli.cli.common import console, user_errors
+from svdcli.cli.common import say, user_errors
 from svdcli.cli.curate_cmds.options import ExecutorName, MaxErrorRate, RayAddress, Verbose
 from svdcli.cli.curate_cmds.progress import stage_bars
 
@@ -96,15 +96,15 @@ def cuts(
     if summary.complete:
         from svdcli.curate.outcome import check_outcome, outcome_of
 
-        console().print(f"cuts: {line} -> {summary.out}")
+        say(f"cuts: {line} -> {summary.out}")
         if motion_out is not None:
             from svdcli.curate.stages.motion import summarize
 
-            console().print(summarize(motion_out, 0.25))
+            say(summarize(motion_out, 0.25))
         check_outcome(outcome_of("cuts", summary.out), max_error_rate)
     else:
-        console().print(f"cuts: rank {rank}/{world_size} done ({line}); the manifest is written "
-                        f"by the run that finishes the last videos (rerun with --rank/--world-size)")
+        say(f"cuts: rank {rank}/{world_size} done ({line}); the manifest is written "
+            f"by the run that finishes the last videos (rerun with --rank/--world-size)")
 
 
 def print_skipped(skipped: list[tuple[str, str]], verbose: bool) -> None:
@@ -114,7 +114,7 @@ def print_skipped(skipped: list[tuple[str, str]], verbose: bool) -> None:
     line = InputScan([], skipped).skipped_line()
     if line is None:
         return
-    console().print(line + ("" if verbose else " (--verbose lists them)"))
+    say(line + ("" if verbose else " (--verbose lists them)"))
     if verbose:
         for path, why in skipped:
-            console().print(f"  {path!r}: {why}" if "\n" in path else f"  {path}: {why}")
+            say(f"  {path!r}: {why}" if "\n" in path else f"  {path}: {why}")

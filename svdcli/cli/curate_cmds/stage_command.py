@@ -23,7 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from svdcli.cli.common import check_rank, console, print_stage_result, user_errors
+from svdcli.cli.common import check_rank, print_stage_result, say, user_errors
 from svdcli.cli.curate_cmds.options import (ExecutorName, Manifest, MaxErrorRate, Out, Progress, RayAddress, Rank,
                                             Workers, WorldSize)
 from svdcli.cli.curate_cmds.progress import stage_bars
@@ -92,13 +92,13 @@ def command_function(spec, before=None, after=None):
         check_rank(kw["rank"], kw["world_size"])
         settings = {o.name: _value(o, kw[o.name]) for o in setting_opts}
         if before:
-            console().print(before(settings))
+            say(before(settings))
         result, written = runner_of(spec)(kw["manifest"], kw["out"], workers=kw["workers"], rank=kw["rank"],
                                       world_size=kw["world_size"],
                                       executor=executor_for(kw["executor"], kw["ray_address"]),
                                       progress=stage_bars(kw["progress"]), **settings)
         if after:
-            console().print(after(result))
+            say(after(result))
         summary = {o.name: kw[o.name] for o in summary_opts}
         print_stage_result(spec.name, result, written, lambda path: summary_line(spec, path, **summary),
                            kw["max_error_rate"])
